@@ -6,5 +6,20 @@
 //! returned bytes over whatever transport they use. All state lives behind [`storage::KvStore`],
 //! which the caller implements (the SDK over an encrypted database).
 
+pub mod config;
 pub mod content;
+pub mod directory;
+mod engine;
+mod error;
+pub mod identity;
+pub mod pickle;
+mod provider;
 pub mod safety;
+pub mod storage;
+
+pub use config::{EngineConfig, Suite, UpdatePolicy};
+pub use engine::{
+    CommitBundle, ConversationId, ConversationInfo, ConversationKind, Engine, Incoming, Intent,
+    Outbound,
+};
+pub use error::{ConversationError, Error, Result};

@@ -1,0 +1,370 @@
+//! Processing what arrives from the delivery service: application messages, commits,
+//! proposals and Welcomes. Each is authenticated by MLS, then checked against the senders'
+//! and new members' signed device lists before anything is applied.
+
+use std::collections::BTreeSet;
+
+use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
+use openmls::group::{ProcessMessageError, ValidationError};
+use openmls::prelude::*;
+
+use super::ops::load_group;
+use super::records::{ConversationKind, ConversationRecord, Intent, METADATA_EXTENSION};
+use super::{ConversationId, Engine, device_credential, internal};
+use crate::content::Message;
+use crate::directory::DeviceCheck;
+use crate::error::{ConversationError, Result};
+use crate::identity::DeviceCredential;
+use crate::storage::KvStore;
+
+/// What an incoming message turned out to be, after it was verified and applied.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// An application message from a member device.
+    Message {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The authenticated sending device.
+        sender: DeviceCredential,
+        /// The epoch it was sent in.
+        epoch: u64,
+        /// The decrypted content.
+        message: Message,
+    },
+    /// Another member's commit was applied; the conversation is now at `epoch`.
+    Commit {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The committing device.
+        sender: DeviceCredential,
+        /// The new epoch.
+        epoch: u64,
+        /// Devices added.
+        added: Vec<DeviceCredential>,
+        /// Devices removed.
+        removed: Vec<DeviceCredential>,
+        /// Whether the group name or avatar changed.
+        metadata_changed: bool,
+        /// Our own commit for the previous epoch lost to this one; retry it with
+        /// [`Engine::retry`] once the server confirms the rejection.
+        superseded: Option<Intent>,
+    },
+    /// This device was added to a conversation.
+    Joined {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Direct or group.
+        kind: ConversationKind,
+        /// The device that added us.
+        sender: DeviceCredential,
+        /// All member devices.
+        members: Vec<DeviceCredential>,
+    },
+    /// This device was removed from the conversation (or its leave request was committed).
+    Removed {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The device that committed the removal.
+        by: DeviceCredential,
+    },
+    /// A member asked to leave; commit it with [`Engine::commit_pending_proposals`].
+    LeaveRequested {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The device leaving.
+        member: DeviceCredential,
+    },
+}
+
+/// Maps OpenMLS's processing errors to ours without leaking library internals to peers.
+fn processing_error<E: std::fmt::Debug>(e: ProcessMessageError<E>) -> ConversationError {
+    use ConversationError as C;
+    match e {
+        ProcessMessageError::ValidationError(v) => match v {
+            ValidationError::WrongEpoch | ValidationError::NoPastEpochData => C::WrongEpoch,
+            ValidationError::WrongGroupId => C::UnknownConversation,
+            ValidationError::InvalidSignature
+            | ValidationError::InvalidMembershipTag
+            | ValidationError::MissingMembershipTag
+            | ValidationError::UnknownMember
+            | ValidationError::InvalidLeafNodeSignature => C::Forged,
+            ValidationError::UnableToDecrypt(d) => match d {
+                MessageDecryptionError::SecretTreeError(SecretTreeError::SecretReuseError) => {
+                    C::Replayed
+                }
+                MessageDecryptionError::SecretTreeError(SecretTreeError::TooDistantInThePast) => {
+                    C::WrongEpoch
+                }
+                MessageDecryptionError::MalformedContent => C::Malformed,
+                _ => C::Undecryptable,
+            },
+            ValidationError::NonMemberApplicationMessage
+            | ValidationError::UnauthorizedExternalSender => C::ExternalSender,
+            other => C::Invalid(other.to_string()),
+        },
+        ProcessMessageError::IncompatibleWireFormat => C::Malformed,
+        ProcessMessageError::UnauthorizedExternalApplicationMessage
+        | ProcessMessageError::UnauthorizedExternalCommitMessage
+        | ProcessMessageError::UnsupportedProposalType => C::ExternalSender,
+        ProcessMessageError::GroupStateError(_) => C::NotAMember,
+        ProcessMessageError::InvalidCommit(c) => C::Invalid(c.to_string()),
+        other => C::Internal(format!("{other:?}")),
+    }
+}
+
+impl<S: KvStore> Engine<S> {
+    /// Verifies, decrypts and applies one message from the delivery service.
+    ///
+    /// On any error nothing changes: a replayed, forged, tampered or wrong-epoch message, or a
+    /// commit adding a device that is not in its account's signed device list, leaves the
+    /// conversation exactly as it was. [`ConversationError::UnknownAccounts`] asks the caller to
+    /// fetch those device lists and call again with the same bytes.
+    pub fn process(&mut self, now_ms: u64, bytes: &[u8]) -> Result<Incoming> {
+        let message = MlsMessageIn::tls_deserialize_exact_bytes(bytes)
+            .map_err(|_| ConversationError::Malformed)?;
+        match message.extract() {
+            MlsMessageBodyIn::Welcome(welcome) => self.atomically(|e| e.join(now_ms, welcome)),
+            MlsMessageBodyIn::PrivateMessage(m) => {
+                self.atomically(|e| e.process_protocol(now_ms, ProtocolMessage::from(m)))
+            }
+            MlsMessageBodyIn::PublicMessage(_) => Err(ConversationError::Malformed.into()),
+            _ => Err(ConversationError::Malformed.into()),
+        }
+    }
+
+    fn process_protocol(&mut self, _now_ms: u64, message: ProtocolMessage) -> Result<Incoming> {
+        let conversation = ConversationId::from_group_id(message.group_id())?;
+        let mut record = self.record(conversation)?;
+        let group = load_group(&mut self.groups, &self.provider, conversation)?;
+        let processed = group
+            .process_message(&self.provider, message)
+            .map_err(processing_error)?;
+        let Sender::Member(sender_leaf) = *processed.sender() else {
+            return Err(ConversationError::ExternalSender.into());
+        };
+        let sender = device_credential(processed.credential())?;
+        let epoch = processed.epoch().as_u64();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                let message = Message::decode(&app.into_bytes())?;
+                record.received_since_update = record.received_since_update.saturating_add(1);
+                self.save_record(conversation, &record)?;
+                Ok(Incoming::Message {
+                    conversation,
+                    sender,
+                    epoch,
+                    message,
+                })
+            }
+            ProcessedMessageContent::ProposalMessage(proposal) => {
+                let is_self_removal = matches!(
+                    proposal.proposal(),
+                    Proposal::Remove(r) if r.removed() == sender_leaf
+                );
+                if !is_self_removal {
+                    return Err(ConversationError::Invalid(
+                        "only leave requests are accepted as proposals".into(),
+                    )
+                    .into());
+                }
+                group
+                    .store_pending_proposal(self.provider.storage(), *proposal)
+                    .map_err(internal)?;
+                Ok(Incoming::LeaveRequested {
+                    conversation,
+                    member: sender,
+                })
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                self.apply_commit(conversation, record, sender, sender_leaf, *staged)
+            }
+            ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+                Err(ConversationError::ExternalSender.into())
+            }
+            ProcessedMessageContent::OwnPrivateMessage => Err(ConversationError::OwnMessage.into()),
+            #[allow(unreachable_patterns)]
+            _ => Err(ConversationError::Malformed.into()),
+        }
+    }
+
+    fn apply_commit(
+        &mut self,
+        conversation: ConversationId,
+        mut record: ConversationRecord,
+        sender: DeviceCredential,
+        sender_leaf: LeafNodeIndex,
+        staged: StagedCommit,
+    ) -> Result<Incoming> {
+        let group = load_group(&mut self.groups, &self.provider, conversation)?;
+        let mut unknown = BTreeSet::new();
+        let mut check = |cred: &DeviceCredential, key: &[u8]| -> Result<()> {
+            match self.directory.check(cred, key) {
+                Ok(()) => Ok(()),
+                Err(DeviceCheck::UnknownAccount) => {
+                    unknown.insert(cred.username.clone());
+                    Ok(())
+                }
+                Err(DeviceCheck::NotListed) => {
+                    Err(ConversationError::DeviceNotInList(cred.to_string()).into())
+                }
+            }
+        };
+
+        let mut added = Vec::new();
+        for add in staged.add_proposals() {
+            let leaf = add.add_proposal().key_package().leaf_node();
+            let cred = device_credential(leaf.credential())?;
+            check(&cred, leaf.signature_key().as_slice())?;
+            added.push(cred);
+        }
+        let mut leaves: Vec<(LeafNodeIndex, LeafNode)> = staged
+            .update_path_leaf_node()
+            .map(|leaf| (sender_leaf, leaf.clone()))
+            .into_iter()
+            .collect();
+        for update in staged.update_proposals() {
+            if let Sender::Member(i) = update.sender() {
+                leaves.push((*i, update.update_proposal().leaf_node().clone()));
+            }
+        }
+        for (index, leaf) in leaves {
+            let cred = device_credential(leaf.credential())?;
+            let current = group.member(index).map(device_credential).transpose()?;
+            if current.as_ref() != Some(&cred) {
+                return Err(ConversationError::Invalid(
+                    "a leaf may not change its identity".into(),
+                )
+                .into());
+            }
+            check(&cred, leaf.signature_key().as_slice())?;
+        }
+        let removed: Vec<DeviceCredential> = staged
+            .remove_proposals()
+            .filter_map(|r| group.member(r.remove_proposal().removed()))
+            .filter_map(|c| device_credential(c).ok())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ConversationError::UnknownAccounts(unknown.into_iter().collect()).into());
+        }
+        if record.kind == ConversationKind::Direct {
+            let mut accounts: BTreeSet<String> = group
+                .members()
+                .filter_map(|m| device_credential(&m.credential).ok())
+                .filter(|c| !removed.contains(c))
+                .map(|c| c.username)
+                .collect();
+            accounts.extend(added.iter().map(|c| c.username.clone()));
+            if accounts.len() > 2 {
+                return Err(ConversationError::Invalid(
+                    "a direct conversation has two accounts".into(),
+                )
+                .into());
+            }
+        }
+        let metadata_changed = staged
+            .group_context()
+            .extensions()
+            .unknown(METADATA_EXTENSION)
+            != group.extensions().unknown(METADATA_EXTENSION);
+        let self_removed = staged.self_removed();
+
+        let superseded = if group.pending_commit().is_some() {
+            group
+                .clear_pending_commit(self.provider.storage())
+                .map_err(internal)?;
+            record.pending.take()
+        } else {
+            None
+        };
+        group
+            .merge_staged_commit(&self.provider, staged)
+            .map_err(internal)?;
+        let epoch = group.epoch().as_u64();
+        if self_removed {
+            record.active = false;
+            self.save_record(conversation, &record)?;
+            return Ok(Incoming::Removed {
+                conversation,
+                by: sender,
+            });
+        }
+        record.superseded = superseded.clone();
+        self.save_record(conversation, &record)?;
+        Ok(Incoming::Commit {
+            conversation,
+            sender,
+            epoch,
+            added,
+            removed,
+            metadata_changed,
+            superseded,
+        })
+    }
+
+    fn join(&mut self, _now_ms: u64, welcome: Welcome) -> Result<Incoming> {
+        let staged =
+            StagedWelcome::new_from_welcome(&self.provider, &self.join_config(), welcome, None)
+                .map_err(|e| match e {
+                    WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey => {
+                        ConversationError::Undecryptable
+                    }
+                    other => ConversationError::Invalid(other.to_string()),
+                })?;
+        let mut unknown = BTreeSet::new();
+        let mut members = Vec::new();
+        for member in staged.members() {
+            let cred = device_credential(&member.credential)?;
+            match self.directory.check(&cred, &member.signature_key) {
+                Ok(()) => {}
+                Err(DeviceCheck::UnknownAccount) => {
+                    unknown.insert(cred.username.clone());
+                }
+                Err(DeviceCheck::NotListed) => {
+                    return Err(ConversationError::DeviceNotInList(cred.to_string()).into());
+                }
+            }
+            members.push(cred);
+        }
+        if !unknown.is_empty() {
+            return Err(ConversationError::UnknownAccounts(unknown.into_iter().collect()).into());
+        }
+        let sender = device_credential(staged.welcome_sender().map_err(internal)?.credential())?;
+        let kind = ConversationKind::from_extensions(staged.group_context().extensions());
+        let conversation = ConversationId::from_group_id(staged.group_context().group_id())?;
+        if self
+            .provider
+            .kv()
+            .get(&super::records::conversation_key(&conversation.0))?
+            .is_some()
+        {
+            // A device re-added after removal: drop the stale state first.
+            if let Some(mut old) =
+                MlsGroup::load(self.provider.storage(), &conversation.group_id())?
+            {
+                old.delete(self.provider.storage())?;
+            }
+            self.groups.remove(&conversation);
+        }
+        let group = staged.into_group(&self.provider).map_err(internal)?;
+        let suite = Self::suite_of(&group)?;
+        self.groups.insert(conversation, group);
+        let record = ConversationRecord {
+            kind,
+            suite,
+            received_since_update: 0,
+            // A joiner's leaf comes from a key package that may be old: update on first send.
+            last_update_ms: 0,
+            pending: None,
+            superseded: None,
+            active: true,
+        };
+        self.save_record(conversation, &record)?;
+        Ok(Incoming::Joined {
+            conversation,
+            kind,
+            sender,
+            members,
+        })
+    }
+}

@@ -1,0 +1,426 @@
+//! The engine: one device's view of its account, its peers and its conversations.
+//!
+//! An [`Engine`] is a sans-IO state machine. Calls take the current time where it matters and
+//! return bytes for the caller to deliver; incoming bytes go to [`Engine::process`]. Every call
+//! is atomic: it either completes and its state changes are handed to the caller's store in one
+//! batch, or it fails with a typed error and nothing changes.
+
+mod incoming;
+mod ops;
+mod records;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use openmls::prelude::*;
+use tls_codec::Serialize as _;
+use zeroize::Zeroizing;
+
+use crate::config::{EngineConfig, Suite};
+use crate::directory::{Directory, DirectoryChange};
+use crate::error::{ConversationError, Error, Result};
+use crate::identity::{
+    AccountIdentity, DeviceCredential, DeviceEntry, DeviceId, DeviceList, IdentityError,
+    IdentityKey, SignedDeviceList, validate_username,
+};
+use crate::provider::{DeviceSigner, Provider};
+use crate::safety::SafetyNumber;
+use crate::storage::{KvStore, Overlay, StoreError};
+
+pub use incoming::Incoming;
+pub use ops::{CommitBundle, ConversationInfo, Outbound};
+use records::{ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord};
+pub use records::{ConversationKind, Intent};
+
+/// A conversation's identifier: the MLS group id, 16 random bytes, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversationId(pub [u8; 16]);
+
+impl ConversationId {
+    /// Parses the 32-hex-digit form produced by `Display`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    pub(crate) fn from_group_id(id: &GroupId) -> Result<Self, ConversationError> {
+        id.as_slice()
+            .try_into()
+            .map(Self)
+            .map_err(|_| ConversationError::UnknownConversation)
+    }
+
+    pub(crate) fn group_id(&self) -> GroupId {
+        GroupId::from_slice(&self.0)
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConversationId({self})")
+    }
+}
+
+/// One device's end-to-end encryption state, over the caller's store `S`.
+pub struct Engine<S: KvStore> {
+    provider: Provider<Overlay<S>>,
+    signer: DeviceSigner,
+    me: DeviceCredential,
+    config: EngineConfig,
+    directory: Directory,
+    account_identity: Option<AccountIdentity>,
+    groups: HashMap<ConversationId, MlsGroup>,
+}
+
+impl<S: KvStore> fmt::Debug for Engine<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("device", &self.me)
+            .field("suite", &self.config.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn internal(e: impl fmt::Display) -> Error {
+    Error::Conversation(ConversationError::Internal(e.to_string()))
+}
+
+impl<S: KvStore> Engine<S> {
+    /// Sets up the first device of a new account: a fresh account identity key, a fresh device
+    /// key, and device list version 1 naming this device. Publish the returned list.
+    pub fn create_account(
+        store: S,
+        username: &str,
+        config: EngineConfig,
+        now_ms: u64,
+    ) -> Result<(Self, SignedDeviceList)> {
+        let mut engine = Self::new_device(store, username, config)?;
+        let identity = AccountIdentity::generate()?;
+        let list = DeviceList {
+            username: username.as_bytes().to_vec(),
+            identity_key: identity.public(),
+            version: 1,
+            devices: vec![engine.device_entry(now_ms)],
+        };
+        let signed = identity.sign(&list)?;
+        engine.install_account_identity(identity, &signed)?;
+        Ok((engine, signed))
+    }
+
+    /// Sets up an additional device of an existing account. It holds no account identity key
+    /// until an existing device approves it and hands one over ([`Self::install_account_identity`]).
+    pub fn new_device(store: S, username: &str, config: EngineConfig) -> Result<Self> {
+        validate_username(username)?;
+        if store.get(DEVICE_KEY)?.is_some() {
+            return Err(Error::State("store already holds a device"));
+        }
+        let signer = DeviceSigner::generate()?;
+        let record = DeviceRecord {
+            username: username.to_owned(),
+            device_id: DeviceId::random()?,
+            signing_seed: *signer.seed(),
+            config,
+        };
+        records::save(&store, DEVICE_KEY, &record)?;
+        Self::from_record(store, &record, signer)
+    }
+
+    /// Reopens an engine from a store written by an earlier run (or imported from an export).
+    pub fn load(store: S) -> Result<Self> {
+        let record: DeviceRecord =
+            records::load(&store, DEVICE_KEY)?.ok_or(Error::State("store holds no device"))?;
+        let signer = DeviceSigner::from_seed(&record.signing_seed);
+        let mut engine = Self::from_record(store, &record, signer)?;
+        if let Some(secret) = engine.provider.kv().get(ACCOUNT_IDENTITY_KEY)? {
+            let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(
+                secret
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Codec)?,
+            );
+            engine.account_identity = Some(AccountIdentity::from_secret_bytes(&bytes));
+        }
+        Ok(engine)
+    }
+
+    fn from_record(store: S, record: &DeviceRecord, signer: DeviceSigner) -> Result<Self> {
+        let directory = Directory::load(&store)?;
+        let provider = Provider::new(Overlay::new(store)).map_err(internal)?;
+        Ok(Self {
+            provider,
+            signer,
+            me: DeviceCredential {
+                username: record.username.clone(),
+                device_id: record.device_id,
+            },
+            config: record.config.clone(),
+            directory,
+            account_identity: None,
+            groups: HashMap::new(),
+        })
+    }
+
+    /// The caller's store.
+    pub fn store(&self) -> &S {
+        self.provider.kv().base()
+    }
+
+    /// This device's account and device id.
+    pub fn device(&self) -> &DeviceCredential {
+        &self.me
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// This device's entry for its account's device list (id and MLS signature key).
+    pub fn device_entry(&self, now_ms: u64) -> DeviceEntry {
+        DeviceEntry {
+            device_id: self.me.device_id,
+            signature_key: self.signer.public_key(),
+            added_at_ms: now_ms,
+        }
+    }
+
+    /// Whether this device holds the account identity key (and so can approve devices).
+    pub fn has_account_identity(&self) -> bool {
+        self.account_identity.is_some()
+    }
+
+    /// The account identity secret, to hand to a newly approved device over an encrypted channel.
+    pub fn account_identity(&self) -> Option<&AccountIdentity> {
+        self.account_identity.as_ref()
+    }
+
+    /// Installs the account identity key received from an approving device, together with the
+    /// account's current signed device list, which must be signed by that key and list this device.
+    pub fn install_account_identity(
+        &mut self,
+        identity: AccountIdentity,
+        signed: &SignedDeviceList,
+    ) -> Result<()> {
+        let list = signed.verify()?;
+        if list.identity_key != identity.public() || list.username() != self.me.username {
+            return Err(IdentityError::WrongAccount.into());
+        }
+        if !list.allows(self.me.device_id, &self.signer.public_key()) {
+            return Err(ConversationError::DeviceNotInList(self.me.to_string()).into());
+        }
+        let username = self.me.username.clone();
+        self.directory
+            .accept(self.provider.kv(), &username, signed, true)?;
+        self.provider
+            .kv()
+            .put(ACCOUNT_IDENTITY_KEY, &identity.secret_bytes()[..])?;
+        self.account_identity = Some(identity);
+        Ok(())
+    }
+
+    /// Signs the next version of this account's device list with `entry` added.
+    pub fn approve_device(&mut self, entry: DeviceEntry) -> Result<SignedDeviceList> {
+        self.change_own_list(|devices| {
+            if devices.iter().any(|d| d.device_id == entry.device_id) {
+                return Err(IdentityError::BadDeviceSet.into());
+            }
+            devices.push(entry);
+            Ok(())
+        })
+    }
+
+    /// Signs the next version of this account's device list without `device_id`.
+    pub fn revoke_device(&mut self, device_id: DeviceId) -> Result<SignedDeviceList> {
+        self.change_own_list(|devices| {
+            let before = devices.len();
+            devices.retain(|d| d.device_id != device_id);
+            if devices.len() == before {
+                return Err(ConversationError::NotInConversation(device_id.to_string()).into());
+            }
+            Ok(())
+        })
+    }
+
+    fn change_own_list(
+        &mut self,
+        edit: impl FnOnce(&mut Vec<DeviceEntry>) -> Result<()>,
+    ) -> Result<SignedDeviceList> {
+        let identity = self
+            .account_identity
+            .as_ref()
+            .ok_or(Error::State("this device holds no account identity key"))?;
+        let mut list = self
+            .directory
+            .list(&self.me.username)
+            .cloned()
+            .ok_or(Error::State("own device list unknown"))?;
+        edit(&mut list.devices)?;
+        list.version += 1;
+        let signed = identity.sign(&list)?;
+        let username = self.me.username.clone();
+        self.directory
+            .accept(self.provider.kv(), &username, &signed, false)?;
+        Ok(signed)
+    }
+
+    /// Verifies `signed` as `username`'s device list and remembers it.
+    ///
+    /// The first list pins the account's identity key. A list signed by a different key is
+    /// refused with [`IdentityError::IdentityChanged`]; a list older than the one known is refused
+    /// as a rollback.
+    pub fn accept_device_list(
+        &mut self,
+        username: &str,
+        signed: &SignedDeviceList,
+    ) -> Result<DirectoryChange> {
+        self.directory
+            .accept(self.provider.kv(), username, signed, false)
+    }
+
+    /// Accepts a changed identity key for `username` after the user has verified it (for
+    /// example by comparing the new safety number).
+    pub fn trust_new_identity(
+        &mut self,
+        username: &str,
+        signed: &SignedDeviceList,
+    ) -> Result<DirectoryChange> {
+        self.directory
+            .accept(self.provider.kv(), username, signed, true)
+    }
+
+    /// The latest accepted device list of `username`, if known.
+    pub fn device_list(&self, username: &str) -> Option<&DeviceList> {
+        self.directory.list(username)
+    }
+
+    /// The pinned identity key of `username`, if known.
+    pub fn identity_key(&self, username: &str) -> Option<IdentityKey> {
+        self.directory.identity(username)
+    }
+
+    /// The safety number between this account and `peer`; both must be known.
+    pub fn safety_number(&self, peer: &str) -> Result<SafetyNumber> {
+        let mine = self
+            .identity_key(&self.me.username)
+            .ok_or(Error::State("own device list unknown"))?;
+        let theirs = self
+            .identity_key(peer)
+            .ok_or_else(|| ConversationError::UnknownAccounts(vec![peer.to_owned()]))?;
+        Ok(SafetyNumber::new(
+            &self.me.username,
+            mine.as_bytes(),
+            peer,
+            theirs.as_bytes(),
+        ))
+    }
+
+    /// Creates `count` one-time key packages (or one last-resort package) for upload; their
+    /// private keys stay in the store until a Welcome uses them.
+    pub fn generate_key_packages(
+        &mut self,
+        count: usize,
+        last_resort: bool,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.atomically(|e| {
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities());
+                if last_resort {
+                    builder = builder.mark_as_last_resort();
+                }
+                let bundle = builder
+                    .build(
+                        e.config.suite.ciphersuite(),
+                        &e.provider,
+                        &e.signer,
+                        e.credential_with_key(),
+                    )
+                    .map_err(internal)?;
+                out.push(
+                    bundle
+                        .key_package()
+                        .tls_serialize_detached()
+                        .map_err(internal)?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn credential_with_key(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: BasicCredential::new(self.me.to_identity()).into(),
+            signature_key: self.signer.public_key().to_vec().into(),
+        }
+    }
+
+    /// Runs `f` as one transaction: its writes reach the caller's store only if it succeeds.
+    fn atomically<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.provider.kv().begin()?;
+        match f(self) {
+            Ok(value) => match self.provider.kv().commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    self.groups.clear();
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                self.provider.kv().rollback();
+                // In-memory group objects may hold the failed call's changes: reload them.
+                self.groups.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn join_config(&self) -> MlsGroupJoinConfig {
+        MlsGroupJoinConfig::builder()
+            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(self.config.max_past_epochs)
+            .padding_size(self.config.padding)
+            .sender_ratchet_configuration(SenderRatchetConfiguration::new(
+                self.config.out_of_order_tolerance,
+                self.config.maximum_forward_distance,
+            ))
+            .build()
+    }
+
+    fn suite_of(group: &MlsGroup) -> Result<Suite> {
+        Suite::from_ciphersuite(group.ciphersuite())
+            .ok_or(Error::Conversation(ConversationError::UnsupportedSuite))
+    }
+}
+
+/// Leaf capabilities every Nightjar device advertises.
+fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&[Suite::XWing.ciphersuite(), Suite::Classic.ciphersuite()]),
+        Some(&records::nightjar_extension_types()),
+        None,
+        Some(&[CredentialType::Basic]),
+    )
+}
+
+/// Parses the Nightjar device credential inside an MLS credential.
+pub(crate) fn device_credential(
+    credential: &Credential,
+) -> Result<DeviceCredential, ConversationError> {
+    let basic =
+        BasicCredential::try_from(credential.clone()).map_err(|_| ConversationError::Malformed)?;
+    DeviceCredential::from_identity(basic.identity()).map_err(|_| ConversationError::Malformed)
+}
