@@ -83,7 +83,8 @@ pub struct DeviceId(pub u64);
 impl DeviceId {
     /// Parses the 16-hex-digit form produced by `Display`.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 16 {
+        // Only the canonical form: exactly 16 lowercase hex digits (no sign, no upper case).
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         u64::from_str_radix(s, 16).ok().map(DeviceId)
@@ -438,6 +439,8 @@ mod tests {
             c
         );
         assert!(DeviceCredential::from_identity(b"bob:12").is_err());
+        assert!(DeviceCredential::from_identity(b"bob:+000000000000abc").is_err());
+        assert!(DeviceCredential::from_identity(b"bob:0000000000000ABC").is_err());
         assert!(DeviceCredential::from_identity(b"B:0000000000000abc").is_err());
     }
 
@@ -446,5 +449,48 @@ mod tests {
         let id = AccountIdentity::from_secret_bytes(&[0x42; 32]);
         let text = format!("{id:?}");
         assert!(!text.contains("4242"), "{text}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decode_never_panics_and_is_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(list) = SignedDeviceList::decode(&bytes) {
+                    prop_assert_eq!(list.encode(), bytes);
+                    let _ = list.verify();
+                }
+            }
+
+            #[test]
+            fn credential_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(c) = DeviceCredential::from_identity(&bytes) {
+                    prop_assert_eq!(c.to_identity(), bytes);
+                }
+            }
+
+            #[test]
+            fn credential_round_trip(name in "[a-z0-9_]{3,32}", id in any::<u64>()) {
+                let c = DeviceCredential { username: name, device_id: DeviceId(id) };
+                prop_assert_eq!(DeviceCredential::from_identity(&c.to_identity()).unwrap(), c);
+            }
+
+            #[test]
+            fn signed_lists_round_trip(version in any::<u64>(), n in 0usize..=MAX_DEVICES) {
+                let id = AccountIdentity::from_secret_bytes(&[9; 32]);
+                let l = DeviceList {
+                    username: b"someone".to_vec(),
+                    identity_key: id.public(),
+                    version,
+                    devices: (0..n as u64)
+                        .map(|i| DeviceEntry { device_id: DeviceId(i), signature_key: [i as u8; 32], added_at_ms: i })
+                        .collect(),
+                };
+                let signed = id.sign(&l).unwrap();
+                prop_assert_eq!(SignedDeviceList::decode(&signed.encode()).unwrap().verify().unwrap(), l);
+            }
+        }
     }
 }

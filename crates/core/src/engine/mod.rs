@@ -39,7 +39,7 @@ pub struct ConversationId(pub [u8; 16]);
 impl ConversationId {
     /// Parses the 32-hex-digit form produced by `Display`.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != 32 || !s.is_ascii() {
+        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let mut out = [0u8; 16];
@@ -402,6 +402,46 @@ impl<S: KvStore> Engine<S> {
     fn suite_of(group: &MlsGroup) -> Result<Suite> {
         Suite::from_ciphersuite(group.ciphersuite())
             .ok_or(Error::Conversation(ConversationError::UnsupportedSuite))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConversationId;
+
+    #[test]
+    fn conversation_id_text_form_is_canonical() {
+        let id = ConversationId([0xab; 16]);
+        assert_eq!(ConversationId::parse(&id.to_string()), Some(id));
+        assert_eq!(ConversationId::parse(&"AB".repeat(16)), None);
+        assert_eq!(
+            ConversationId::parse(&format!("+f{}", "00".repeat(15))),
+            None
+        );
+        assert_eq!(ConversationId::parse("00"), None);
+    }
+
+    /// Debug output near secrets is pinned: it never shows key material.
+    #[test]
+    fn engine_debug_shows_no_secrets() {
+        let store = crate::storage::MemoryStore::new();
+        let (engine, _) =
+            super::Engine::create_account(store, "alice", Default::default(), 0).unwrap();
+        let text = format!("{engine:?}");
+        assert!(
+            text.starts_with("Engine { device: DeviceCredential { username: \"alice\""),
+            "{text}"
+        );
+        assert!(text.contains("suite: XWing"), "{text}");
+        let seed = engine.signer.seed();
+        let hex: String = seed[..4].iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!text.contains(&hex));
+        assert_eq!(format!("{:?}", engine.signer), "DeviceSigner { .. }");
+        let identity = format!("{:?}", engine.account_identity().unwrap());
+        assert!(
+            identity.starts_with("AccountIdentity { public: IdentityKey("),
+            "{identity}"
+        );
     }
 }
 

@@ -844,3 +844,41 @@ fn epoch_key_pairs_id(
     key.extend_from_slice(&serde_json::to_vec(&leaf_index)?);
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    /// Pins the stored layout: changing it would strand every existing device's state.
+    #[test]
+    fn stored_key_layout_is_stable() {
+        let storage = MlsStorage::new(MemoryStore::new());
+        storage
+            .write::<CURRENT_VERSION>(TREE_LABEL, b"\"g\"", b"{}".to_vec())
+            .unwrap();
+        let entries = storage.kv().entries().unwrap();
+        let mut expected = b"mls/Tree\"g\"".to_vec();
+        expected.extend_from_slice(&CURRENT_VERSION.to_be_bytes());
+        assert_eq!(entries, vec![(expected, b"{}".to_vec())]);
+        assert_eq!(
+            CURRENT_VERSION, 1,
+            "OpenMLS changed its storage version: add a migration"
+        );
+    }
+
+    #[test]
+    fn lists_append_and_remove() {
+        let storage = MlsStorage::new(MemoryStore::new());
+        for v in [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()] {
+            storage
+                .append::<CURRENT_VERSION>(OWN_LEAF_NODES_LABEL, b"k", v)
+                .unwrap();
+        }
+        storage
+            .remove_item::<CURRENT_VERSION>(OWN_LEAF_NODES_LABEL, b"k", b"2".to_vec())
+            .unwrap();
+        let list: Vec<u8> = storage.read_list(OWN_LEAF_NODES_LABEL, b"k").unwrap();
+        assert_eq!(list, vec![1, 3]);
+    }
+}
