@@ -851,3 +851,97 @@ fn update_policy_triggers_self_update_on_send() {
         .unwrap();
     assert!(out.self_update.is_some(), "age triggers an update");
 }
+
+#[test]
+fn adding_and_removing_one_of_my_devices() {
+    let mut w = world();
+    let conv = group(&mut w);
+    // alice approves a third device; peers learn the new signed list.
+    let mut alice3 = second_device(&mut w.ds, &mut w.alice1, config());
+    learn_all(
+        &w.ds,
+        &mut [&mut w.alice2, &mut w.bob, &mut w.carol, &mut alice3],
+    );
+    let kp =
+        w.ds.key_packages
+            .get_mut(&alice3.me())
+            .unwrap()
+            .pop()
+            .unwrap();
+    let bundle = w.alice1.engine.add_devices(conv, &[kp]).unwrap();
+    commit(&mut w.ds, &mut w.alice1, bundle);
+    assert!(matches!(
+        deliver_all(&mut w.ds, &mut alice3)[..],
+        [Incoming::Joined { .. }]
+    ));
+    for d in [&mut w.bob, &mut w.carol, &mut w.alice2] {
+        match &deliver_all(&mut w.ds, d)[..] {
+            [Incoming::Commit { added, .. }] => assert_eq!(added, &[alice3.me()]),
+            other => panic!("{other:?}"),
+        }
+    }
+    send(&mut w.ds, &mut w.bob, conv, "hello all of alice");
+    expect_text(
+        &deliver_all(&mut w.ds, &mut alice3)[0],
+        &w.bob.me(),
+        "hello all of alice",
+    );
+
+    // alice revokes device 2: a new list, then a commit removing it everywhere.
+    let list = w
+        .alice1
+        .engine
+        .revoke_device(w.alice2.me().device_id)
+        .unwrap();
+    w.ds.lists.insert("alice".into(), list);
+    learn_all(&w.ds, &mut [&mut w.bob, &mut w.carol, &mut alice3]);
+    let stale_update = w.alice2.engine.self_update(conv).unwrap();
+    let bundle = w
+        .alice1
+        .engine
+        .remove_devices(conv, vec![w.alice2.me()])
+        .unwrap();
+    commit(&mut w.ds, &mut w.alice1, bundle);
+    let got = deliver_all(&mut w.ds, &mut w.alice2);
+    assert!(
+        matches!(
+            got[..],
+            [Incoming::Message { .. }, Incoming::Removed { .. }]
+        ),
+        "{got:?}"
+    );
+    for d in [&mut w.bob, &mut w.carol, &mut alice3] {
+        deliver_all(&mut w.ds, d);
+        assert!(
+            !d.engine
+                .conversation(conv)
+                .unwrap()
+                .members
+                .contains(&w.alice2.me())
+        );
+    }
+    // The revoked device's leftover commit is for an old epoch and refused by the server.
+    assert!(w.ds.submit(&w.alice2.me(), &stale_update).is_err());
+}
+
+#[test]
+fn revoked_device_cannot_commit_to_peers_who_know_the_new_list() {
+    let mut w = world();
+    let conv = group(&mut w);
+    let list = w
+        .alice1
+        .engine
+        .revoke_device(w.alice2.me().device_id)
+        .unwrap();
+    w.ds.lists.insert("alice".into(), list);
+    learn_all(&w.ds, &mut [&mut w.bob]);
+    // alice2 has not been removed from the conversation yet and tries a self-update.
+    let update = w.alice2.engine.self_update(conv).unwrap();
+    w.ds.submit(&w.alice2.me(), &update).unwrap();
+    let bytes = pending(&mut w.ds, &w.bob);
+    let err = w.bob.engine.process(NOW, &bytes[0]).unwrap_err();
+    assert!(matches!(
+        conversation_error(err),
+        ConversationError::DeviceNotInList(_)
+    ));
+}

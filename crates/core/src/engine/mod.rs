@@ -405,6 +405,26 @@ impl<S: KvStore> Engine<S> {
     }
 }
 
+/// Leaf capabilities every Nightjar device advertises.
+fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&[Suite::XWing.ciphersuite(), Suite::Classic.ciphersuite()]),
+        Some(&records::nightjar_extension_types()),
+        None,
+        Some(&[CredentialType::Basic]),
+    )
+}
+
+/// Parses the Nightjar device credential inside an MLS credential.
+pub(crate) fn device_credential(
+    credential: &Credential,
+) -> Result<DeviceCredential, ConversationError> {
+    let basic =
+        BasicCredential::try_from(credential.clone()).map_err(|_| ConversationError::Malformed)?;
+    DeviceCredential::from_identity(basic.identity()).map_err(|_| ConversationError::Malformed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::ConversationId;
@@ -443,24 +463,4 @@ mod tests {
             "{identity}"
         );
     }
-}
-
-/// Leaf capabilities every Nightjar device advertises.
-fn capabilities() -> Capabilities {
-    Capabilities::new(
-        None,
-        Some(&[Suite::XWing.ciphersuite(), Suite::Classic.ciphersuite()]),
-        Some(&records::nightjar_extension_types()),
-        None,
-        Some(&[CredentialType::Basic]),
-    )
-}
-
-/// Parses the Nightjar device credential inside an MLS credential.
-pub(crate) fn device_credential(
-    credential: &Credential,
-) -> Result<DeviceCredential, ConversationError> {
-    let basic =
-        BasicCredential::try_from(credential.clone()).map_err(|_| ConversationError::Malformed)?;
-    DeviceCredential::from_identity(basic.identity()).map_err(|_| ConversationError::Malformed)
 }
