@@ -14,8 +14,10 @@ mod error;
 pub mod identity;
 pub mod pickle;
 mod provider;
+pub mod provisioning;
 pub mod safety;
 pub mod storage;
+pub mod wire;
 
 pub use config::{EngineConfig, Suite, UpdatePolicy};
 pub use engine::{

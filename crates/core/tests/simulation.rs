@@ -7,9 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use nightjar_core::content::{Content, GroupMetadata, Message, MessageId};
-use nightjar_core::identity::{AccountIdentity, DeviceCredential, IdentityError, SignedDeviceList};
+use nightjar_core::identity::{DeviceCredential, IdentityError, SignedDeviceList};
 use nightjar_core::pickle::{self, PickleKey};
-use nightjar_core::storage::MemoryStore;
+use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::storage::{KvStore, MemoryStore};
 use nightjar_core::{
     CommitBundle, ConversationError, ConversationId, ConversationKind, Engine, EngineConfig, Error,
     Incoming, Intent, Suite, UpdatePolicy,
@@ -107,14 +108,18 @@ fn second_device(ds: &mut Ds, first: &mut Device, cfg: EngineConfig) -> Device {
     let name = first.me().username;
     let store: Store = Arc::new(MemoryStore::new());
     let mut engine = Engine::new_device(store.clone(), &name, cfg).unwrap();
-    let list = first
-        .engine
-        .approve_device(engine.device_entry(NOW))
-        .unwrap();
-    let secret = first.engine.account_identity().unwrap().secret_bytes();
-    engine
-        .install_account_identity(AccountIdentity::from_secret_bytes(&secret), &list)
-        .unwrap();
+    // The link goes through the server as a public offer and a sealed bundle.
+    let offer = engine.link_offer(NOW).unwrap();
+    let relayed = LinkOffer::decode(&offer.encode()).unwrap();
+    assert!(
+        first
+            .engine
+            .approve_link(&relayed, "WRON-GCOD-E000")
+            .is_err()
+    );
+    let (list, sealed) = first.engine.approve_link(&relayed, &offer.code()).unwrap();
+    engine.complete_link(&sealed).unwrap();
+    assert!(engine.has_account_identity());
     ds.lists.insert(name, list);
     let kps = engine.generate_key_packages(5, false).unwrap();
     ds.key_packages.insert(engine.device().clone(), kps);
@@ -944,4 +949,65 @@ fn revoked_device_cannot_commit_to_peers_who_know_the_new_list() {
         conversation_error(err),
         ConversationError::DeviceNotInList(_)
     ));
+}
+
+#[test]
+fn server_side_inspection_sees_only_routing_facts() {
+    use nightjar_core::wire::{WireKind, inspect, inspect_key_package};
+    let mut w = world();
+    let conv = group(&mut w);
+    let epoch = w.bob.engine.conversation(conv).unwrap().epoch;
+    let app = send(&mut w.ds, &mut w.bob, conv, "secret text");
+    let info = inspect(&app).unwrap();
+    assert_eq!(
+        (info.kind, info.conversation, info.epoch),
+        (WireKind::Application, Some(conv), Some(epoch))
+    );
+    let update = w.bob.engine.self_update(conv).unwrap();
+    let info = inspect(&update.commit).unwrap();
+    assert_eq!((info.kind, info.epoch), (WireKind::Commit, Some(epoch)));
+    let kp =
+        w.ds.key_packages
+            .get_mut(&w.carol.me())
+            .unwrap()
+            .pop()
+            .unwrap();
+    let kp_info = inspect_key_package(&kp).unwrap();
+    assert_eq!(kp_info.identity, w.carol.me().to_identity());
+    assert_eq!(kp_info.suite, 0x0003);
+    assert!(inspect(b"junk").is_err());
+    assert!(inspect_key_package(&kp[..kp.len() - 1]).is_err());
+}
+
+#[test]
+fn every_truncation_of_every_message_kind_is_refused_cleanly() {
+    let mut w = world();
+    let conv = group(&mut w);
+    let app = send(&mut w.ds, &mut w.alice1, conv, "truncate me");
+    let commit_bytes = w.alice1.engine.self_update(conv).unwrap().commit;
+    w.alice1.engine.commit_rejected(conv).unwrap();
+    let mut dave = new_account(&mut w.ds, "dave", config());
+    learn_all(&w.ds, &mut [&mut dave, &mut w.alice1]);
+    let kps = w.ds.claim("dave");
+    let welcome = w
+        .alice1
+        .engine
+        .add_member(conv, "dave", &kps)
+        .unwrap()
+        .welcome
+        .unwrap();
+    w.alice1.engine.commit_rejected(conv).unwrap();
+    let before = w.bob.store.entries().unwrap();
+    for bytes in [&app, &commit_bytes, &welcome] {
+        for len in 0..bytes.len() {
+            assert!(w.bob.engine.process(NOW, &bytes[..len]).is_err());
+            assert!(dave.engine.process(NOW, &bytes[..len]).is_err());
+        }
+    }
+    assert_eq!(w.bob.store.entries().unwrap(), before);
+    expect_text(
+        &w.bob.engine.process(NOW, &app).unwrap(),
+        &w.alice1.me(),
+        "truncate me",
+    );
 }

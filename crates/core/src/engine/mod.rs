@@ -24,12 +24,13 @@ use crate::identity::{
     IdentityKey, SignedDeviceList, validate_username,
 };
 use crate::provider::{DeviceSigner, Provider};
+use crate::provisioning::{LinkOffer, LinkSecret, seal_identity};
 use crate::safety::SafetyNumber;
 use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
-use records::{ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord};
+use records::{ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_OFFER_KEY, LINK_SECRET_KEY};
 pub use records::{ConversationKind, Intent};
 
 /// A conversation's identifier: the MLS group id, 16 random bytes, shown as 32 hex digits.
@@ -273,6 +274,72 @@ impl<S: KvStore> Engine<S> {
         self.directory
             .accept(self.provider.kv(), &username, &signed, false)?;
         Ok(signed)
+    }
+
+    /// On a new device: creates (or returns the already created) request to join the account.
+    /// Show [`LinkOffer::code`] to the user and publish the offer through the server.
+    pub fn link_offer(&mut self, now_ms: u64) -> Result<LinkOffer> {
+        if let Some(bytes) = self.provider.kv().get(LINK_OFFER_KEY)? {
+            return Ok(LinkOffer::decode(&bytes)?);
+        }
+        let secret = LinkSecret::generate()?;
+        let offer = LinkOffer {
+            username: self.me.username.as_bytes().to_vec(),
+            device: self.device_entry(now_ms),
+            link_key: secret.public(),
+        };
+        self.atomically(|e| {
+            e.provider
+                .kv()
+                .put(LINK_SECRET_KEY, &secret.to_bytes()[..])?;
+            e.provider.kv().put(LINK_OFFER_KEY, &offer.encode())?;
+            Ok(())
+        })?;
+        Ok(offer)
+    }
+
+    /// On an existing device holding the account identity key: approves `offer` if `typed_code`
+    /// is its code. Returns the new signed device list to publish and the sealed identity for
+    /// the new device.
+    pub fn approve_link(
+        &mut self,
+        offer: &LinkOffer,
+        typed_code: &str,
+    ) -> Result<(SignedDeviceList, Vec<u8>)> {
+        if !offer.matches_code(typed_code) {
+            return Err(Error::State(
+                "approval code does not match the device's request",
+            ));
+        }
+        if offer.username != self.me.username.as_bytes() {
+            return Err(IdentityError::WrongAccount.into());
+        }
+        let list = self.approve_device(offer.device.clone())?;
+        let identity = self
+            .account_identity
+            .as_ref()
+            .ok_or(Error::State("this device holds no account identity key"))?;
+        let sealed = seal_identity(offer, identity, &list)?;
+        Ok((list, sealed))
+    }
+
+    /// On the new device: opens the sealed identity from the approving device and installs it.
+    pub fn complete_link(&mut self, sealed: &[u8]) -> Result<()> {
+        let kv = self.provider.kv();
+        let (Some(secret), Some(offer)) = (kv.get(LINK_SECRET_KEY)?, kv.get(LINK_OFFER_KEY)?)
+        else {
+            return Err(Error::State("no device link in progress"));
+        };
+        let secret: [u8; 32] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Codec)?;
+        let offer = LinkOffer::decode(&offer)?;
+        let (identity, list) = LinkSecret::from_bytes(secret).open(&offer, sealed)?;
+        self.install_account_identity(identity, &list)?;
+        self.provider.kv().delete(LINK_SECRET_KEY)?;
+        self.provider.kv().delete(LINK_OFFER_KEY)?;
+        Ok(())
     }
 
     /// Verifies `signed` as `username`'s device list and remembers it.

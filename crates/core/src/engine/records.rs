@@ -104,6 +104,8 @@ pub(crate) struct ConversationRecord {
 const CONV_PREFIX: &[u8] = b"nj/conv/";
 pub(crate) const DEVICE_KEY: &[u8] = b"nj/device";
 pub(crate) const ACCOUNT_IDENTITY_KEY: &[u8] = b"nj/account-identity";
+pub(crate) const LINK_SECRET_KEY: &[u8] = b"nj/link-secret";
+pub(crate) const LINK_OFFER_KEY: &[u8] = b"nj/link-offer";
 
 pub(crate) fn conversation_key(id: &[u8]) -> Vec<u8> {
     [CONV_PREFIX, id].concat()
