@@ -1,0 +1,2 @@
+//! The `nightjar` command (under construction).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Nightjar client (under construction).
