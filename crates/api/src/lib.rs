@@ -6,6 +6,8 @@
 
 mod bytes;
 mod error;
+#[cfg(feature = "opaque")]
+pub mod opaque;
 
 pub use bytes::B64;
 pub use error::{ApiError, ErrorCode};
