@@ -44,7 +44,7 @@ fn key(username: &str) -> Vec<u8> {
 impl Directory {
     pub(crate) fn load(kv: &impl KvStore) -> Result<Self, crate::Error> {
         let mut lists = HashMap::new();
-        for (k, v) in kv.entries()? {
+        for (k, v) in kv.entries_with_prefix(PREFIX)? {
             if let Some(name) = k.strip_prefix(PREFIX) {
                 let record: Record = serde_json::from_slice(&v).map_err(StoreError::from)?;
                 let list = SignedDeviceList::decode(&record.signed)?.verify()?;

@@ -113,7 +113,7 @@ pub(crate) fn conversation_key(id: &[u8]) -> Vec<u8> {
 
 pub(crate) fn conversation_ids(kv: &impl KvStore) -> Result<Vec<Vec<u8>>, StoreError> {
     Ok(kv
-        .entries()?
+        .entries_with_prefix(CONV_PREFIX)?
         .into_iter()
         .filter_map(|(k, _)| k.strip_prefix(CONV_PREFIX).map(<[u8]>::to_vec))
         .collect())

@@ -74,6 +74,21 @@ impl KvStore for MemoryStore {
         let values = self.values.read().map_err(poisoned)?;
         Ok(values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
+
+    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<super::Entry>, StoreError> {
+        self.range(prefix)
+    }
+}
+
+impl MemoryStore {
+    fn range(&self, prefix: &[u8]) -> Result<Vec<super::Entry>, StoreError> {
+        let values = self.values.read().map_err(poisoned)?;
+        Ok(values
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 impl Drop for MemoryStore {

@@ -52,6 +52,15 @@ pub trait KvStore: Send + Sync {
     fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
     /// Returns every entry, in any order; used to export the whole state.
     fn entries(&self) -> Result<Vec<Entry>, StoreError>;
+    /// Returns the entries whose key starts with `prefix`; override with a range query where
+    /// the backend has one (the default scans everything).
+    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
     /// Applies a batch of writes (`Some`) and deletes (`None`) produced by one engine call.
     ///
     /// Implementations over a database should apply the batch in one transaction so a crash
@@ -79,6 +88,9 @@ impl<T: KvStore + ?Sized> KvStore for std::sync::Arc<T> {
     }
     fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         (**self).entries()
+    }
+    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        (**self).entries_with_prefix(prefix)
     }
     fn apply(&self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
         (**self).apply(batch)

@@ -88,9 +88,14 @@ impl<S: KvStore> KvStore for Overlay<S> {
     }
 
     fn entries(&self) -> Result<Vec<super::Entry>, StoreError> {
-        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = self.base.entries()?.into_iter().collect();
+        self.entries_with_prefix(&[])
+    }
+
+    fn entries_with_prefix(&self, prefix: &[u8]) -> Result<Vec<super::Entry>, StoreError> {
+        let mut all: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.entries_with_prefix(prefix)?.into_iter().collect();
         if let Some(p) = self.pending.lock().map_err(poisoned)?.as_ref() {
-            for (k, v) in p {
+            for (k, v) in p.iter().filter(|(k, _)| k.starts_with(prefix)) {
                 match v {
                     Some(v) => all.insert(k.clone(), v.clone()),
                     None => all.remove(k),
@@ -119,6 +124,25 @@ mod tests {
         o.rollback();
         assert_eq!(o.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(o.get(b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn prefix_scan_merges_pending_writes() {
+        let o = Overlay::new(MemoryStore::new());
+        o.put(b"a/1", b"x").unwrap();
+        o.put(b"a/2", b"x").unwrap();
+        o.put(b"b/1", b"x").unwrap();
+        o.begin().unwrap();
+        o.delete(b"a/1").unwrap();
+        o.put(b"a/3", b"y").unwrap();
+        o.put(b"c/1", b"y").unwrap();
+        let keys: Vec<Vec<u8>> = o
+            .entries_with_prefix(b"a/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![b"a/2".to_vec(), b"a/3".to_vec()]);
     }
 
     #[test]
