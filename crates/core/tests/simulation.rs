@@ -976,6 +976,8 @@ fn server_side_inspection_sees_only_routing_facts() {
     assert_eq!(kp_info.identity, w.carol.me().to_identity());
     assert_eq!(kp_info.suite, 0x0003);
     assert!(inspect(b"junk").is_err());
+    let last_resort = w.carol.engine.generate_key_packages(1, true).unwrap();
+    assert!(inspect_key_package(&last_resort[0]).unwrap().last_resort);
     assert!(inspect_key_package(&kp[..kp.len() - 1]).is_err());
 }
 

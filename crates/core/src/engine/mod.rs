@@ -477,7 +477,14 @@ fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
         Some(&[Suite::XWing.ciphersuite(), Suite::Classic.ciphersuite()]),
-        Some(&records::nightjar_extension_types()),
+        Some(
+            &[
+                records::nightjar_extension_types().as_slice(),
+                // Key packages marked last-resort carry this extension; a leaf must advertise it.
+                &[ExtensionType::LastResort],
+            ]
+            .concat(),
+        ),
         None,
         Some(&[CredentialType::Basic]),
     )

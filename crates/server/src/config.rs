@@ -1,0 +1,118 @@
+//! Server configuration: where data lives, where to listen, and every limit the server enforces.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::start`] needs. `Default` gives a complete single-node server storing its
+/// SQLite database under `./nightjar-data` and listening on `127.0.0.1:8080`; set fields with
+/// `ServerConfig { data_dir, listen, ..ServerConfig::default() }`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Directory for the database (created if missing).
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (see [`crate::RunningServer::local_addr`]).
+    pub listen: SocketAddr,
+    /// Overrides the database location, e.g. `sqlite:///var/lib/nightjar/db.sqlite`. `None`
+    /// means `nightjar.db` inside `data_dir`. Only SQLite is built today.
+    pub database_url: Option<String>,
+    /// Sizes, counts and rates the server refuses to exceed.
+    pub limits: Limits,
+    /// How long a session token stays valid.
+    pub session_ttl: Duration,
+    /// How long an unacknowledged envelope (and an idempotency key) is kept.
+    pub message_ttl: Duration,
+    /// How long a device may stay pending (unapproved) before it is forgotten.
+    pub pending_device_ttl: Duration,
+    /// How often expired envelopes, sessions and rate-limit state are swept.
+    pub sweep_interval: Duration,
+    /// How long shutdown waits for in-flight requests and WebSockets before giving up on them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./nightjar-data"),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            database_url: None,
+            limits: Limits::default(),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            message_ttl: Duration::from_secs(30 * 24 * 3600),
+            pending_device_ttl: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The default configuration with a different data directory and listen address.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen,
+            ..Self::default()
+        }
+    }
+}
+
+/// Limits on input size and request rates. Each refusal is a typed [`nightjar_api::ApiError`].
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest MLS message (envelope payload or Welcome) accepted, in bytes (→ 413 `too_large`).
+    pub max_envelope_bytes: usize,
+    /// Largest request body, in bytes (→ 413 `too_large`). Must leave room for a base64 envelope.
+    pub max_body_bytes: usize,
+    /// Envelopes a device may have queued; a send that would exceed it gets 507 `queue_full`.
+    pub max_queue_len: u32,
+    /// Most envelopes returned by one `GET /v1/messages`.
+    pub max_inbox_page: u32,
+    /// Most member devices a commit may declare for a conversation.
+    pub max_conversation_members: usize,
+    /// Most key packages in one upload (→ 413 `too_large`).
+    pub max_key_packages_per_request: usize,
+    /// Most unclaimed one-time key packages stored per device (→ 413 `too_large`).
+    pub max_key_packages_stored: u32,
+    /// Largest single key package, in bytes.
+    pub max_key_package_bytes: usize,
+    /// `replenish` is true when fewer than this many one-time key packages remain.
+    pub key_package_low_water: u32,
+    /// Most devices waiting for approval per account.
+    pub max_pending_devices: u32,
+    /// Login (and registration) attempts per account in one `login_window`.
+    pub login_attempts_per_account: u32,
+    /// Login and registration attempts per client IP address in one `login_window`.
+    pub login_attempts_per_ip: u32,
+    /// The window the two login limits count in.
+    pub login_window: Duration,
+    /// Sustained authenticated requests per second per device (token bucket refill rate).
+    pub device_requests_per_second: f64,
+    /// Burst of authenticated requests a device may make at once (token bucket size).
+    pub device_request_burst: u32,
+    /// Open OPAQUE logins (between start and finish) kept at once, server-wide.
+    pub max_pending_logins: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_envelope_bytes: 256 * 1024,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_queue_len: 10_000,
+            max_inbox_page: 500,
+            max_conversation_members: 1_000,
+            max_key_packages_per_request: 100,
+            max_key_packages_stored: 500,
+            max_key_package_bytes: 16 * 1024,
+            key_package_low_water: 10,
+            max_pending_devices: 4,
+            login_attempts_per_account: 10,
+            login_attempts_per_ip: 30,
+            login_window: Duration::from_secs(15 * 60),
+            device_requests_per_second: 20.0,
+            device_request_burst: 100,
+            max_pending_logins: 100_000,
+        }
+    }
+}

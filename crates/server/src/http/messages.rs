@@ -1,0 +1,198 @@
+//! Delivery over HTTP: send (with commit ordering and idempotency), fetch the queue, acknowledge.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use nightjar_api::{AckRequest, ApiError, ErrorCode, InboxResponse, SendRequest, SendResponse};
+use nightjar_core::ConversationId;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Json, Path, Query};
+use crate::auth::ActiveSession;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::rules::delivery::{Refusal, SendError, check_send};
+use crate::state::{AppState, now_ms};
+use crate::store::SendOutcome;
+
+/// Most ids in one acknowledgement.
+pub(super) const MAX_ACK_IDS: usize = 1000;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send))
+        .routes(routes!(inbox))
+        .routes(routes!(ack))
+}
+
+fn kind_label(kind: nightjar_api::EnvelopeKind) -> &'static str {
+    match kind {
+        nightjar_api::EnvelopeKind::Application => "application",
+        nightjar_api::EnvelopeKind::Commit => "commit",
+        nightjar_api::EnvelopeKind::Proposal => "proposal",
+        nightjar_api::EnvelopeKind::Welcome => "welcome",
+    }
+}
+
+/// Sends an MLS message to a conversation. It is queued durably for every other member device
+/// before the answer. Commits are ordered: the first for the current epoch wins; others get
+/// 409 `epoch_conflict`. A retry with the same idempotency key returns the first answer.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/messages", tag = "messages",
+    security(("bearer" = [])),
+    params(("conversation_id" = String, Path, description = "32 lowercase hex digits")),
+    request_body = SendRequest,
+    responses(
+        (status = 200, body = SendResponse),
+        (status = 400, description = "the request contradicts its MLS message", body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, description = "not a member, or a pending device", body = ApiError),
+        (status = 404, description = "no such conversation", body = ApiError),
+        (status = 409, description = "epoch conflict", body = ApiError),
+        (status = 413, description = "message too large", body = ApiError),
+        (status = 507, description = "a recipient's queue is full", body = ApiError),
+    ))]
+async fn send(
+    State(state): State<AppState>,
+    ActiveSession(session): ActiveSession,
+    Path(conversation_id): Path<String>,
+    Json(request): Json<SendRequest>,
+) -> Result<axum::Json<SendResponse>> {
+    let conversation = ConversationId::parse(&conversation_id)
+        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
+    let limits = &state.config.limits;
+    let idempotency_key = request.idempotency_key.clone();
+    let sender = session.sender();
+    let checked = check_send(
+        conversation,
+        &sender.address,
+        request,
+        limits.max_envelope_bytes,
+        limits.max_conversation_members,
+    )
+    .map_err(|e| match e {
+        SendError::TooLarge => Error::too_large(e.to_string()),
+        SendError::Invalid(why) => Error::bad_request(why),
+    })?;
+    let outcome = state
+        .store
+        .send(
+            &sender,
+            &checked,
+            &idempotency_key,
+            now_ms(),
+            limits.max_queue_len,
+        )
+        .await?;
+    match outcome {
+        SendOutcome::Accepted {
+            response,
+            recipients,
+            queued,
+        } => {
+            state.notifier.notify(&recipients);
+            state.metrics.accepted(kind_label(checked.kind));
+            if checked.welcome.is_some() {
+                state.metrics.accepted("welcome");
+            }
+            Metrics::add(&state.metrics.queue_depth, queued);
+            tracing::debug!(
+                kind = kind_label(checked.kind),
+                epoch = response.epoch,
+                recipients = recipients.len(),
+                "message accepted"
+            );
+            Ok(axum::Json(response))
+        }
+        SendOutcome::Repeated(response) => Ok(axum::Json(response)),
+        SendOutcome::QueueFull => Err(Error::new(
+            ErrorCode::QueueFull,
+            "a recipient's queue is full; try again later",
+        )),
+        SendOutcome::Refused(Refusal::EpochConflict { current }) => {
+            Err(Error::epoch_conflict(current))
+        }
+        SendOutcome::Refused(Refusal::NotAMember) => Err(Error::new(
+            ErrorCode::NotAMember,
+            "this device is not a member of the conversation",
+        )),
+        SendOutcome::Refused(Refusal::UnknownConversation) => {
+            Err(Error::not_found("no such conversation"))
+        }
+        SendOutcome::Refused(Refusal::FutureEpoch) => Err(Error::bad_request(
+            "the message was made in an epoch the conversation has not reached",
+        )),
+    }
+}
+
+/// Paging through the queue.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct InboxQuery {
+    /// Return envelopes with ids above this (default 0: from the start).
+    after: Option<u64>,
+    /// At most this many (default and maximum set by the server).
+    limit: Option<u32>,
+}
+
+/// The calling device's queued envelopes, oldest first. They stay queued until acknowledged.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages",
+    security(("bearer" = [])),
+    params(InboxQuery),
+    responses(
+        (status = 200, body = InboxResponse),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, description = "pending device", body = ApiError),
+    ))]
+async fn inbox(
+    State(state): State<AppState>,
+    ActiveSession(session): ActiveSession,
+    Query(query): Query<InboxQuery>,
+) -> Result<axum::Json<InboxResponse>> {
+    let max = state.config.limits.max_inbox_page;
+    let limit = query.limit.unwrap_or(max).clamp(1, max.max(1));
+    let envelopes = state
+        .store
+        .inbox(session.device.device_pk, query.after.unwrap_or(0), limit)
+        .await?;
+    state
+        .metrics
+        .envelopes_delivered
+        .inc_by(u64::try_from(envelopes.len()).unwrap_or(0));
+    Ok(axum::Json(InboxResponse { envelopes }))
+}
+
+/// Acknowledges envelopes: they are deleted from the calling device's queue.
+#[utoipa::path(post, path = "/v1/messages/ack", tag = "messages",
+    security(("bearer" = [])),
+    request_body = AckRequest,
+    responses(
+        (status = 204, description = "deleted (unknown ids are ignored)"),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, description = "pending device", body = ApiError),
+        (status = 413, description = "too many ids", body = ApiError),
+    ))]
+async fn ack(
+    State(state): State<AppState>,
+    ActiveSession(session): ActiveSession,
+    Json(request): Json<AckRequest>,
+) -> Result<StatusCode> {
+    acknowledge(&state, session.device.device_pk, &request.ids).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes acknowledged envelopes and updates the metrics; shared with the stream.
+pub(super) async fn acknowledge(state: &AppState, device_pk: i64, ids: &[u64]) -> Result<()> {
+    if ids.len() > MAX_ACK_IDS {
+        return Err(Error::too_large(format!(
+            "acknowledge at most {MAX_ACK_IDS} envelopes at once"
+        )));
+    }
+    let deleted = state.store.ack(device_pk, ids).await?;
+    state.metrics.envelopes_acked.inc_by(deleted);
+    Metrics::sub(&state.metrics.queue_depth, deleted);
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `GET /v1/stream`: the WebSocket that pushes a device's envelopes.
+//!
+//! On connect it sends everything queued, in order, then `drained`, then new envelopes as they
+//! are accepted. It subscribes to notifications *before* its first read and always reads the
+//! database after the last id it sent, so nothing accepted meanwhile can be skipped. The client
+//! acknowledges with `ack` frames (or `POST /v1/messages/ack`); unacknowledged envelopes are
+//! sent again on the next connection.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use nightjar_api::{ApiError, ClientFrame, ErrorCode, ServerFrame};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Query;
+use super::messages::acknowledge;
+use crate::auth::{Session, authenticate, bearer, require_active};
+use crate::error::{Error, Result};
+use crate::notify::Subscription;
+use crate::state::{AppState, now_ms};
+
+/// Envelopes read from the database per round.
+const PAGE: u32 = 100;
+/// Largest frame a client may send (acks only).
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// How often the stream pings and re-checks that its session is still valid.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
+}
+
+/// Authentication for the stream: a header, or (for browsers) a query parameter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StreamQuery {
+    /// The session token, when an `Authorization` header cannot be set.
+    token: Option<String>,
+}
+
+/// Opens the push stream (WebSocket, JSON text frames: `ServerFrame` out, `ClientFrame` in).
+#[utoipa::path(get, path = "/v1/stream", tag = "messages",
+    security(("bearer" = [])),
+    params(StreamQuery),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, description = "not a WebSocket upgrade", body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, description = "pending device", body = ApiError),
+    ))]
+async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+    upgrade: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response> {
+    let token = bearer(&headers)
+        .or(query.token.as_deref())
+        .ok_or_else(Error::unauthorized)?;
+    let session = require_active(authenticate(&state, token).await?)?.0;
+    let upgrade = upgrade.map_err(|_| Error::bad_request("expected a WebSocket upgrade"))?;
+    let tracker = state.streams.clone();
+    Ok(upgrade
+        .max_message_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| tracker.track_future(run(state, session, socket))))
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The server is shutting down.
+    Shutdown,
+    /// The device or its session was revoked.
+    Revoked,
+    /// The client closed or the connection broke.
+    Gone,
+    /// The database failed.
+    Failed,
+}
+
+/// Counts the connection in the gauge while alive.
+struct Connected<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run(state: AppState, session: Session, mut socket: WebSocket) {
+    state.metrics.websockets.inc();
+    let _connected = Connected(&state.metrics.websockets);
+    let mut subscription = state.notifier.subscribe(session.device.device_pk);
+    let end = drive(&state, &session, &mut socket, &mut subscription).await;
+    let close = match end {
+        End::Shutdown => Some((close_code::AWAY, "server shutting down")),
+        End::Revoked => Some((close_code::POLICY, "session revoked")),
+        End::Failed => Some((close_code::ERROR, "server error")),
+        End::Gone => None,
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+    tracing::debug!(?end, "stream closed");
+}
+
+async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> std::result::Result<(), End> {
+    let text = serde_json::to_string(frame).map_err(|_| End::Failed)?;
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|_| End::Gone)
+}
+
+/// Sends every envelope after `cursor`, advancing it.
+async fn push_pending(
+    state: &AppState,
+    device_pk: i64,
+    socket: &mut WebSocket,
+    cursor: &mut u64,
+) -> std::result::Result<(), End> {
+    loop {
+        let page = state
+            .store
+            .inbox(device_pk, *cursor, PAGE)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "stream read failed");
+                End::Failed
+            })?;
+        let done = page.len() < PAGE as usize;
+        for envelope in page {
+            *cursor = envelope.id;
+            send_frame(socket, &ServerFrame::Envelope { envelope }).await?;
+            state.metrics.envelopes_delivered.inc();
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+async fn handle_client(
+    state: &AppState,
+    device_pk: i64,
+    socket: &mut WebSocket,
+    message: Message,
+) -> std::result::Result<(), End> {
+    let refusal = match message {
+        Message::Text(text) => match serde_json::from_str::<ClientFrame>(text.as_str()) {
+            Ok(ClientFrame::Ack { ids }) => match acknowledge(state, device_pk, &ids).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e.into_api_error(),
+            },
+            Err(_) => ApiError::new(ErrorCode::BadRequest, "unrecognised frame"),
+        },
+        Message::Binary(_) => ApiError::new(ErrorCode::BadRequest, "frames are JSON text"),
+        Message::Close(_) => return Err(End::Gone),
+        Message::Ping(_) | Message::Pong(_) => return Ok(()),
+    };
+    send_frame(socket, &ServerFrame::Error { error: refusal }).await
+}
+
+async fn drive(
+    state: &AppState,
+    session: &Session,
+    socket: &mut WebSocket,
+    subscription: &mut Subscription,
+) -> End {
+    let device_pk = session.device.device_pk;
+    let mut cursor = 0;
+    if let Err(end) = push_pending(state, device_pk, socket, &mut cursor).await {
+        return end;
+    }
+    if let Err(end) = send_frame(socket, &ServerFrame::Drained).await {
+        return end;
+    }
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        let step = tokio::select! {
+            () = state.shutdown.cancelled() => Err(End::Shutdown),
+            changed = subscription.receiver.changed() => {
+                let revoked = changed.is_err() || subscription.receiver.borrow_and_update().revoked;
+                if revoked {
+                    Err(End::Revoked)
+                } else {
+                    push_pending(state, device_pk, socket, &mut cursor).await
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(message)) => handle_client(state, device_pk, socket, message).await,
+                Some(Err(_)) | None => Err(End::Gone),
+            },
+            _ = heartbeat.tick() => match state.store.session(&session.token_hash, now_ms()).await {
+                Ok(Some(_)) => socket.send(Message::Ping(Default::default())).await.map_err(|_| End::Gone),
+                Ok(None) => Err(End::Revoked),
+                Err(_) => Err(End::Failed),
+            },
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}

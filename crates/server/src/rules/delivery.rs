@@ -1,0 +1,284 @@
+//! What the delivery service accepts: a send request checked against the MLS message it
+//! carries, and the per-conversation epoch ordering (the first commit for an epoch wins).
+
+use std::collections::BTreeSet;
+
+use nightjar_api::{DeviceAddress, EnvelopeKind, SendRequest};
+use nightjar_core::ConversationId;
+use nightjar_core::identity::{DeviceId, validate_username};
+use nightjar_core::wire::{WireKind, inspect};
+
+/// Longest idempotency key accepted.
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 64;
+
+/// Why a send request is refused before any state is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SendError {
+    /// The request contradicts itself or its payload.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A payload is larger than the limit.
+    #[error("the MLS message is larger than the server accepts")]
+    TooLarge,
+}
+
+/// A send request whose claims match its MLS message.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedSend {
+    pub(crate) conversation: ConversationId,
+    pub(crate) kind: EnvelopeKind,
+    pub(crate) epoch: u64,
+    pub(crate) payload: Vec<u8>,
+    /// For commits: the member devices after the commit (sender included).
+    pub(crate) members: Vec<DeviceAddress>,
+    /// For commits: the Welcome and its recipients (all in `members`, never the sender).
+    pub(crate) welcome: Option<(Vec<u8>, Vec<DeviceAddress>)>,
+}
+
+fn wire_kind(kind: EnvelopeKind) -> Option<WireKind> {
+    match kind {
+        EnvelopeKind::Application => Some(WireKind::Application),
+        EnvelopeKind::Commit => Some(WireKind::Commit),
+        EnvelopeKind::Proposal => Some(WireKind::Proposal),
+        EnvelopeKind::Welcome => None,
+    }
+}
+
+fn valid_address(a: &DeviceAddress) -> bool {
+    validate_username(&a.username).is_ok() && DeviceId::parse(&a.device_id).is_some()
+}
+
+/// Checks a send request from `sender` to `conversation` against its payload and the limits.
+pub(crate) fn check_send(
+    conversation: ConversationId,
+    sender: &DeviceAddress,
+    request: SendRequest,
+    max_bytes: usize,
+    max_members: usize,
+) -> Result<CheckedSend, SendError> {
+    let invalid = SendError::Invalid;
+    if request.idempotency_key.is_empty() || request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(invalid("the idempotency key must be 1-64 characters"));
+    }
+    let expected = wire_kind(request.kind).ok_or(invalid("a Welcome travels with its commit"))?;
+    if request.payload.0.len() > max_bytes {
+        return Err(SendError::TooLarge);
+    }
+    let info = inspect(&request.payload.0)
+        .map_err(|_| invalid("the payload is not an MLS message Nightjar accepts"))?;
+    if info.kind != expected {
+        return Err(invalid(
+            "the payload's MLS content type differs from `kind`",
+        ));
+    }
+    if info.conversation != Some(conversation) {
+        return Err(invalid("the payload belongs to another conversation"));
+    }
+    if info.epoch != Some(request.epoch) {
+        return Err(invalid(
+            "the payload was made in another epoch than `epoch`",
+        ));
+    }
+    if request.epoch > i64::MAX as u64 {
+        return Err(invalid("epoch out of range"));
+    }
+    let mut checked = CheckedSend {
+        conversation,
+        kind: request.kind,
+        epoch: request.epoch,
+        payload: request.payload.0,
+        members: Vec::new(),
+        welcome: None,
+    };
+    if request.kind != EnvelopeKind::Commit {
+        if request.members.is_some() || request.welcome.is_some() {
+            return Err(invalid("only commits carry `members` and `welcome`"));
+        }
+        return Ok(checked);
+    }
+    let members = request
+        .members
+        .ok_or(invalid("a commit must list the member devices after it"))?;
+    if members.len() > max_members {
+        return Err(invalid("too many member devices"));
+    }
+    if !members.iter().all(valid_address) {
+        return Err(invalid("a member address is malformed"));
+    }
+    let set: BTreeSet<DeviceAddress> = members.into_iter().collect();
+    if !set.contains(sender) {
+        return Err(invalid(
+            "the committing device must be a member after its commit",
+        ));
+    }
+    if let Some(welcome) = request.welcome {
+        if welcome.payload.0.len() > max_bytes {
+            return Err(SendError::TooLarge);
+        }
+        let info = inspect(&welcome.payload.0)
+            .map_err(|_| invalid("the Welcome is not an MLS message"))?;
+        if info.kind != WireKind::Welcome {
+            return Err(invalid("the Welcome is not an MLS Welcome"));
+        }
+        let recipients: BTreeSet<DeviceAddress> = welcome.recipients.into_iter().collect();
+        if recipients.is_empty() {
+            return Err(invalid("a Welcome needs recipients"));
+        }
+        if recipients.contains(sender) || !recipients.is_subset(&set) {
+            return Err(invalid(
+                "Welcome recipients must be other members after the commit",
+            ));
+        }
+        checked.welcome = Some((welcome.payload.0, recipients.into_iter().collect()));
+    }
+    checked.members = set.into_iter().collect();
+    Ok(checked)
+}
+
+/// The stored facts about a conversation that ordering needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConversationFacts {
+    /// The current epoch.
+    pub(crate) epoch: u64,
+    /// Whether the sending device is a member.
+    pub(crate) sender_is_member: bool,
+}
+
+/// What to do with a message that passed [`check_send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A first commit at epoch 0: create the conversation, then apply it (epoch becomes 1).
+    Create,
+    /// The commit takes the current epoch: the conversation moves to `epoch + 1`.
+    Advance,
+    /// An application message or proposal: fan out, epoch unchanged.
+    Deliver,
+}
+
+/// Why ordering refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No such conversation (and not a commit at epoch 0 that would create it).
+    UnknownConversation,
+    /// The sender is not a member.
+    NotAMember,
+    /// A commit for an epoch other than the current one.
+    EpochConflict {
+        /// Where the conversation is.
+        current: u64,
+    },
+    /// A message made in an epoch the conversation has not reached.
+    FutureEpoch,
+}
+
+/// Decides a message of `kind` made in `epoch` against the stored conversation, if any.
+pub(crate) fn order(
+    kind: EnvelopeKind,
+    conversation: Option<ConversationFacts>,
+    epoch: u64,
+) -> Result<Verdict, Refusal> {
+    match (kind, conversation) {
+        (EnvelopeKind::Commit, None) if epoch == 0 => Ok(Verdict::Create),
+        (_, None) => Err(Refusal::UnknownConversation),
+        (_, Some(c)) if !c.sender_is_member => Err(Refusal::NotAMember),
+        (EnvelopeKind::Commit, Some(c)) if c.epoch == epoch => Ok(Verdict::Advance),
+        (EnvelopeKind::Commit, Some(c)) => Err(Refusal::EpochConflict { current: c.epoch }),
+        (_, Some(c)) if epoch > c.epoch => Err(Refusal::FutureEpoch),
+        _ => Ok(Verdict::Deliver),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMBER: Option<ConversationFacts> = Some(ConversationFacts {
+        epoch: 3,
+        sender_is_member: true,
+    });
+    const STRANGER: Option<ConversationFacts> = Some(ConversationFacts {
+        epoch: 3,
+        sender_is_member: false,
+    });
+
+    #[test]
+    fn first_commit_creates() {
+        assert_eq!(order(EnvelopeKind::Commit, None, 0), Ok(Verdict::Create));
+        assert_eq!(
+            order(EnvelopeKind::Commit, None, 1),
+            Err(Refusal::UnknownConversation)
+        );
+        assert_eq!(
+            order(EnvelopeKind::Application, None, 0),
+            Err(Refusal::UnknownConversation)
+        );
+    }
+
+    #[test]
+    fn one_commit_per_epoch() {
+        assert_eq!(order(EnvelopeKind::Commit, MEMBER, 3), Ok(Verdict::Advance));
+        for stale in [0, 2, 4, 100] {
+            assert_eq!(
+                order(EnvelopeKind::Commit, MEMBER, stale),
+                Err(Refusal::EpochConflict { current: 3 })
+            );
+        }
+        // A commit at epoch 0 for an existing conversation is a conflict, not a re-creation.
+        assert_eq!(
+            order(
+                EnvelopeKind::Commit,
+                Some(ConversationFacts {
+                    epoch: 1,
+                    sender_is_member: true
+                }),
+                0
+            ),
+            Err(Refusal::EpochConflict { current: 1 })
+        );
+    }
+
+    #[test]
+    fn messages_need_membership_and_a_reached_epoch() {
+        for kind in [EnvelopeKind::Application, EnvelopeKind::Proposal] {
+            assert_eq!(order(kind, MEMBER, 3), Ok(Verdict::Deliver));
+            assert_eq!(order(kind, MEMBER, 1), Ok(Verdict::Deliver));
+            assert_eq!(order(kind, MEMBER, 4), Err(Refusal::FutureEpoch));
+            assert_eq!(order(kind, STRANGER, 3), Err(Refusal::NotAMember));
+        }
+        assert_eq!(
+            order(EnvelopeKind::Commit, STRANGER, 3),
+            Err(Refusal::NotAMember)
+        );
+    }
+
+    #[test]
+    fn garbage_payload_is_refused() {
+        let sender = DeviceAddress {
+            username: "alice".into(),
+            device_id: "0000000000000001".into(),
+        };
+        let request = SendRequest {
+            idempotency_key: "k".into(),
+            kind: EnvelopeKind::Application,
+            epoch: 0,
+            payload: nightjar_api::B64(vec![1, 2, 3]),
+            welcome: None,
+            members: None,
+        };
+        let conv = ConversationId([0; 16]);
+        assert!(matches!(
+            check_send(conv, &sender, request.clone(), 1024, 10),
+            Err(SendError::Invalid(_))
+        ));
+        assert_eq!(
+            check_send(conv, &sender, request.clone(), 2, 10).unwrap_err(),
+            SendError::TooLarge
+        );
+        let mut welcome = request.clone();
+        welcome.kind = EnvelopeKind::Welcome;
+        assert!(check_send(conv, &sender, welcome, 1024, 10).is_err());
+        let mut no_key = request;
+        no_key.idempotency_key = String::new();
+        assert!(check_send(conv, &sender, no_key, 1024, 10).is_err());
+    }
+}

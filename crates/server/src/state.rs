@@ -1,0 +1,79 @@
+//! The state every handler shares.
+
+use std::net::IpAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::opaque::{OpaqueSetup, PendingLogins};
+use crate::rate_limit::{TokenBuckets, WindowLimiter};
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Cheap to clone; everything lives behind one `Arc`.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState(Arc<Shared>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) store: Store,
+    pub(crate) opaque: OpaqueSetup,
+    pub(crate) logins: PendingLogins,
+    pub(crate) login_by_account: WindowLimiter<String>,
+    pub(crate) login_by_ip: WindowLimiter<IpAddr>,
+    pub(crate) device_rate: TokenBuckets<i64>,
+    pub(crate) notifier: Notifier,
+    pub(crate) metrics: Metrics,
+    /// Cancelled when the server shuts down; streams close on it.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks WebSocket tasks so shutdown can wait for them.
+    pub(crate) streams: TaskTracker,
+}
+
+impl AppState {
+    pub(crate) fn new(config: ServerConfig, store: Store, opaque: OpaqueSetup) -> Self {
+        let limits = &config.limits;
+        let shared = Shared {
+            logins: PendingLogins::new(limits.max_pending_logins),
+            login_by_account: WindowLimiter::new(
+                limits.login_attempts_per_account,
+                limits.login_window,
+            ),
+            login_by_ip: WindowLimiter::new(limits.login_attempts_per_ip, limits.login_window),
+            device_rate: TokenBuckets::new(
+                limits.device_requests_per_second,
+                limits.device_request_burst,
+            ),
+            notifier: Notifier::default(),
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+            streams: TaskTracker::new(),
+            config,
+            store,
+            opaque,
+        };
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
