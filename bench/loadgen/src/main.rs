@@ -1,0 +1,2 @@
+//! `nightjar-loadgen` (under construction).
+fn main() {}
