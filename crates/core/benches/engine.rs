@@ -14,37 +14,54 @@ mod support;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use support::{Group, NOW, SUITES, Tree, label, open_direct, receive};
+use support::{Direct, Group, NOW, SUITES, Tree, label, open_direct, receive};
 
-/// Encrypting and decrypting a 1 KiB text message between two devices.
+/// Encrypting and decrypting a 1 KiB text message between two devices, in a conversation just
+/// created (`fresh`, comparable to the OpenMLS baseline) and in one that has seen
+/// `max_past_epochs` commits (`settled`): OpenMLS rewrites the retained past epochs on every
+/// message, so the second is what a conversation in use costs.
 fn messages(c: &mut Criterion) {
     let mut group = c.benchmark_group("message");
     let message = support::text_1k();
     for suite in SUITES {
-        let support::Direct {
-            mut alice,
-            conversation,
-            ..
-        } = support::direct(suite);
-        group.bench_function(BenchmarkId::new("encrypt_1KiB", label(suite)), |b| {
-            b.iter(|| alice.encrypt(NOW, conversation, &message).unwrap());
-        });
-        // A fresh conversation: the receiver accepts at most `maximum_forward_distance` skipped
-        // messages, so the sender must not have run ahead. Each message decrypts once, so every
-        // call gets one the sender has just made.
-        let support::Direct {
-            mut alice,
-            mut bob,
-            conversation,
-            ..
-        } = support::direct(suite);
-        group.bench_function(BenchmarkId::new("decrypt_1KiB", label(suite)), |b| {
-            b.iter_batched(
-                || alice.encrypt(NOW, conversation, &message).unwrap().message,
-                |bytes| receive(&mut bob, &bytes),
-                BatchSize::SmallInput,
+        for settled in [false, true] {
+            let state = if settled { "settled" } else { "fresh" };
+            let open_conversation = || {
+                let mut direct = support::direct(suite);
+                if settled {
+                    direct.settle();
+                }
+                direct
+            };
+            let Direct {
+                mut alice,
+                conversation,
+                ..
+            } = open_conversation();
+            group.bench_function(
+                BenchmarkId::new(format!("encrypt_1KiB_{state}"), label(suite)),
+                |b| b.iter(|| alice.encrypt(NOW, conversation, &message).unwrap()),
             );
-        });
+            // A separate conversation: the receiver accepts at most `maximum_forward_distance`
+            // skipped messages, so the sender must not have run ahead. Each message decrypts
+            // once, so every call gets one the sender has just made.
+            let Direct {
+                mut alice,
+                mut bob,
+                conversation,
+                ..
+            } = open_conversation();
+            group.bench_function(
+                BenchmarkId::new(format!("decrypt_1KiB_{state}"), label(suite)),
+                |b| {
+                    b.iter_batched(
+                        || alice.encrypt(NOW, conversation, &message).unwrap().message,
+                        |bytes| receive(&mut bob, &bytes),
+                        BatchSize::SmallInput,
+                    );
+                },
+            );
+        }
     }
     group.finish();
 }
@@ -101,8 +118,8 @@ fn direct_conversation(c: &mut Criterion) {
     group.finish();
 }
 
-/// A self-update commit in a 10-device group (filled tree): made and merged by one member, processed by
-/// another. Both start from the same snapshot every time.
+/// A self-update commit in a 10-device group (filled tree, full window of past epochs): made and
+/// merged by one member, processed by another. Both start from the same snapshot every time.
 fn self_update(c: &mut Criterion) {
     let mut group = c.benchmark_group("self_update_10");
     group.measurement_time(Duration::from_secs(10));

@@ -6,7 +6,7 @@
 //!
 //! The groups have a filled ratchet tree, as long-lived groups do (see [`support::Tree`]);
 //! `1000_blank` is a 1,000-device group right after one bulk add, for comparison. Setting up a
-//! filled 1,000-device group takes about 35 s (0x0003) and 105 s (0x004D), so it happens once
+//! filled 1,000-device group takes about 30 s (0x0003) and 90-100 s (0x004D), so it happens once
 //! per suite and case, and only when a benchmark that needs it is selected. Each iteration
 //! starts from a snapshot of the device's store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

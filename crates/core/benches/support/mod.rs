@@ -1,6 +1,6 @@
 //! Fixtures shared by the engine benchmarks and the `suite_sizes` example: accounts that know
-//! each other, a direct conversation, groups of any size with a filled ratchet tree, and store
-//! snapshots that give every benchmark iteration a fresh copy of a device.
+//! each other, a direct conversation, groups of any size with a filled or blank ratchet tree,
+//! and store snapshots that give every benchmark iteration a fresh copy of a device.
 //!
 //! The delivery service is played inline: commits are accepted in the order they are made and
 //! their bytes are handed straight to the devices that need them.
@@ -131,6 +131,24 @@ pub(crate) fn direct(suite: Suite) -> Direct {
         bob,
         conversation,
         welcome,
+    }
+}
+
+impl Direct {
+    /// Moves the conversation on by `max_past_epochs` self-updates (alice commits, bob
+    /// processes), so both devices hold the full window of past epochs, as they do in a
+    /// conversation that has been in use for a while.
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..self.alice.config().max_past_epochs {
+            let bundle = self
+                .alice
+                .self_update(self.conversation)
+                .expect("self-update");
+            self.alice
+                .commit_accepted(NOW, self.conversation)
+                .expect("accepted");
+            receive(&mut self.bob, &bundle.commit);
+        }
     }
 }
 
