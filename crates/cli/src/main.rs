@@ -1,2 +1,186 @@
-//! The `nightjar` command (under construction).
-fn main() {}
+//! The `nightjar` command: `nightjar server` runs the server; every other command drives the
+//! client SDK from a local encrypted profile (`--profile DIR`, env `NIGHTJAR_PROFILE`, default
+//! `~/.nightjar`, or `./nightjar-profile` when there is no home directory).
+
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Nightjar: end-to-end encrypted messaging. The server only ever sees ciphertext.
+#[derive(Debug, Parser)]
+#[command(name = "nightjar", version, propagate_version = true)]
+#[command(
+    after_help = "Passwords are read from the terminal without echo, or from NIGHTJAR_PASSWORD.\n\
+Set NIGHTJAR_KEYRING=off to keep a new profile's database key in a 0600 key file instead of the OS keyring."
+)]
+pub(crate) struct Cli {
+    /// Profile directory holding this device's encrypted state [env: NIGHTJAR_PROFILE]
+    /// [default: ~/.nightjar, or ./nightjar-profile without a home directory]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) profile: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a Nightjar server (SQLite in the data directory; Ctrl-C stops it gracefully).
+    Server {
+        /// Directory for the server's database.
+        #[arg(long, value_name = "DIR", default_value = "./nightjar-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Create an account on a server, with this profile as its first device.
+    Register {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// Username: 3-32 characters of a-z, 0-9 and _.
+        username: String,
+    },
+    /// Log in on a new device (prints the approval code and waits for approval), or renew
+    /// the session of this profile's device.
+    Login {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The account's username.
+        username: String,
+        /// How long to wait for approval, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout: u64,
+        /// Print the approval code and return without waiting (the next command finishes
+        /// the link once approved).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List this account's devices.
+    Devices,
+    /// Approve a new device of this account by the code it printed.
+    Approve {
+        /// The approval code shown by `nightjar login` on the new device (XXXX-XXXX-XXXX).
+        code: String,
+    },
+    /// Remove (revoke) another device of this account.
+    RemoveDevice {
+        /// The device id (16 hex digits, see `nightjar devices`).
+        id: String,
+    },
+    /// Send a text message: `send USERNAME TEXT` (1:1; the conversation is created on first
+    /// use) or `send --group GROUP TEXT`.
+    Send {
+        /// Send to this group (name or conversation id) instead of a user.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// USERNAME TEXT, or just TEXT with --group.
+        #[arg(required = true, num_args = 1..=2, value_name = "USERNAME TEXT", allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Manage groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Send what is queued, then fetch, decrypt and print new messages.
+    Sync {
+        /// Print one JSON object per message (conversation, group, id, from, device, sent_at,
+        /// type, text).
+        #[arg(long)]
+        json: bool,
+        /// Then stay connected to the push stream for this many seconds, printing messages
+        /// as they arrive.
+        #[arg(long, value_name = "SECS")]
+        follow: Option<u64>,
+    },
+    /// Show the safety number shared with another account (compare it with them, in person or
+    /// by scanning the QR code).
+    SafetyNumber {
+        /// The other account.
+        username: String,
+    },
+    /// Accept a changed identity key of another account after verifying the new safety number.
+    Trust {
+        /// The other account.
+        username: String,
+    },
+    /// Show this profile: server, account, device, key storage, conversations, outbox, key
+    /// packages.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// Create a group with these accounts (and all of your devices).
+    Create {
+        /// The group's name.
+        name: String,
+        /// Accounts to add.
+        #[arg(required = true, value_name = "USERNAME")]
+        members: Vec<String>,
+    },
+    /// Add an account to a group.
+    Add {
+        /// Group name or conversation id.
+        group: String,
+        /// The account to add.
+        username: String,
+    },
+    /// Remove an account from a group.
+    Remove {
+        /// Group name or conversation id.
+        group: String,
+        /// The account to remove.
+        username: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Usage errors as one line too; the full usage is one `--help` away.
+            let rendered = e.render().to_string();
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            output::error_line(&format!(
+                "{} (see `nightjar --help`)",
+                first.join(" ").trim_start_matches("error:").trim()
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            output::error_line(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            output::error_line(&message);
+            ExitCode::FAILURE
+        }
+    }
+}

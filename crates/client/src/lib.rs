@@ -1,1 +1,34 @@
-//! Nightjar client (under construction).
+//! The Nightjar client SDK.
+//!
+//! A [`Client`] is one device: it drives the end-to-end encryption engine (`nightjar-core`)
+//! against a Nightjar server over HTTP and the WebSocket stream, and keeps everything it knows
+//! in an encrypted local profile:
+//!
+//! - **Profile**: one SQLCipher database ([`store`]) holding the engine's state, the decrypted
+//!   history, conversations, contacts, the outbox and the session token, all encrypted at rest
+//!   under a random 256-bit key kept in the OS keyring, or in a 0600 key file beside the
+//!   database where there is no keyring ([`keys`]).
+//! - **Outbox**: every send is stored with its idempotency key before it is posted and removed
+//!   only when the server acknowledged it; commits that lose an epoch race are retried after
+//!   the winner is processed; messages whose epoch moved on are encrypted again.
+//! - **Sync**: the queue is drained in order; an envelope is acknowledged only after the engine
+//!   state and the decrypted message are committed locally. Unknown accounts and unlisted
+//!   devices make the client fetch device lists and reprocess the same bytes; an identity key
+//!   change is held and surfaced, never accepted silently.
+//! - **Devices**: registration (OPAQUE), login of a new device with an approval code, approval
+//!   on an existing device, removal. A newly approved device is added to the account's
+//!   conversations by the next sync of any existing device of the account.
+
+pub mod api;
+mod auth;
+mod client;
+pub mod error;
+pub mod keys;
+pub mod store;
+
+pub use auth::Password;
+pub use client::{
+    Client, ClientOptions, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome, ReceivedMessage,
+    SendOutcome, Status, SyncReport,
+};
+pub use error::{Error, Result};

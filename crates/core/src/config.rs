@@ -87,7 +87,7 @@ impl Default for EngineConfig {
         Self {
             suite: Suite::default(),
             update_policy: UpdatePolicy::default(),
-            max_past_epochs: 5,
+            max_past_epochs: 2,
             out_of_order_tolerance: 100,
             maximum_forward_distance: 1000,
             padding: 64,

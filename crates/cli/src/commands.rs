@@ -1,0 +1,306 @@
+//! Each command: open the profile, call the SDK, print the result. Errors come back as one
+//! line of text for `main` to print.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nightjar_client::{Client, ClientOptions, FollowEvent, LoginOutcome, Password};
+
+use crate::output;
+use crate::{Cli, Command, GroupCommand};
+
+type Outcome = Result<(), String>;
+
+/// The profile directory: `--profile`, else `NIGHTJAR_PROFILE`, else `~/.nightjar`, else
+/// `./nightjar-profile`.
+fn profile_dir(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir;
+    }
+    if let Some(dir) = std::env::var_os("NIGHTJAR_PROFILE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".nightjar"),
+        None => PathBuf::from("./nightjar-profile"),
+    }
+}
+
+/// The password: `NIGHTJAR_PASSWORD`, else a prompt without echo (twice when `confirm`).
+fn password(username: &str, confirm: bool) -> Result<Password, String> {
+    if let Ok(p) = std::env::var("NIGHTJAR_PASSWORD") {
+        return Ok(Password::new(p));
+    }
+    let first = rpassword::prompt_password(format!("Password for {username}: "))
+        .map_err(|e| format!("cannot read the password: {e} (set NIGHTJAR_PASSWORD)"))?;
+    if first.is_empty() {
+        return Err("the password must not be empty".into());
+    }
+    if confirm {
+        let again = rpassword::prompt_password("Repeat the password: ")
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        if again != first {
+            return Err("the passwords do not match".into());
+        }
+    }
+    Ok(Password::new(first))
+}
+
+/// Opens the profile; only `register` and `login` may create a new one.
+fn open(cli_profile: Option<PathBuf>, create: bool) -> Result<Client, String> {
+    let dir = profile_dir(cli_profile);
+    if !create && !dir.join(nightjar_client::keys::PROFILE_FILE).exists() {
+        return Err(format!(
+            "no Nightjar profile in {}: run `nightjar register` or `nightjar login` first (or pass --profile)",
+            dir.display()
+        ));
+    }
+    Client::open(&dir, ClientOptions::default()).map_err(|e| e.to_string())
+}
+
+/// Prints what the SDK wants the user to know.
+fn notices(client: &mut Client) {
+    for n in client.take_notices() {
+        output::notice(&n);
+    }
+}
+
+/// Runs one command.
+pub(crate) async fn run(cli: Cli) -> Outcome {
+    let Cli { profile, command } = cli;
+    match command {
+        Command::Server { data_dir, listen } => server(data_dir, listen).await,
+        command => {
+            let create = matches!(command, Command::Register { .. } | Command::Login { .. });
+            let mut client = open(profile, create)?;
+            let result = user_command(&mut client, command).await;
+            notices(&mut client);
+            result
+        }
+    }
+}
+
+async fn server(data_dir: PathBuf, listen: std::net::SocketAddr) -> Outcome {
+    // Server logs go to stderr; `RUST_LOG` overrides the default level.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = nightjar_server::ServerConfig::new(data_dir.clone(), listen);
+    eprintln!(
+        "nightjar server: data in {}, listening on http://{listen} (Ctrl-C to stop)",
+        data_dir.display()
+    );
+    nightjar_server::run(config, nightjar_server::shutdown_signal())
+        .await
+        .map_err(|e| format!("server: {e}"))
+}
+
+async fn user_command(client: &mut Client, command: Command) -> Outcome {
+    let e = |e: nightjar_client::Error| e.to_string();
+    match command {
+        Command::Server { .. } => Ok(()),
+        Command::Register { server, username } => {
+            let password = password(&username, true)?;
+            client
+                .register(&server, &username, &password)
+                .await
+                .map_err(e)?;
+            output::line(&format!(
+                "registered {username} on {server}; this device is {}",
+                client.device_id().unwrap_or_default()
+            ));
+            Ok(())
+        }
+        Command::Login {
+            server,
+            username,
+            timeout,
+            no_wait,
+        } => {
+            let password = password(&username, false)?;
+            match client
+                .login(&server, &username, &password)
+                .await
+                .map_err(e)?
+            {
+                LoginOutcome::Reauthenticated => {
+                    output::line(&format!("logged in as {username}"));
+                    Ok(())
+                }
+                LoginOutcome::Pending { code, device_id } => {
+                    output::line(&format!(
+                        "This device ({device_id}) waits for approval. On a device logged in as {username}, run:"
+                    ));
+                    output::line(&format!("  nightjar approve {code}"));
+                    output::line(&format!("approval code: {code}"));
+                    if no_wait {
+                        return Ok(());
+                    }
+                    client
+                        .wait_for_approval(Duration::from_secs(timeout))
+                        .await
+                        .map_err(e)?;
+                    output::line("approved: this device is now active");
+                    Ok(())
+                }
+            }
+        }
+        Command::Devices => {
+            let me = client.device_id().unwrap_or_default();
+            for d in client.devices().await.map_err(e)? {
+                let status = match d.status {
+                    nightjar_api::DeviceStatus::Active => "active",
+                    nightjar_api::DeviceStatus::Pending => "pending",
+                };
+                let current = if d.current || d.device_id == me {
+                    "  (this device)"
+                } else {
+                    ""
+                };
+                output::line(&format!(
+                    "{}  {status:<7}  added {}  last seen {}{current}",
+                    d.device_id,
+                    time(d.created_at_ms),
+                    time(d.last_seen_ms)
+                ));
+            }
+            Ok(())
+        }
+        Command::Approve { code } => {
+            let device = client.approve(&code).await.map_err(e)?;
+            output::line(&format!(
+                "approved device {device}; it joins your conversations on this device's next sync"
+            ));
+            Ok(())
+        }
+        Command::RemoveDevice { id } => {
+            client.remove_device(&id).await.map_err(e)?;
+            output::line(&format!("removed device {id}"));
+            Ok(())
+        }
+        Command::Send { group, args } => {
+            let outcome = match (group, args.as_slice()) {
+                (Some(group), [text]) => client.send_group(&group, text).await.map_err(e)?,
+                (None, [user, text]) => client.send_direct(user, text).await.map_err(e)?,
+                (Some(_), _) => return Err("with --group, give only the TEXT".into()),
+                (None, _) => return Err("give USERNAME and TEXT (or --group GROUP TEXT)".into()),
+            };
+            if outcome.delivered {
+                output::line(&format!(
+                    "sent (conversation {}, message {})",
+                    outcome.conversation, outcome.message_id
+                ));
+            } else {
+                output::line(&format!(
+                    "queued (conversation {}, message {})",
+                    outcome.conversation, outcome.message_id
+                ));
+                output::notice(&format!(
+                    "not delivered yet: {}; the next command will retry",
+                    outcome.queued_because.unwrap_or_default()
+                ));
+            }
+            Ok(())
+        }
+        Command::Group { command } => group(client, command).await,
+        Command::Sync { json, follow } => {
+            let report = client.sync().await.map_err(e)?;
+            notices(client);
+            for m in &report.messages {
+                output::message(m, json);
+            }
+            if let Some(secs) = follow {
+                client
+                    .follow(Duration::from_secs(secs), |event| match event {
+                        FollowEvent::Message(m) => output::message(m, json),
+                        FollowEvent::Notice(n) => output::notice(n),
+                    })
+                    .await
+                    .map_err(e)?;
+            }
+            Ok(())
+        }
+        Command::SafetyNumber { username } => {
+            let (number, changed) = client.safety_number(&username).await.map_err(e)?;
+            let me = client.username().unwrap_or_default();
+            output::line(&format!("Safety number of {me} and {username}:"));
+            output::line(&number.grouped());
+            output::line(&output::qr(&number.qr_payload())?);
+            if let Some(new) = changed {
+                output::notice(&format!(
+                    "{username} presents a NEW identity key; the safety number with it would be {}. Verify it with {username} before `nightjar trust {username}`",
+                    new.grouped()
+                ));
+            }
+            Ok(())
+        }
+        Command::Trust { username } => {
+            client.trust(&username).await.map_err(e)?;
+            output::line(&format!("now trusting the new identity key of {username}"));
+            Ok(())
+        }
+        Command::Status => {
+            let status = client.status().await.map_err(e)?;
+            output::status(&status);
+            Ok(())
+        }
+    }
+}
+
+async fn group(client: &mut Client, command: GroupCommand) -> Outcome {
+    let e = |e: nightjar_client::Error| e.to_string();
+    match command {
+        GroupCommand::Create { name, members } => {
+            let id = client.create_group(&name, &members).await.map_err(e)?;
+            output::line(&format!("created group {name} (conversation {id})"));
+        }
+        GroupCommand::Add { group, username } => {
+            client.add_to_group(&group, &username).await.map_err(e)?;
+            output::line(&format!("added {username} to {group}"));
+        }
+        GroupCommand::Remove { group, username } => {
+            client
+                .remove_from_group(&group, &username)
+                .await
+                .map_err(e)?;
+            output::line(&format!("removed {username} from {group}"));
+        }
+    }
+    Ok(())
+}
+
+/// A UTC timestamp `YYYY-MM-DD HH:MM` from milliseconds since the Unix epoch.
+fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn utc_time() {
+        assert_eq!(time(0), "1970-01-01 00:00");
+        assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13");
+    }
+}

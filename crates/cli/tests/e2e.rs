@@ -1,0 +1,344 @@
+//! End-to-end tests across real processes: the real `nightjar server` binary on a free port
+//! with a temporary data directory, and `nightjar` user commands on temporary profiles.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nightjar");
+const PASSWORD: &str = "correct horse battery staple";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nightjar server` process; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path, port: u16) -> Server {
+        let child = Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            port,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One device: a profile directory.
+struct Device {
+    dir: PathBuf,
+}
+
+impl Device {
+    fn new(root: &Path, name: &str) -> Device {
+        Device {
+            dir: root.join(name),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("NIGHTJAR_PROFILE", &self.dir)
+            .env("NIGHTJAR_PASSWORD", PASSWORD)
+            .env("NIGHTJAR_KEYRING", "off")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "nightjar {args:?} failed\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stdout
+    }
+
+    fn sync(&self) -> Vec<Value> {
+        self.ok(&["sync", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.sync()
+            .iter()
+            .filter(|m| m["type"] == "text")
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn safety_digits(stdout: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| {
+            let groups: Vec<&str> = l.split(' ').collect();
+            groups.len() == 12
+                && groups
+                    .iter()
+                    .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .unwrap_or_else(|| panic!("no safety number in {stdout}"));
+    line.replace(' ', "")
+}
+
+fn assert_no_plaintext(dir: &Path, secrets: &[&str]) {
+    let mut checked = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            checked += 1;
+            for s in secrets {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "{} contains the plaintext {s:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 0, "no files under {}", dir.display());
+}
+
+#[test]
+fn messaging_devices_groups_and_safety_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server-data"), free_port());
+    let url = server.url();
+    let alice = Device::new(tmp.path(), "alice");
+    let bob = Device::new(tmp.path(), "bob");
+    let carol = Device::new(tmp.path(), "carol");
+    alice.ok(&["register", "--server", &url, "alice"]);
+    bob.ok(&["register", "--server", &url, "bob"]);
+
+    // alice → bob, then bob replies.
+    let sent = alice.ok(&["send", "bob", "hello bob"]);
+    assert!(sent.starts_with("sent"), "{sent}");
+    let got = bob.sync();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let m = &got[0];
+    assert_eq!(m["from"], "alice");
+    assert_eq!(m["type"], "text");
+    assert_eq!(m["text"], "hello bob");
+    assert_eq!(m["conversation"].as_str().unwrap().len(), 32);
+    assert_eq!(m["device"].as_str().unwrap().len(), 16);
+    assert_eq!(m["id"].as_str().unwrap().len(), 32);
+    assert!(m["sent_at"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(bob.sync().is_empty(), "a message is shown once");
+    bob.ok(&["send", "alice", "hi alice"]);
+    assert_eq!(alice.texts(), ["hi alice"]);
+    let conversation = m["conversation"].as_str().unwrap().to_owned();
+
+    // alice adds a second device: login prints the code, the first device approves it.
+    let alice2 = Device::new(tmp.path(), "alice2");
+    let mut login = alice2
+        .command(&["login", "--server", &url, "alice", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("login printed no code").unwrap();
+        if let Some(code) = line.strip_prefix("approval code: ") {
+            break code.trim().to_owned();
+        }
+    };
+    let approved = alice.ok(&["approve", &code]);
+    assert!(approved.contains("approved device"), "{approved}");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(login.wait().unwrap().success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("now active")), "{rest:?}");
+    let devices = alice.ok(&["devices"]);
+    assert_eq!(
+        devices.lines().filter(|l| l.contains("active")).count(),
+        2,
+        "{devices}"
+    );
+    // alice's first device adds the new one to her conversations; bob's next message reaches both.
+    alice.ok(&["sync"]);
+    bob.ok(&["send", "alice", "to both of your devices"]);
+    let on_second = alice2.sync();
+    let texts: Vec<&str> = on_second
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["to both of your devices"], "{on_second:?}");
+    assert_eq!(on_second[0]["conversation"], conversation.as_str());
+    assert_eq!(alice.texts(), ["to both of your devices"]);
+    // The second device can send too; bob and alice's first device see it.
+    alice2.ok(&["send", "bob", "from my second device"]);
+    assert_eq!(bob.texts(), ["from my second device"]);
+    assert_eq!(alice.texts(), ["from my second device"]);
+
+    // Groups with a third user.
+    carol.ok(&["register", "--server", &url, "carol"]);
+    let created = alice.ok(&["group", "create", "trip", "bob"]);
+    assert!(created.contains("created group trip"), "{created}");
+    alice.ok(&["group", "add", "trip", "carol"]);
+    alice.ok(&["send", "--group", "trip", "hello trip"]);
+    for d in [&bob, &carol, &alice2] {
+        let got = d.sync();
+        let m = got
+            .iter()
+            .find(|m| m["text"] == "hello trip")
+            .unwrap_or_else(|| panic!("{got:?}"));
+        assert_eq!(m["group"], "trip");
+        assert_eq!(m["from"], "alice");
+    }
+    carol.ok(&["send", "--group", "trip", "carol here"]);
+    assert_eq!(bob.texts(), ["carol here"]);
+    alice.ok(&["group", "remove", "trip", "carol"]);
+    bob.ok(&["send", "--group", "trip", "carol is gone"]);
+    assert_eq!(alice.texts(), ["carol here", "carol is gone"]);
+    assert!(carol.texts().is_empty());
+    let refused = carol.run(&["send", "--group", "trip", "let me back"]);
+    assert!(!refused.status.success());
+
+    // Safety numbers agree and come with a QR code.
+    let a = alice.ok(&["safety-number", "bob"]);
+    let b = bob.ok(&["safety-number", "alice"]);
+    assert_eq!(safety_digits(&a), safety_digits(&b));
+    assert_eq!(safety_digits(&a).len(), 60);
+    assert!(a.contains('█') || a.contains('▀') || a.contains('▄'), "{a}");
+
+    let status = alice.ok(&["status"]);
+    assert!(status.contains("username:       alice"), "{status}");
+    assert!(status.contains("key file"), "{status}");
+    assert!(status.contains("outbox:         0"), "{status}");
+
+    drop(server);
+    assert_no_plaintext(
+        &tmp.path().join("server-data"),
+        &[
+            "hello bob",
+            "hi alice",
+            "to both of your devices",
+            "from my second device",
+            "hello trip",
+            "carol here",
+            "carol is gone",
+        ],
+    );
+    // Profiles are encrypted at rest too.
+    assert_no_plaintext(&alice.dir, &["hello bob", "hi alice", "hello trip"]);
+}
+
+#[test]
+fn wrong_password_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), free_port());
+    let alice = Device::new(tmp.path(), "alice");
+    alice.ok(&["register", "--server", &server.url(), "alice"]);
+    let other = Device::new(tmp.path(), "other");
+    let out = other
+        .command(&["login", "--server", &server.url(), "alice"])
+        .env("NIGHTJAR_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("password"), "{stderr}");
+    // Nothing was left behind: the right password still works on that profile.
+    other.ok(&["login", "--server", &server.url(), "alice", "--no-wait"]);
+
+    let missing = Device::new(tmp.path(), "nobody").run(&["send", "alice", "x"]);
+    assert!(!missing.status.success());
+    assert_eq!(
+        String::from_utf8(missing.stderr).unwrap().lines().count(),
+        1
+    );
+}
+
+#[test]
+fn offline_send_waits_in_the_outbox_and_is_delivered_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, port);
+    let url = server.url();
+    let alice = Device::new(tmp.path(), "alice");
+    let bob = Device::new(tmp.path(), "bob");
+    alice.ok(&["register", "--server", &url, "alice"]);
+    bob.ok(&["register", "--server", &url, "bob"]);
+    alice.ok(&["send", "bob", "before the outage"]);
+    assert_eq!(bob.texts(), ["before the outage"]);
+
+    server.stop();
+    let queued = alice.ok(&["send", "bob", "written while offline"]);
+    assert!(queued.starts_with("queued"), "{queued}");
+    assert!(alice.ok(&["status"]).contains("outbox:         1"));
+    assert!(
+        !alice.run(&["sync"]).status.success(),
+        "sync reports the outage"
+    );
+
+    let _server = Server::start(&server.data, port);
+    alice.ok(&["sync"]);
+    assert!(alice.ok(&["status"]).contains("outbox:         0"));
+    assert_eq!(bob.texts(), ["written while offline"]);
+    alice.ok(&["sync"]);
+    assert!(bob.texts().is_empty(), "no duplicate");
+}

@@ -1,0 +1,292 @@
+//! A typed HTTP client for the `/v1` API (JSON over reqwest with rustls).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nightjar_api::{
+    AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
+    DeviceListUpdate, DevicesResponse, ErrorCode, InboxResponse, KeyPackageCount,
+    LinkStatusResponse, LoginFinishRequest, LoginStartRequest, LoginStartResponse,
+    PendingDevicesResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
+    SendRequest, SendResponse, SessionResponse, UploadKeyPackagesRequest,
+};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The TLS configuration shared by HTTP and WebSocket connections: rustls with the *ring*
+/// provider and the Mozilla root certificates.
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Network(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The server's HTTP API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .field("authenticated", &self.token.is_some())
+            .finish()
+    }
+}
+
+fn network(e: reqwest::Error) -> Error {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    Error::Network(text)
+}
+
+/// Percent-encodes a path segment (usernames and ids are plain, but never trust that).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Api {
+    /// A client for the server at `base` (`http://host:port` or `https://...`).
+    pub fn new(base: &str) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "server URL must start with http:// or https:// (got {base})"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls_config()?).clone())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("nightjar-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(network)?;
+        Ok(Self {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Uses `token` as the session for later requests.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
+    }
+
+    /// The session token, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let bytes = self.call_raw(method, path, body).await?;
+        let bytes = if bytes.is_empty() {
+            b"null".to_vec()
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{path}: {e}")))
+    }
+
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Vec<u8>> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(network)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(network)?.to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(Error::Api(
+            serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| {
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+                    StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+                    StatusCode::NOT_FOUND => ErrorCode::NotFound,
+                    StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+                    StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+                    s if s.is_client_error() => ErrorCode::BadRequest,
+                    _ => ErrorCode::Internal,
+                };
+                ApiError::new(code, format!("HTTP {status}"))
+            }),
+        ))
+    }
+
+    /// `POST /v1/register/start`.
+    pub async fn register_start(&self, r: &RegisterStartRequest) -> Result<RegisterStartResponse> {
+        self.call(Method::POST, "/v1/register/start", Some(r)).await
+    }
+
+    /// `POST /v1/register/finish`.
+    pub async fn register_finish(&self, r: &RegisterFinishRequest) -> Result<SessionResponse> {
+        self.call(Method::POST, "/v1/register/finish", Some(r))
+            .await
+    }
+
+    /// `POST /v1/login/start`.
+    pub async fn login_start(&self, r: &LoginStartRequest) -> Result<LoginStartResponse> {
+        self.call(Method::POST, "/v1/login/start", Some(r)).await
+    }
+
+    /// `POST /v1/login/finish`.
+    pub async fn login_finish(&self, r: &LoginFinishRequest) -> Result<SessionResponse> {
+        self.call(Method::POST, "/v1/login/finish", Some(r)).await
+    }
+
+    /// `GET /v1/devices`.
+    pub async fn devices(&self) -> Result<DevicesResponse> {
+        self.call(Method::GET, "/v1/devices", None::<&()>).await
+    }
+
+    /// `GET /v1/devices/pending`.
+    pub async fn pending_devices(&self) -> Result<PendingDevicesResponse> {
+        self.call(Method::GET, "/v1/devices/pending", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/devices/approve`.
+    pub async fn approve_device(&self, r: &ApproveDeviceRequest) -> Result<()> {
+        self.call_raw(Method::POST, "/v1/devices/approve", Some(r))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /v1/devices/link` (from a pending device).
+    pub async fn link_status(&self) -> Result<LinkStatusResponse> {
+        self.call(Method::GET, "/v1/devices/link", None::<&()>)
+            .await
+    }
+
+    /// `DELETE /v1/devices/{device_id}` with the next device list.
+    pub async fn remove_device(&self, device_id: &str, r: &DeviceListUpdate) -> Result<()> {
+        self.call_raw(
+            Method::DELETE,
+            &format!("/v1/devices/{}", segment(device_id)),
+            Some(r),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/accounts/{username}`.
+    pub async fn account(&self, username: &str) -> Result<AccountResponse> {
+        self.call(
+            Method::GET,
+            &format!("/v1/accounts/{}", segment(username)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/key-packages`.
+    pub async fn upload_key_packages(
+        &self,
+        r: &UploadKeyPackagesRequest,
+    ) -> Result<KeyPackageCount> {
+        self.call(Method::POST, "/v1/key-packages", Some(r)).await
+    }
+
+    /// `GET /v1/key-packages/count`.
+    pub async fn key_package_count(&self) -> Result<KeyPackageCount> {
+        self.call(Method::GET, "/v1/key-packages/count", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/accounts/{username}/key-packages/claim`.
+    pub async fn claim_key_packages(&self, username: &str) -> Result<ClaimKeyPackagesResponse> {
+        self.call(
+            Method::POST,
+            &format!("/v1/accounts/{}/key-packages/claim", segment(username)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/conversations/{id}/messages`.
+    pub async fn send(&self, conversation: &str, r: &SendRequest) -> Result<SendResponse> {
+        self.call(
+            Method::POST,
+            &format!("/v1/conversations/{}/messages", segment(conversation)),
+            Some(r),
+        )
+        .await
+    }
+
+    /// `GET /v1/messages?after=ID&limit=N`.
+    pub async fn inbox(&self, after: u64, limit: u32) -> Result<InboxResponse> {
+        self.call(
+            Method::GET,
+            &format!("/v1/messages?after={after}&limit={limit}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/messages/ack`.
+    pub async fn ack(&self, ids: Vec<u64>) -> Result<()> {
+        self.call_raw(Method::POST, "/v1/messages/ack", Some(&AckRequest { ids }))
+            .await
+            .map(drop)
+    }
+
+    /// The WebSocket URL of `/v1/stream`.
+    pub(crate) fn stream_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| {
+                self.base
+                    .strip_prefix("http://")
+                    .map(|r| format!("ws://{r}"))
+            })
+            .unwrap_or_else(|| self.base.clone());
+        format!("{rest}/v1/stream")
+    }
+}

@@ -1,0 +1,575 @@
+//! Accounts and devices: registration, login of a new device and its approval, device removal,
+//! peers' device lists, key packages, safety numbers and status.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nightjar_api::{
+    ApproveDeviceRequest, B64, DeviceInfo, DeviceListUpdate, DeviceStatus, ErrorCode,
+    LoginFinishRequest, LoginStartRequest, RegisterFinishRequest, RegisterStartRequest,
+    SessionResponse, UploadKeyPackagesRequest,
+};
+use nightjar_core::identity::{DeviceId, IdentityError, SignedDeviceList, validate_username};
+use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::safety::SafetyNumber;
+use nightjar_core::{Engine, Error as CoreError};
+
+use super::{Client, KEY_PACKAGE_BATCH, meta, now_ms};
+use crate::api::Api;
+use crate::auth::{self, Password};
+use crate::error::{Error, Result};
+use crate::keys::KeyStorage;
+
+/// What `login` achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// A new device asked to join; show `code` and approve it on an existing device.
+    Pending {
+        /// The approval code (`XXXX-XXXX-XXXX`).
+        code: String,
+        /// The new device's id.
+        device_id: String,
+    },
+    /// An already active device got a fresh session.
+    Reauthenticated,
+}
+
+/// A summary of the profile for `nightjar status`.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Profile directory.
+    pub profile_dir: PathBuf,
+    /// Server URL.
+    pub server: Option<String>,
+    /// Account.
+    pub username: Option<String>,
+    /// This device.
+    pub device_id: Option<String>,
+    /// `active` or `pending`.
+    pub device_status: Option<String>,
+    /// Where the database key is kept.
+    pub key_storage: KeyStorage,
+    /// Conversations this device is a member of.
+    pub conversations: usize,
+    /// Entries waiting in the outbox.
+    pub outbox: u64,
+    /// Messages in the local history.
+    pub messages: u64,
+    /// Unclaimed one-time key packages on the server (`None` if it could not be asked).
+    pub key_packages: Option<u32>,
+    /// Why `key_packages` is unknown.
+    pub key_packages_error: Option<String>,
+    /// Accounts whose identity key changed and await verification.
+    pub changed_identities: Vec<String>,
+}
+
+fn session_error(e: Error) -> Error {
+    match e.api_code() {
+        Some(ErrorCode::WrongCredentials) => Error::WrongPassword,
+        Some(ErrorCode::UsernameTaken) => Error::Usage("that username is already taken".into()),
+        Some(ErrorCode::InvalidUsername) => {
+            Error::Usage("invalid username: use 3-32 characters of a-z, 0-9 and _".into())
+        }
+        _ => e,
+    }
+}
+
+impl Client {
+    fn save_session(&mut self, server: &str, s: &SessionResponse) -> Result<()> {
+        self.store.set_meta(meta::SERVER, server)?;
+        self.store.set_meta(meta::USERNAME, &s.username)?;
+        self.store.set_meta(meta::DEVICE_ID, &s.device_id)?;
+        self.store.set_meta(meta::TOKEN, &s.token)?;
+        self.store
+            .set_meta(meta::TOKEN_EXPIRES, &s.expires_at_ms.to_string())?;
+        let status = match s.device_status {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Pending => "pending",
+        };
+        self.store.set_meta(meta::DEVICE_STATUS, status)?;
+        let mut api = Api::new(server)?;
+        api.set_token(Some(s.token.clone()));
+        self.api = Some(api);
+        Ok(())
+    }
+
+    /// Registers a new account on `server` with this profile as its first device: OPAQUE
+    /// registration, a fresh account identity and device, device list version 1 and key packages.
+    pub async fn register(
+        &mut self,
+        server: &str,
+        username: &str,
+        password: &Password,
+    ) -> Result<()> {
+        if let Some(existing) = self.username() {
+            return Err(Error::Profile(format!(
+                "this profile already holds the account {existing}; use another --profile"
+            )));
+        }
+        validate_username(username)?;
+        let api = Api::new(server)?;
+        let (state, request) = auth::registration_start(password)?;
+        let response = api
+            .register_start(&RegisterStartRequest {
+                username: username.to_owned(),
+                registration_request: B64(request),
+            })
+            .await
+            .map_err(session_error)?;
+        let record = auth::registration_finish(state, password, &response.registration_response.0)?;
+        let now = now_ms();
+        let (mut engine, list) = Engine::create_account(
+            self.store.clone(),
+            username,
+            self.options.engine.clone(),
+            now,
+        )?;
+        let result = async {
+            let key_packages = engine.generate_key_packages(KEY_PACKAGE_BATCH, false)?;
+            let last_resort = engine
+                .generate_key_packages(1, true)?
+                .pop()
+                .ok_or_else(|| Error::Protocol("no last-resort key package".into()))?;
+            api.register_finish(&RegisterFinishRequest {
+                username: username.to_owned(),
+                registration_record: B64(record),
+                device_id: engine.device().device_id.to_string(),
+                device_list: B64(list.encode()),
+                key_packages: key_packages.into_iter().map(B64).collect(),
+                last_resort_key_package: B64(last_resort),
+            })
+            .await
+            .map_err(session_error)
+        }
+        .await;
+        let session = match result {
+            Ok(s) => s,
+            Err(e) => {
+                drop(engine);
+                self.store.wipe()?;
+                self.engine = None;
+                return Err(e);
+            }
+        };
+        self.engine = Some(engine);
+        self.save_session(server, &session)?;
+        self.store.set_meta(meta::KEY_PACKAGES_UPLOADED, "1")?;
+        if let Some(list) = self.engine()?.device_list(username) {
+            let (key, version) = (list.identity_key, list.version);
+            self.store
+                .record_contact(username, key.as_bytes(), version, now)?;
+        }
+        Ok(())
+    }
+
+    /// Logs in to `server`. On an empty profile this creates a new device that asks to join
+    /// the account (approve it with the returned code on an existing device); on a profile
+    /// that already holds this account's device it only renews the session.
+    pub async fn login(
+        &mut self,
+        server: &str,
+        username: &str,
+        password: &Password,
+    ) -> Result<LoginOutcome> {
+        validate_username(username)?;
+        if let Some(existing) = self.username()
+            && existing != username
+        {
+            return Err(Error::Profile(format!(
+                "this profile holds the account {existing}; use another --profile"
+            )));
+        }
+        let api = Api::new(server)?;
+        let (state, request) = auth::login_start(password)?;
+        let start = api
+            .login_start(&LoginStartRequest {
+                username: username.to_owned(),
+                credential_request: B64(request),
+            })
+            .await
+            .map_err(session_error)?;
+        // The password is verified here, before any device state is created.
+        let finalization = auth::login_finish(state, password, &start.credential_response.0)?;
+        let fresh = self.engine.is_none();
+        if fresh {
+            self.engine = Some(Engine::new_device(
+                self.store.clone(),
+                username,
+                self.options.engine.clone(),
+            )?);
+        }
+        let pending = !self.engine()?.has_account_identity();
+        let offer = if pending {
+            Some(self.engine()?.link_offer(now_ms())?)
+        } else {
+            None
+        };
+        let device_id = self.engine()?.device().device_id.to_string();
+        let result = api
+            .login_finish(&LoginFinishRequest {
+                login_id: start.login_id,
+                credential_finalization: B64(finalization),
+                device_id: device_id.clone(),
+                link_offer: offer.as_ref().map(|o| B64(o.encode())),
+            })
+            .await
+            .map_err(session_error);
+        let session = match result {
+            Ok(s) => s,
+            Err(e) => {
+                if fresh {
+                    self.engine = None;
+                    self.store.wipe()?;
+                }
+                return Err(e);
+            }
+        };
+        self.save_session(server, &session)?;
+        match offer {
+            Some(offer) if session.device_status == DeviceStatus::Pending => {
+                Ok(LoginOutcome::Pending {
+                    code: offer.code(),
+                    device_id,
+                })
+            }
+            Some(_) => {
+                // The server says active but no identity was handed over yet: finish the link.
+                self.store.set_meta(meta::DEVICE_STATUS, "pending")?;
+                self.check_link().await?;
+                Ok(LoginOutcome::Reauthenticated)
+            }
+            None => Ok(LoginOutcome::Reauthenticated),
+        }
+    }
+
+    /// The approval code of this (pending) device's link offer.
+    pub fn approval_code(&mut self) -> Result<String> {
+        Ok(self.engine()?.link_offer(now_ms())?.code())
+    }
+
+    /// Whether this device still waits for approval.
+    pub fn is_pending(&self) -> Result<bool> {
+        Ok(self.store.meta(meta::DEVICE_STATUS)?.as_deref() == Some("pending"))
+    }
+
+    /// Asks the server once whether this pending device was approved; if so, installs the
+    /// account identity, uploads key packages and returns true.
+    pub async fn check_link(&mut self) -> Result<bool> {
+        if !self.is_pending()? {
+            return Ok(true);
+        }
+        let status = self.api()?.link_status().await?;
+        let Some(sealed) = status.sealed_identity else {
+            return Ok(false);
+        };
+        if status.status != DeviceStatus::Active {
+            return Ok(false);
+        }
+        let now = now_ms();
+        self.atomic(|engine, store| {
+            engine.complete_link(&sealed.0)?;
+            store.set_meta(meta::DEVICE_STATUS, "active")?;
+            let me = engine.device().username.clone();
+            if let Some(list) = engine.device_list(&me) {
+                store.record_contact(&me, list.identity_key.as_bytes(), list.version, now)?;
+            }
+            Ok(())
+        })?;
+        self.upload_initial_key_packages().await?;
+        Ok(true)
+    }
+
+    /// Waits (polling) until an existing device approves this one, or `timeout` passes.
+    pub async fn wait_for_approval(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.check_link().await? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "not approved within {} s; approve later with `nightjar approve CODE` and run any command here",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    pub(crate) async fn upload_initial_key_packages(&mut self) -> Result<()> {
+        let engine = self.engine()?;
+        let key_packages = engine.generate_key_packages(KEY_PACKAGE_BATCH, false)?;
+        let last_resort = engine.generate_key_packages(1, true)?.pop();
+        self.api()?
+            .upload_key_packages(&UploadKeyPackagesRequest {
+                key_packages: key_packages.into_iter().map(B64).collect(),
+                last_resort: last_resort.map(B64),
+            })
+            .await?;
+        self.store.set_meta(meta::KEY_PACKAGES_UPLOADED, "1")?;
+        Ok(())
+    }
+
+    /// Uploads more key packages when the server says the stock is low.
+    pub(crate) async fn replenish_key_packages(&mut self) -> Result<()> {
+        let count = self.api()?.key_package_count().await?;
+        if !count.replenish && count.last_resort {
+            return Ok(());
+        }
+        let engine = self.engine()?;
+        let key_packages = if count.replenish {
+            engine.generate_key_packages(KEY_PACKAGE_BATCH, false)?
+        } else {
+            Vec::new()
+        };
+        let last_resort = if count.last_resort {
+            None
+        } else {
+            engine.generate_key_packages(1, true)?.pop()
+        };
+        self.api()?
+            .upload_key_packages(&UploadKeyPackagesRequest {
+                key_packages: key_packages.into_iter().map(B64).collect(),
+                last_resort: last_resort.map(B64),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Approves a pending device of this account whose approval code is `code`: signs the next
+    /// device list and seals the account identity to it. Returns the new device's id. The new
+    /// device joins this account's conversations on the next sync of an existing device.
+    pub async fn approve(&mut self, code: &str) -> Result<String> {
+        self.ensure_ready().await?;
+        if !self.engine()?.has_account_identity() {
+            return Err(Error::Profile(
+                "this device cannot approve devices (it holds no account identity key)".into(),
+            ));
+        }
+        let me = self.me()?.username;
+        // Learn the newest own list first: another device may have changed it.
+        self.fetch_account(&me).await?;
+        let pending = self.api()?.pending_devices().await?;
+        let offer = pending
+            .pending
+            .iter()
+            .filter_map(|p| LinkOffer::decode(&p.link_offer.0).ok())
+            .find(|o| o.matches_code(code) && o.username == me.as_bytes())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "no device waiting for approval has the code {code}"
+                ))
+            })?;
+        let device_id = offer.device.device_id.to_string();
+        self.store.begin()?;
+        let signed = match self.engine()?.approve_link(&offer, code) {
+            Ok(v) => v,
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                return Err(e.into());
+            }
+        };
+        let (list, sealed) = signed;
+        let request = ApproveDeviceRequest {
+            device_id: device_id.clone(),
+            device_list: B64(list.encode()),
+            sealed_identity: B64(sealed),
+        };
+        let posted = match self.api() {
+            Ok(api) => api.approve_device(&request).await,
+            Err(e) => Err(e),
+        };
+        match posted {
+            Ok(()) => self.store.commit()?,
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                return Err(e);
+            }
+        }
+        Ok(device_id)
+    }
+
+    /// The account's devices as the server lists them.
+    pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
+        self.ensure_ready().await?;
+        let response = self.api()?.devices().await?;
+        let me = self.me()?.username;
+        let signed = SignedDeviceList::decode(&response.device_list.0)?;
+        // Keep our view of our own list current (and notice a forged one).
+        self.accept_list(&me, &signed)?;
+        Ok(response.devices)
+    }
+
+    /// Removes (revokes) another device of this account: signs a device list without it,
+    /// publishes it, and removes the device from every conversation.
+    pub async fn remove_device(&mut self, device_id: &str) -> Result<()> {
+        self.ensure_ready().await?;
+        let id = DeviceId::parse(device_id).ok_or_else(|| {
+            Error::Usage(format!("{device_id} is not a device id (16 hex digits)"))
+        })?;
+        if self.me()?.device_id == id {
+            return Err(Error::Usage(
+                "this is the current device; remove it from another device of the account".into(),
+            ));
+        }
+        let me = self.me()?.username;
+        self.fetch_account(&me).await?;
+        self.store.begin()?;
+        let list = match self.engine()?.revoke_device(id) {
+            Ok(l) => l,
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                return Err(match e {
+                    CoreError::Conversation(_) => {
+                        Error::Usage(format!("{device_id} is not a device of this account"))
+                    }
+                    other => other.into(),
+                });
+            }
+        };
+        let request = DeviceListUpdate {
+            device_list: B64(list.encode()),
+        };
+        let posted = match self.api() {
+            Ok(api) => api.remove_device(device_id, &request).await,
+            Err(e) => Err(e),
+        };
+        match posted {
+            Ok(()) => self.store.commit()?,
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                return Err(e);
+            }
+        }
+        self.pump_tolerant().await
+    }
+
+    /// Accepts `signed` as `username`'s device list; an identity key change is recorded and
+    /// surfaced, never accepted silently.
+    pub(crate) fn accept_list(&mut self, username: &str, signed: &SignedDeviceList) -> Result<()> {
+        let now = now_ms();
+        match self.engine()?.accept_device_list(username, signed) {
+            Ok(_) => {
+                if let Some(list) = self.engine()?.device_list(username) {
+                    let (key, version) = (list.identity_key, list.version);
+                    self.store
+                        .record_contact(username, key.as_bytes(), version, now)?;
+                }
+                Ok(())
+            }
+            Err(CoreError::Identity(IdentityError::IdentityChanged(_))) => {
+                self.store
+                    .set_changed_identity(username, Some(&signed.encode()), now)?;
+                self.notice(format!(
+                    "WARNING: the identity key of {username} changed. Messages from and to {username} are held until you verify it: compare `nightjar safety-number {username}` with them, then run `nightjar trust {username}`"
+                ));
+                Err(Error::IdentityChanged(username.to_owned()))
+            }
+            // An older list than the one we know: keep ours (the server may be rolling back).
+            Err(CoreError::Identity(IdentityError::Rollback { .. })) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fetches `username`'s current device list from the server and accepts it.
+    pub(crate) async fn fetch_account(&mut self, username: &str) -> Result<()> {
+        let account = match self.api()?.account(username).await {
+            Ok(a) => a,
+            Err(e) if e.api_code() == Some(ErrorCode::NotFound) => {
+                return Err(Error::Usage(format!("no account named {username}")));
+            }
+            Err(e) => return Err(e),
+        };
+        let signed = SignedDeviceList::decode(&account.device_list.0)?;
+        self.accept_list(username, &signed)
+    }
+
+    /// The safety number between this account and `peer`, plus the number a pending
+    /// (unverified) identity change of `peer` would give.
+    pub async fn safety_number(
+        &mut self,
+        peer: &str,
+    ) -> Result<(SafetyNumber, Option<SafetyNumber>)> {
+        self.ensure_ready().await?;
+        validate_username(peer)?;
+        if self.engine()?.identity_key(peer).is_none() {
+            self.fetch_account(peer).await?;
+        }
+        let current = self.engine()?.safety_number(peer)?;
+        let changed = match self.store.contact(peer)?.and_then(|c| c.changed_list) {
+            Some(bytes) => {
+                let list = SignedDeviceList::decode(&bytes)?.verify()?;
+                let me = self.me()?.username;
+                let mine = self
+                    .engine()?
+                    .identity_key(&me)
+                    .ok_or_else(|| Error::Profile("own device list unknown".into()))?;
+                Some(SafetyNumber::new(
+                    &me,
+                    mine.as_bytes(),
+                    peer,
+                    list.identity_key.as_bytes(),
+                ))
+            }
+            None => None,
+        };
+        Ok((current, changed))
+    }
+
+    /// Accepts a changed identity key of `peer` after the user verified the new safety number.
+    pub async fn trust(&mut self, peer: &str) -> Result<()> {
+        self.ensure_ready().await?;
+        let bytes = self
+            .store
+            .contact(peer)?
+            .and_then(|c| c.changed_list)
+            .ok_or_else(|| Error::Usage(format!("no identity change of {peer} is waiting")))?;
+        let signed = SignedDeviceList::decode(&bytes)?;
+        self.engine()?.trust_new_identity(peer, &signed)?;
+        self.store.set_changed_identity(peer, None, now_ms())?;
+        if let Some(list) = self.engine()?.device_list(peer) {
+            let (key, version) = (list.identity_key, list.version);
+            self.store
+                .record_contact(peer, key.as_bytes(), version, now_ms())?;
+        }
+        self.pump_tolerant().await
+    }
+
+    /// A summary of the profile; asks the server for the key-package stock if it can.
+    pub async fn status(&mut self) -> Result<Status> {
+        let mut status = Status {
+            profile_dir: std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()),
+            server: self.store.meta(meta::SERVER)?,
+            username: self.username(),
+            device_id: self.device_id(),
+            device_status: self.store.meta(meta::DEVICE_STATUS)?,
+            key_storage: self.key_storage.clone(),
+            conversations: self
+                .store
+                .conversations()?
+                .iter()
+                .filter(|c| c.active)
+                .count(),
+            outbox: self.store.outbox_len()?,
+            messages: self.store.message_count()?,
+            key_packages: None,
+            key_packages_error: None,
+            changed_identities: self.store.changed_identities()?,
+        };
+        if self.engine.is_none() {
+            return Ok(status);
+        }
+        match self.api() {
+            Ok(api) => match api.key_package_count().await {
+                Ok(c) => status.key_packages = Some(c.available),
+                Err(e) => status.key_packages_error = Some(e.to_string()),
+            },
+            Err(e) => status.key_packages_error = Some(e.to_string()),
+        }
+        Ok(status)
+    }
+}

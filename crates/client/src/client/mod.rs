@@ -1,0 +1,290 @@
+//! [`Client`]: one device's profile, driving the engine against a Nightjar server.
+//!
+//! Every state change goes through [`Client::atomic`]: the engine call and the SDK's own rows
+//! (history, outbox, conversation index) commit in one SQLite transaction; on any failure the
+//! transaction is rolled back and the engine is reloaded from disk, so memory never runs ahead
+//! of what is stored.
+
+mod account;
+mod conversations;
+mod flush;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use nightjar_api::DeviceAddress;
+use nightjar_core::identity::DeviceCredential;
+use nightjar_core::{Engine, EngineConfig};
+
+pub use account::{LoginOutcome, Status};
+pub use conversations::SendOutcome;
+pub use sync::{FollowEvent, ReceivedMessage, SyncReport};
+
+use crate::api::Api;
+use crate::error::{Error, Result};
+use crate::keys::{self, KeyStorage};
+use crate::store::{DB_FILE, Store};
+
+/// One-time key packages uploaded per batch.
+pub const KEY_PACKAGE_BATCH: usize = 20;
+
+/// How a profile is opened.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Try the OS keyring for a new profile's database key (else a 0600 key file).
+    pub try_keyring: bool,
+    /// Engine settings for a new device.
+    pub engine: EngineConfig,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            try_keyring: !keys::keyring_disabled_by_env(),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+pub(crate) mod meta {
+    pub(crate) const SERVER: &str = "server";
+    pub(crate) const USERNAME: &str = "username";
+    pub(crate) const DEVICE_ID: &str = "device_id";
+    pub(crate) const TOKEN: &str = "token";
+    pub(crate) const TOKEN_EXPIRES: &str = "token_expires_at_ms";
+    pub(crate) const DEVICE_STATUS: &str = "device_status";
+    pub(crate) const KEY_PACKAGES_UPLOADED: &str = "key_packages_uploaded";
+    pub(crate) const RECONCILE_SKIP: &str = "reconcile_skip_until_ms";
+}
+
+/// A Nightjar device: its encrypted profile, its engine and its server connection.
+pub struct Client {
+    /// Held for the client's lifetime: one process per profile, so no engine works from a
+    /// stale in-memory copy of state another process changed.
+    _lock: std::fs::File,
+    dir: PathBuf,
+    key_storage: KeyStorage,
+    store: Store,
+    engine: Option<Engine<Store>>,
+    api: Option<Api>,
+    options: ClientOptions,
+    notices: Vec<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("dir", &self.dir)
+            .field("key_storage", &self.key_storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A fresh random token (idempotency keys, message ids) as 32 hex digits.
+pub(crate) fn random_hex() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::Database(format!("no randomness: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The routing address of a device.
+pub(crate) fn address(c: &DeviceCredential) -> DeviceAddress {
+    DeviceAddress {
+        username: c.username.clone(),
+        device_id: c.device_id.to_string(),
+    }
+}
+
+/// Name of the lock file inside the profile directory.
+const LOCK_FILE: &str = "profile.lock";
+/// How long to wait for another process using the same profile.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn lock_profile(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Profile(format!("cannot open {}: {e}", path.display())))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Profile(format!(
+                    "the profile {} is in use by another nightjar process",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Profile(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens the profile in `dir`, creating the directory, its key and its database if needed.
+    pub fn open(dir: &Path, options: ClientOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Profile(format!("cannot create {}: {e}", dir.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let lock = lock_profile(dir)?;
+        let (key, key_storage) = keys::load_or_create(dir, options.try_keyring)?;
+        let store = Store::open(&dir.join(DB_FILE), &key)?;
+        let engine = if store.has_engine_state()? {
+            Some(Engine::load(store.clone())?)
+        } else {
+            None
+        };
+        let api = match store.meta(meta::SERVER)? {
+            Some(url) => {
+                let mut api = Api::new(&url)?;
+                api.set_token(store.meta(meta::TOKEN)?);
+                Some(api)
+            }
+            None => None,
+        };
+        Ok(Self {
+            _lock: lock,
+            dir: dir.to_path_buf(),
+            key_storage,
+            store,
+            engine,
+            api,
+            options,
+            notices: Vec::new(),
+        })
+    }
+
+    /// The profile directory.
+    pub fn profile_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the database key is kept.
+    pub fn key_storage(&self) -> &KeyStorage {
+        &self.key_storage
+    }
+
+    /// The profile database (for inspection and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The account name, once registered or logged in.
+    pub fn username(&self) -> Option<String> {
+        self.engine.as_ref().map(|e| e.device().username.clone())
+    }
+
+    /// This device's id (16 hex digits), once registered or logged in.
+    pub fn device_id(&self) -> Option<String> {
+        self.engine
+            .as_ref()
+            .map(|e| e.device().device_id.to_string())
+    }
+
+    /// Things the user should know that happened during the last calls (someone added you to
+    /// a group, a message could not be decrypted, an identity key changed). Drains the list.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub(crate) fn notice(&mut self, text: impl Into<String>) {
+        self.notices.push(text.into());
+    }
+
+    pub(crate) fn engine(&mut self) -> Result<&mut Engine<Store>> {
+        self.engine.as_mut().ok_or_else(|| {
+            Error::Profile(
+                "no account in this profile: run `nightjar register` or `nightjar login` first"
+                    .into(),
+            )
+        })
+    }
+
+    pub(crate) fn api(&self) -> Result<&Api> {
+        self.api
+            .as_ref()
+            .ok_or_else(|| Error::Profile("this profile has no server configured".into()))
+    }
+
+    pub(crate) fn me(&mut self) -> Result<DeviceCredential> {
+        Ok(self.engine()?.device().clone())
+    }
+
+    /// Runs `f` with the engine and the store inside one database transaction.
+    pub(crate) fn atomic<T>(
+        &mut self,
+        f: impl FnOnce(&mut Engine<Store>, &Store) -> Result<T>,
+    ) -> Result<T> {
+        self.store.begin()?;
+        let result = match self.engine.as_mut() {
+            Some(engine) => f(engine, &self.store),
+            None => Err(Error::Profile("no account in this profile".into())),
+        };
+        match result {
+            Ok(value) => match self.store.commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    self.reload()?;
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the engine from disk (after a rolled-back transaction).
+    pub(crate) fn reload(&mut self) -> Result<()> {
+        self.engine = if self.store.has_engine_state()? {
+            Some(Engine::load(self.store.clone())?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Makes sure the profile has an active device: a pending device checks once whether it
+    /// was approved meanwhile (and finishes the link if so).
+    pub(crate) async fn ensure_ready(&mut self) -> Result<()> {
+        self.engine()?;
+        if self.store.meta(meta::DEVICE_STATUS)?.as_deref() == Some("pending") {
+            if !self.check_link().await? {
+                let code = self.approval_code()?;
+                return Err(Error::Profile(format!(
+                    "this device is waiting for approval: on a device of this account run `nightjar approve {code}`"
+                )));
+            }
+        } else if self.store.meta(meta::KEY_PACKAGES_UPLOADED)?.as_deref() != Some("1") {
+            self.upload_initial_key_packages().await?;
+        }
+        Ok(())
+    }
+}

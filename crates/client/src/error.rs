@@ -1,0 +1,92 @@
+//! The SDK's error type: one enum whose `Display` is a single sentence a user can act on.
+
+use nightjar_api::{ApiError, ErrorCode};
+
+/// Every way an SDK call can fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server could not be reached (connection refused, timeout, TLS failure).
+    #[error("server unreachable: {0}")]
+    Network(String),
+    /// The server refused the request.
+    #[error("server refused the request: {}", .0.message)]
+    Api(ApiError),
+    /// The username or password is wrong (the OPAQUE login did not verify).
+    #[error("wrong username or password")]
+    WrongPassword,
+    /// The end-to-end encryption engine refused the operation.
+    #[error("{0}")]
+    Engine(#[from] nightjar_core::Error),
+    /// The local profile database failed.
+    #[error("local profile database: {0}")]
+    Database(String),
+    /// The database key could not be found, read or stored.
+    #[error("profile key: {0}")]
+    Key(String),
+    /// The profile is not in a state that allows this (not registered, already registered, ...).
+    #[error("{0}")]
+    Profile(String),
+    /// The request names something that does not exist or is ambiguous.
+    #[error("{0}")]
+    Usage(String),
+    /// A peer's account identity key changed; the user must verify it before trusting it.
+    #[error(
+        "the identity key of {0} changed: compare `nightjar safety-number {0}` with them, then run `nightjar trust {0}`"
+    )]
+    IdentityChanged(String),
+    /// Waiting for something (a device approval) took too long.
+    #[error("{0}")]
+    Timeout(String),
+    /// The server answered something that does not follow the API.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// Whether the failure is the network's (so the operation may succeed later as is).
+    pub fn is_network(&self) -> bool {
+        matches!(self, Error::Network(_))
+    }
+
+    /// The server's error code, if the server refused the request.
+    pub fn api_code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Database(e.to_string())
+    }
+}
+
+impl From<nightjar_core::storage::StoreError> for Error {
+    fn from(e: nightjar_core::storage::StoreError) -> Self {
+        Error::Database(e.to_string())
+    }
+}
+
+impl From<nightjar_core::identity::IdentityError> for Error {
+    fn from(e: nightjar_core::identity::IdentityError) -> Self {
+        Error::Engine(e.into())
+    }
+}
+
+impl From<nightjar_core::ConversationError> for Error {
+    fn from(e: nightjar_core::ConversationError) -> Self {
+        Error::Engine(e.into())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Database(format!("stored record could not be decoded: {e}"))
+    }
+}
+
+/// The SDK's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
