@@ -10,7 +10,6 @@
     missing_docs
 )]
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,6 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
 
 pub const NOW: u64 = 1_800_000_000_000;
 pub const PASSWORD: &[u8] = b"correct horse battery staple";
@@ -442,7 +440,11 @@ pub async fn upload_key_packages(
     n: usize,
 ) -> KeyPackageCount {
     let kps = device.engine.generate_key_packages(n, false).unwrap();
-    let last = device.engine.generate_key_packages(1, true).unwrap().remove(0);
+    let last = device
+        .engine
+        .generate_key_packages(1, true)
+        .unwrap()
+        .remove(0);
     server
         .post_ok(
             "/v1/key-packages",
