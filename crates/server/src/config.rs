@@ -13,9 +13,23 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address to listen on; port 0 picks a free port (see [`crate::RunningServer::local_addr`]).
     pub listen: SocketAddr,
-    /// Overrides the database location, e.g. `sqlite:///var/lib/nightjar/db.sqlite`. `None`
-    /// means `nightjar.db` inside `data_dir`. Only SQLite is built today.
+    /// Overrides the database: `sqlite:///var/lib/nightjar/db.sqlite`, or
+    /// `postgres://user@host:5432/nightjar` to share one PostgreSQL database between any
+    /// number of server nodes (the CLI's `--database-url`). `None` means SQLite in
+    /// `nightjar.db` inside `data_dir`. Any other scheme is a [`crate::ServerError::Config`].
     pub database_url: Option<String>,
+    /// The NATS server through which nodes sharing a PostgreSQL database tell each other that
+    /// a device has new mail, e.g. `nats://127.0.0.1:4222` (the CLI's `--nats-url`). `None`
+    /// means a single node: notifications stay in-process. Notifications are hints; the
+    /// database stays the source of truth (see `safety_poll`).
+    pub nats_url: Option<String>,
+    /// This node's name in logs and in its NATS connection; `None` picks a random one.
+    pub node_id: Option<String>,
+    /// On PostgreSQL, how often a node compares the queues of its connected devices with what
+    /// it has pushed, so that a lost notification delays an envelope by at most this long.
+    pub safety_poll: Duration,
+    /// How sends are batched into transactions.
+    pub group_commit: GroupCommit,
     /// Sizes, counts and rates the server refuses to exceed.
     pub limits: Limits,
     /// How long a session token stays valid.
@@ -36,6 +50,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./nightjar-data"),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             database_url: None,
+            nats_url: None,
+            node_id: None,
+            safety_poll: Duration::from_secs(3),
+            group_commit: GroupCommit::default(),
             limits: Limits::default(),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             message_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -53,6 +71,31 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen,
             ..Self::default()
+        }
+    }
+}
+
+/// Group commit: concurrent sends share one durable transaction (one fsync) instead of one
+/// each. A writer takes every send already waiting, up to `max_batch`, and lingers up to
+/// `linger` for more while it has fewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Most sends in one transaction (1 disables batching).
+    pub max_batch: usize,
+    /// Writers committing batches at the same time on PostgreSQL (while one commits, the next
+    /// gathers); SQLite always has one.
+    pub writers: usize,
+    /// How long a batch may wait for more sends before it commits (zero: never waits; under
+    /// load batches still form while the previous one commits).
+    pub linger: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            max_batch: 128,
+            writers: 4,
+            linger: Duration::ZERO,
         }
     }
 }

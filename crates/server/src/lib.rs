@@ -30,6 +30,6 @@ mod server;
 mod state;
 mod store;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{GroupCommit, Limits, ServerConfig};
 pub use error::ServerError;
 pub use server::{RunningServer, run, shutdown_signal, start};

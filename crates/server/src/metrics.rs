@@ -46,6 +46,8 @@ pub(crate) struct Metrics {
     pub(crate) websockets: Gauge,
     /// Envelopes waiting in all queues.
     pub(crate) queue_depth: Gauge,
+    /// Sends stored per transaction (group commit).
+    pub(crate) send_batch_size: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +67,8 @@ impl Metrics {
         let envelopes_acked = Counter::default();
         let websockets = Gauge::default();
         let queue_depth = Gauge::default();
+        // 1 .. 512 sends.
+        let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -100,6 +104,11 @@ impl Metrics {
             "Envelopes waiting in device queues",
             queue_depth.clone(),
         );
+        registry.register(
+            "send_batch_size",
+            "Sends stored per database transaction (group commit)",
+            send_batch_size.clone(),
+        );
         Self {
             registry,
             requests,
@@ -109,6 +118,7 @@ impl Metrics {
             envelopes_acked,
             websockets,
             queue_depth,
+            send_batch_size,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -10,8 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::metrics::Metrics;
+use crate::notify::{Notifier, Remote};
 use crate::state::{AppState, now_ms};
-use crate::store::Store;
+use crate::store::{CommitSink, DatabaseKind, Queued, Store};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// A server accepting connections. Dropping it does not stop it; call [`Self::shutdown`].
 #[derive(Debug)]
@@ -42,14 +46,62 @@ fn joined(
     result.map_err(|_| ServerError::Io(std::io::Error::other("the server task failed")))?
 }
 
-/// Opens the database (running migrations), binds the listen address and starts serving in
-/// the background.
+/// What the group-commit writers report to: the push path, and the batch-size histogram.
+#[derive(Debug)]
+struct Committed {
+    notifier: Notifier,
+    batch_size: Histogram,
+}
+
+impl CommitSink for Committed {
+    fn queued(&self, queued: Vec<Queued>) {
+        self.notifier.queued(queued);
+    }
+
+    fn committed(&self, sends: usize) {
+        self.batch_size.observe(sends as f64);
+    }
+}
+
+/// Name of the stored cluster id (shared by the nodes of one database).
+const CLUSTER_ID: &str = "cluster_id_v1";
+
+/// Opens the database (running migrations), connects to NATS if configured, binds the listen
+/// address and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    let store = Store::open(&config.data_dir, config.database_url.as_deref()).await?;
+    let kind = DatabaseKind::of(config.database_url.as_deref())?;
+    if config.nats_url.is_some() && kind != DatabaseKind::Postgres {
+        return Err(ServerError::Config(
+            "NATS connects server nodes that share a PostgreSQL database; \
+             --nats-url needs a postgres:// --database-url"
+                .into(),
+        ));
+    }
+    let node = config.node_id.clone().unwrap_or_else(|| random_hex(4));
+    let notifier = Notifier::default();
+    let metrics = Metrics::new();
+    let sink = Committed {
+        notifier: notifier.clone(),
+        batch_size: metrics.send_batch_size.clone(),
+    };
+    let store = Store::open(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.group_commit,
+        Arc::new(sink),
+    )
+    .await?;
     let opaque = crate::opaque::load_setup(&store).await?;
+    if let Some(url) = &config.nats_url {
+        let cluster = store
+            .init_server_state(CLUSTER_ID, random_hex(8).as_bytes())
+            .await?;
+        let cluster = String::from_utf8(cluster).map_err(|_| ServerError::Corrupt("cluster id"))?;
+        notifier.attach(Remote::connect(url, &node, &cluster).await?);
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
-    let state = AppState::new(config, store, opaque);
+    let state = AppState::new(config, store, opaque, notifier, metrics);
     let depth = state.store.queue_depth().await?;
     state
         .metrics
@@ -57,7 +109,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .set(i64::try_from(depth).unwrap_or(i64::MAX));
     let shutdown = state.shutdown.clone();
     let task = tokio::spawn(serve(listener, state));
-    tracing::info!(%local_addr, "nightjar server listening");
+    tracing::info!(%local_addr, %node, database = ?kind, "nightjar server listening");
     Ok(RunningServer {
         local_addr,
         shutdown,
@@ -105,6 +157,9 @@ pub async fn shutdown_signal() {
 
 async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError> {
     let sweeper = tokio::spawn(sweep_loop(state.clone()));
+    // Other nodes write to the same queues: bound what a lost notification costs.
+    let poller = (state.store.kind() == DatabaseKind::Postgres)
+        .then(|| tokio::spawn(poll_loop(state.clone())));
     let app = crate::http::router(state.clone());
     let shutdown = state.shutdown.clone();
     let grace = state.config.shutdown_grace;
@@ -130,6 +185,9 @@ async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError
         tracing::warn!("WebSocket streams did not close in time");
     }
     sweeper.abort();
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     state.store.close().await;
     tracing::info!("nightjar server stopped");
     result
@@ -151,17 +209,51 @@ async fn sweep_loop(state: AppState) {
     }
 }
 
+/// Wakes the streams of connected devices whose queues grew without a notification reaching
+/// this node.
+async fn poll_loop(state: AppState) {
+    let period = state.config.safety_poll.max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let devices = state.notifier.connected();
+                if devices.is_empty() {
+                    continue;
+                }
+                match state.store.queue_heads(&devices).await {
+                    Ok(heads) => {
+                        for (device, latest) in heads {
+                            state.notifier.bump(device, latest);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "safety poll failed"),
+                }
+            }
+        }
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One round of expiry: database rows, rate-limit state, stale logins; resets the queue gauge.
+/// One round of expiry: database rows (stale logins included), rate-limit state; resets the
+/// queue gauge.
 pub(crate) async fn sweep_once(state: &AppState) {
     let now = Instant::now();
     state.login_by_account.prune(now);
     state.login_by_ip.prune(now);
     state.device_rate.prune(now);
-    state.logins.prune(now);
     let config = &state.config;
     match state
         .store

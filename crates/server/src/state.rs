@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::opaque::{OpaqueSetup, PendingLogins};
+use crate::opaque::OpaqueSetup;
 use crate::rate_limit::{TokenBuckets, WindowLimiter};
 use crate::store::Store;
 
@@ -32,7 +32,6 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) store: Store,
     pub(crate) opaque: OpaqueSetup,
-    pub(crate) logins: PendingLogins,
     pub(crate) login_by_account: WindowLimiter<String>,
     pub(crate) login_by_ip: WindowLimiter<IpAddr>,
     pub(crate) device_rate: TokenBuckets<i64>,
@@ -45,10 +44,15 @@ pub(crate) struct Shared {
 }
 
 impl AppState {
-    pub(crate) fn new(config: ServerConfig, store: Store, opaque: OpaqueSetup) -> Self {
+    pub(crate) fn new(
+        config: ServerConfig,
+        store: Store,
+        opaque: OpaqueSetup,
+        notifier: Notifier,
+        metrics: Metrics,
+    ) -> Self {
         let limits = &config.limits;
         let shared = Shared {
-            logins: PendingLogins::new(limits.max_pending_logins),
             login_by_account: WindowLimiter::new(
                 limits.login_attempts_per_account,
                 limits.login_window,
@@ -58,8 +62,8 @@ impl AppState {
                 limits.device_requests_per_second,
                 limits.device_request_burst,
             ),
-            notifier: Notifier::default(),
-            metrics: Metrics::new(),
+            notifier,
+            metrics,
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
             config,

@@ -15,9 +15,17 @@ use nightjar_core::storage::MemoryStore;
 use nightjar_server::Limits;
 use reqwest::{Method, StatusCode};
 
-#[tokio::test]
-async fn register_and_login() {
-    let server = TestServer::start().await;
+backend_tests!(
+    register_and_login,
+    link_approve_fetch_and_remove_a_device,
+    device_list_put_follows_the_stored_list,
+    login_attempts_are_rate_limited,
+    device_requests_are_rate_limited,
+);
+backend_tests!(multi_thread: key_packages_are_claimed_once_and_last_resort_is_reused);
+
+async fn register_and_login(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let alice = register(&server, "alice", 2).await;
     let _bob = register(&server, "bob", 2).await;
 
@@ -143,9 +151,8 @@ async fn register_and_login() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn link_approve_fetch_and_remove_a_device() {
-    let server = TestServer::start().await;
+async fn link_approve_fetch_and_remove_a_device(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let mut alice1 = register(&server, "alice", 2).await;
 
     let store = Arc::new(MemoryStore::new());
@@ -294,9 +301,8 @@ async fn link_approve_fetch_and_remove_a_device() {
     assert_eq!(claimed.key_packages.len(), 1, "only alice1 is left");
 }
 
-#[tokio::test]
-async fn device_list_put_follows_the_stored_list() {
-    let server = TestServer::start().await;
+async fn device_list_put_follows_the_stored_list(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let mut alice1 = register(&server, "alice", 1).await;
     let alice2 = link_device(&server, &mut alice1).await;
     let gone = alice2.engine.device().device_id;
@@ -333,9 +339,8 @@ async fn device_list_put_follows_the_stored_list() {
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_packages_are_claimed_once_and_last_resort_is_reused() {
-    let server = Arc::new(TestServer::start().await);
+async fn key_packages_are_claimed_once_and_last_resort_is_reused(backend: Backend) {
+    let server = Arc::new(TestServer::start(backend).await);
     let alice = register(&server, "alice", 0).await;
     let mut bob = register(&server, "bob", 3).await;
     let stock = upload_key_packages(&server, &mut bob, 5).await;
@@ -443,12 +448,11 @@ async fn key_packages_are_claimed_once_and_last_resort_is_reused() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn login_attempts_are_rate_limited() {
+async fn login_attempts_are_rate_limited(backend: Backend) {
     let mut limits = test_limits();
     limits.login_attempts_per_account = 3;
     limits.login_attempts_per_ip = 7;
-    let server = TestServer::with_limits(limits).await;
+    let server = TestServer::with_limits(backend, limits).await;
     let alice = register(&server, "alice", 0).await;
     for _ in 0..3 {
         let (status, _) = login_raw(&server, "alice", b"guess", &alice.device_id(), None).await;
@@ -471,12 +475,11 @@ async fn login_attempts_are_rate_limited() {
     );
 }
 
-#[tokio::test]
-async fn device_requests_are_rate_limited() {
+async fn device_requests_are_rate_limited(backend: Backend) {
     let mut limits: Limits = test_limits();
     limits.device_request_burst = 5;
     limits.device_requests_per_second = 0.01;
-    let server = TestServer::with_limits(limits).await;
+    let server = TestServer::with_limits(backend, limits).await;
     let alice = register(&server, "alice", 0).await;
     let mut refused = 0;
     for _ in 0..8 {

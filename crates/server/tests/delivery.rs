@@ -12,6 +12,16 @@ use nightjar_api::*;
 use nightjar_core::{ConversationId, ConversationKind, Incoming};
 use reqwest::StatusCode;
 
+backend_tests!(
+    message_delivered_over_the_stream_and_acked,
+    concurrent_commits_one_wins_and_retries_are_idempotent,
+    a_retried_send_is_queued_once,
+    queue_drains_in_order_after_reconnect,
+    sender_must_be_a_member_and_queues_are_bounded,
+    restart_keeps_accounts_sessions_queues_and_epochs,
+    shutdown_closes_streams,
+);
+
 /// alice and bob with a direct conversation that bob has joined (Welcome fetched and acked).
 async fn direct_conversation(server: &TestServer) -> (Device, Device, ConversationId) {
     let mut alice = register(server, "alice", 2).await;
@@ -89,9 +99,8 @@ async fn wait_for_queue(server: &TestServer, device: &Device, n: usize) {
     panic!("queue never reached {n}");
 }
 
-#[tokio::test]
-async fn message_delivered_over_the_stream_and_acked() {
-    let server = TestServer::start().await;
+async fn message_delivered_over_the_stream_and_acked(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let (mut alice, mut bob, conv) = direct_conversation(&server).await;
 
     let mut ws = server.connect(&bob.token).await;
@@ -154,9 +163,8 @@ async fn message_delivered_over_the_stream_and_acked() {
     }
 }
 
-#[tokio::test]
-async fn concurrent_commits_one_wins_and_retries_are_idempotent() {
-    let server = TestServer::start().await;
+async fn concurrent_commits_one_wins_and_retries_are_idempotent(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let (mut alice, mut bob, conv) = direct_conversation(&server).await;
     let a = alice.engine.self_update(conv).unwrap();
     let b = bob.engine.self_update(conv).unwrap();
@@ -210,9 +218,8 @@ async fn concurrent_commits_one_wins_and_retries_are_idempotent() {
     assert_eq!(body["current_epoch"], 3);
 }
 
-#[tokio::test]
-async fn a_retried_send_is_queued_once() {
-    let server = TestServer::start().await;
+async fn a_retried_send_is_queued_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let (mut alice, bob, conv) = direct_conversation(&server).await;
     let out = alice.engine.encrypt(NOW, conv, &text("once")).unwrap();
     let request = send_request(
@@ -228,9 +235,8 @@ async fn a_retried_send_is_queued_once() {
     assert_eq!(inbox_len(&server, &bob).await, 1);
 }
 
-#[tokio::test]
-async fn queue_drains_in_order_after_reconnect() {
-    let server = TestServer::start().await;
+async fn queue_drains_in_order_after_reconnect(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let (mut alice, mut bob, conv) = direct_conversation(&server).await;
     for i in 0..5 {
         let (status, _) = send_text(
@@ -282,11 +288,10 @@ async fn queue_drains_in_order_after_reconnect() {
     assert_eq!(page.envelopes, vec![first[4].clone()]);
 }
 
-#[tokio::test]
-async fn sender_must_be_a_member_and_queues_are_bounded() {
+async fn sender_must_be_a_member_and_queues_are_bounded(backend: Backend) {
     let mut limits = test_limits();
     limits.max_queue_len = 2;
-    let server = TestServer::with_limits(limits).await;
+    let server = TestServer::with_limits(backend, limits).await;
     let (mut alice, _bob, conv) = direct_conversation(&server).await;
     let carol = register(&server, "carol", 0).await;
     let path = format!("/v1/conversations/{conv}/messages");
@@ -328,9 +333,8 @@ async fn sender_must_be_a_member_and_queues_are_bounded() {
     assert_eq!((status.as_u16(), code(&body)), (507, "queue_full"));
 }
 
-#[tokio::test]
-async fn restart_keeps_accounts_sessions_queues_and_epochs() {
-    let mut server = TestServer::start().await;
+async fn restart_keeps_accounts_sessions_queues_and_epochs(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
     let (mut alice, mut bob, conv) = direct_conversation(&server).await;
     let out = alice
         .engine
@@ -366,9 +370,8 @@ async fn restart_keeps_accounts_sessions_queues_and_epochs() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_closes_streams() {
-    let mut server = TestServer::start().await;
+async fn shutdown_closes_streams(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
     let alice = register(&server, "alice", 0).await;
     let mut ws = server.connect(&alice.token).await;
     ws.drained().await;

@@ -8,6 +8,12 @@ use common::*;
 use nightjar_api::*;
 use reqwest::{Method, StatusCode};
 
+backend_tests!(
+    bad_input_gets_typed_errors,
+    metrics_and_openapi,
+    run_stops_when_its_shutdown_future_completes,
+);
+
 async fn raw(
     server: &TestServer,
     method: Method,
@@ -30,9 +36,8 @@ async fn raw(
     (status, value)
 }
 
-#[tokio::test]
-async fn bad_input_gets_typed_errors() {
-    let server = TestServer::start().await;
+async fn bad_input_gets_typed_errors(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let alice = register(&server, "alice", 0).await;
     let json = Some("application/json");
     let conv = "0123456789abcdef0123456789abcdef";
@@ -182,9 +187,8 @@ async fn bad_input_gets_typed_errors() {
     assert_eq!(health.status, "ok");
 }
 
-#[tokio::test]
-async fn metrics_and_openapi() {
-    let server = TestServer::start().await;
+async fn metrics_and_openapi(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let alice = register(&server, "alice", 0).await;
     let _: AccountResponse = server.get_ok("/v1/accounts/alice", alice.token()).await;
     let (status, _) = server.get("/v1/devices", Some("wrong-token")).await;
@@ -217,12 +221,16 @@ async fn metrics_and_openapi() {
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
 }
 
-#[tokio::test]
-async fn run_stops_when_its_shutdown_future_completes() {
+async fn run_stops_when_its_shutdown_future_completes(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
+    let schema = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(Schema::create().await),
+    };
     let config = nightjar_server::ServerConfig {
         data_dir: dir.path().to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: schema.as_ref().map(|s| s.url.clone()),
         ..nightjar_server::ServerConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -233,15 +241,33 @@ async fn run_stops_when_its_shutdown_future_completes() {
     assert!(!server.is_finished());
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
-    assert!(dir.path().join("nightjar.db").exists());
+    assert_eq!(
+        dir.path().join("nightjar.db").exists(),
+        backend == Backend::Sqlite
+    );
+}
 
-    // An unsupported database URL is a configuration error, not a panic.
-    let config = nightjar_server::ServerConfig {
-        database_url: Some("postgres://localhost/nightjar".into()),
+#[tokio::test]
+async fn unusable_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |database: Option<&str>, nats: Option<&str>| nightjar_server::ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database.map(Into::into),
+        nats_url: nats.map(Into::into),
         ..nightjar_server::ServerConfig::default()
     };
-    assert!(matches!(
-        nightjar_server::start(config).await,
-        Err(nightjar_server::ServerError::Config(_))
-    ));
+    // An unsupported database, and NATS without a shared database: configuration errors.
+    for config in [
+        config(Some("mysql://localhost/nightjar"), None),
+        config(None, Some("nats://127.0.0.1:4222")),
+    ] {
+        assert!(matches!(
+            nightjar_server::start(config).await,
+            Err(nightjar_server::ServerError::Config(_))
+        ));
+    }
+    // A PostgreSQL server that is not there: an error, not a panic or a hang.
+    let unreachable = config(Some("postgres://nobody@127.0.0.1:1/nightjar"), None);
+    assert!(nightjar_server::start(unreachable).await.is_err());
 }

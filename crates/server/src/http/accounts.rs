@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use super::{Json, Path};
 use crate::auth::{Session, expiry, new_token};
 use crate::error::{Error, Result};
+use crate::opaque::{keep_login, take_login};
 use crate::rate_limit::retry_ms;
 use crate::rules::device_list;
 use crate::rules::key_packages::{self, Owner, PackageError};
@@ -242,10 +243,15 @@ async fn login_start(
         ServerLoginParameters::default(),
     )
     .map_err(|_| Error::bad_request("malformed OPAQUE credential request"))?;
-    let login_id = state
-        .logins
-        .insert(account, started.state, Instant::now())
-        .ok_or_else(|| Error::rate_limited(1000))?;
+    let login_id = keep_login(
+        &state.store,
+        account,
+        &started.state,
+        now_ms(),
+        state.config.limits.max_pending_logins,
+    )
+    .await?
+    .ok_or_else(|| Error::rate_limited(1000))?;
     Ok(axum::Json(LoginStartResponse {
         login_id,
         credential_response: B64(started.message.serialize().to_vec()),
@@ -267,9 +273,8 @@ async fn login_finish(
     State(state): State<AppState>,
     Json(request): Json<LoginFinishRequest>,
 ) -> Result<axum::Json<SessionResponse>> {
-    let login = state
-        .logins
-        .take(&request.login_id, Instant::now())
+    let login = take_login(&state.store, &request.login_id, now_ms())
+        .await?
         .ok_or_else(|| Error::not_found("unknown, used or expired login attempt"))?;
     let wrong = || Error::new(ErrorCode::WrongCredentials, "wrong username or password");
     let finalization =

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rules::delivery::{Refusal, SendError, check_send};
 use crate::state::{AppState, now_ms};
-use crate::store::SendOutcome;
+use crate::store::{SendOutcome, Submission};
 
 /// Most ids in one acknowledgement.
 pub(super) const MAX_ACK_IDS: usize = 1000;
@@ -75,15 +75,17 @@ async fn send(
         SendError::TooLarge => Error::too_large(e.to_string()),
         SendError::Invalid(why) => Error::bad_request(why),
     })?;
+    let kind = checked.kind;
+    let with_welcome = checked.welcome.is_some();
     let outcome = state
         .store
-        .send(
-            &sender,
-            &checked,
-            &idempotency_key,
-            now_ms(),
-            limits.max_queue_len,
-        )
+        .send(Submission {
+            sender,
+            send: checked,
+            idempotency_key,
+            now_ms: now_ms(),
+            max_queue: limits.max_queue_len,
+        })
         .await?;
     match outcome {
         SendOutcome::Accepted {
@@ -91,14 +93,14 @@ async fn send(
             recipients,
             queued,
         } => {
-            state.notifier.notify(&recipients);
-            state.metrics.accepted(kind_label(checked.kind));
-            if checked.welcome.is_some() {
+            // The writer already handed the envelopes to the push path.
+            state.metrics.accepted(kind_label(kind));
+            if with_welcome {
                 state.metrics.accepted("welcome");
             }
             Metrics::add(&state.metrics.queue_depth, queued);
             tracing::debug!(
-                kind = kind_label(checked.kind),
+                kind = kind_label(kind),
                 epoch = response.epoch,
                 recipients = recipients.len(),
                 "message accepted"

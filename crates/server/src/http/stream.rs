@@ -1,10 +1,13 @@
 //! `GET /v1/stream`: the WebSocket that pushes a device's envelopes.
 //!
 //! On connect it sends everything queued, in order, then `drained`, then new envelopes as they
-//! are accepted. It subscribes to notifications *before* its first read and always reads the
-//! database after the last id it sent, so nothing accepted meanwhile can be skipped. The client
-//! acknowledges with `ack` frames (or `POST /v1/messages/ack`); unacknowledged envelopes are
-//! sent again on the next connection.
+//! are accepted. It subscribes to notifications *before* its first read and only ever sends
+//! the envelope after the last id it sent (a device's queue ids are committed in increasing
+//! order), so nothing accepted meanwhile can be skipped or sent twice. Envelopes committed on
+//! this node arrive in memory and are pushed without a database read; a gap in the ids, or a
+//! newer id announced by another node or the safety poll, makes it read the database from the
+//! last id sent. The client acknowledges with `ack` frames (or `POST /v1/messages/ack`);
+//! unacknowledged envelopes are sent again on the next connection.
 
 use std::time::Duration;
 
@@ -32,6 +35,9 @@ const PAGE: u32 = 100;
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// How often the stream pings and re-checks that its session is still valid.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a new stream waits for notifications from other nodes to reach it before its
+/// first read (past that, the safety poll covers the gap).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream))
@@ -98,6 +104,9 @@ async fn run(state: AppState, session: Session, mut socket: WebSocket) {
     state.metrics.websockets.inc();
     let _connected = Connected(&state.metrics.websockets);
     let mut subscription = state.notifier.subscribe(session.device.device_pk);
+    if let Some(ready) = subscription.ready.take() {
+        let _ = tokio::time::timeout(SUBSCRIBE_WAIT, ready).await;
+    }
     let end = drive(&state, &session, &mut socket, &mut subscription).await;
     let close = match end {
         End::Shutdown => Some((close_code::AWAY, "server shutting down")),
@@ -123,12 +132,15 @@ async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> std::result:
         .map_err(|_| End::Gone)
 }
 
-/// Sends every envelope after `cursor`, advancing it.
+/// Sends every envelope after `cursor` from the database, advancing it. When `known` ids up to
+/// some id were committed before the read started, the cursor moves past that id even if the
+/// queue no longer holds it (acknowledged elsewhere, expired): those ids need no other read.
 async fn push_pending(
     state: &AppState,
     device_pk: i64,
     socket: &mut WebSocket,
     cursor: &mut u64,
+    known: u64,
 ) -> std::result::Result<(), End> {
     loop {
         let page = state
@@ -146,9 +158,31 @@ async fn push_pending(
             state.metrics.envelopes_delivered.inc();
         }
         if done {
+            *cursor = (*cursor).max(known);
             return Ok(());
         }
     }
+}
+
+/// Pushes an envelope handed over in memory, unless it was sent already; reads the database
+/// when ids are missing before it.
+async fn push_one(
+    state: &AppState,
+    device_pk: i64,
+    socket: &mut WebSocket,
+    cursor: &mut u64,
+    envelope: nightjar_api::Envelope,
+) -> std::result::Result<(), End> {
+    if envelope.id <= *cursor {
+        return Ok(());
+    }
+    if envelope.id != *cursor + 1 {
+        return push_pending(state, device_pk, socket, cursor, 0).await;
+    }
+    *cursor = envelope.id;
+    send_frame(socket, &ServerFrame::Envelope { envelope }).await?;
+    state.metrics.envelopes_delivered.inc();
+    Ok(())
 }
 
 async fn handle_client(
@@ -180,7 +214,7 @@ async fn drive(
 ) -> End {
     let device_pk = session.device.device_pk;
     let mut cursor = 0;
-    if let Err(end) = push_pending(state, device_pk, socket, &mut cursor).await {
+    if let Err(end) = push_pending(state, device_pk, socket, &mut cursor, 0).await {
         return end;
     }
     if let Err(end) = send_frame(socket, &ServerFrame::Drained).await {
@@ -190,13 +224,20 @@ async fn drive(
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
         let step = tokio::select! {
+            // Envelopes in memory before the id that announces them: usually no read at all.
+            biased;
             () = state.shutdown.cancelled() => Err(End::Shutdown),
-            changed = subscription.receiver.changed() => {
-                let revoked = changed.is_err() || subscription.receiver.borrow_and_update().revoked;
-                if revoked {
+            Some(envelope) = subscription.envelopes.recv() => {
+                push_one(state, device_pk, socket, &mut cursor, envelope).await
+            }
+            changed = subscription.signal.changed() => {
+                let signal = *subscription.signal.borrow_and_update();
+                if changed.is_err() || signal.revoked {
                     Err(End::Revoked)
+                } else if signal.latest > cursor {
+                    push_pending(state, device_pk, socket, &mut cursor, signal.latest).await
                 } else {
-                    push_pending(state, device_pk, socket, &mut cursor).await
+                    Ok(())
                 }
             }
             incoming = socket.recv() => match incoming {

@@ -1,94 +1,207 @@
-//! In-process "device X has new mail" notifications for connected WebSockets.
+//! "Device X has new mail" for the WebSocket streams a node holds.
 //!
-//! A notification only says "look again": the stream then reads the database after the last
-//! envelope id it sent, so a missed or merged notification costs latency, never a message.
-//! Each device has a `watch` channel whose value counts notifications; a waiting stream sees
-//! every change since it last looked, however many were sent meanwhile. With several server
-//! nodes the same calls would publish to a message bus instead.
+//! A notification is a hint; the database is the source of truth. A stream always continues
+//! from the last queue id it sent, so a lost notification costs latency and a duplicated one
+//! costs nothing. Three paths feed a device's streams:
+//!
+//! - envelopes this node just committed: handed over in memory ([`CommitSink::queued`]), so
+//!   the stream pushes them without reading them back (it reads the database only if an id is
+//!   missing in between);
+//! - envelopes committed by other nodes: a NATS message per device naming the newest queue id
+//!   (`nats.rs`), after which the stream reads the database from its last id;
+//! - the safety poll (PostgreSQL): every few seconds the node reads the newest queue id of its
+//!   connected devices and wakes any stream that is behind.
+//!
+//! Each device with an open stream has a `watch` channel holding the newest queue id the node
+//! knows of (and whether the device was removed), and each stream a small channel of
+//! envelopes; a stream that falls behind loses envelopes from that channel, never the id.
+
+mod nats;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::watch;
+use nightjar_api::Envelope;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+pub(crate) use nats::Remote;
+
+use crate::store::{CommitSink, Queued};
+
+/// Envelopes held for one stream before it must read them from the database instead.
+const STREAM_BUFFER: usize = 64;
 
 /// What a device's channel carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Signal {
-    /// Incremented for every notification.
-    pub(crate) seq: u64,
+    /// The newest queue id known to exist for the device; every lower one is committed.
+    pub(crate) latest: u64,
     /// Set when the device was removed: its streams must close.
     pub(crate) revoked: bool,
 }
 
-/// Channels of the devices with at least one open stream.
+/// The devices with at least one open stream on this node, and the link to other nodes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Notifier {
-    channels: Arc<Mutex<HashMap<i64, watch::Sender<Signal>>>>,
+    hub: Arc<Hub>,
 }
 
-/// A stream's subscription; dropping the last one for a device frees its channel.
+#[derive(Debug, Default)]
+struct Hub {
+    devices: Mutex<HashMap<i64, Device>>,
+    next_stream: AtomicU64,
+    remote: OnceLock<Remote>,
+}
+
+#[derive(Debug)]
+struct Device {
+    signal: watch::Sender<Signal>,
+    streams: Vec<(u64, mpsc::Sender<Envelope>)>,
+    /// The NATS subscription for this device, while it has streams here.
+    remote: Option<AbortHandle>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(task) = self.remote.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A stream's subscription; dropping the last one of a device frees its channel.
 #[derive(Debug)]
 pub(crate) struct Subscription {
-    pub(crate) receiver: watch::Receiver<Signal>,
+    pub(crate) signal: watch::Receiver<Signal>,
+    pub(crate) envelopes: mpsc::Receiver<Envelope>,
+    /// Completes once notifications from other nodes reach this device (if there are any).
+    pub(crate) ready: Option<oneshot::Receiver<()>>,
     device_pk: i64,
+    id: u64,
     notifier: Notifier,
 }
 
 impl Notifier {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<Signal>>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Device>> {
+        self.hub.devices.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Subscribes to the device's notifications.
+    /// From now on, tells other nodes about envelopes committed here and listens to them.
+    pub(crate) fn attach(&self, remote: Remote) {
+        let _ = self.hub.remote.set(remote);
+    }
+
+    /// Subscribes a stream to the device's notifications.
     pub(crate) fn subscribe(&self, device_pk: i64) -> Subscription {
-        let receiver = self
-            .lock()
-            .entry(device_pk)
-            .or_insert_with(|| watch::channel(Signal::default()).0)
-            .subscribe();
+        let id = self.hub.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, envelopes) = mpsc::channel(STREAM_BUFFER);
+        let mut ready = None;
+        let mut devices = self.lock();
+        let device = devices.entry(device_pk).or_insert_with(|| {
+            let remote = self.hub.remote.get().map(|remote| {
+                let (done, wait) = oneshot::channel();
+                ready = Some(wait);
+                remote.listen(device_pk, Arc::downgrade(&self.hub), done)
+            });
+            Device {
+                signal: watch::channel(Signal::default()).0,
+                streams: Vec::new(),
+                remote,
+            }
+        });
+        device.streams.push((id, tx));
         Subscription {
-            receiver,
+            signal: device.signal.subscribe(),
+            envelopes,
+            ready,
             device_pk,
+            id,
             notifier: self.clone(),
         }
     }
 
-    /// Tells the devices' open streams to look for new envelopes.
-    pub(crate) fn notify(&self, devices: &[i64]) {
-        let channels = self.lock();
-        for pk in devices {
-            if let Some(tx) = channels.get(pk) {
-                tx.send_modify(|s| s.seq = s.seq.wrapping_add(1));
-            }
+    /// The device's queue holds ids up to `latest`: wakes its streams if that is news.
+    pub(crate) fn bump(&self, device_pk: i64, latest: u64) {
+        if let Some(device) = self.lock().get(&device_pk) {
+            bump(&device.signal, latest);
         }
     }
 
-    /// Tells the devices' open streams to close (the devices were removed).
+    /// Tells the devices' streams, here and on other nodes, to close (the devices were
+    /// removed).
     pub(crate) fn revoke(&self, devices: &[i64]) {
+        self.revoke_here(devices);
+        if let Some(remote) = self.hub.remote.get() {
+            remote.revoked(devices);
+        }
+    }
+
+    fn revoke_here(&self, devices: &[i64]) {
         let channels = self.lock();
         for pk in devices {
-            if let Some(tx) = channels.get(pk) {
-                tx.send_modify(|s| s.revoked = true);
+            if let Some(device) = channels.get(pk) {
+                device.signal.send_modify(|s| s.revoked = true);
             }
         }
     }
 
-    /// Devices with an open stream.
-    #[cfg(test)]
-    pub(crate) fn connected_devices(&self) -> usize {
-        self.lock().len()
+    /// Devices with an open stream on this node.
+    pub(crate) fn connected(&self) -> Vec<i64> {
+        self.lock().keys().copied().collect()
+    }
+}
+
+fn bump(signal: &watch::Sender<Signal>, latest: u64) {
+    signal.send_if_modified(|s| {
+        let newer = latest > s.latest;
+        if newer {
+            s.latest = latest;
+        }
+        newer
+    });
+}
+
+impl CommitSink for Notifier {
+    fn queued(&self, queued: Vec<Queued>) {
+        let mut newest: HashMap<i64, u64> = HashMap::new();
+        let remote = self.hub.remote.get();
+        {
+            let devices = self.lock();
+            for q in &queued {
+                for &(pk, id) in &q.recipients {
+                    if remote.is_some() {
+                        let n = newest.entry(pk).or_default();
+                        *n = (*n).max(id);
+                    }
+                    let Some(device) = devices.get(&pk) else {
+                        continue;
+                    };
+                    // The envelope first, then the id: a stream woken by the id finds the
+                    // envelope already waiting and need not read the database.
+                    let envelope = q.message.envelope(id);
+                    for (_, stream) in &device.streams {
+                        let _ = stream.try_send(envelope.clone());
+                    }
+                    bump(&device.signal, id);
+                }
+            }
+        }
+        if let Some(remote) = remote {
+            remote.mail(newest);
+        }
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut channels = self.notifier.lock();
-        // Our own receiver is still alive here, so "only us" is a count of one.
-        if channels
-            .get(&self.device_pk)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
-        {
-            channels.remove(&self.device_pk);
+        let mut devices = self.notifier.lock();
+        if let Some(device) = devices.get_mut(&self.device_pk) {
+            device.streams.retain(|(id, _)| *id != self.id);
+            if device.streams.is_empty() {
+                devices.remove(&self.device_pk);
+            }
         }
     }
 }
@@ -96,19 +209,59 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::QueuedMessage;
+    use nightjar_api::{DeviceAddress, EnvelopeKind};
+
+    fn queued(recipients: Vec<(i64, u64)>) -> Queued {
+        Queued {
+            message: Arc::new(QueuedMessage {
+                conversation_id: None,
+                sender: DeviceAddress {
+                    username: "alice".into(),
+                    device_id: "0000000000000001".into(),
+                },
+                kind: EnvelopeKind::Application,
+                payload: vec![1, 2, 3],
+                created_at_ms: 5,
+            }),
+            recipients,
+        }
+    }
 
     #[tokio::test]
-    async fn notifications_are_not_lost_while_busy() {
+    async fn envelopes_and_ids_reach_streams() {
         let notifier = Notifier::default();
-        let mut sub = notifier.subscribe(7);
-        // Two notifications while the stream is not waiting merge into one wake-up.
-        notifier.notify(&[7, 8]);
-        notifier.notify(&[7]);
-        sub.receiver.changed().await.unwrap();
-        assert_eq!(sub.receiver.borrow_and_update().seq, 2);
+        let mut a = notifier.subscribe(7);
+        let mut b = notifier.subscribe(7);
+        notifier.queued(vec![queued(vec![(7, 3), (8, 1)])]);
+        for sub in [&mut a, &mut b] {
+            assert_eq!(sub.envelopes.recv().await.unwrap().id, 3);
+            sub.signal.changed().await.unwrap();
+            assert_eq!(sub.signal.borrow_and_update().latest, 3);
+        }
+        // Older ids (a late or duplicated notification) wake nobody.
+        notifier.bump(7, 2);
+        assert!(!a.signal.has_changed().unwrap());
+        notifier.bump(7, 9);
+        assert!(a.signal.has_changed().unwrap());
         notifier.revoke(&[7]);
-        sub.receiver.changed().await.unwrap();
-        assert!(sub.receiver.borrow_and_update().revoked);
+        a.signal.changed().await.unwrap();
+        assert!(a.signal.borrow_and_update().revoked);
+    }
+
+    #[tokio::test]
+    async fn a_slow_stream_loses_envelopes_not_ids() {
+        let notifier = Notifier::default();
+        let mut sub = notifier.subscribe(1);
+        for id in 1..=(STREAM_BUFFER as u64 + 10) {
+            notifier.queued(vec![queued(vec![(1, id)])]);
+        }
+        let mut got = 0;
+        while sub.envelopes.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, STREAM_BUFFER);
+        assert_eq!(sub.signal.borrow().latest, STREAM_BUFFER as u64 + 10);
     }
 
     #[test]
@@ -116,10 +269,10 @@ mod tests {
         let notifier = Notifier::default();
         let a = notifier.subscribe(1);
         let b = notifier.subscribe(1);
-        assert_eq!(notifier.connected_devices(), 1);
+        assert_eq!(notifier.connected(), vec![1]);
         drop(a);
-        assert_eq!(notifier.connected_devices(), 1);
+        assert_eq!(notifier.connected(), vec![1]);
         drop(b);
-        assert_eq!(notifier.connected_devices(), 0);
+        assert!(notifier.connected().is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! Accounts: username, OPAQUE password file, identity key and the current signed device list.
 
-use super::{Store, to_i64};
+use sqlx::{ColumnIndex, Executor, IntoArguments};
+
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64};
 
 /// One stored account as peers see it, plus its row id.
 #[derive(Debug, Clone)]
@@ -32,11 +34,7 @@ pub(crate) struct NewAccount {
 impl Store {
     /// Whether `username` (canonical, lower case) is taken.
     pub(crate) async fn username_taken(&self, username: &str) -> Result<bool, sqlx::Error> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE username = ?")
-            .bind(username)
-            .fetch_optional(self.reader())
-            .await?;
-        Ok(found.is_some())
+        dispatch!(self, db => db.username_taken(username).await)
     }
 
     /// The account's row id, canonical name and OPAQUE password file.
@@ -44,16 +42,61 @@ impl Store {
         &self,
         username: &str,
     ) -> Result<Option<(i64, String, Vec<u8>)>, sqlx::Error> {
-        sqlx::query_as("SELECT id, username, opaque_record FROM accounts WHERE username = ?")
+        dispatch!(self, db => db.password_file(username).await)
+    }
+
+    /// The account named `username` (canonical, lower case).
+    pub(crate) async fn account(&self, username: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+        dispatch!(self, db => db.account(username).await)
+    }
+
+    /// The account with row id `id`.
+    pub(crate) async fn account_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
+        dispatch!(self, db => db.account_by_id(id).await)
+    }
+
+    /// Creates the account, its first (active) device, its key packages and a session, all or
+    /// nothing. `None` means the username is taken.
+    pub(crate) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
+        dispatch!(self, db => db.create_account(new).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    pub(super) async fn username_taken(&self, username: &str) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn password_file(
+        &self,
+        username: &str,
+    ) -> Result<Option<(i64, String, Vec<u8>)>, sqlx::Error> {
+        sqlx::query_as("SELECT id, username, opaque_record FROM accounts WHERE username = $1")
             .bind(username)
             .fetch_optional(self.reader())
             .await
     }
 
-    /// The account named `username` (canonical, lower case).
-    pub(crate) async fn account(&self, username: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    pub(super) async fn account(&self, username: &str) -> Result<Option<AccountRow>, sqlx::Error> {
         let row: Option<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, username, identity_key, device_list FROM accounts WHERE username = ?",
+            "SELECT id, username, identity_key, device_list FROM accounts WHERE username = $1",
         )
         .bind(username)
         .fetch_optional(self.reader())
@@ -68,10 +111,9 @@ impl Store {
         )
     }
 
-    /// The account with row id `id`.
-    pub(crate) async fn account_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
+    pub(super) async fn account_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
         let row: Option<(i64, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, username, identity_key, device_list FROM accounts WHERE id = ?",
+            "SELECT id, username, identity_key, device_list FROM accounts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.reader())
@@ -86,14 +128,12 @@ impl Store {
         )
     }
 
-    /// Creates the account, its first (active) device, its key packages and a session, all or
-    /// nothing. `None` means the username is taken.
-    pub(crate) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
+    pub(super) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
         let now = to_i64(new.now_ms);
         let mut w = self.write().await?;
         let account_id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO accounts (username, opaque_record, identity_key, device_list, \
-             device_list_version, created_at_ms) VALUES (?, ?, ?, ?, 1, ?) \
+             device_list_version, created_at_ms) VALUES ($1, $2, $3, $4, 1, $5) \
              ON CONFLICT (username) DO NOTHING RETURNING id",
         )
         .bind(&new.username)
@@ -108,7 +148,7 @@ impl Store {
         };
         let device_pk: i64 = sqlx::query_scalar(
             "INSERT INTO devices (account_id, device_id, status, signature_key, created_at_ms, \
-             last_seen_ms) VALUES (?, ?, 'active', ?, ?, ?) RETURNING id",
+             last_seen_ms) VALUES ($1, $2, 'active', $3, $4, $5) RETURNING id",
         )
         .bind(account_id)
         .bind(&new.device_id)
@@ -126,8 +166,8 @@ impl Store {
                 &new.last_resort.0,
                 &new.last_resort.1,
             )));
-        super::key_packages::insert_packages(&mut w.tx, device_pk, packages).await?;
-        super::sessions::insert_session(
+        Self::insert_packages(&mut w.tx, device_pk, packages).await?;
+        Self::insert_session(
             &mut w.tx,
             device_pk,
             &new.token_hash,
@@ -142,7 +182,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::temp_store;
+    use super::super::test_support::each_backend;
     use super::*;
 
     fn new_account(name: &str) -> NewAccount {
@@ -163,7 +203,12 @@ mod tests {
 
     #[tokio::test]
     async fn create_is_unique_and_complete() {
-        let (store, _dir) = temp_store().await;
+        for store in each_backend("create_is_unique_and_complete").await {
+            create_is_unique_and_complete_on(&store).await;
+        }
+    }
+
+    async fn create_is_unique_and_complete_on(store: &Store) {
         assert!(
             store
                 .create_account(new_account("alice"))

@@ -1,13 +1,11 @@
-//! Delivery: conversations (epoch and member devices), messages, per-device queues and
-//! idempotency keys. A send is one transaction: it is durable before the sender hears "ok".
-
-use std::collections::BTreeSet;
+//! Delivery: reading, acknowledging and counting per-device queues. Storing a message is the
+//! send path (`send.rs`, run in batches by `batch.rs`); this is everything after it.
 
 use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, SendResponse};
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
-use super::{Store, to_i64, to_u64};
-use crate::rules::delivery::{CheckedSend, ConversationFacts, Refusal, Verdict, order};
+use super::backend::MAX_IDS;
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
 
 /// The authenticated sending device.
 #[derive(Debug, Clone)]
@@ -28,12 +26,12 @@ pub(crate) enum SendOutcome {
     /// The idempotency key was used before: the first answer, nothing queued.
     Repeated(SendResponse),
     /// Ordering refused it.
-    Refused(Refusal),
+    Refused(crate::rules::delivery::Refusal),
     /// A recipient's queue is full; nothing was queued.
     QueueFull,
 }
 
-fn kind_text(kind: EnvelopeKind) -> &'static str {
+pub(super) fn kind_text(kind: EnvelopeKind) -> &'static str {
     match kind {
         EnvelopeKind::Application => "application",
         EnvelopeKind::Commit => "commit",
@@ -51,269 +49,7 @@ fn kind_from(text: &str) -> EnvelopeKind {
     }
 }
 
-type Tx = Transaction<'static, Sqlite>;
-
-/// The conversation's member devices that exist and are active: `(address, device row id)`.
-async fn routable_members(
-    tx: &mut Tx,
-    conversation: &str,
-) -> Result<Vec<(DeviceAddress, i64)>, sqlx::Error> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT m.username, m.device_id, d.id FROM conversation_members m \
-         JOIN accounts a ON a.username = m.username \
-         JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
-         WHERE m.conversation_id = ? AND d.status = 'active'",
-    )
-    .bind(conversation)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(username, device_id, pk)| {
-            (
-                DeviceAddress {
-                    username,
-                    device_id,
-                },
-                pk,
-            )
-        })
-        .collect())
-}
-
-async fn conversation_facts(
-    tx: &mut Tx,
-    conversation: &str,
-    sender: &DeviceAddress,
-) -> Result<Option<ConversationFacts>, sqlx::Error> {
-    let epoch: Option<i64> = sqlx::query_scalar("SELECT epoch FROM conversations WHERE id = ?")
-        .bind(conversation)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(epoch) = epoch else {
-        return Ok(None);
-    };
-    let member: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM conversation_members \
-         WHERE conversation_id = ? AND username = ? AND device_id = ?",
-    )
-    .bind(conversation)
-    .bind(&sender.username)
-    .bind(&sender.device_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(Some(ConversationFacts {
-        epoch: to_u64(epoch),
-        sender_is_member: member.is_some(),
-    }))
-}
-
-async fn replace_members(
-    tx: &mut Tx,
-    conversation: &str,
-    members: &[DeviceAddress],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ?")
-        .bind(conversation)
-        .execute(&mut **tx)
-        .await?;
-    if members.is_empty() {
-        return Ok(());
-    }
-    let mut q = QueryBuilder::new(
-        "INSERT INTO conversation_members (conversation_id, username, device_id) ",
-    );
-    q.push_values(members, |mut row, m| {
-        row.push_bind(conversation)
-            .push_bind(&m.username)
-            .push_bind(&m.device_id);
-    });
-    q.build().execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Whether any of `devices` already holds `max` or more envelopes.
-async fn any_queue_full(tx: &mut Tx, devices: &[i64], max: u32) -> Result<bool, sqlx::Error> {
-    if devices.is_empty() {
-        return Ok(false);
-    }
-    let mut q = QueryBuilder::new("SELECT device_pk FROM queue WHERE device_pk IN (");
-    let mut list = q.separated(", ");
-    for pk in devices {
-        list.push_bind(*pk);
-    }
-    q.push(") GROUP BY device_pk HAVING COUNT(*) >= ")
-        .push_bind(i64::from(max))
-        .push(" LIMIT 1");
-    Ok(q.build().fetch_optional(&mut **tx).await?.is_some())
-}
-
-/// Stores one message and queues it for every recipient in a single multi-row insert.
-async fn enqueue(
-    tx: &mut Tx,
-    conversation: Option<&str>,
-    sender: &DeviceAddress,
-    kind: EnvelopeKind,
-    payload: &[u8],
-    recipients: &[i64],
-    now: i64,
-) -> Result<i64, sqlx::Error> {
-    let message_id: i64 = sqlx::query_scalar(
-        "INSERT INTO messages (conversation_id, sender_username, sender_device_id, kind, \
-         payload, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(conversation)
-    .bind(&sender.username)
-    .bind(&sender.device_id)
-    .bind(kind_text(kind))
-    .bind(payload)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    if !recipients.is_empty() {
-        let mut q = QueryBuilder::new("INSERT INTO queue (device_pk, message_id, created_at_ms) ");
-        q.push_values(recipients, |mut row, pk| {
-            row.push_bind(*pk).push_bind(message_id).push_bind(now);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(message_id)
-}
-
 impl Store {
-    /// Orders, stores and queues one message (and a commit's Welcome) in one transaction.
-    pub(crate) async fn send(
-        &self,
-        sender: &Sender,
-        send: &CheckedSend,
-        idempotency_key: &str,
-        now_ms: u64,
-        max_queue: u32,
-    ) -> Result<SendOutcome, sqlx::Error> {
-        let now = to_i64(now_ms);
-        let conversation = send.conversation.to_string();
-        let mut w = self.write().await?;
-        let tx = &mut w.tx;
-
-        // A retry is answered before ordering, so an accepted commit is never a conflict later.
-        let previous: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT message_id, epoch FROM idempotency WHERE device_pk = ? AND idempotency_key = ?",
-        )
-        .bind(sender.device_pk)
-        .bind(idempotency_key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some((message_id, epoch)) = previous {
-            return Ok(SendOutcome::Repeated(SendResponse {
-                message_id: to_u64(message_id),
-                epoch: to_u64(epoch),
-            }));
-        }
-
-        let facts = conversation_facts(tx, &conversation, &sender.address).await?;
-        let verdict = match order(send.kind, facts, send.epoch) {
-            Ok(v) => v,
-            Err(refusal) => return Ok(SendOutcome::Refused(refusal)),
-        };
-        if verdict == Verdict::Create {
-            sqlx::query(
-                "INSERT INTO conversations (id, epoch, created_at_ms, updated_at_ms) \
-                 VALUES (?, 0, ?, ?)",
-            )
-            .bind(&conversation)
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            replace_members(tx, &conversation, std::slice::from_ref(&sender.address)).await?;
-        }
-
-        // Everyone but the sender who was a member when the message was made gets it; a
-        // commit's removed devices included, so they learn of their removal.
-        let recipients: Vec<i64> = routable_members(tx, &conversation)
-            .await?
-            .into_iter()
-            .map(|(_, pk)| pk)
-            .filter(|pk| *pk != sender.device_pk)
-            .collect();
-        let mut epoch_after = facts.map_or(0, |f| f.epoch);
-        let mut welcome_recipients = Vec::new();
-        if send.kind == EnvelopeKind::Commit {
-            epoch_after = send.epoch.saturating_add(1);
-            sqlx::query("UPDATE conversations SET epoch = ?, updated_at_ms = ? WHERE id = ?")
-                .bind(to_i64(epoch_after))
-                .bind(now)
-                .bind(&conversation)
-                .execute(&mut **tx)
-                .await?;
-            replace_members(tx, &conversation, &send.members).await?;
-            if let Some((_, to)) = &send.welcome {
-                let wanted: BTreeSet<&DeviceAddress> = to.iter().collect();
-                welcome_recipients = routable_members(tx, &conversation)
-                    .await?
-                    .into_iter()
-                    .filter(|(a, _)| wanted.contains(a))
-                    .map(|(_, pk)| pk)
-                    .collect();
-            }
-        }
-
-        let mut everyone: Vec<i64> = recipients
-            .iter()
-            .chain(&welcome_recipients)
-            .copied()
-            .collect();
-        everyone.sort_unstable();
-        everyone.dedup();
-        if any_queue_full(tx, &everyone, max_queue).await? {
-            return Ok(SendOutcome::QueueFull);
-        }
-
-        let message_id = enqueue(
-            tx,
-            Some(&conversation),
-            &sender.address,
-            send.kind,
-            &send.payload,
-            &recipients,
-            now,
-        )
-        .await?;
-        if let Some((welcome, _)) = &send.welcome {
-            enqueue(
-                tx,
-                None,
-                &sender.address,
-                EnvelopeKind::Welcome,
-                welcome,
-                &welcome_recipients,
-                now,
-            )
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO idempotency (device_pk, idempotency_key, message_id, epoch, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(sender.device_pk)
-        .bind(idempotency_key)
-        .bind(message_id)
-        .bind(to_i64(epoch_after))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        w.commit().await?;
-        let queued = u64::try_from(recipients.len() + welcome_recipients.len()).unwrap_or(0);
-        Ok(SendOutcome::Accepted {
-            response: SendResponse {
-                message_id: to_u64(message_id),
-                epoch: epoch_after,
-            },
-            recipients: everyone,
-            queued,
-        })
-    }
-
     /// Up to `limit` queued envelopes of the device with ids above `after`, oldest first.
     pub(crate) async fn inbox(
         &self,
@@ -321,11 +57,85 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Envelope>, sqlx::Error> {
+        dispatch!(self, db => db.inbox(device_pk, after, limit).await)
+    }
+
+    /// Deletes acknowledged envelopes of the device (ids of other devices are ignored) and
+    /// messages no queue refers to any more. Returns how many envelopes were deleted.
+    pub(crate) async fn ack(&self, device_pk: i64, ids: &[u64]) -> Result<u64, sqlx::Error> {
+        dispatch!(self, db => db.ack(device_pk, ids).await)
+    }
+
+    /// Envelopes queued for all devices.
+    pub(crate) async fn queue_depth(&self) -> Result<u64, sqlx::Error> {
+        dispatch!(self, db => db.queue_depth().await)
+    }
+
+    /// The last queue id handed out to each of `devices` that exists: `(device, id)`.
+    pub(crate) async fn queue_heads(
+        &self,
+        devices: &[i64],
+    ) -> Result<Vec<(i64, u64)>, sqlx::Error> {
+        dispatch!(self, db => db.queue_heads(devices).await)
+    }
+
+    /// The conversation's epoch and member devices, if it exists.
+    #[cfg(test)]
+    pub(crate) async fn conversation(
+        &self,
+        id: &str,
+    ) -> Result<Option<(u64, Vec<DeviceAddress>)>, sqlx::Error> {
+        dispatch!(self, db => db.conversation(id).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    /// Locks the existing ones of `devices` (sorted, distinct) in id order and returns
+    /// `(id, queue_seq, queue_len)` of each. Every transaction that changes queues locks the
+    /// device rows first, in this order, so writers on several nodes never deadlock on them.
+    pub(super) async fn lock_devices(
+        tx: &mut Transaction<'static, DB>,
+        devices: &[i64],
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+        let mut rows = Vec::with_capacity(devices.len());
+        for chunk in devices.chunks(MAX_IDS) {
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT id, queue_seq, queue_len FROM devices WHERE ");
+            DB::push_id_filter(&mut q, "id", chunk);
+            q.push(" ORDER BY id").push(DB::FOR_UPDATE);
+            rows.extend(
+                q.build_query_as::<(i64, i64, i64)>()
+                    .fetch_all(&mut **tx)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+
+    pub(super) async fn inbox(
+        &self,
+        device_pk: i64,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Envelope>, sqlx::Error> {
         type Row = (i64, Option<String>, String, String, String, Vec<u8>, i64);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT q.id, m.conversation_id, m.sender_username, m.sender_device_id, m.kind, \
+            "SELECT q.seq, m.conversation_id, m.sender_username, m.sender_device_id, m.kind, \
              m.payload, q.created_at_ms FROM queue q JOIN messages m ON m.id = q.message_id \
-             WHERE q.device_pk = ? AND q.id > ? ORDER BY q.id LIMIT ?",
+             WHERE q.device_pk = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
         )
         .bind(device_pk)
         .bind(to_i64(after))
@@ -350,60 +160,80 @@ impl Store {
             .collect())
     }
 
-    /// Deletes acknowledged envelopes of the device (ids of other devices are ignored) and
-    /// messages no queue refers to any more. Returns how many envelopes were deleted.
-    pub(crate) async fn ack(&self, device_pk: i64, ids: &[u64]) -> Result<u64, sqlx::Error> {
+    pub(super) async fn ack(&self, device_pk: i64, ids: &[u64]) -> Result<u64, sqlx::Error> {
         if ids.is_empty() {
             return Ok(0);
         }
         let mut w = self.write().await?;
-        let mut q = QueryBuilder::new("DELETE FROM queue WHERE device_pk = ");
-        q.push_bind(device_pk).push(" AND id IN (");
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(to_i64(*id));
-        }
-        q.push(") RETURNING message_id");
+        // The device row before its queue rows, like every queue writer.
+        let lock = format!("SELECT id FROM devices WHERE id = $1{}", DB::FOR_UPDATE);
+        sqlx::query(sqlx::AssertSqlSafe(lock))
+            .bind(device_pk)
+            .execute(&mut *w.tx)
+            .await?;
+        let mut q = QueryBuilder::<DB>::new("DELETE FROM queue WHERE device_pk = ");
+        q.push_bind(device_pk).push(" AND ");
+        let seqs: Vec<i64> = ids.iter().map(|id| to_i64(*id)).collect();
+        DB::push_id_filter(&mut q, "seq", &seqs);
+        q.push(" RETURNING message_id");
         let mut messages: Vec<i64> = q.build_query_scalar().fetch_all(&mut *w.tx).await?;
-        let deleted = u64::try_from(messages.len()).unwrap_or(0);
+        let deleted = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+        if deleted > 0 {
+            sqlx::query("UPDATE devices SET queue_len = queue_len - $1 WHERE id = $2")
+                .bind(deleted)
+                .bind(device_pk)
+                .execute(&mut *w.tx)
+                .await?;
+        }
         messages.sort_unstable();
         messages.dedup();
         if !messages.is_empty() {
-            let mut q = QueryBuilder::new("DELETE FROM messages WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in &messages {
-                list.push_bind(*id);
-            }
-            q.push(") AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.id)");
+            let mut q = QueryBuilder::<DB>::new("DELETE FROM messages WHERE ");
+            DB::push_id_filter(&mut q, "id", &messages);
+            q.push(" AND NOT EXISTS (SELECT 1 FROM queue WHERE queue.message_id = messages.id)");
             q.build().execute(&mut *w.tx).await?;
         }
         w.commit().await?;
-        Ok(deleted)
+        Ok(to_u64(deleted))
     }
 
-    /// Envelopes queued for all devices.
-    pub(crate) async fn queue_depth(&self) -> Result<u64, sqlx::Error> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue")
-            .fetch_one(self.reader())
-            .await?;
+    pub(super) async fn queue_depth(&self) -> Result<u64, sqlx::Error> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(SUM(queue_len), 0) AS BIGINT) FROM devices")
+                .fetch_one(self.reader())
+                .await?;
         Ok(to_u64(n))
     }
 
-    /// The conversation's epoch and member devices, if it exists.
+    pub(super) async fn queue_heads(
+        &self,
+        devices: &[i64],
+    ) -> Result<Vec<(i64, u64)>, sqlx::Error> {
+        let mut heads = Vec::with_capacity(devices.len());
+        for chunk in devices.chunks(MAX_IDS) {
+            let mut q = QueryBuilder::<DB>::new("SELECT id, queue_seq FROM devices WHERE ");
+            DB::push_id_filter(&mut q, "id", chunk);
+            let rows: Vec<(i64, i64)> = q.build_query_as().fetch_all(self.reader()).await?;
+            heads.extend(rows.into_iter().map(|(pk, seq)| (pk, to_u64(seq))));
+        }
+        Ok(heads)
+    }
+
     #[cfg(test)]
-    pub(crate) async fn conversation(
+    pub(super) async fn conversation(
         &self,
         id: &str,
     ) -> Result<Option<(u64, Vec<DeviceAddress>)>, sqlx::Error> {
-        let epoch: Option<i64> = sqlx::query_scalar("SELECT epoch FROM conversations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?;
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM conversations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
         let Some(epoch) = epoch else {
             return Ok(None);
         };
         let members: Vec<(String, String)> = sqlx::query_as(
-            "SELECT username, device_id FROM conversation_members WHERE conversation_id = ? \
+            "SELECT username, device_id FROM conversation_members WHERE conversation_id = $1 \
              ORDER BY username, device_id",
         )
         .bind(id)
@@ -424,60 +254,26 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::NewAccount;
-    use super::super::test_support::temp_store;
+    use super::super::test_support::{account, checked as send, each_backend, submit};
     use super::*;
+    use crate::rules::delivery::Refusal;
     use nightjar_core::ConversationId;
-
-    async fn account(store: &Store, name: &str, device: &str, token: u8) -> Sender {
-        store
-            .create_account(NewAccount {
-                username: name.into(),
-                opaque_record: vec![1],
-                identity_key: vec![2; 32],
-                device_list: vec![3],
-                device_id: device.into(),
-                signature_key: vec![4; 32],
-                key_packages: vec![],
-                last_resort: ([token; 32], vec![7]),
-                token_hash: [token; 32],
-                expires_at_ms: u64::MAX / 2,
-                now_ms: 1,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        let session = store.session(&[token; 32], 2).await.unwrap().unwrap();
-        Sender {
-            device_pk: session.device_pk,
-            address: DeviceAddress {
-                username: name.into(),
-                device_id: device.into(),
-            },
-        }
-    }
-
-    fn send(kind: EnvelopeKind, epoch: u64, members: &[&Sender]) -> CheckedSend {
-        CheckedSend {
-            conversation: ConversationId([1; 16]),
-            kind,
-            epoch,
-            payload: format!("{kind:?}@{epoch}").into_bytes(),
-            members: members.iter().map(|s| s.address.clone()).collect(),
-            welcome: None,
-        }
-    }
 
     #[tokio::test]
     async fn ordering_fan_out_idempotency_and_acks() {
-        let (store, _dir) = temp_store().await;
-        let alice = account(&store, "alice", "000000000000000a", 1).await;
-        let bob = account(&store, "bob", "000000000000000b", 2).await;
-        let carol = account(&store, "carol", "000000000000000c", 3).await;
+        for store in each_backend("ordering_fan_out_idempotency_and_acks").await {
+            ordering_fan_out_idempotency_and_acks_on(&store).await;
+        }
+    }
+
+    async fn ordering_fan_out_idempotency_and_acks_on(store: &Store) {
+        let alice = account(store, "alice", "000000000000000a", 1).await;
+        let bob = account(store, "bob", "000000000000000b", 2).await;
+        let carol = account(store, "carol", "000000000000000c", 3).await;
 
         let mut create = send(EnvelopeKind::Commit, 0, &[&alice, &bob]);
         create.welcome = Some((b"welcome".to_vec(), vec![bob.address.clone()]));
-        let first = store.send(&alice, &create, "k1", 10, 100).await.unwrap();
+        let first = submit(store, &alice, &create, "k1", 10, 100).await;
         let SendOutcome::Accepted {
             response,
             recipients,
@@ -490,12 +286,12 @@ mod tests {
         assert_eq!((recipients, queued), (vec![bob.device_pk], 1));
         // The same key again: the first answer, nothing queued.
         assert_eq!(
-            store.send(&alice, &create, "k1", 11, 100).await.unwrap(),
+            submit(store, &alice, &create, "k1", 11, 100).await,
             SendOutcome::Repeated(response.clone())
         );
         // Another commit for epoch 0 lost.
         assert_eq!(
-            store.send(&bob, &create, "k1", 11, 100).await.unwrap(),
+            submit(store, &bob, &create, "k1", 11, 100).await,
             SendOutcome::Refused(Refusal::EpochConflict { current: 1 })
         );
         let (epoch, members) = store
@@ -508,17 +304,17 @@ mod tests {
 
         // Application messages fan out to the other members only.
         let hello = send(EnvelopeKind::Application, 1, &[]);
-        let out = store.send(&bob, &hello, "k2", 12, 100).await.unwrap();
+        let out = submit(store, &bob, &hello, "k2", 12, 100).await;
         assert!(
             matches!(out, SendOutcome::Accepted { ref recipients, .. } if *recipients == [alice.device_pk])
         );
         assert_eq!(
-            store.send(&carol, &hello, "k2", 12, 100).await.unwrap(),
+            submit(store, &carol, &hello, "k2", 12, 100).await,
             SendOutcome::Refused(Refusal::NotAMember)
         );
         // alice holds one envelope: a limit of one refuses the next.
         assert_eq!(
-            store.send(&bob, &hello, "k3", 13, 1).await.unwrap(),
+            submit(store, &bob, &hello, "k3", 13, 1).await,
             SendOutcome::QueueFull
         );
 
@@ -527,7 +323,11 @@ mod tests {
         assert_eq!(inbox.len(), 1);
         assert_eq!(inbox[0].kind, EnvelopeKind::Welcome);
         assert_eq!(inbox[0].payload.0, b"welcome");
-        assert_eq!(store.ack(alice.device_pk, &[inbox[0].id]).await.unwrap(), 0);
+        // Ids are per device: an id not in the queue is ignored.
+        assert_eq!(
+            store.ack(bob.device_pk, &[inbox[0].id + 1]).await.unwrap(),
+            0
+        );
         assert_eq!(store.ack(bob.device_pk, &[inbox[0].id]).await.unwrap(), 1);
         assert!(store.inbox(bob.device_pk, 0, 10).await.unwrap().is_empty());
         assert_eq!(store.queue_depth().await.unwrap(), 1);

@@ -2,10 +2,10 @@
 //! in with a link offer, waiting for approval), and device-list changes.
 
 use nightjar_api::DeviceStatus;
-use sqlx::QueryBuilder;
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
 
-use super::sessions::{insert_session, status_from};
-use super::{Store, to_i64, to_u64};
+use super::sessions::status_from;
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
 
 /// One device of an account.
 #[derive(Debug, Clone)]
@@ -84,31 +84,17 @@ impl Store {
         account_id: i64,
         device_id: &str,
     ) -> Result<Option<DeviceRow>, sqlx::Error> {
-        let row: Option<Row> =
-            sqlx::query_as(select_devices!("WHERE account_id = ? AND device_id = ?"))
-                .bind(account_id)
-                .bind(device_id)
-                .fetch_optional(self.reader())
-                .await?;
-        Ok(row.map(device_row))
+        dispatch!(self, db => db.device(account_id, device_id).await)
     }
 
     /// The device with row id `pk`.
     pub(crate) async fn device_by_pk(&self, pk: i64) -> Result<Option<DeviceRow>, sqlx::Error> {
-        let row: Option<Row> = sqlx::query_as(select_devices!("WHERE id = ?"))
-            .bind(pk)
-            .fetch_optional(self.reader())
-            .await?;
-        Ok(row.map(device_row))
+        dispatch!(self, db => db.device_by_pk(pk).await)
     }
 
     /// Every device of the account, oldest first.
     pub(crate) async fn devices(&self, account_id: i64) -> Result<Vec<DeviceRow>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(select_devices!("WHERE account_id = ? ORDER BY id"))
-            .bind(account_id)
-            .fetch_all(self.reader())
-            .await?;
-        Ok(rows.into_iter().map(device_row).collect())
+        dispatch!(self, db => db.devices(account_id).await)
     }
 
     /// After a successful OPAQUE login: creates a session for the device, creating it as a
@@ -125,21 +111,115 @@ impl Store {
         now_ms: u64,
         expires_at_ms: u64,
     ) -> Result<LoginOutcome, sqlx::Error> {
-        let now = to_i64(now_ms);
-        let mut w = self.write().await?;
-        let existing: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, status FROM devices WHERE account_id = ? AND device_id = ?")
+        dispatch!(self, db => {
+            db.login_device(account_id, device_id, offer, max_pending, token_hash, now_ms, expires_at_ms)
+                .await
+        })
+    }
+
+    /// Stores a new device list if the stored version is still `expected_version`, applying
+    /// its approval or removals. Returns the row ids of removed devices, or `None` if the list,
+    /// or the pending device to approve, changed meanwhile (nothing is written then).
+    pub(crate) async fn update_device_list(
+        &self,
+        update: ListUpdate<'_>,
+    ) -> Result<Option<Vec<i64>>, sqlx::Error> {
+        dispatch!(self, db => db.update_device_list(update).await)
+    }
+
+    /// Deletes a pending device (a refused link request) with its sessions.
+    pub(crate) async fn delete_pending_device(
+        &self,
+        account_id: i64,
+        device_id: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        dispatch!(self, db => db.delete_pending_device(account_id, device_id).await)
+    }
+
+    /// The stored version of the account's device list.
+    #[cfg(test)]
+    pub(crate) async fn device_list_version(&self, account_id: i64) -> Result<u64, sqlx::Error> {
+        dispatch!(self, db => db.device_list_version(account_id).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    pub(super) async fn device(
+        &self,
+        account_id: i64,
+        device_id: &str,
+    ) -> Result<Option<DeviceRow>, sqlx::Error> {
+        let row: Option<Row> =
+            sqlx::query_as(select_devices!("WHERE account_id = $1 AND device_id = $2"))
                 .bind(account_id)
                 .bind(device_id)
-                .fetch_optional(&mut *w.tx)
+                .fetch_optional(self.reader())
                 .await?;
+        Ok(row.map(device_row))
+    }
+
+    pub(super) async fn device_by_pk(&self, pk: i64) -> Result<Option<DeviceRow>, sqlx::Error> {
+        let row: Option<Row> = sqlx::query_as(select_devices!("WHERE id = $1"))
+            .bind(pk)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(row.map(device_row))
+    }
+
+    pub(super) async fn devices(&self, account_id: i64) -> Result<Vec<DeviceRow>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(select_devices!("WHERE account_id = $1 ORDER BY id"))
+            .bind(account_id)
+            .fetch_all(self.reader())
+            .await?;
+        Ok(rows.into_iter().map(device_row).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn login_device(
+        &self,
+        account_id: i64,
+        device_id: &str,
+        offer: Option<(&[u8], &[u8])>,
+        max_pending: u32,
+        token_hash: &[u8; 32],
+        now_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<LoginOutcome, sqlx::Error> {
+        let now = to_i64(now_ms);
+        let mut w = self.write().await?;
+        // Logins to one account take turns, so the pending-device limit holds.
+        let lock = format!("SELECT id FROM accounts WHERE id = $1{}", DB::FOR_UPDATE);
+        sqlx::query(sqlx::AssertSqlSafe(lock))
+            .bind(account_id)
+            .execute(&mut *w.tx)
+            .await?;
+        let existing: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, status FROM devices WHERE account_id = $1 AND device_id = $2",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
         let (device_pk, status) = match (existing, offer) {
             (Some((pk, status)), offer) => {
                 let status = status_from(&status);
                 if let (DeviceStatus::Pending, Some((key, bytes))) = (status, offer) {
                     sqlx::query(
-                        "UPDATE devices SET signature_key = ?, link_offer = ?, created_at_ms = ? \
-                         WHERE id = ?",
+                        "UPDATE devices SET signature_key = $1, link_offer = $2, created_at_ms = $3 \
+                         WHERE id = $4",
                     )
                     .bind(key)
                     .bind(bytes)
@@ -153,7 +233,7 @@ impl Store {
             (None, None) => return Ok(LoginOutcome::NeedsOffer),
             (None, Some((key, bytes))) => {
                 let pending: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM devices WHERE account_id = ? AND status = 'pending'",
+                    "SELECT COUNT(*) FROM devices WHERE account_id = $1 AND status = 'pending'",
                 )
                 .bind(account_id)
                 .fetch_one(&mut *w.tx)
@@ -164,7 +244,7 @@ impl Store {
                 let pk = sqlx::query_scalar(
                     "INSERT INTO devices (account_id, device_id, status, signature_key, \
                      link_offer, created_at_ms, last_seen_ms) \
-                     VALUES (?, ?, 'pending', ?, ?, ?, ?) RETURNING id",
+                     VALUES ($1, $2, 'pending', $3, $4, $5, $6) RETURNING id",
                 )
                 .bind(account_id)
                 .bind(device_id)
@@ -177,22 +257,19 @@ impl Store {
                 (pk, DeviceStatus::Pending)
             }
         };
-        insert_session(&mut w.tx, device_pk, token_hash, now, to_i64(expires_at_ms)).await?;
+        Self::insert_session(&mut w.tx, device_pk, token_hash, now, to_i64(expires_at_ms)).await?;
         w.commit().await?;
         Ok(LoginOutcome::Session(status))
     }
 
-    /// Stores a new device list if the stored version is still `expected_version`, applying
-    /// its approval or removals. Returns the row ids of removed devices, or `None` if the list,
-    /// or the pending device to approve, changed meanwhile (nothing is written then).
-    pub(crate) async fn update_device_list(
+    pub(super) async fn update_device_list(
         &self,
         update: ListUpdate<'_>,
     ) -> Result<Option<Vec<i64>>, sqlx::Error> {
         let mut w = self.write().await?;
         let updated = sqlx::query(
-            "UPDATE accounts SET device_list = ?, device_list_version = ? \
-             WHERE id = ? AND device_list_version = ?",
+            "UPDATE accounts SET device_list = $1, device_list_version = $2 \
+             WHERE id = $3 AND device_list_version = $4",
         )
         .bind(update.device_list)
         .bind(to_i64(update.version))
@@ -200,26 +277,26 @@ impl Store {
         .bind(to_i64(update.expected_version))
         .execute(&mut *w.tx)
         .await?;
-        if updated.rows_affected() != 1 {
+        if DB::rows_affected(&updated) != 1 {
             return Ok(None);
         }
         if let Some((device_id, sealed)) = update.approve {
             let approved = sqlx::query(
-                "UPDATE devices SET status = 'active', sealed_identity = ?, link_offer = NULL \
-                 WHERE account_id = ? AND device_id = ? AND status = 'pending'",
+                "UPDATE devices SET status = 'active', sealed_identity = $1, link_offer = NULL \
+                 WHERE account_id = $2 AND device_id = $3 AND status = 'pending'",
             )
             .bind(sealed)
             .bind(update.account_id)
             .bind(device_id)
             .execute(&mut *w.tx)
             .await?;
-            if approved.rows_affected() != 1 {
+            if DB::rows_affected(&approved) != 1 {
                 return Ok(None);
             }
         }
         let mut removed = Vec::new();
         if !update.remove.is_empty() {
-            let mut q = QueryBuilder::new("DELETE FROM devices WHERE account_id = ");
+            let mut q = QueryBuilder::<DB>::new("DELETE FROM devices WHERE account_id = ");
             q.push_bind(update.account_id).push(" AND device_id IN (");
             let mut ids = q.separated(", ");
             for id in &update.remove {
@@ -232,15 +309,14 @@ impl Store {
         Ok(Some(removed))
     }
 
-    /// Deletes a pending device (a refused link request) with its sessions.
-    pub(crate) async fn delete_pending_device(
+    pub(super) async fn delete_pending_device(
         &self,
         account_id: i64,
         device_id: &str,
     ) -> Result<Option<i64>, sqlx::Error> {
         let mut w = self.write().await?;
         let pk = sqlx::query_scalar(
-            "DELETE FROM devices WHERE account_id = ? AND device_id = ? AND status = 'pending' \
+            "DELETE FROM devices WHERE account_id = $1 AND device_id = $2 AND status = 'pending' \
              RETURNING id",
         )
         .bind(account_id)
@@ -251,10 +327,9 @@ impl Store {
         Ok(pk)
     }
 
-    /// The stored version of the account's device list.
     #[cfg(test)]
-    pub(crate) async fn device_list_version(&self, account_id: i64) -> Result<u64, sqlx::Error> {
-        let v: i64 = sqlx::query_scalar("SELECT device_list_version FROM accounts WHERE id = ?")
+    pub(super) async fn device_list_version(&self, account_id: i64) -> Result<u64, sqlx::Error> {
+        let v: i64 = sqlx::query_scalar("SELECT device_list_version FROM accounts WHERE id = $1")
             .bind(account_id)
             .fetch_one(self.reader())
             .await?;
@@ -265,12 +340,17 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::NewAccount;
-    use super::super::test_support::temp_store;
+    use super::super::test_support::each_backend;
     use super::*;
 
     #[tokio::test]
     async fn pending_then_approved_then_removed() {
-        let (store, _dir) = temp_store().await;
+        for store in each_backend("pending_then_approved_then_removed").await {
+            pending_then_approved_then_removed_on(&store).await;
+        }
+    }
+
+    async fn pending_then_approved_then_removed_on(store: &Store) {
         store
             .create_account(NewAccount {
                 username: "alice".into(),
@@ -290,14 +370,11 @@ mod tests {
             .unwrap();
         let account = store.account("alice").await.unwrap().unwrap();
         let new = "0000000000000002";
-        let login = |hash: [u8; 32], offer: Option<(&'static [u8], &'static [u8])>| {
-            let store = &store;
-            async move {
-                store
-                    .login_device(account.id, new, offer, 1, &hash, 2, 10_000)
-                    .await
-                    .unwrap()
-            }
+        let login = |hash: [u8; 32], offer: Option<(&'static [u8], &'static [u8])>| async move {
+            store
+                .login_device(account.id, new, offer, 1, &hash, 2, 10_000)
+                .await
+                .unwrap()
         };
         assert_eq!(login([9; 32], None).await, LoginOutcome::NeedsOffer);
         assert_eq!(

@@ -1,61 +1,136 @@
 //! All SQL lives under this module; the rest of the server calls [`Store`] methods.
 //!
-//! Today the backend is SQLite (WAL, `synchronous=FULL`, so a committed transaction survives a
-//! power cut before the sender gets its acknowledgement). Writes are serialised in-process and
-//! start with `BEGIN IMMEDIATE`, so a transaction that reads then writes never fails half-way on
-//! a lock upgrade, and queue ids are committed in increasing order (the stream pushes "after the
-//! last id sent"). The SQL is kept portable where that is cheap (`ON CONFLICT`, `RETURNING`,
-//! multi-row `VALUES`). A PostgreSQL backend needs: its own migrations (`BIGINT GENERATED ...
-//! AS IDENTITY`, `BOOLEAN`, `BYTEA`), `$n` placeholders, `FOR UPDATE SKIP LOCKED` in the
-//! key-package claim, `SELECT ... FOR UPDATE` on the conversation row in `send`, and a per-device
-//! sequence (or commit-ordered cursor) for queue ids, since identity values there are not
-//! committed in order.
+//! Two backends share one code path. The logic is written once, generic over [`Backend`]
+//! (implemented for `sqlx::Sqlite` and `sqlx::Postgres`), in `impl<DB> Db<DB>` blocks; [`Store`]
+//! holds one of the two and dispatches. The SQL is the common dialect of both (`$n`
+//! placeholders, `ON CONFLICT`, `RETURNING`, `COUNT(*) FILTER`, row values); what differs lives
+//! in `backend.rs` and nowhere else: how a write transaction starts, `FOR UPDATE` /
+//! `SKIP LOCKED`, which errors are worth retrying, and the bulk statements of the send path
+//! (`UNNEST` arrays on PostgreSQL, chunked multi-row `VALUES` on SQLite).
+//!
+//! - SQLite (the default): WAL, `synchronous=FULL`, so a committed transaction survives a power
+//!   cut before the sender gets its acknowledgement. Writes are serialised in-process and start
+//!   with `BEGIN IMMEDIATE`, so a transaction that reads then writes never fails half-way on a
+//!   lock upgrade.
+//! - PostgreSQL: any number of server nodes share one database (READ COMMITTED). Writers run
+//!   concurrently; rows that decide an outcome are locked (`SELECT ... FOR UPDATE` on the
+//!   conversation, on the account for logins, on the device for uploads and acks, on the
+//!   recipient devices in ascending id order for queueing, `FOR UPDATE SKIP LOCKED` on key
+//!   packages). Locks are taken in one global order (conversations, then devices, then their
+//!   queue rows), and a deadlock or serialisation failure that still happens is retried.
+//!
+//! Queue ids are per device: `devices.queue_seq` is the last id handed out and is advanced in
+//! the transaction that inserts the rows, with the device row locked, so a device's ids are
+//! committed in increasing order on every backend and "after the last id sent" never skips an
+//! envelope. `devices.queue_len` counts queued envelopes, so the queue limit is checked without
+//! counting rows. Sends go through group-commit writers (`batch.rs`). Everything a node keeps
+//! between requests that another node may need lives here too: started OPAQUE logins
+//! (`logins.rs`), the OPAQUE setup and the cluster id (`server_state.rs`).
 
 mod accounts;
+mod backend;
+mod batch;
 mod delivery;
 mod devices;
 mod key_packages;
+mod logins;
+mod send;
+mod server_state;
 mod sessions;
 mod sweep;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection as _, Database, Decode, Encode, Pool, Postgres, Sqlite, Transaction, Type};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub(crate) use accounts::NewAccount;
+pub(crate) use backend::Backend;
+#[cfg(test)]
+pub(crate) use batch::QueuedMessage;
+pub(crate) use batch::{CommitSink, Queued};
 pub(crate) use delivery::{SendOutcome, Sender};
 pub(crate) use devices::{ListUpdate, LoginOutcome};
 pub(crate) use key_packages::{KeyPackageStock, UploadOutcome};
+pub(crate) use logins::StoredLogin;
+pub(crate) use send::Submission;
 pub(crate) use sessions::SessionRow;
 
+use crate::config::GroupCommit;
 use crate::error::ServerError;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// File name of the database inside the data directory.
 const DATABASE_FILE: &str = "nightjar.db";
 
-/// The server's database.
+/// A Rust type stored in and read from columns of `DB`.
+pub(crate) trait Column<DB: Database>:
+    for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send
+{
+}
+impl<DB: Database, T> Column<DB> for T where
+    T: for<'a> Encode<'a, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send
+{
+}
+
+/// A value borrowed for `'s` and bound as a query parameter.
+pub(crate) trait Param<'s, DB: Database>: Encode<'s, DB> + Type<DB> + Send {}
+impl<'s, DB: Database, T> Param<'s, DB> for T where T: Encode<'s, DB> + Type<DB> + Send {}
+
+/// The bounds every generic `impl<DB> Db<DB>` block repeats (Rust does not let a trait imply
+/// bounds on other types, so they cannot live on [`Backend`] itself):
+///
+/// ```text
+/// where
+///     DB: Backend,
+///     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+///     DB::Arguments: IntoArguments<DB>,
+///     usize: ColumnIndex<DB::Row>,
+///     i64: Column<DB>, bool: Column<DB>, String: Column<DB>, Vec<u8>: Column<DB>,
+///     for<'s> &'s str: Param<'s, DB>, for<'s> &'s [u8]: Param<'s, DB>,
+///     for<'s> Option<&'s str>: Param<'s, DB>,
+/// ```
 #[derive(Debug)]
-pub(crate) struct Store {
-    pool: SqlitePool,
+pub(crate) struct Db<DB: Database> {
+    pool: Pool<DB>,
     writer: Mutex<()>,
 }
 
-/// A write transaction holding the in-process write lock until it ends.
-pub(crate) struct WriteTx<'a> {
-    pub(crate) tx: Transaction<'static, Sqlite>,
-    _lock: MutexGuard<'a, ()>,
+/// A write transaction; on SQLite it also holds the in-process write lock until it ends.
+pub(crate) struct WriteTx<'a, DB: Database> {
+    pub(crate) tx: Transaction<'static, DB>,
+    _lock: Option<MutexGuard<'a, ()>>,
 }
 
-impl WriteTx<'_> {
+impl<DB: Database> WriteTx<'_, DB> {
     /// Commits durably.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
+    }
+}
+
+impl<DB: Backend> Db<DB> {
+    /// Starts a write transaction.
+    pub(crate) async fn write(&self) -> Result<WriteTx<'_, DB>, sqlx::Error> {
+        let lock = if DB::SINGLE_WRITER {
+            Some(self.writer.lock().await)
+        } else {
+            None
+        };
+        let tx = self.pool.begin_with(DB::BEGIN).await?;
+        Ok(WriteTx { tx, _lock: lock })
+    }
+
+    /// The read pool.
+    pub(crate) fn reader(&self) -> &Pool<DB> {
+        &self.pool
     }
 }
 
@@ -69,64 +144,112 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The backend in use.
+#[derive(Debug, Clone)]
+enum Backends {
+    Sqlite(Arc<Db<Sqlite>>),
+    Postgres(Arc<Db<Postgres>>),
+}
+
+/// Runs `$body` with `$db` bound to the backend's `Db`, whichever it is.
+macro_rules! dispatch {
+    ($store:expr, $db:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backends::Sqlite($db) => $body,
+            $crate::store::Backends::Postgres($db) => $body,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// The server's database, and the group-commit writer that stores messages.
+#[derive(Debug)]
+pub(crate) struct Store {
+    backend: Backends,
+    sends: batch::Batcher,
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatabaseKind {
+    /// SQLite, in the data directory or at a `sqlite:` URL.
+    Sqlite,
+    /// PostgreSQL at a `postgres://` or `postgresql://` URL.
+    Postgres,
+}
+
+impl DatabaseKind {
+    /// The kind of database `url` names, or why it is not supported.
+    pub(crate) fn of(url: Option<&str>) -> Result<Self, ServerError> {
+        match url {
+            None => Ok(Self::Sqlite),
+            Some(u) if u.starts_with("sqlite:") => Ok(Self::Sqlite),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Self::Postgres)
+            }
+            Some(_) => Err(ServerError::Config(
+                "the database URL must start with sqlite:, postgres:// or postgresql://".into(),
+            )),
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database, brings its schema up to date and starts the
+    /// group-commit writer, which hands every committed batch to `sink`.
     pub(crate) async fn open(
         data_dir: &Path,
         database_url: Option<&str>,
+        group_commit: GroupCommit,
+        sink: Arc<dyn CommitSink>,
     ) -> Result<Self, ServerError> {
-        let options = match database_url {
-            None => {
-                std::fs::create_dir_all(data_dir)?;
-                SqliteConnectOptions::new().filename(data_dir.join(DATABASE_FILE))
+        let backend = match DatabaseKind::of(database_url)? {
+            DatabaseKind::Sqlite => {
+                Backends::Sqlite(Arc::new(open_sqlite(data_dir, database_url).await?))
             }
-            Some(url) if url.starts_with("sqlite:") => SqliteConnectOptions::from_str(url)?,
-            Some(_) => {
-                return Err(ServerError::Config(
-                    "only sqlite: database URLs are supported by this build".into(),
-                ));
+            DatabaseKind::Postgres => {
+                let url = database_url.unwrap_or_default();
+                Backends::Postgres(Arc::new(open_postgres(url).await?))
             }
         };
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        MIGRATIONS.run(&pool).await?;
-        Ok(Self {
-            pool,
-            writer: Mutex::new(()),
-        })
+        let (mut sends, queue) = batch::Batcher::new(group_commit);
+        // SQLite has one writer whatever we do; PostgreSQL takes several at once.
+        let writers = match backend {
+            Backends::Sqlite(_) => 1,
+            Backends::Postgres(_) => group_commit.writers.max(1),
+        };
+        for _ in 0..writers {
+            let (queue, sink) = (queue.clone(), sink.clone());
+            // Spawned per backend so each writer future is a concrete (provably `Send`) type.
+            let writer = match &backend {
+                Backends::Sqlite(db) => {
+                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink))
+                }
+                Backends::Postgres(db) => {
+                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink))
+                }
+            };
+            sends.attach(writer);
+        }
+        Ok(Self { backend, sends })
     }
 
-    /// Starts a write transaction.
-    pub(crate) async fn write(&self) -> Result<WriteTx<'_>, sqlx::Error> {
-        let lock = self.writer.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, _lock: lock })
-    }
-
-    /// The read pool.
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.pool
+    /// Which database this is.
+    pub(crate) fn kind(&self) -> DatabaseKind {
+        match self.backend {
+            Backends::Sqlite(_) => DatabaseKind::Sqlite,
+            Backends::Postgres(_) => DatabaseKind::Postgres,
+        }
     }
 
     /// Whether the database answers.
     pub(crate) async fn healthy(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        dispatch!(self, db => sqlx::query("SELECT 1").execute(db.reader()).await.is_ok())
     }
 
     /// A named blob of server state.
     pub(crate) async fn server_state(&self, name: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        sqlx::query_scalar("SELECT value FROM server_state WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
+        dispatch!(self, db => db.server_state(name).await)
     }
 
     /// Stores `value` under `name` unless something is stored already; returns what is stored.
@@ -135,36 +258,68 @@ impl Store {
         name: &str,
         value: &[u8],
     ) -> Result<Vec<u8>, sqlx::Error> {
-        let mut w = self.write().await?;
-        sqlx::query(
-            "INSERT INTO server_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(value)
-        .execute(&mut *w.tx)
-        .await?;
-        let stored = sqlx::query_scalar("SELECT value FROM server_state WHERE name = ?")
-            .bind(name)
-            .fetch_one(&mut *w.tx)
-            .await?;
-        w.commit().await?;
-        Ok(stored)
+        dispatch!(self, db => db.init_server_state(name, value).await)
     }
 
-    /// Closes every connection (checkpointing the WAL).
-    pub(crate) async fn close(&self) {
-        self.pool.close().await;
+    /// Orders, stores and queues one message (and a commit's Welcome), durably, in a batch
+    /// with whatever other sends arrive at the same time. The envelopes go to the sink given
+    /// to [`Store::open`] after the commit.
+    pub(crate) async fn send(&self, request: Submission) -> Result<SendOutcome, sqlx::Error> {
+        self.sends.submit(request).await
     }
+
+    /// Stops the group-commit writer (after it answered every send it took) and closes every
+    /// connection (on SQLite, checkpointing the WAL).
+    pub(crate) async fn close(&self) {
+        self.sends.stop().await;
+        dispatch!(self, db => db.pool.close().await);
+    }
+}
+
+async fn open_sqlite(data_dir: &Path, url: Option<&str>) -> Result<Db<Sqlite>, ServerError> {
+    let options = match url {
+        None => {
+            std::fs::create_dir_all(data_dir)?;
+            SqliteConnectOptions::new().filename(data_dir.join(DATABASE_FILE))
+        }
+        Some(url) => SqliteConnectOptions::from_str(url)?,
+    };
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    SQLITE_MIGRATIONS.run(&pool).await?;
+    Ok(Db {
+        pool,
+        writer: Mutex::new(()),
+    })
+}
+
+async fn open_postgres(url: &str) -> Result<Db<Postgres>, ServerError> {
+    let options = PgConnectOptions::from_str(url)?;
+    // One plain connection first: an unreachable server fails the start at once instead of
+    // after the pool's acquire timeout.
+    sqlx::PgConnection::connect_with(&options)
+        .await?
+        .close()
+        .await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(options)
+        .await?;
+    // Concurrent nodes starting on one database take turns (the migrator locks).
+    POSTGRES_MIGRATIONS.run(&pool).await?;
+    Ok(Db {
+        pool,
+        writer: Mutex::new(()),
+    })
 }
 
 #[cfg(test)]
-pub(crate) mod test_support {
-    use super::*;
-
-    /// A store in a fresh temporary directory (removed when the guard drops).
-    pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
-        (store, dir)
-    }
-}
+pub(crate) mod test_support;

@@ -1,7 +1,15 @@
 //! Periodic clean-up: expired envelopes, idempotency keys, sessions and abandoned pending
 //! devices, and messages no queue refers to any more.
 
-use super::{Store, to_i64};
+use std::collections::BTreeMap;
+
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
+
+use super::backend::{MAX_IDS, QueueCounter};
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64};
+
+/// Expired envelopes looked at per transaction.
+const EXPIRE_CHUNK: i64 = 1_000;
 
 /// How many rows one sweep deleted, per kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -11,16 +19,10 @@ pub(crate) struct SweepReport {
     pub(crate) idempotency_keys: u64,
     pub(crate) sessions: u64,
     pub(crate) pending_devices: u64,
+    pub(crate) logins: u64,
 }
 
 impl Store {
-    async fn delete(&self, sql: &'static str, before: i64) -> Result<u64, sqlx::Error> {
-        let mut w = self.write().await?;
-        let done = sqlx::query(sql).bind(before).execute(&mut *w.tx).await?;
-        w.commit().await?;
-        Ok(done.rows_affected())
-    }
-
     /// Deletes what expired before `now_ms`: envelopes and idempotency keys older than
     /// `message_ttl_ms`, pending devices older than `pending_ttl_ms`, expired sessions.
     pub(crate) async fn sweep(
@@ -29,34 +31,122 @@ impl Store {
         message_ttl_ms: u64,
         pending_ttl_ms: u64,
     ) -> Result<SweepReport, sqlx::Error> {
+        dispatch!(self, db => db.sweep(now_ms, message_ttl_ms, pending_ttl_ms).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    async fn delete(&self, sql: &'static str, before: i64) -> Result<u64, sqlx::Error> {
+        let mut w = self.write().await?;
+        let done = sqlx::query(sql).bind(before).execute(&mut *w.tx).await?;
+        w.commit().await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Deletes envelopes created before `before`, a bounded number of devices per transaction,
+    /// keeping each device's `queue_len` exact.
+    async fn expire_envelopes(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        loop {
+            let mut w = self.write().await?;
+            let mut devices: Vec<i64> =
+                sqlx::query_scalar("SELECT device_pk FROM queue WHERE created_at_ms < $1 LIMIT $2")
+                    .bind(before)
+                    .bind(EXPIRE_CHUNK)
+                    .fetch_all(&mut *w.tx)
+                    .await?;
+            let more = i64::try_from(devices.len()).unwrap_or(i64::MAX) >= EXPIRE_CHUNK;
+            devices.sort_unstable();
+            devices.dedup();
+            if devices.is_empty() {
+                w.commit().await?;
+                return Ok(deleted);
+            }
+            // Device rows first, in id order, as every writer of queues does.
+            let devices = Self::lock_devices(&mut w.tx, &devices).await?;
+            let ids: Vec<i64> = devices.iter().map(|d| d.0).collect();
+            let mut per_device: BTreeMap<i64, i64> = BTreeMap::new();
+            for chunk in ids.chunks(MAX_IDS) {
+                let mut q = QueryBuilder::<DB>::new("DELETE FROM queue WHERE created_at_ms < ");
+                q.push_bind(before).push(" AND ");
+                DB::push_id_filter(&mut q, "device_pk", chunk);
+                q.push(" RETURNING device_pk");
+                let gone: Vec<i64> = q.build_query_scalar().fetch_all(&mut *w.tx).await?;
+                for pk in gone {
+                    *per_device.entry(pk).or_default() += 1;
+                }
+            }
+            let counters: Vec<QueueCounter> = per_device
+                .iter()
+                .map(|(&device_pk, &n)| QueueCounter {
+                    device_pk,
+                    seq: 0,
+                    delta: -n,
+                })
+                .collect();
+            DB::adjust_queues(&mut w.tx, &counters).await?;
+            w.commit().await?;
+            deleted += per_device
+                .values()
+                .map(|n| u64::try_from(*n).unwrap_or(0))
+                .sum::<u64>();
+            if !more {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    pub(super) async fn sweep(
+        &self,
+        now_ms: u64,
+        message_ttl_ms: u64,
+        pending_ttl_ms: u64,
+    ) -> Result<SweepReport, sqlx::Error> {
         let message_cutoff = to_i64(now_ms.saturating_sub(message_ttl_ms));
         let pending_cutoff = to_i64(now_ms.saturating_sub(pending_ttl_ms));
-        let envelopes = self
-            .delete("DELETE FROM queue WHERE created_at_ms < ?", message_cutoff)
-            .await?;
+        let envelopes = self.expire_envelopes(message_cutoff).await?;
         let idempotency_keys = self
             .delete(
-                "DELETE FROM idempotency WHERE created_at_ms < ?",
+                "DELETE FROM idempotency WHERE created_at_ms < $1",
                 message_cutoff,
             )
             .await?;
         let sessions = self
             .delete(
-                "DELETE FROM sessions WHERE expires_at_ms <= ?",
+                "DELETE FROM sessions WHERE expires_at_ms <= $1",
                 to_i64(now_ms),
             )
             .await?;
         let pending_devices = self
             .delete(
-                "DELETE FROM devices WHERE status = 'pending' AND created_at_ms < ?",
+                "DELETE FROM devices WHERE status = 'pending' AND created_at_ms < $1",
                 pending_cutoff,
+            )
+            .await?;
+        let logins = self
+            .delete(
+                "DELETE FROM pending_logins WHERE expires_at_ms <= $1",
+                to_i64(now_ms),
             )
             .await?;
         // Messages are written together with their queue rows in one transaction, so one
         // without any queue row is finished with (acknowledged, expired or never routed).
         let messages = self
             .delete(
-                "DELETE FROM messages WHERE created_at_ms <= ? AND NOT EXISTS \
+                "DELETE FROM messages WHERE created_at_ms <= $1 AND NOT EXISTS \
                  (SELECT 1 FROM queue WHERE queue.message_id = messages.id)",
                 to_i64(now_ms),
             )
@@ -67,6 +157,7 @@ impl Store {
             idempotency_keys,
             sessions,
             pending_devices,
+            logins,
         })
     }
 }

@@ -70,35 +70,113 @@ pub fn test_limits() -> Limits {
     }
 }
 
+/// The database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the server's temporary data directory.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL database named by `NIGHTJAR_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// The variable naming the PostgreSQL database tests may use, e.g.
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub const POSTGRES_ENV: &str = "NIGHTJAR_TEST_POSTGRES_URL";
+/// The variable naming the NATS server tests may use, e.g. `nats://127.0.0.1:4222`.
+pub const NATS_ENV: &str = "NIGHTJAR_TEST_NATS_URL";
+
+/// The value of `var` if set and not empty; otherwise says (past the harness's output capture)
+/// that `test` was skipped and why.
+pub fn configured(var: &str, test: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if value.is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{test}: skipped: {var} not set");
+    }
+    value
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `<name>::sqlite` and `<name>::postgres`;
+/// the second says it was skipped unless `NIGHTJAR_TEST_POSTGRES_URL` is set. Tests run on
+/// tokio's current-thread runtime unless listed after `multi_thread:`.
+#[allow(unused_macros)]
+macro_rules! backend_tests {
+    (multi_thread: $($name:ident),* $(,)?) => {
+        $(backend_tests!(@one $name, tokio::test(flavor = "multi_thread", worker_threads = 2));)*
+    };
+    (@one $name:ident, $attr:meta) => {
+        mod $name {
+            #[$attr]
+            async fn sqlite() {
+                super::$name(crate::common::Backend::Sqlite).await;
+            }
+
+            #[$attr]
+            async fn postgres() {
+                let test = concat!(stringify!($name), "::postgres");
+                if crate::common::configured(crate::common::POSTGRES_ENV, test).is_some() {
+                    super::$name(crate::common::Backend::Postgres).await;
+                }
+            }
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        $(backend_tests!(@one $name, tokio::test);)*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use backend_tests;
+
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub dir: tempfile::TempDir,
     pub base: String,
     pub http: reqwest::Client,
     pub limits: Limits,
+    /// The PostgreSQL schema the server runs in, if it runs on PostgreSQL.
+    pub schema: Option<Schema>,
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::with_limits(test_limits()).await
+    pub async fn start(backend: Backend) -> Self {
+        Self::with_limits(backend, test_limits()).await
     }
 
-    pub async fn with_limits(limits: Limits) -> Self {
+    pub async fn with_limits(backend: Backend, limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (server, base) = boot(dir.path(), limits.clone()).await;
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Schema::create().await),
+        };
+        let url = schema.as_ref().map(|s| s.url.clone());
+        let (server, base) = boot(dir.path(), url, limits.clone()).await;
         Self {
             server: Some(server),
             dir,
             base,
-            http: reqwest::Client::new(),
+            http: http_client(),
             limits,
+            schema,
         }
     }
 
-    /// Stops the server and starts a new one on the same data directory.
+    /// A client of a server running elsewhere (another process) at `base`.
+    pub fn at(base: String) -> Self {
+        Self {
+            server: None,
+            dir: tempfile::tempdir().unwrap(),
+            base,
+            http: http_client(),
+            limits: test_limits(),
+            schema: None,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database.
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
-        let (server, base) = boot(self.dir.path(), self.limits.clone()).await;
+        let url = self.schema.as_ref().map(|s| s.url.clone());
+        let (server, base) = boot(self.dir.path(), url, self.limits.clone()).await;
         self.server = Some(server);
         self.base = base;
     }
@@ -180,13 +258,93 @@ impl TestServer {
     }
 }
 
-async fn boot(dir: &std::path::Path, limits: Limits) -> (RunningServer, String) {
+async fn boot(
+    dir: &std::path::Path,
+    database_url: Option<String>,
+    limits: Limits,
+) -> (RunningServer, String) {
     let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
+    config.database_url = database_url;
     config.limits = limits;
     config.shutdown_grace = Duration::from_secs(5);
     let server = nightjar_server::start(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
     (server, base)
+}
+
+/// A fresh schema in the test PostgreSQL database; dropped with everything in it when this
+/// goes away.
+pub struct Schema {
+    base: String,
+    pub name: String,
+    /// A database URL whose connections use only this schema.
+    pub url: String,
+}
+
+impl Schema {
+    /// Creates a schema; panics unless `NIGHTJAR_TEST_POSTGRES_URL` is set.
+    pub async fn create() -> Self {
+        use sqlx::Connection as _;
+        let base = std::env::var(POSTGRES_ENV).expect("NIGHTJAR_TEST_POSTGRES_URL");
+        let mut random = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut random);
+        let name = format!(
+            "t_{}",
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        // The application name lets the drop end this schema's sessions first.
+        let url =
+            format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
+        Self { base, name, url }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Its own thread and runtime: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+                // A server still running (its runtime may be blocked on this drop) could hold
+                // locks in the schema: end its sessions first.
+                let _ = sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .execute(&mut conn)
+                .await;
+                let _ = sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await;
+                let drop = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&mut conn)
+                    .await
+                {
+                    eprintln!("could not drop test schema {name}: {e}");
+                }
+                let _ = conn.close().await;
+            });
+        })
+        .join();
+    }
 }
 
 /// The error code of an error body.
@@ -339,6 +497,19 @@ pub async fn login_raw(
     device_id: &str,
     link_offer: Option<&LinkOffer>,
 ) -> (StatusCode, Value) {
+    login_via(server, server, username, password, device_id, link_offer).await
+}
+
+/// Runs an OPAQUE login started on `first` and finished on `second` (two nodes).
+pub async fn login_via(
+    first: &TestServer,
+    second: &TestServer,
+    username: &str,
+    password: &[u8],
+    device_id: &str,
+    link_offer: Option<&LinkOffer>,
+) -> (StatusCode, Value) {
+    let server = first;
     let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, password).unwrap();
     let (status, body) = server
         .post(
@@ -366,7 +537,7 @@ pub async fn login_raw(
         // A wrong password fails on the client already; send garbage to let the server decide.
         .map(|f| f.message.serialize().to_vec())
         .unwrap_or_else(|_| vec![0; 64]);
-    server
+    second
         .post(
             "/v1/login/finish",
             None,
@@ -576,4 +747,12 @@ pub async fn claim(
             &serde_json::json!({}),
         )
         .await
+}
+
+/// An HTTP client for the tests. When the whole workspace is built together, reqwest's features
+/// unify with the client SDK's `rustls-no-provider`, so a process-wide rustls provider must exist
+/// before any client is built (plain HTTP is used either way).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -1,0 +1,211 @@
+//! Everything that differs between SQLite and PostgreSQL, in one place: how a write
+//! transaction starts, row locks, which errors are worth a retry, and the bulk statements of
+//! the send path. The rest of the store is written once against [`Backend`].
+
+use std::future::Future;
+
+use sqlx::database::HasStatementCache;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Database, Postgres, QueryBuilder, Sqlite};
+
+/// One envelope to insert into a device queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueRow {
+    pub(crate) device_pk: i64,
+    pub(crate) seq: i64,
+    pub(crate) message_id: i64,
+    pub(crate) created_at_ms: i64,
+}
+
+/// A change to a device's queue counters: `queue_seq` rises to `seq` (if higher) and
+/// `queue_len` changes by `delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueCounter {
+    pub(crate) device_pk: i64,
+    pub(crate) seq: i64,
+    pub(crate) delta: i64,
+}
+
+/// Most ids one statement filters on (SQLite allows 32,766 parameters per statement).
+pub(crate) const MAX_IDS: usize = 10_000;
+
+/// Rows per multi-row `VALUES` statement on SQLite (four parameters each).
+const SQLITE_ROWS: usize = 1_000;
+
+/// A database the store runs on. Implemented for `Sqlite` and `Postgres` only.
+pub(crate) trait Backend: Database + HasStatementCache {
+    /// Whether writes must be serialised in-process (SQLite has a single writer).
+    const SINGLE_WRITER: bool;
+    /// The statement that starts a write transaction.
+    const BEGIN: &'static str;
+    /// Appended to a `SELECT` of rows this transaction decides on or is about to change.
+    const FOR_UPDATE: &'static str;
+    /// Appended to a `SELECT` that claims one of several equivalent rows.
+    const SKIP_LOCKED: &'static str;
+
+    /// Whether a failed transaction may succeed if run again (deadlock, serialisation, busy).
+    fn is_transient(error: &sqlx::Error) -> bool;
+
+    /// Rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Appends a filter `column` ∈ `ids` (at most [`MAX_IDS`]).
+    fn push_id_filter(q: &mut QueryBuilder<Self>, column: &str, ids: &[i64]);
+
+    /// Inserts queue rows in as few statements as the backend allows.
+    fn insert_queue<'c>(
+        conn: &'c mut Self::Connection,
+        rows: &'c [QueueRow],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+
+    /// Applies counter changes (sorted by device, at most one per device) in as few
+    /// statements as the backend allows.
+    fn adjust_queues<'c>(
+        conn: &'c mut Self::Connection,
+        counters: &'c [QueueCounter],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+impl Backend for Sqlite {
+    const SINGLE_WRITER: bool = true;
+    // Takes the write lock at once: a transaction that reads then writes never fails half-way.
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    // The single writer already excludes every other writer.
+    const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
+
+    fn is_transient(error: &sqlx::Error) -> bool {
+        // SQLITE_BUSY and SQLITE_LOCKED (another process holds the database).
+        matches!(sqlstate(error).as_deref(), Some("5" | "6" | "517"))
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn push_id_filter(q: &mut QueryBuilder<Self>, column: &str, ids: &[i64]) {
+        q.push(column).push(" IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        if ids.is_empty() {
+            list.push("NULL");
+        }
+        q.push(")");
+    }
+
+    async fn insert_queue(
+        conn: &mut SqliteConnection,
+        rows: &[QueueRow],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in rows.chunks(SQLITE_ROWS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO queue (device_pk, seq, message_id, created_at_ms) ",
+            );
+            q.push_values(chunk, |mut row, r| {
+                row.push_bind(r.device_pk)
+                    .push_bind(r.seq)
+                    .push_bind(r.message_id)
+                    .push_bind(r.created_at_ms);
+            });
+            q.build().persistent(false).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn adjust_queues(
+        conn: &mut SqliteConnection,
+        counters: &[QueueCounter],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in counters.chunks(SQLITE_ROWS) {
+            // `VALUES` columns are named column1, column2, ... on both databases.
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE devices SET \
+                 queue_seq = CASE WHEN v.column2 > queue_seq THEN v.column2 ELSE queue_seq END, \
+                 queue_len = queue_len + v.column3 FROM (",
+            );
+            q.push_values(chunk, |mut row, c| {
+                row.push_bind(c.device_pk)
+                    .push_bind(c.seq)
+                    .push_bind(c.delta);
+            });
+            q.push(") AS v WHERE devices.id = v.column1");
+            q.build().persistent(false).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Postgres {
+    const SINGLE_WRITER: bool = false;
+    const BEGIN: &'static str = "BEGIN";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    fn is_transient(error: &sqlx::Error) -> bool {
+        // serialization_failure, deadlock_detected.
+        matches!(sqlstate(error).as_deref(), Some("40001" | "40P01"))
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn push_id_filter(q: &mut QueryBuilder<Self>, column: &str, ids: &[i64]) {
+        // One array parameter: the statement text does not depend on the count, so it is
+        // prepared once per connection.
+        q.push(column)
+            .push(" = ANY(")
+            .push_bind(ids.to_vec())
+            .push(")");
+    }
+
+    async fn insert_queue(conn: &mut PgConnection, rows: &[QueueRow]) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&QueueRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        sqlx::query(
+            "INSERT INTO queue (device_pk, seq, message_id, created_at_ms) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])",
+        )
+        .bind(column(|r| r.device_pk))
+        .bind(column(|r| r.seq))
+        .bind(column(|r| r.message_id))
+        .bind(column(|r| r.created_at_ms))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn adjust_queues(
+        conn: &mut PgConnection,
+        counters: &[QueueCounter],
+    ) -> Result<(), sqlx::Error> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let column = |f: fn(&QueueCounter) -> i64| counters.iter().map(f).collect::<Vec<i64>>();
+        sqlx::query(
+            "UPDATE devices SET queue_seq = GREATEST(devices.queue_seq, v.seq), \
+             queue_len = devices.queue_len + v.delta \
+             FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) AS v (id, seq, delta) \
+             WHERE devices.id = v.id",
+        )
+        .bind(column(|c| c.device_pk))
+        .bind(column(|c| c.seq))
+        .bind(column(|c| c.delta))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

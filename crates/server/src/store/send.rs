@@ -1,0 +1,358 @@
+//! One send inside a batch transaction: ordering, idempotency, fan-out and the queue limit.
+//!
+//! Every refusal is decided before the first write, so a refused send leaves nothing behind
+//! and the batch goes on. The queue rows themselves are inserted for the whole batch at once
+//! (`batch.rs`). Whatever a concurrent writer (another node) can change under us is read after
+//! taking the conversation's row lock; the two races that remain (two creations of one
+//! conversation, one idempotency key on two conversations at once) make the batch run again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use nightjar_api::{DeviceAddress, EnvelopeKind, SendResponse};
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
+
+use super::delivery::kind_text;
+use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
+use crate::rules::delivery::{CheckedSend, ConversationFacts, Verdict, order};
+
+/// One send as the group-commit writer receives it.
+#[derive(Debug, Clone)]
+pub(crate) struct Submission {
+    pub(crate) sender: Sender,
+    pub(crate) send: CheckedSend,
+    pub(crate) idempotency_key: String,
+    pub(crate) now_ms: u64,
+    pub(crate) max_queue: u32,
+}
+
+/// What applying one send inside the batch transaction decided.
+#[derive(Debug)]
+pub(super) enum Applied {
+    /// Answered without storing anything.
+    Answered(SendOutcome),
+    /// Stored; its envelopes are still to be queued.
+    Stored(Stored),
+    /// A concurrent writer changed what this send depends on: run the batch again.
+    Rerun,
+}
+
+/// A stored send whose envelopes the batch still has to queue.
+#[derive(Debug)]
+pub(super) struct Stored {
+    pub(super) response: SendResponse,
+    /// The message and then, for a commit with one, its Welcome: `(message id, recipients)`.
+    pub(super) messages: Vec<(i64, Vec<i64>)>,
+    /// Every recipient device, sorted and distinct.
+    pub(super) everyone: Vec<i64>,
+}
+
+/// A member device that can receive: `(address, device row id, envelopes queued for it)`.
+type Routable = (DeviceAddress, i64, i64);
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    /// Orders and stores one send; `pending` counts the envelopes this batch has planned per
+    /// device so far and is advanced by what this send plans.
+    pub(super) async fn apply(
+        tx: &mut Transaction<'static, DB>,
+        request: &Submission,
+        pending: &mut HashMap<i64, i64>,
+    ) -> Result<Applied, sqlx::Error> {
+        let Submission {
+            sender,
+            send,
+            idempotency_key,
+            now_ms,
+            max_queue,
+        } = request;
+        let now = to_i64(*now_ms);
+        let conversation = send.conversation.to_string();
+        let facts = Self::lock_conversation(tx, &conversation, &sender.address).await?;
+
+        // After the lock, so a retry racing its first attempt on another node sees its answer;
+        // and before ordering, so an accepted commit is never a conflict later.
+        let previous: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT message_id, epoch FROM idempotency \
+             WHERE device_pk = $1 AND idempotency_key = $2",
+        )
+        .bind(sender.device_pk)
+        .bind(idempotency_key.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((message_id, epoch)) = previous {
+            return Ok(Applied::Answered(SendOutcome::Repeated(SendResponse {
+                message_id: to_u64(message_id),
+                epoch: to_u64(epoch),
+            })));
+        }
+        let verdict = match order(send.kind, facts, send.epoch) {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Applied::Answered(SendOutcome::Refused(refusal))),
+        };
+
+        // Everyone but the sender who was a member when the message was made gets it; a
+        // commit's removed devices included, so they learn of their removal. A new
+        // conversation has only the sender.
+        let recipients: Vec<Routable> = if verdict == Verdict::Create {
+            Vec::new()
+        } else {
+            Self::routable_members(tx, &conversation)
+                .await?
+                .into_iter()
+                .filter(|(_, pk, _)| *pk != sender.device_pk)
+                .collect()
+        };
+        let welcomed: Vec<Routable> = match &send.welcome {
+            Some((_, to)) if send.kind == EnvelopeKind::Commit => {
+                Self::routable_addresses(tx, to).await?
+            }
+            _ => Vec::new(),
+        };
+        let mut everyone: Vec<(i64, i64)> = recipients
+            .iter()
+            .chain(&welcomed)
+            .map(|(_, pk, len)| (*pk, *len))
+            .collect();
+        everyone.sort_unstable();
+        everyone.dedup_by_key(|(pk, _)| *pk);
+        let limit = i64::from(*max_queue);
+        if everyone
+            .iter()
+            .any(|(pk, len)| len + pending.get(pk).copied().unwrap_or(0) >= limit)
+        {
+            return Ok(Applied::Answered(SendOutcome::QueueFull));
+        }
+
+        // Nothing is refused from here on.
+        let epoch_after = match (verdict, facts) {
+            (Verdict::Deliver, Some(f)) => f.epoch,
+            (Verdict::Deliver, None) => 0,
+            (Verdict::Create | Verdict::Advance, _) => send.epoch.saturating_add(1),
+        };
+        match verdict {
+            Verdict::Create => {
+                let created = sqlx::query(
+                    "INSERT INTO conversations (id, epoch, created_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(conversation.as_str())
+                .bind(to_i64(epoch_after))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                if DB::rows_affected(&created) == 0 {
+                    // Another node created it since we looked.
+                    return Ok(Applied::Rerun);
+                }
+                Self::replace_members(tx, &conversation, &send.members).await?;
+            }
+            Verdict::Advance => {
+                sqlx::query(
+                    "UPDATE conversations SET epoch = $1, updated_at_ms = $2 WHERE id = $3",
+                )
+                .bind(to_i64(epoch_after))
+                .bind(now)
+                .bind(conversation.as_str())
+                .execute(&mut **tx)
+                .await?;
+                Self::replace_members(tx, &conversation, &send.members).await?;
+            }
+            Verdict::Deliver => {}
+        }
+        let message_id = Self::insert_message(
+            tx,
+            Some(&conversation),
+            &sender.address,
+            send.kind,
+            &send.payload,
+            now,
+        )
+        .await?;
+        let recipients: Vec<i64> = recipients.iter().map(|(_, pk, _)| *pk).collect();
+        let mut messages = vec![(message_id, recipients)];
+        if let (Some((welcome, _)), false) = (&send.welcome, welcomed.is_empty()) {
+            let welcome_id = Self::insert_message(
+                tx,
+                None,
+                &sender.address,
+                EnvelopeKind::Welcome,
+                welcome,
+                now,
+            )
+            .await?;
+            messages.push((welcome_id, welcomed.iter().map(|(_, pk, _)| *pk).collect()));
+        }
+        let remembered = sqlx::query(
+            "INSERT INTO idempotency (device_pk, idempotency_key, message_id, epoch, \
+             created_at_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (device_pk, idempotency_key) DO NOTHING",
+        )
+        .bind(sender.device_pk)
+        .bind(idempotency_key.as_str())
+        .bind(message_id)
+        .bind(to_i64(epoch_after))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if DB::rows_affected(&remembered) == 0 {
+            // The same key, another conversation, committed by another node meanwhile.
+            return Ok(Applied::Rerun);
+        }
+        for (_, devices) in &messages {
+            for pk in devices {
+                *pending.entry(*pk).or_default() += 1;
+            }
+        }
+        Ok(Applied::Stored(Stored {
+            response: SendResponse {
+                message_id: to_u64(message_id),
+                epoch: epoch_after,
+            },
+            messages,
+            everyone: everyone.into_iter().map(|(pk, _)| pk).collect(),
+        }))
+    }
+
+    /// The conversation's epoch and whether `sender` is a member, locking its row until the
+    /// transaction ends (on PostgreSQL; SQLite's single writer already excludes the others).
+    async fn lock_conversation(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        sender: &DeviceAddress,
+    ) -> Result<Option<ConversationFacts>, sqlx::Error> {
+        let sql = format!(
+            "SELECT c.epoch, EXISTS (SELECT 1 FROM conversation_members m \
+             WHERE m.conversation_id = c.id AND m.username = $2 AND m.device_id = $3) \
+             FROM conversations c WHERE c.id = $1{}",
+            DB::FOR_UPDATE
+        );
+        let row: Option<(i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(conversation)
+            .bind(sender.username.as_str())
+            .bind(sender.device_id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.map(|(epoch, member)| ConversationFacts {
+            epoch: to_u64(epoch),
+            sender_is_member: member,
+        }))
+    }
+
+    /// The conversation's member devices that exist and are active.
+    async fn routable_members(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+    ) -> Result<Vec<Routable>, sqlx::Error> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT m.username, m.device_id, d.id, d.queue_len FROM conversation_members m \
+             JOIN accounts a ON a.username = m.username \
+             JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
+             WHERE m.conversation_id = $1 AND d.status = 'active'",
+        )
+        .bind(conversation)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(routable(rows))
+    }
+
+    /// Those of `addresses` that exist and are active.
+    async fn routable_addresses(
+        tx: &mut Transaction<'static, DB>,
+        addresses: &[DeviceAddress],
+    ) -> Result<Vec<Routable>, sqlx::Error> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<DB>::new(
+            "SELECT a.username, d.device_id, d.id, d.queue_len FROM accounts a \
+             JOIN devices d ON d.account_id = a.id \
+             WHERE d.status = 'active' AND (a.username, d.device_id) IN (",
+        );
+        q.push_values(addresses, |mut row, a| {
+            row.push_bind(a.username.as_str())
+                .push_bind(a.device_id.as_str());
+        });
+        q.push(")");
+        let rows: Vec<(String, String, i64, i64)> = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(routable(rows))
+    }
+
+    async fn replace_members(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        members: &[DeviceAddress],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM conversation_members WHERE conversation_id = $1")
+            .bind(conversation)
+            .execute(&mut **tx)
+            .await?;
+        // Distinct already (a set); chunked to stay under SQLite's parameter limit.
+        for chunk in members.chunks(5_000) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO conversation_members (conversation_id, username, device_id) ",
+            );
+            q.push_values(chunk, |mut row, m| {
+                row.push_bind(conversation)
+                    .push_bind(m.username.as_str())
+                    .push_bind(m.device_id.as_str());
+            });
+            q.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_message(
+        tx: &mut Transaction<'static, DB>,
+        conversation: Option<&str>,
+        sender: &DeviceAddress,
+        kind: EnvelopeKind,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "INSERT INTO messages (conversation_id, sender_username, sender_device_id, kind, \
+             payload, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(conversation)
+        .bind(sender.username.as_str())
+        .bind(sender.device_id.as_str())
+        .bind(kind_text(kind))
+        .bind(payload)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+    }
+}
+
+fn routable(rows: Vec<(String, String, i64, i64)>) -> Vec<Routable> {
+    let mut seen = BTreeSet::new();
+    rows.into_iter()
+        .filter(|(_, _, pk, _)| seen.insert(*pk))
+        .map(|(username, device_id, pk, len)| {
+            (
+                DeviceAddress {
+                    username,
+                    device_id,
+                },
+                pk,
+                len,
+            )
+        })
+        .collect()
+}

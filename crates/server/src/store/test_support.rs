@@ -1,0 +1,242 @@
+//! Stores for unit tests: SQLite in a temporary directory always, and PostgreSQL in a fresh
+//! schema (dropped afterwards) when `NIGHTJAR_TEST_POSTGRES_URL` names a server, e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`. Without it the PostgreSQL half of each test
+//! prints why it was skipped.
+
+use std::io::Write as _;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use nightjar_api::{DeviceAddress, EnvelopeKind};
+use nightjar_core::ConversationId;
+use sqlx::Connection as _;
+
+use super::*;
+use crate::rules::delivery::CheckedSend;
+use crate::store::batch::NoSink;
+
+/// The variable naming the PostgreSQL server tests may use.
+pub(crate) const POSTGRES_ENV: &str = "NIGHTJAR_TEST_POSTGRES_URL";
+
+/// A store under test and what keeps its database alive.
+pub(crate) struct TestStore {
+    store: Store,
+    _dir: tempfile::TempDir,
+    schema: Option<Schema>,
+}
+
+impl Deref for TestStore {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl TestStore {
+    /// Another store on the same database, as a second server node would open it.
+    pub(crate) async fn another_node(&self, group_commit: GroupCommit) -> Store {
+        let url = self.schema.as_ref().map(|s| s.url.as_str());
+        Store::open(self._dir.path(), url, group_commit, Arc::new(NoSink))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            schema.drop_blocking();
+        }
+    }
+}
+
+/// A store in a fresh temporary directory.
+pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), None, GroupCommit::default(), Arc::new(NoSink))
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+/// One store per backend under test (SQLite first). `test` names the test in the "skipped"
+/// line printed when PostgreSQL is not configured.
+pub(crate) async fn each_backend(test: &str) -> Vec<TestStore> {
+    each_backend_with(test, GroupCommit::default()).await
+}
+
+/// [`each_backend`] with a group-commit configuration.
+pub(crate) async fn each_backend_with(test: &str, group_commit: GroupCommit) -> Vec<TestStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(dir.path(), None, group_commit, Arc::new(NoSink))
+        .await
+        .unwrap();
+    let mut stores = vec![TestStore {
+        store: sqlite,
+        _dir: dir,
+        schema: None,
+    }];
+    match Schema::create().await {
+        Some(schema) => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(
+                dir.path(),
+                Some(&schema.url),
+                group_commit,
+                Arc::new(NoSink),
+            )
+            .await
+            .unwrap();
+            stores.push(TestStore {
+                store,
+                _dir: dir,
+                schema: Some(schema),
+            });
+        }
+        None => skipped(test),
+    }
+    stores
+}
+
+/// Says, past the test harness's output capture, that the PostgreSQL half of `test` did not
+/// run and why.
+pub(crate) fn skipped(test: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test} [postgres]: skipped: {POSTGRES_ENV} not set"
+    );
+}
+
+/// A fresh schema in the test PostgreSQL database, dropped on [`Schema::drop_blocking`].
+pub(crate) struct Schema {
+    base: String,
+    name: String,
+    /// A database URL whose connections use only this schema.
+    pub(crate) url: String,
+}
+
+impl Schema {
+    /// Creates a schema, or `None` when no test server is configured.
+    pub(crate) async fn create() -> Option<Self> {
+        let base = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())?;
+        let mut random = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
+        let name = format!(
+            "t_{}",
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        // The application name lets the drop end this schema's sessions first.
+        let url =
+            format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
+        Some(Self { base, name, url })
+    }
+
+    /// Drops the schema and everything in it (from a thread of its own, so it works in `Drop`).
+    pub(crate) fn drop_blocking(self) {
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&self.base).await.unwrap();
+                // A server still running (its runtime may be blocked on this drop) could hold
+                // locks in the schema: end its sessions first.
+                let _ = sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&self.name)
+                .execute(&mut conn)
+                .await;
+                let _ = sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await;
+                let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
+                    .execute(&mut conn)
+                    .await
+                {
+                    let _ = writeln!(std::io::stderr(), "could not drop {}: {e}", self.name);
+                }
+                let _ = conn.close().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Creates an account with one device, whose session token hash is made from `token`.
+pub(crate) async fn account(store: &Store, name: &str, device: &str, token: u16) -> Sender {
+    let mut hash = [1u8; 32];
+    hash[..2].copy_from_slice(&token.to_be_bytes());
+    store
+        .create_account(NewAccount {
+            username: name.into(),
+            opaque_record: vec![1],
+            identity_key: vec![2; 32],
+            device_list: vec![3],
+            device_id: device.into(),
+            signature_key: vec![4; 32],
+            key_packages: vec![],
+            last_resort: (hash, vec![7]),
+            token_hash: hash,
+            expires_at_ms: u64::MAX / 2,
+            now_ms: 1,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let session = store.session(&hash, 2).await.unwrap().unwrap();
+    Sender {
+        device_pk: session.device_pk,
+        address: DeviceAddress {
+            username: name.into(),
+            device_id: device.into(),
+        },
+    }
+}
+
+/// A checked send to conversation `[1; 16]`.
+pub(crate) fn checked(kind: EnvelopeKind, epoch: u64, members: &[&Sender]) -> CheckedSend {
+    CheckedSend {
+        conversation: ConversationId([1; 16]),
+        kind,
+        epoch,
+        payload: format!("{kind:?}@{epoch}").into_bytes(),
+        members: members.iter().map(|s| s.address.clone()).collect(),
+        welcome: None,
+    }
+}
+
+/// Sends `send` as `sender` with `key` at `now`, queues bounded by `max_queue`.
+pub(crate) async fn submit(
+    store: &Store,
+    sender: &Sender,
+    send: &CheckedSend,
+    key: &str,
+    now: u64,
+    max_queue: u32,
+) -> SendOutcome {
+    store
+        .send(Submission {
+            sender: sender.clone(),
+            send: send.clone(),
+            idempotency_key: key.into(),
+            now_ms: now,
+            max_queue,
+        })
+        .await
+        .unwrap()
+}
