@@ -21,13 +21,14 @@ use rand_core::OsRng;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::key_packages::check_package;
 use super::{Json, Path};
 use crate::auth::{Session, expiry, new_token};
 use crate::error::{Error, Result};
 use crate::opaque::{keep_login, take_login};
 use crate::rate_limit::retry_ms;
 use crate::rules::device_list;
-use crate::rules::key_packages::{self, Owner, PackageError};
+use crate::rules::key_packages::Owner;
 use crate::state::{AppState, now_ms};
 use crate::store::{LoginOutcome, NewAccount};
 
@@ -160,12 +161,7 @@ async fn register_finish(
         signature_key: &signature_key,
     };
     let max_bytes = limits.max_key_package_bytes;
-    let checked = |bytes: B64, last_resort| {
-        key_packages::check(owner, bytes.0, last_resort, max_bytes).map_err(|e| match e {
-            PackageError::TooLarge => Error::too_large(e.to_string()),
-            PackageError::Invalid(why) => Error::bad_request(why),
-        })
-    };
+    let checked = |bytes: B64, last_resort| check_package(owner, bytes, last_resort, max_bytes);
     let mut packages = Vec::with_capacity(request.key_packages.len());
     for kp in request.key_packages {
         packages.push(checked(kp, false)?);

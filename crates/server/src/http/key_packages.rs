@@ -77,12 +77,7 @@ async fn upload(
         signature_key: &signature_key,
     };
     let max_bytes = limits.max_key_package_bytes;
-    let checked = |bytes: B64, last_resort| {
-        key_packages::check(owner, bytes.0, last_resort, max_bytes).map_err(|e| match e {
-            PackageError::TooLarge => Error::too_large(e.to_string()),
-            PackageError::Invalid(why) => Error::bad_request(why),
-        })
-    };
+    let checked = |bytes: B64, last_resort| check_package(owner, bytes, last_resort, max_bytes);
     let mut one_time = Vec::with_capacity(request.key_packages.len());
     for kp in request.key_packages {
         one_time.push(checked(kp, false)?);
@@ -165,4 +160,18 @@ async fn claim(
         })
         .collect();
     Ok(axum::Json(ClaimKeyPackagesResponse { key_packages }))
+}
+
+/// Checks one uploaded key package of `owner` and maps a refusal to its API error
+/// (413 for an oversized package, 400 for anything else).
+pub(super) fn check_package(
+    owner: Owner<'_>,
+    bytes: B64,
+    last_resort: bool,
+    max_bytes: usize,
+) -> Result<([u8; 32], Vec<u8>)> {
+    key_packages::check(owner, bytes.0, last_resort, max_bytes).map_err(|e| match e {
+        PackageError::TooLarge => Error::too_large(e.to_string()),
+        PackageError::Invalid(why) => Error::bad_request(why),
+    })
 }
