@@ -22,6 +22,23 @@ pub(crate) struct ServeArgs {
     /// Database URL instead of SQLite in the data directory (what the server build supports).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// NATS server that tells nodes sharing a PostgreSQL database about new mail.
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// This node's name in logs and on NATS.
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
+    /// How long a session read from the database is reused, in ms (0: read on every request;
+    /// a same-run baseline for the session cache).
+    #[arg(long, value_name = "MS")]
+    session_cache_ms: Option<u64>,
+    /// Most sends (and, separately, acknowledgements) per transaction (1: no group commit;
+    /// a same-run baseline).
+    #[arg(long, value_name = "N")]
+    max_batch: Option<usize>,
+    /// Group-commit writers on PostgreSQL.
+    #[arg(long, value_name = "N")]
+    writers: Option<usize>,
     /// Keep the production limits (login attempts per address, per-device request rate).
     #[arg(long)]
     production_limits: bool,
@@ -54,6 +71,17 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         .init();
     let mut config = ServerConfig::new(args.data_dir, args.listen);
     config.database_url = args.database_url;
+    config.nats_url = args.nats_url;
+    config.node_id = args.node_id;
+    if let Some(ms) = args.session_cache_ms {
+        config.session_cache_ttl = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = args.max_batch {
+        config.group_commit.max_batch = n.max(1);
+    }
+    if let Some(n) = args.writers {
+        config.group_commit.writers = n.max(1);
+    }
     if !args.production_limits {
         config.limits = bench_limits();
     }

@@ -69,7 +69,21 @@ fn notices(client: &mut Client) {
 pub(crate) async fn run(cli: Cli) -> Outcome {
     let Cli { profile, command } = cli;
     match command {
-        Command::Server { data_dir, listen } => server(data_dir, listen).await,
+        Command::Server {
+            data_dir,
+            listen,
+            database_url,
+            nats_url,
+            node_id,
+        } => {
+            let config = nightjar_server::ServerConfig {
+                database_url,
+                nats_url,
+                node_id,
+                ..nightjar_server::ServerConfig::new(data_dir, listen)
+            };
+            server(config).await
+        }
         command => {
             let create = matches!(command, Command::Register { .. } | Command::Login { .. });
             let mut client = open(profile, create)?;
@@ -80,7 +94,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
     }
 }
 
-async fn server(data_dir: PathBuf, listen: std::net::SocketAddr) -> Outcome {
+async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     // Server logs go to stderr; `RUST_LOG` overrides the default level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -88,14 +102,37 @@ async fn server(data_dir: PathBuf, listen: std::net::SocketAddr) -> Outcome {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let config = nightjar_server::ServerConfig::new(data_dir.clone(), listen);
+    let storage = match &config.database_url {
+        Some(url) => redact_password(url),
+        None => format!("SQLite in {}", config.data_dir.display()),
+    };
+    let nats = config
+        .nats_url
+        .as_deref()
+        .map_or_else(String::new, |url| format!(", notifications via {url}"));
     eprintln!(
-        "nightjar server: data in {}, listening on http://{listen} (Ctrl-C to stop)",
-        data_dir.display()
+        "nightjar server: data in {storage}{nats}, listening on http://{} (Ctrl-C to stop)",
+        config.listen
     );
     nightjar_server::run(config, nightjar_server::shutdown_signal())
         .await
         .map_err(|e| format!("server: {e}"))
+}
+
+/// The URL with any password replaced by `***`, for printing.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let slash = if rest.contains('/') { "/" } else { "" };
+            format!("{scheme}://{user}:***@{host}{slash}{path}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn user_command(client: &mut Client, command: Command) -> Outcome {
@@ -296,7 +333,21 @@ fn time(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{redact_password, time};
+
+    #[test]
+    fn printed_urls_hide_passwords() {
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db:5432/nightjar"),
+            "postgres://app:***@db:5432/nightjar"
+        );
+        assert_eq!(
+            redact_password("postgres://app@127.0.0.1/test"),
+            "postgres://app@127.0.0.1/test"
+        );
+        assert_eq!(redact_password("postgres://u:p@h"), "postgres://u:***@h");
+        assert_eq!(redact_password("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
 
     #[test]
     fn utc_time() {

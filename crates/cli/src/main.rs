@@ -38,6 +38,17 @@ pub(crate) enum Command {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Database instead of SQLite in the data directory: `postgres://user@host/db` lets
+        /// any number of server nodes share it, or `sqlite://PATH`.
+        #[arg(long, value_name = "URL", env = "NIGHTJAR_DATABASE_URL")]
+        database_url: Option<String>,
+        /// NATS server through which nodes sharing a PostgreSQL database announce new mail,
+        /// e.g. nats://127.0.0.1:4222 (without it, notifications stay in this process).
+        #[arg(long, value_name = "URL", env = "NIGHTJAR_NATS_URL")]
+        nats_url: Option<String>,
+        /// This node's name in logs and on NATS [default: a random one].
+        #[arg(long, value_name = "NAME", env = "NIGHTJAR_NODE_ID")]
+        node_id: Option<String>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {

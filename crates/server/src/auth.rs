@@ -80,17 +80,26 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Sessio
     }
     let token_hash = hash_token(token);
     let now = now_ms();
-    let device = state
-        .store
-        .session(&token_hash, now)
-        .await?
-        .ok_or_else(Error::unauthorized)?;
+    let instant = Instant::now();
+    let device = match state.sessions.get(&token_hash, instant) {
+        Some(device) => device,
+        None => {
+            let device = state
+                .store
+                .session(&token_hash, now)
+                .await?
+                .ok_or_else(Error::unauthorized)?;
+            state.sessions.put(token_hash, &device, instant);
+            device
+        }
+    };
     state
         .device_rate
-        .take(&device.device_pk, Instant::now())
+        .take(&device.device_pk, instant)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
     if now.saturating_sub(device.last_seen_ms) >= TOUCH_EVERY_MS {
         state.store.touch_device(device.device_pk, now).await?;
+        state.sessions.seen(&token_hash, now);
     }
     Ok(Session { device, token_hash })
 }

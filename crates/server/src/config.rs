@@ -34,6 +34,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How long a session token stays valid.
     pub session_ttl: Duration,
+    /// How long a node reuses a session it read from the database, so that a device's
+    /// requests do not each read it. A session logged out or a device removed on this node
+    /// stops working at once; on another node sharing the database, within this long. Zero
+    /// reads the database on every request.
+    pub session_cache_ttl: Duration,
     /// How long an unacknowledged envelope (and an idempotency key) is kept.
     pub message_ttl: Duration,
     /// How long a device may stay pending (unapproved) before it is forgotten.
@@ -56,6 +61,7 @@ impl Default for ServerConfig {
             group_commit: GroupCommit::default(),
             limits: Limits::default(),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_cache_ttl: Duration::from_secs(1),
             message_ttl: Duration::from_secs(30 * 24 * 3600),
             pending_device_ttl: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(300),

@@ -27,6 +27,7 @@ mod opaque;
 mod rate_limit;
 mod rules;
 mod server;
+mod session_cache;
 mod state;
 mod store;
 

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::opaque::OpaqueSetup;
 use crate::rate_limit::{TokenBuckets, WindowLimiter};
+use crate::session_cache::SessionCache;
 use crate::store::Store;
 
 /// Milliseconds since the Unix epoch.
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) login_by_ip: WindowLimiter<IpAddr>,
     pub(crate) device_rate: TokenBuckets<i64>,
     pub(crate) notifier: Notifier,
+    /// Sessions recently read, by token hash.
+    pub(crate) sessions: SessionCache,
     pub(crate) metrics: Metrics,
     /// Cancelled when the server shuts down; streams close on it.
     pub(crate) shutdown: CancellationToken,
@@ -63,6 +66,7 @@ impl AppState {
                 limits.device_request_burst,
             ),
             notifier,
+            sessions: SessionCache::new(config.session_cache_ttl),
             metrics,
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
@@ -71,6 +75,15 @@ impl AppState {
             opaque,
         };
         Self(Arc::new(shared))
+    }
+}
+
+impl AppState {
+    /// Ends every session of these devices on this node at once (their streams close, cached
+    /// sessions are forgotten) and tells the other nodes.
+    pub(crate) fn revoke_devices(&self, devices: &[i64]) {
+        self.sessions.forget_devices(devices);
+        self.notifier.revoke(devices);
     }
 }
 

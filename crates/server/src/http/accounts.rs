@@ -341,6 +341,7 @@ async fn login_finish(
         (status = 401, body = ApiError),
     ))]
 async fn logout(State(state): State<AppState>, session: Session) -> Result<StatusCode> {
+    state.sessions.forget_token(&session.token_hash);
     state.store.delete_session(&session.token_hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -234,7 +234,7 @@ async fn remove(
             .delete_pending_device(account_id, &device_id)
             .await?
         {
-            state.notifier.revoke(&[pk]);
+            state.revoke_devices(&[pk]);
         }
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -261,7 +261,7 @@ async fn remove(
         })
         .await?
         .ok_or_else(changed_meanwhile)?;
-    state.notifier.revoke(&removed);
+    state.revoke_devices(&removed);
     tracing::info!(version = next.version, "device removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -305,7 +305,7 @@ async fn replace_list(
         })
         .await?
         .ok_or_else(changed_meanwhile)?;
-    state.notifier.revoke(&removed);
+    state.revoke_devices(&removed);
     tracing::info!(
         version = next.version,
         removed = removed.len(),

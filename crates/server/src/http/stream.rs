@@ -33,6 +33,8 @@ use crate::state::{AppState, now_ms};
 const PAGE: u32 = 100;
 /// Largest frame a client may send (acks only).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// The WebSocket read buffer, per connection.
+const READ_BUFFER: usize = 4 * 1024;
 /// How often the stream pings and re-checks that its session is still valid.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long a new stream waits for notifications from other nodes to reach it before its
@@ -75,6 +77,9 @@ async fn stream(
     let tracker = state.streams.clone();
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
+        // Clients only send acks: a small read buffer keeps an idle connection's memory low
+        // (the default of 128 KiB is most of what a connection costs).
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(run(state, session, socket))))
 }
 

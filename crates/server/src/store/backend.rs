@@ -59,6 +59,13 @@ pub(crate) trait Backend: Database + HasStatementCache {
         rows: &'c [QueueRow],
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
 
+    /// Deletes the queue rows `(device, queue id)` that exist, in as few statements as the
+    /// backend allows; returns `(device, queue id, message id)` of each deleted row.
+    fn delete_queue_rows<'c>(
+        conn: &'c mut Self::Connection,
+        rows: &'c [(i64, i64)],
+    ) -> impl Future<Output = Result<Vec<(i64, i64, i64)>, sqlx::Error>> + Send + 'c;
+
     /// Applies counter changes (sorted by device, at most one per device) in as few
     /// statements as the backend allows.
     fn adjust_queues<'c>(
@@ -120,6 +127,28 @@ impl Backend for Sqlite {
             q.build().persistent(false).execute(&mut *conn).await?;
         }
         Ok(())
+    }
+
+    async fn delete_queue_rows(
+        conn: &mut SqliteConnection,
+        rows: &[(i64, i64)],
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+        let mut deleted = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(SQLITE_ROWS) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("DELETE FROM queue WHERE (device_pk, seq) IN (");
+            q.push_values(chunk, |mut row, (device_pk, seq)| {
+                row.push_bind(*device_pk).push_bind(*seq);
+            });
+            q.push(") RETURNING device_pk, seq, message_id");
+            deleted.extend(
+                q.build_query_as::<(i64, i64, i64)>()
+                    .persistent(false)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        Ok(deleted)
     }
 
     async fn adjust_queues(
@@ -185,6 +214,26 @@ impl Backend for Postgres {
         .execute(conn)
         .await?;
         Ok(())
+    }
+
+    async fn delete_queue_rows(
+        conn: &mut PgConnection,
+        rows: &[(i64, i64)],
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let devices: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        sqlx::query_as(
+            "DELETE FROM queue q USING UNNEST($1::BIGINT[], $2::BIGINT[]) AS v (device_pk, seq) \
+             WHERE q.device_pk = v.device_pk AND q.seq = v.seq \
+             RETURNING q.device_pk, q.seq, q.message_id",
+        )
+        .bind(devices)
+        .bind(seqs)
+        .fetch_all(conn)
+        .await
     }
 
     async fn adjust_queues(

@@ -32,7 +32,7 @@ use super::{Backend, Column, Db, Param, SendOutcome, to_i64};
 use crate::config::GroupCommit;
 
 /// How often a batch runs again for a concurrency reason before its sends fail.
-const MAX_RERUNS: u32 = 8;
+pub(super) const MAX_RERUNS: u32 = 8;
 
 /// A stored message as the push path needs it (no database read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,25 +85,27 @@ impl CommitSink for NoSink {
     fn queued(&self, _: Vec<Queued>) {}
 }
 
-type Reply = oneshot::Sender<Result<SendOutcome, sqlx::Error>>;
+/// Where a job's answer goes.
+pub(super) type Reply<O> = oneshot::Sender<Result<O, sqlx::Error>>;
 
-/// A send waiting for the writer.
+/// A request waiting for a writer, and where its answer goes.
 #[derive(Debug)]
-pub(super) struct Job {
-    request: Submission,
-    reply: Reply,
+pub(super) struct Job<R, O> {
+    pub(super) request: R,
+    pub(super) reply: Reply<O>,
 }
 
-/// The handle on the writer tasks.
+/// The handle on writer tasks that answer requests `R` with `O` in batches: sends
+/// ([`run`]) and acknowledgements (`acks.rs`).
 #[derive(Debug)]
-pub(super) struct Batcher {
-    jobs: StdMutex<Option<mpsc::Sender<Job>>>,
+pub(super) struct Batcher<R, O> {
+    jobs: StdMutex<Option<mpsc::Sender<Job<R, O>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Batcher {
-    /// A handle and the queue its writer tasks (see [`run`]) take sends from.
-    pub(super) fn new(config: GroupCommit) -> (Self, Queue) {
+impl<R, O> Batcher<R, O> {
+    /// A handle and the queue its writer tasks take requests from.
+    pub(super) fn new(config: GroupCommit) -> (Self, Queue<R, O>) {
         let (jobs, queue) = mpsc::channel(config.max_batch.max(1) * 4);
         let batcher = Self {
             jobs: StdMutex::new(Some(jobs)),
@@ -117,8 +119,8 @@ impl Batcher {
         self.tasks.get_mut().push(task);
     }
 
-    /// Hands a send to the writer and waits for its outcome.
-    pub(super) async fn submit(&self, request: Submission) -> Result<SendOutcome, sqlx::Error> {
+    /// Hands a request to the writers and waits for its answer.
+    pub(super) async fn submit(&self, request: R) -> Result<O, sqlx::Error> {
         let jobs = self
             .jobs
             .lock()
@@ -132,7 +134,7 @@ impl Batcher {
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
-    /// Takes no more sends and waits until the writer answered those it has.
+    /// Takes no more requests and waits until the writers answered those they have.
     pub(super) async fn stop(&self) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
         for task in self.tasks.lock().await.drain(..) {
@@ -141,14 +143,46 @@ impl Batcher {
     }
 }
 
-/// The queue writers take sends from; a writer holds it while it gathers a batch.
-pub(super) type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
+/// The queue writers take requests from; a writer holds it while it gathers a batch.
+pub(super) type Queue<R, O> = Arc<Mutex<mpsc::Receiver<Job<R, O>>>>;
 
-/// A writer task: batches until every handle on the queue is gone. Several may share a queue
-/// (PostgreSQL): while one commits, the next gathers.
+/// Waits for the first request, then takes whatever else is waiting (up to
+/// [`GroupCommit::max_batch`], lingering up to [`GroupCommit::linger`] for more). `None` once
+/// every handle on the queue is gone.
+pub(super) async fn gather<R, O>(
+    queue: &Queue<R, O>,
+    config: GroupCommit,
+) -> Option<Vec<Job<R, O>>> {
+    let max = config.max_batch.max(1);
+    let mut queue = queue.lock().await;
+    let first = queue.recv().await?;
+    let mut jobs = vec![first];
+    while jobs.len() < max {
+        match queue.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    if jobs.len() < max && !config.linger.is_zero() {
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while jobs.len() < max {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    Some(jobs)
+}
+
+/// A send waiting for the writer.
+pub(super) type SendJob = Job<Submission, SendOutcome>;
+
+/// A send writer task: batches until every handle on the queue is gone. Several may share a
+/// queue (PostgreSQL): while one commits, the next gathers.
 pub(super) async fn run<DB>(
     db: Arc<Db<DB>>,
-    queue: Queue,
+    queue: Queue<Submission, SendOutcome>,
     config: GroupCommit,
     sink: Arc<dyn CommitSink>,
 ) where
@@ -164,31 +198,7 @@ pub(super) async fn run<DB>(
     for<'s> &'s [u8]: Param<'s, DB>,
     for<'s> Option<&'s str>: Param<'s, DB>,
 {
-    let max = config.max_batch.max(1);
-    loop {
-        let jobs = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut jobs = vec![first];
-            while jobs.len() < max {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            if jobs.len() < max && !config.linger.is_zero() {
-                let deadline = tokio::time::Instant::now() + config.linger;
-                while jobs.len() < max {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(job)) => jobs.push(job),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-            jobs
-        };
+    while let Some(jobs) = gather(&queue, config).await {
         db.commit_batch(jobs, &*sink).await;
     }
 }
@@ -230,8 +240,8 @@ where
     for<'s> Option<&'s str>: Param<'s, DB>,
 {
     /// Stores a batch of sends durably and answers every one of them.
-    async fn commit_batch(&self, jobs: Vec<Job>, sink: &dyn CommitSink) {
-        let (requests, replies): (Vec<Submission>, Vec<Reply>) =
+    async fn commit_batch(&self, jobs: Vec<SendJob>, sink: &dyn CommitSink) {
+        let (requests, replies): (Vec<Submission>, Vec<Reply<SendOutcome>>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
         let mut order: Vec<usize> = (0..requests.len()).collect();
         // Stable: sends to one conversation keep their arrival order.

@@ -23,11 +23,13 @@
 //! the transaction that inserts the rows, with the device row locked, so a device's ids are
 //! committed in increasing order on every backend and "after the last id sent" never skips an
 //! envelope. `devices.queue_len` counts queued envelopes, so the queue limit is checked without
-//! counting rows. Sends go through group-commit writers (`batch.rs`). Everything a node keeps
+//! counting rows. Sends go through group-commit writers (`batch.rs`), acknowledgements
+//! through writers of their own (`acks.rs`). Everything a node keeps
 //! between requests that another node may need lives here too: started OPAQUE logins
 //! (`logins.rs`), the OPAQUE setup and the cluster id (`server_state.rs`).
 
 mod accounts;
+mod acks;
 mod backend;
 mod batch;
 mod delivery;
@@ -162,11 +164,13 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// The server's database, and the group-commit writer that stores messages.
+/// The server's database, and the group-commit writers that store messages and delete
+/// acknowledged ones.
 #[derive(Debug)]
 pub(crate) struct Store {
     backend: Backends,
-    sends: batch::Batcher,
+    sends: batch::Batcher<Submission, SendOutcome>,
+    acks: batch::Batcher<acks::AckRequest, u64>,
 }
 
 /// Which database a URL names.
@@ -213,25 +217,33 @@ impl Store {
             }
         };
         let (mut sends, queue) = batch::Batcher::new(group_commit);
+        let (mut acks, ack_queue) = batch::Batcher::new(group_commit);
         // SQLite has one writer whatever we do; PostgreSQL takes several at once.
         let writers = match backend {
             Backends::Sqlite(_) => 1,
             Backends::Postgres(_) => group_commit.writers.max(1),
         };
         for _ in 0..writers {
-            let (queue, sink) = (queue.clone(), sink.clone());
+            let (queue, sink, ack_queue) = (queue.clone(), sink.clone(), ack_queue.clone());
             // Spawned per backend so each writer future is a concrete (provably `Send`) type.
-            let writer = match &backend {
-                Backends::Sqlite(db) => {
-                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink))
-                }
-                Backends::Postgres(db) => {
-                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink))
-                }
+            let (writer, ack_writer) = match &backend {
+                Backends::Sqlite(db) => (
+                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink)),
+                    tokio::spawn(acks::run(db.clone(), ack_queue, group_commit)),
+                ),
+                Backends::Postgres(db) => (
+                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink)),
+                    tokio::spawn(acks::run(db.clone(), ack_queue, group_commit)),
+                ),
             };
             sends.attach(writer);
+            acks.attach(ack_writer);
         }
-        Ok(Self { backend, sends })
+        Ok(Self {
+            backend,
+            sends,
+            acks,
+        })
     }
 
     /// Which database this is.
@@ -268,10 +280,11 @@ impl Store {
         self.sends.submit(request).await
     }
 
-    /// Stops the group-commit writer (after it answered every send it took) and closes every
-    /// connection (on SQLite, checkpointing the WAL).
+    /// Stops the group-commit writers (after they answered every request they took) and
+    /// closes every connection (on SQLite, checkpointing the WAL).
     pub(crate) async fn close(&self) {
         self.sends.stop().await;
+        self.acks.stop().await;
         dispatch!(self, db => db.pool.close().await);
     }
 }

@@ -171,16 +171,22 @@ where
             }
             Verdict::Deliver => {}
         }
-        let message_id = Self::insert_message(
-            tx,
-            Some(&conversation),
-            &sender.address,
-            send.kind,
-            &send.payload,
-            now,
-        )
-        .await?;
         let recipients: Vec<i64> = recipients.iter().map(|(_, pk, _)| *pk).collect();
+        // A message nobody receives (the commit that creates a conversation, a message to a
+        // conversation of one device) is not stored at all; id 0 is never queued.
+        let message_id = if recipients.is_empty() {
+            0
+        } else {
+            Self::insert_message(
+                tx,
+                Some(&conversation),
+                &sender.address,
+                send.kind,
+                &send.payload,
+                now,
+            )
+            .await?
+        };
         let mut messages = vec![(message_id, recipients)];
         if let (Some((welcome, _)), false) = (&send.welcome, welcomed.is_empty()) {
             let welcome_id = Self::insert_message(

@@ -1,0 +1,133 @@
+//! Sessions recently read from the database, so that a busy device's requests skip the read.
+//!
+//! Only active devices' sessions are cached (a pending device sees its approval at once), for
+//! at most [`crate::ServerConfig::session_cache_ttl`]. Logging out and removing a device on
+//! this node forget the entries at once; on other nodes sharing the database a revoked session
+//! keeps working for at most the TTL (1 s by default). A zero TTL turns the cache off.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nightjar_api::DeviceStatus;
+
+use crate::store::SessionRow;
+
+/// Entries kept before expired ones are dropped; past twice this, everything is dropped.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Token hash → session, with the time it was read.
+#[derive(Debug)]
+pub(crate) struct SessionCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (SessionRow, Instant)>>,
+}
+
+impl SessionCache {
+    /// An empty cache whose entries live for `ttl` (zero: nothing is cached).
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (SessionRow, Instant)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session for `token_hash`, if it was read less than the TTL before `now`.
+    pub(crate) fn get(&self, token_hash: &[u8; 32], now: Instant) -> Option<SessionRow> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries();
+        let (row, read_at) = entries.get(token_hash)?;
+        (now.saturating_duration_since(*read_at) < self.ttl).then(|| row.clone())
+    }
+
+    /// Remembers a session just read from the database at `now` (active devices only).
+    pub(crate) fn put(&self, token_hash: [u8; 32], row: &SessionRow, now: Instant) {
+        if self.ttl.is_zero() || row.status != DeviceStatus::Active {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, read_at)| now.saturating_duration_since(*read_at) < ttl);
+            if entries.len() >= 2 * MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(token_hash, (row.clone(), now));
+    }
+
+    /// Notes that the device of `token_hash` was marked seen at `last_seen_ms`.
+    pub(crate) fn seen(&self, token_hash: &[u8; 32], last_seen_ms: u64) {
+        if let Some((row, _)) = self.entries().get_mut(token_hash) {
+            row.last_seen_ms = last_seen_ms;
+        }
+    }
+
+    /// Forgets one session (logout).
+    pub(crate) fn forget_token(&self, token_hash: &[u8; 32]) {
+        self.entries().remove(token_hash);
+    }
+
+    /// Forgets every session of these devices (removed or revoked).
+    pub(crate) fn forget_devices(&self, devices: &[i64]) {
+        if devices.is_empty() {
+            return;
+        }
+        self.entries()
+            .retain(|_, (row, _)| !devices.contains(&row.device_pk));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(device_pk: i64, status: DeviceStatus) -> SessionRow {
+        SessionRow {
+            device_pk,
+            account_id: 1,
+            username: "alice".into(),
+            device_id: "000000000000000a".into(),
+            status,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_can_be_forgotten() {
+        let cache = SessionCache::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        cache.put([1; 32], &row(7, DeviceStatus::Active), t0);
+        cache.put([2; 32], &row(7, DeviceStatus::Active), t0);
+        cache.put([3; 32], &row(8, DeviceStatus::Active), t0);
+        cache.put([4; 32], &row(9, DeviceStatus::Pending), t0);
+        assert_eq!(cache.get(&[1; 32], t0).map(|r| r.device_pk), Some(7));
+        assert!(
+            cache.get(&[4; 32], t0).is_none(),
+            "pending devices are not cached"
+        );
+        assert!(cache.get(&[1; 32], t0 + Duration::from_secs(1)).is_none());
+
+        cache.seen(&[3; 32], 42);
+        assert_eq!(cache.get(&[3; 32], t0).map(|r| r.last_seen_ms), Some(42));
+        cache.forget_devices(&[7]);
+        assert!(cache.get(&[1; 32], t0).is_none());
+        assert!(cache.get(&[2; 32], t0).is_none());
+        cache.forget_token(&[3; 32]);
+        assert!(cache.get(&[3; 32], t0).is_none());
+    }
+
+    #[test]
+    fn a_zero_ttl_caches_nothing() {
+        let cache = SessionCache::new(Duration::ZERO);
+        let now = Instant::now();
+        cache.put([1; 32], &row(7, DeviceStatus::Active), now);
+        assert!(cache.get(&[1; 32], now).is_none());
+    }
+}
