@@ -336,17 +336,25 @@ where
         let mut pending: HashMap<i64, i64> = HashMap::new();
         let mut answered = Vec::new();
         let mut stored: Vec<(usize, Stored)> = Vec::new();
-        for &i in order {
-            if settled[i].is_some() {
-                continue;
-            }
-            match Self::apply(&mut w.tx, &requests[i], &mut pending).await {
+        let unsettled = order.iter().filter(|&&i| settled[i].is_none());
+        let mut prefetched = Self::prefetch(&mut w.tx, unsettled.clone().map(|&i| &requests[i]))
+            .await
+            .map_err(again)?;
+        for &i in unsettled {
+            match Self::apply(&mut w.tx, &requests[i], &mut pending, &mut prefetched).await {
                 Ok(Applied::Answered(outcome)) => answered.push((i, outcome)),
                 Ok(Applied::Stored(s)) => stored.push((i, s)),
                 Ok(Applied::Rerun) => return Err(Retry::Again(None)),
                 Err(e) if DB::is_transient(&e) => return Err(Retry::Again(Some(e))),
                 Err(e) => return Err(Retry::Failed(i, e)),
             }
+        }
+        // The same key, another conversation, committed by another node meanwhile.
+        if !Self::store_keys(&mut w.tx, &prefetched)
+            .await
+            .map_err(again)?
+        {
+            return Err(Retry::Again(None));
         }
 
         // Queue the envelopes: devices locked in id order, the limit checked again now that

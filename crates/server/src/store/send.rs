@@ -6,7 +6,7 @@
 //! taking the conversation's row lock; the two races that remain (two creations of one
 //! conversation, one idempotency key on two conversations at once) make the batch run again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use nightjar_api::{DeviceAddress, EnvelopeKind, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
@@ -49,6 +49,37 @@ pub(super) struct Stored {
 /// A member device that can receive: `(address, device row id, envelopes queued for it)`.
 type Routable = (DeviceAddress, i64, i64);
 
+/// What a batch reads once for all its sends before applying them, so that an application
+/// message costs one statement (its `INSERT`) instead of five.
+#[derive(Debug, Default)]
+pub(super) struct Prefetched {
+    /// The batch's conversations as stored when the batch started, rows locked:
+    /// id → (epoch, every member address, the routable members). A conversation a send of
+    /// this batch creates or changes is removed, and later sends to it read it again.
+    conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)>,
+    /// Conversations of the batch that do not exist yet (or did not when the batch started).
+    missing: HashSet<String>,
+    /// Idempotency keys stored before this batch: (device, key) → (message id, epoch).
+    remembered: HashMap<(i64, String), (i64, i64)>,
+    /// Keys this batch stores, in order; inserted together by [`Db::store_keys`].
+    new_keys: Vec<NewKey>,
+    /// Index into `new_keys` by (device, key).
+    new_key_index: HashMap<(i64, String), usize>,
+}
+
+/// An idempotency key to store at the end of a batch.
+#[derive(Debug)]
+struct NewKey {
+    device_pk: i64,
+    key: String,
+    message_id: i64,
+    epoch: i64,
+    now: i64,
+}
+
+/// Rows per multi-row statement of the prefetch (two parameters each).
+const PREFETCH_ROWS: usize = 1_000;
+
 impl<DB> Db<DB>
 where
     DB: Backend,
@@ -63,12 +94,155 @@ where
     for<'s> &'s [u8]: Param<'s, DB>,
     for<'s> Option<&'s str>: Param<'s, DB>,
 {
+    /// Reads, for every send of a batch at once, what [`Self::apply`] decides on: the
+    /// conversations (locked in id order, as the send path always locks them), their members
+    /// and the idempotency keys. Three statements per batch, whatever its size.
+    pub(super) async fn prefetch<'r>(
+        tx: &mut Transaction<'static, DB>,
+        requests: impl Iterator<Item = &'r Submission> + Clone,
+    ) -> Result<Prefetched, sqlx::Error> {
+        let mut ids: Vec<String> = requests
+            .clone()
+            .map(|r| r.send.conversation.to_string())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found: HashMap<String, u64> = HashMap::new();
+        for chunk in ids.chunks(PREFETCH_ROWS) {
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT id, epoch FROM conversations WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            q.push(") ORDER BY id").push(DB::FOR_UPDATE);
+            let rows: Vec<(String, i64)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?;
+            found.extend(rows.into_iter().map(|(id, epoch)| (id, to_u64(epoch))));
+        }
+        let mut conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)> =
+            found
+                .iter()
+                .map(|(id, epoch)| (id.clone(), (*epoch, HashSet::new(), Vec::new())))
+                .collect();
+        let existing: Vec<&String> = ids.iter().filter(|id| found.contains_key(*id)).collect();
+        let mut rows_by_conversation: HashMap<String, Vec<(String, String, i64, i64)>> =
+            HashMap::new();
+        for chunk in existing.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT m.conversation_id, m.username, m.device_id, COALESCE(d.id, 0), \
+                 COALESCE(d.queue_len, 0), COALESCE(d.status, '') FROM conversation_members m \
+                 LEFT JOIN accounts a ON a.username = m.username \
+                 LEFT JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
+                 WHERE m.conversation_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            q.push(")");
+            let rows: Vec<(String, String, String, i64, i64, String)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?;
+            for (conversation, username, device_id, pk, len, status) in rows {
+                let Some((_, members, _)) = conversations.get_mut(&conversation) else {
+                    continue;
+                };
+                members.insert(DeviceAddress {
+                    username: username.clone(),
+                    device_id: device_id.clone(),
+                });
+                if pk != 0 && status == "active" {
+                    rows_by_conversation
+                        .entry(conversation)
+                        .or_default()
+                        .push((username, device_id, pk, len));
+                }
+            }
+        }
+        for (conversation, rows) in rows_by_conversation {
+            if let Some((_, _, routable_members)) = conversations.get_mut(&conversation) {
+                *routable_members = routable(rows);
+            }
+        }
+
+        let mut keys: Vec<(i64, &str)> = requests
+            .map(|r| (r.sender.device_pk, r.idempotency_key.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut remembered = HashMap::new();
+        for chunk in keys.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT device_pk, idempotency_key, message_id, epoch FROM idempotency \
+                 WHERE (device_pk, idempotency_key) IN (",
+            );
+            q.push_values(chunk, |mut row, (pk, key)| {
+                row.push_bind(*pk).push_bind(*key);
+            });
+            q.push(")");
+            let rows: Vec<(i64, String, i64, i64)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?;
+            remembered.extend(
+                rows.into_iter()
+                    .map(|(pk, key, message, epoch)| ((pk, key), (message, epoch))),
+            );
+        }
+        Ok(Prefetched {
+            missing: ids
+                .into_iter()
+                .filter(|id| !conversations.contains_key(id))
+                .collect(),
+            conversations,
+            remembered,
+            new_keys: Vec::new(),
+            new_key_index: HashMap::new(),
+        })
+    }
+
+    /// Stores the idempotency keys of the batch's stored sends in as few statements as the
+    /// backend allows. `false` if another node stored one of them meanwhile (the same key
+    /// sent to two nodes at once): the batch must run again.
+    pub(super) async fn store_keys(
+        tx: &mut Transaction<'static, DB>,
+        prefetched: &Prefetched,
+    ) -> Result<bool, sqlx::Error> {
+        let mut stored = 0;
+        for chunk in prefetched.new_keys.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO idempotency (device_pk, idempotency_key, message_id, epoch, \
+                 created_at_ms) ",
+            );
+            q.push_values(chunk, |mut row, k| {
+                row.push_bind(k.device_pk)
+                    .push_bind(k.key.as_str())
+                    .push_bind(k.message_id)
+                    .push_bind(k.epoch)
+                    .push_bind(k.now);
+            });
+            q.push(" ON CONFLICT (device_pk, idempotency_key) DO NOTHING");
+            let done = q.build().persistent(false).execute(&mut **tx).await?;
+            stored += DB::rows_affected(&done);
+        }
+        Ok(stored == u64::try_from(prefetched.new_keys.len()).unwrap_or(u64::MAX))
+    }
+
     /// Orders and stores one send; `pending` counts the envelopes this batch has planned per
-    /// device so far and is advanced by what this send plans.
+    /// device so far and is advanced by what this send plans. Reads what `prefetched` holds
+    /// from it, and records there what it changes.
     pub(super) async fn apply(
         tx: &mut Transaction<'static, DB>,
         request: &Submission,
         pending: &mut HashMap<i64, i64>,
+        prefetched: &mut Prefetched,
     ) -> Result<Applied, sqlx::Error> {
         let Submission {
             sender,
@@ -79,18 +253,25 @@ where
         } = request;
         let now = to_i64(*now_ms);
         let conversation = send.conversation.to_string();
-        let facts = Self::lock_conversation(tx, &conversation, &sender.address).await?;
+        let cached = prefetched.conversations.get(&conversation);
+        let facts = match cached {
+            Some((epoch, members, _)) => Some(ConversationFacts {
+                epoch: *epoch,
+                sender_is_member: members.contains(&sender.address),
+            }),
+            None if prefetched.missing.contains(&conversation) => None,
+            // Changed by an earlier send of this batch: read it again.
+            None => Self::lock_conversation(tx, &conversation, &sender.address).await?,
+        };
 
-        // After the lock, so a retry racing its first attempt on another node sees its answer;
-        // and before ordering, so an accepted commit is never a conflict later.
-        let previous: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT message_id, epoch FROM idempotency \
-             WHERE device_pk = $1 AND idempotency_key = $2",
-        )
-        .bind(sender.device_pk)
-        .bind(idempotency_key.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
+        // Read after the conversation's lock (the prefetch), so a retry racing its first
+        // attempt on another node sees its answer; and before ordering, so an accepted commit
+        // is never a conflict later.
+        let key = (sender.device_pk, idempotency_key.clone());
+        let previous = match prefetched.new_key_index.get(&key) {
+            Some(&i) => prefetched.new_keys.get(i).map(|k| (k.message_id, k.epoch)),
+            None => prefetched.remembered.get(&key).copied(),
+        };
         if let Some((message_id, epoch)) = previous {
             return Ok(Applied::Answered(SendOutcome::Repeated(SendResponse {
                 message_id: to_u64(message_id),
@@ -105,15 +286,15 @@ where
         // Everyone but the sender who was a member when the message was made gets it; a
         // commit's removed devices included, so they learn of their removal. A new
         // conversation has only the sender.
-        let recipients: Vec<Routable> = if verdict == Verdict::Create {
-            Vec::new()
-        } else {
-            Self::routable_members(tx, &conversation)
-                .await?
-                .into_iter()
-                .filter(|(_, pk, _)| *pk != sender.device_pk)
-                .collect()
+        let members = match (verdict, cached) {
+            (Verdict::Create, _) => Vec::new(),
+            (_, Some((_, _, routable))) => routable.clone(),
+            (_, None) => Self::routable_members(tx, &conversation).await?,
         };
+        let recipients: Vec<Routable> = members
+            .into_iter()
+            .filter(|(_, pk, _)| *pk != sender.device_pk)
+            .collect();
         let welcomed: Vec<Routable> = match &send.welcome {
             Some((_, to)) if send.kind == EnvelopeKind::Commit => {
                 Self::routable_addresses(tx, to).await?
@@ -141,6 +322,11 @@ where
             (Verdict::Deliver, None) => 0,
             (Verdict::Create | Verdict::Advance, _) => send.epoch.saturating_add(1),
         };
+        if verdict != Verdict::Deliver {
+            // Later sends of the batch read the changed conversation from the database.
+            prefetched.conversations.remove(&conversation);
+            prefetched.missing.remove(&conversation);
+        }
         match verdict {
             Verdict::Create => {
                 let created = sqlx::query(
@@ -200,22 +386,16 @@ where
             .await?;
             messages.push((welcome_id, welcomed.iter().map(|(_, pk, _)| *pk).collect()));
         }
-        let remembered = sqlx::query(
-            "INSERT INTO idempotency (device_pk, idempotency_key, message_id, epoch, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (device_pk, idempotency_key) DO NOTHING",
-        )
-        .bind(sender.device_pk)
-        .bind(idempotency_key.as_str())
-        .bind(message_id)
-        .bind(to_i64(epoch_after))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        if DB::rows_affected(&remembered) == 0 {
-            // The same key, another conversation, committed by another node meanwhile.
-            return Ok(Applied::Rerun);
-        }
+        prefetched
+            .new_key_index
+            .insert(key, prefetched.new_keys.len());
+        prefetched.new_keys.push(NewKey {
+            device_pk: sender.device_pk,
+            key: idempotency_key.clone(),
+            message_id,
+            epoch: to_i64(epoch_after),
+            now,
+        });
         for (_, devices) in &messages {
             for pk in devices {
                 *pending.entry(*pk).or_default() += 1;
