@@ -43,6 +43,16 @@ pub(crate) trait Backend: Database + HasStatementCache {
     const FOR_UPDATE: &'static str;
     /// Appended to a `SELECT` that claims one of several equivalent rows.
     const SKIP_LOCKED: &'static str;
+    /// Between the column list and `VALUES` of an `INSERT` that sets generated ids itself.
+    const OVERRIDE_IDS: &'static str;
+
+    /// `count` ids for new `messages` rows, ascending and never handed out before, for
+    /// this transaction to insert (unused ones are not reused on SQLite and skipped on
+    /// PostgreSQL).
+    fn reserve_message_ids(
+        conn: &mut Self::Connection,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<i64>, sqlx::Error>> + Send + '_;
 
     /// Whether a failed transaction may succeed if run again (deadlock, serialisation, busy).
     fn is_transient(error: &sqlx::Error) -> bool;
@@ -88,6 +98,22 @@ impl Backend for Sqlite {
     // The single writer already excludes every other writer.
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const OVERRIDE_IDS: &'static str = "";
+
+    async fn reserve_message_ids(
+        conn: &mut SqliteConnection,
+        count: usize,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        // AUTOINCREMENT keeps the highest id ever used here; the single writer holds the
+        // write lock until this transaction ends, and its inserts move the counter on.
+        let last: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)",
+        )
+        .fetch_one(conn)
+        .await?;
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        Ok((1..=count).map(|i| last.saturating_add(i)).collect())
+    }
 
     fn is_transient(error: &sqlx::Error) -> bool {
         // SQLITE_BUSY and SQLITE_LOCKED (another process holds the database).
@@ -179,6 +205,21 @@ impl Backend for Postgres {
     const BEGIN: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const OVERRIDE_IDS: &'static str = " OVERRIDING SYSTEM VALUE";
+
+    async fn reserve_message_ids(
+        conn: &mut PgConnection,
+        count: usize,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        // Sequence values are never handed out twice, whatever other nodes do.
+        sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('messages', 'id')) \
+             FROM generate_series(1, $1)",
+        )
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(conn)
+        .await
+    }
 
     fn is_transient(error: &sqlx::Error) -> bool {
         // serialization_failure, deadlock_detected.

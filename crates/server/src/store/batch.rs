@@ -349,6 +349,9 @@ where
                 Err(e) => return Err(Retry::Failed(i, e)),
             }
         }
+        Self::store_messages(&mut w.tx, &prefetched)
+            .await
+            .map_err(again)?;
         // The same key, another conversation, committed by another node meanwhile.
         if !Self::store_keys(&mut w.tx, &prefetched)
             .await

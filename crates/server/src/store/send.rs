@@ -65,6 +65,32 @@ pub(super) struct Prefetched {
     new_keys: Vec<NewKey>,
     /// Index into `new_keys` by (device, key).
     new_key_index: HashMap<(i64, String), usize>,
+    /// Message ids reserved for this batch, in the order they are handed out.
+    ids: std::vec::IntoIter<i64>,
+    /// Messages this batch stores; inserted together by [`Db::store_messages`].
+    new_messages: Vec<NewMessage>,
+}
+
+impl Prefetched {
+    /// Plans a message row and returns its id.
+    fn add_message(&mut self, message: NewMessage) -> Result<i64, sqlx::Error> {
+        let id = self.ids.next().ok_or_else(|| {
+            sqlx::Error::Protocol("a batch stored more messages than it reserved ids for".into())
+        })?;
+        self.new_messages.push(NewMessage { id, ..message });
+        Ok(id)
+    }
+}
+
+/// A `messages` row to insert at the end of a batch.
+#[derive(Debug)]
+struct NewMessage {
+    id: i64,
+    conversation: Option<String>,
+    sender: DeviceAddress,
+    kind: EnvelopeKind,
+    payload: Vec<u8>,
+    now: i64,
 }
 
 /// An idempotency key to store at the end of a batch.
@@ -96,11 +122,17 @@ where
 {
     /// Reads, for every send of a batch at once, what [`Self::apply`] decides on: the
     /// conversations (locked in id order, as the send path always locks them), their members
-    /// and the idempotency keys. Three statements per batch, whatever its size.
+    /// and the idempotency keys. Four statements per batch, whatever its size (the fourth
+    /// reserves message ids).
     pub(super) async fn prefetch<'r>(
         tx: &mut Transaction<'static, DB>,
         requests: impl Iterator<Item = &'r Submission> + Clone,
     ) -> Result<Prefetched, sqlx::Error> {
+        // One message id per send and one per Welcome the batch may store.
+        let wanted: usize = requests
+            .clone()
+            .map(|r| 1 + usize::from(r.send.welcome.is_some()))
+            .sum();
         let mut ids: Vec<String> = requests
             .clone()
             .map(|r| r.send.conversation.to_string())
@@ -196,6 +228,7 @@ where
                     .map(|(pk, key, message, epoch)| ((pk, key), (message, epoch))),
             );
         }
+        let reserved = DB::reserve_message_ids(&mut **tx, wanted).await?;
         Ok(Prefetched {
             missing: ids
                 .into_iter()
@@ -205,6 +238,8 @@ where
             remembered,
             new_keys: Vec::new(),
             new_key_index: HashMap::new(),
+            ids: reserved.into_iter(),
+            new_messages: Vec::new(),
         })
     }
 
@@ -363,27 +398,25 @@ where
         let message_id = if recipients.is_empty() {
             0
         } else {
-            Self::insert_message(
-                tx,
-                Some(&conversation),
-                &sender.address,
-                send.kind,
-                &send.payload,
+            prefetched.add_message(NewMessage {
+                id: 0,
+                conversation: Some(conversation.clone()),
+                sender: sender.address.clone(),
+                kind: send.kind,
+                payload: send.payload.clone(),
                 now,
-            )
-            .await?
+            })?
         };
         let mut messages = vec![(message_id, recipients)];
         if let (Some((welcome, _)), false) = (&send.welcome, welcomed.is_empty()) {
-            let welcome_id = Self::insert_message(
-                tx,
-                None,
-                &sender.address,
-                EnvelopeKind::Welcome,
-                welcome,
+            let welcome_id = prefetched.add_message(NewMessage {
+                id: 0,
+                conversation: None,
+                sender: sender.address.clone(),
+                kind: EnvelopeKind::Welcome,
+                payload: welcome.clone(),
                 now,
-            )
-            .await?;
+            })?;
             messages.push((welcome_id, welcomed.iter().map(|(_, pk, _)| *pk).collect()));
         }
         prefetched
@@ -503,26 +536,30 @@ where
         Ok(())
     }
 
-    async fn insert_message(
+    /// Inserts the batch's messages with their reserved ids, in as few statements as the
+    /// parameter limit allows.
+    pub(super) async fn store_messages(
         tx: &mut Transaction<'static, DB>,
-        conversation: Option<&str>,
-        sender: &DeviceAddress,
-        kind: EnvelopeKind,
-        payload: &[u8],
-        now: i64,
-    ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO messages (conversation_id, sender_username, sender_device_id, kind, \
-             payload, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(conversation)
-        .bind(sender.username.as_str())
-        .bind(sender.device_id.as_str())
-        .bind(kind_text(kind))
-        .bind(payload)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await
+        prefetched: &Prefetched,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in prefetched.new_messages.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO messages (id, conversation_id, sender_username, sender_device_id, \
+                 kind, payload, created_at_ms)",
+            );
+            q.push(DB::OVERRIDE_IDS).push(" ");
+            q.push_values(chunk, |mut row, m| {
+                row.push_bind(m.id)
+                    .push_bind(m.conversation.as_deref())
+                    .push_bind(m.sender.username.as_str())
+                    .push_bind(m.sender.device_id.as_str())
+                    .push_bind(kind_text(m.kind))
+                    .push_bind(m.payload.as_slice())
+                    .push_bind(m.now);
+            });
+            q.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 }
 
