@@ -81,15 +81,16 @@ start_serve() {
     wait_healthy "http://127.0.0.1:$port"
 }
 
-# start_node NAME PORT: one node of the multi-node cluster on PostgreSQL + NATS, with the
-# production limits: the CLI server, or `nightjar-loadgen serve` when it takes --nats-url.
+# start_node NAME PORT: one node of the multi-node cluster on PostgreSQL + NATS, with the same
+# benchmark limits as the single-node runs (the CLI server, with production limits, if this
+# generator's `serve` does not take --nats-url); sets SERVER_PID.
 start_node() {
     local name=$1 port=$2
     if "$LOADGEN" serve --help 2>/dev/null | grep -q -- '--nats-url'; then
-        "$LOADGEN" serve --production-limits --listen "127.0.0.1:$port" --data-dir "$WORK/$name" \
+        "$LOADGEN" serve --listen "127.0.0.1:$port" --data-dir "$WORK/$name" --node-id "$name" \
             --database-url "$PG_DB_URL" --nats-url "$NATS_URL" >"$OUT/server-$name.log" 2>&1 &
     else
-        "$NIGHTJAR" server --listen "127.0.0.1:$port" --data-dir "$WORK/$name" \
+        "$NIGHTJAR" server --listen "127.0.0.1:$port" --data-dir "$WORK/$name" --node-id "$name" \
             --database-url "$PG_DB_URL" --nats-url "$NATS_URL" >"$OUT/server-$name.log" 2>&1 &
     fi
     SERVER_PID=$!
@@ -246,8 +247,8 @@ multinode_ready() {
     fi
 }
 
-# Setup runs through one `serve` node (benchmark limits: the CLI's production limits allow 30
-# registrations per address per 15 minutes); the nodes under test are the CLI server.
+# Setup runs through one `serve` node without NATS (benchmark limits: the production limits
+# allow 30 registrations per address per 15 minutes).
 multinode_setup() { # DB STATE
     fresh_db "$1"
     start_serve "$1-setup" 18120 --data-dir "$WORK/$1-setup" --database-url "$PG_DB_URL"
