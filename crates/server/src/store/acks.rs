@@ -6,6 +6,11 @@
 //! lowered with one statement, and messages that no queue refers to any more deleted. An id
 //! that is not (or no longer) in the device's queue is ignored, so an ack repeated after a
 //! reconnect changes nothing.
+//!
+//! An ack batch commits atomically but without an fsync of its own (`Db::write_relaxed`):
+//! a crash right after it may undo it, and the envelopes are then sent again, which delivery
+//! allows (at least once; the client drops what it already processed). Messages themselves
+//! are always committed durably.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -121,7 +126,8 @@ where
         devices.sort_unstable();
         devices.dedup();
 
-        let mut w = self.write().await?;
+        // A lost acknowledgement only means the envelope comes again: no fsync of its own.
+        let mut w = self.write_relaxed().await?;
         // The device rows before their queue rows, in id order, like every queue writer.
         Self::lock_devices(&mut w.tx, &devices).await?;
         let deleted = DB::delete_queue_rows(&mut w.tx, &rows).await?;

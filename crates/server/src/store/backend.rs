@@ -45,6 +45,9 @@ pub(crate) trait Backend: Database + HasStatementCache {
     const SKIP_LOCKED: &'static str;
     /// Between the column list and `VALUES` of an `INSERT` that sets generated ids itself.
     const OVERRIDE_IDS: &'static str;
+    /// Run first in a transaction whose commit may be lost in a crash (acknowledgements:
+    /// the envelope is then sent again); `None` where a separate connection does that.
+    const RELAXED_COMMIT: Option<&'static str>;
 
     /// `count` ids for new `messages` rows, ascending and never handed out before, for
     /// this transaction to insert (unused ones are not reused on SQLite and skipped on
@@ -99,6 +102,8 @@ impl Backend for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const OVERRIDE_IDS: &'static str = "";
+    // A connection of its own with `synchronous=NORMAL` (see `Db::write_relaxed`).
+    const RELAXED_COMMIT: Option<&'static str> = None;
 
     async fn reserve_message_ids(
         conn: &mut SqliteConnection,
@@ -206,6 +211,8 @@ impl Backend for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const OVERRIDE_IDS: &'static str = " OVERRIDING SYSTEM VALUE";
+    // The commit returns before its WAL record is flushed (within 3 × wal_writer_delay).
+    const RELAXED_COMMIT: Option<&'static str> = Some("SET LOCAL synchronous_commit = off");
 
     async fn reserve_message_ids(
         conn: &mut PgConnection,

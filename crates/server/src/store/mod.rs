@@ -9,7 +9,8 @@
 //! (`UNNEST` arrays on PostgreSQL, chunked multi-row `VALUES` on SQLite).
 //!
 //! - SQLite (the default): WAL, `synchronous=FULL`, so a committed transaction survives a power
-//!   cut before the sender gets its acknowledgement. Writes are serialised in-process and start
+//!   cut before the sender gets its acknowledgement. Acknowledgements alone commit without an
+//!   fsync of their own (`Db::write_relaxed`): losing one resends an envelope, never loses one. Writes are serialised in-process and start
 //!   with `BEGIN IMMEDIATE`, so a transaction that reads then writes never fails half-way on a
 //!   lock upgrade.
 //! - PostgreSQL: any number of server nodes share one database (READ COMMITTED). Writers run
@@ -102,6 +103,8 @@ impl<'s, DB: Database, T> Param<'s, DB> for T where T: Encode<'s, DB> + Type<DB>
 #[derive(Debug)]
 pub(crate) struct Db<DB: Database> {
     pool: Pool<DB>,
+    /// SQLite: one connection with `synchronous=NORMAL` for [`Db::write_relaxed`].
+    relaxed: Option<Pool<DB>>,
     writer: Mutex<()>,
 }
 
@@ -127,6 +130,29 @@ impl<DB: Backend> Db<DB> {
             None
         };
         let tx = self.pool.begin_with(DB::BEGIN).await?;
+        Ok(WriteTx { tx, _lock: lock })
+    }
+
+    /// Starts a write transaction whose commit is atomic but need not survive a crash or
+    /// power cut: only for acknowledgements, where a lost commit means the envelope is sent
+    /// again (delivery is at least once). It is made durable by the next durable commit
+    /// (SQLite: its WAL fsync; PostgreSQL: the WAL writer, within milliseconds), and it saves
+    /// acknowledgements an fsync each.
+    pub(crate) async fn write_relaxed(&self) -> Result<WriteTx<'_, DB>, sqlx::Error>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        DB::Arguments: sqlx::IntoArguments<DB>,
+    {
+        let lock = if DB::SINGLE_WRITER {
+            Some(self.writer.lock().await)
+        } else {
+            None
+        };
+        let pool = self.relaxed.as_ref().unwrap_or(&self.pool);
+        let mut tx = pool.begin_with(DB::BEGIN).await?;
+        if let Some(sql) = DB::RELAXED_COMMIT {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
         Ok(WriteTx { tx, _lock: lock })
     }
 
@@ -285,7 +311,12 @@ impl Store {
     pub(crate) async fn close(&self) {
         self.sends.stop().await;
         self.acks.stop().await;
-        dispatch!(self, db => db.pool.close().await);
+        dispatch!(self, db => {
+            db.pool.close().await;
+            if let Some(relaxed) = &db.relaxed {
+                relaxed.close().await;
+            }
+        });
     }
 }
 
@@ -305,11 +336,16 @@ async fn open_sqlite(data_dir: &Path, url: Option<&str>) -> Result<Db<Sqlite>, S
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
     SQLITE_MIGRATIONS.run(&pool).await?;
+    let relaxed = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.synchronous(SqliteSynchronous::Normal))
+        .await?;
     Ok(Db {
         pool,
+        relaxed: Some(relaxed),
         writer: Mutex::new(()),
     })
 }
@@ -330,6 +366,7 @@ async fn open_postgres(url: &str) -> Result<Db<Postgres>, ServerError> {
     POSTGRES_MIGRATIONS.run(&pool).await?;
     Ok(Db {
         pool,
+        relaxed: None,
         writer: Mutex::new(()),
     })
 }
