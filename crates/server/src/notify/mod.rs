@@ -7,8 +7,10 @@
 //! - envelopes this node just committed: handed over in memory ([`CommitSink::queued`]), so
 //!   the stream pushes them without reading them back (it reads the database only if an id is
 //!   missing in between);
-//! - envelopes committed by other nodes: a NATS message per device naming the newest queue id
-//!   (`nats.rs`), after which the stream reads the database from its last id;
+//! - envelopes committed by other nodes: a NATS message per device and envelope carrying it
+//!   (`nats.rs`), pushed like a local one; for large payloads or large fan-out, a NATS message
+//!   per device naming the newest queue id, after which the stream reads the database from its
+//!   last id;
 //! - the safety poll (PostgreSQL): every few seconds the node reads the newest queue id of its
 //!   connected devices and wakes any stream that is behind.
 //!
@@ -32,6 +34,9 @@ use crate::store::{CommitSink, Queued};
 
 /// Envelopes held for one stream before it must read them from the database instead.
 const STREAM_BUFFER: usize = 64;
+/// A message queued for more devices than this is announced to other nodes by id only
+/// (one notification per device each carrying the payload would multiply it on NATS).
+const MAX_CARRIED_RECIPIENTS: usize = 64;
 
 /// What a device's channel carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,14 +171,23 @@ fn bump(signal: &watch::Sender<Signal>, latest: u64) {
 impl CommitSink for Notifier {
     fn queued(&self, queued: Vec<Queued>) {
         let mut newest: HashMap<i64, u64> = HashMap::new();
+        let mut carried = Vec::new();
         let remote = self.hub.remote.get();
         {
             let devices = self.lock();
             for q in &queued {
+                let carry = q.message.payload.len() <= nats::MAX_CARRIED_PAYLOAD
+                    && q.recipients.len() <= MAX_CARRIED_RECIPIENTS;
                 for &(pk, id) in &q.recipients {
                     if remote.is_some() {
-                        let n = newest.entry(pk).or_default();
-                        *n = (*n).max(id);
+                        // Whole to the node holding the device's stream; by id where this
+                        // node holds one too (another node may hold an older stream of it).
+                        if carry && !devices.contains_key(&pk) {
+                            carried.push((pk, q.message.clone(), id));
+                        } else {
+                            let n = newest.entry(pk).or_default();
+                            *n = (*n).max(id);
+                        }
                     }
                     let Some(device) = devices.get(&pk) else {
                         continue;
@@ -189,8 +203,24 @@ impl CommitSink for Notifier {
             }
         }
         if let Some(remote) = remote {
-            remote.mail(newest);
+            remote.mail(carried, newest);
         }
+    }
+}
+
+impl Notifier {
+    /// An envelope committed on another node for a device with streams here: handed to the
+    /// streams like one committed here.
+    fn deliver_here(&self, device_pk: i64, envelope: Envelope) {
+        let devices = self.lock();
+        let Some(device) = devices.get(&device_pk) else {
+            return;
+        };
+        let id = envelope.id;
+        for (_, stream) in &device.streams {
+            let _ = stream.try_send(envelope.clone());
+        }
+        bump(&device.signal, id);
     }
 }
 

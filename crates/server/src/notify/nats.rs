@@ -15,29 +15,66 @@
 //! task and are dropped if it is full (the safety poll delivers them a little later).
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind};
+
 use super::{Hub, Notifier};
 use crate::error::ServerError;
+use crate::store::QueuedMessage;
 
 /// Notification batches waiting for the publisher.
 const PUBLISH_QUEUE: usize = 1024;
 
-/// One notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Largest envelope payload carried inside a notification; larger ones are announced by id
+/// and read from the database by the node that holds the stream.
+pub(super) const MAX_CARRIED_PAYLOAD: usize = 16 * 1024;
+
+/// One notification to publish.
+#[derive(Debug, Clone)]
 enum Note {
     /// The device's queue holds ids up to this one.
     Mail(u64),
+    /// The envelope with this id was queued for the device: the node holding its stream
+    /// pushes it without reading the database (ids are contiguous per device, so a gap still
+    /// makes it read).
+    Envelope(Arc<QueuedMessage>, u64),
     /// The device was removed.
     Revoked,
 }
 
+/// One notification as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Received {
+    Mail(u64),
+    Envelope(Envelope),
+    Revoked,
+}
+
+fn kind_byte(kind: EnvelopeKind) -> u8 {
+    match kind {
+        EnvelopeKind::Application => 0,
+        EnvelopeKind::Commit => 1,
+        EnvelopeKind::Proposal => 2,
+        EnvelopeKind::Welcome => 3,
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    // Usernames, device ids and conversation ids are a few dozen bytes.
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+}
+
 impl Note {
-    fn encode(self) -> bytes::Bytes {
+    /// `m` id; `r`; or `e` id, time, kind, conversation (flag + text), username, device id
+    /// (u16-length-prefixed) and the payload to the end. Integers big-endian.
+    fn encode(&self) -> bytes::Bytes {
         match self {
             Self::Mail(id) => {
                 let mut out = Vec::with_capacity(9);
@@ -45,17 +82,96 @@ impl Note {
                 out.extend_from_slice(&id.to_be_bytes());
                 out.into()
             }
+            Self::Envelope(message, id) => {
+                let mut out = Vec::with_capacity(64 + message.payload.len());
+                out.push(b'e');
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&message.created_at_ms.to_be_bytes());
+                out.push(kind_byte(message.kind));
+                match &message.conversation_id {
+                    Some(c) => {
+                        out.push(1);
+                        put_text(&mut out, c);
+                    }
+                    None => out.push(0),
+                }
+                put_text(&mut out, &message.sender.username);
+                put_text(&mut out, &message.sender.device_id);
+                out.extend_from_slice(&message.payload);
+                out.into()
+            }
             Self::Revoked => bytes::Bytes::from_static(b"r"),
         }
     }
+}
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        match bytes {
-            [b'm', id @ ..] => Some(Self::Mail(u64::from_be_bytes(id.try_into().ok()?))),
-            [b'r'] => Some(Self::Revoked),
-            _ => None,
-        }
+/// A cursor over a received notification.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
     }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn text(&mut self) -> Option<String> {
+        let len = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
+        String::from_utf8(self.take(usize::from(len))?.to_vec()).ok()
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Reads a notification; `None` for anything malformed.
+fn decode(bytes: &[u8]) -> Option<Received> {
+    let mut r = Reader(bytes);
+    let received = match r.byte()? {
+        b'm' => Received::Mail(r.u64()?),
+        b'r' => Received::Revoked,
+        b'e' => {
+            let id = r.u64()?;
+            let server_time_ms = r.u64()?;
+            let kind = match r.byte()? {
+                0 => EnvelopeKind::Application,
+                1 => EnvelopeKind::Commit,
+                2 => EnvelopeKind::Proposal,
+                3 => EnvelopeKind::Welcome,
+                _ => return None,
+            };
+            let conversation_id = match r.byte()? {
+                0 => None,
+                1 => Some(r.text()?),
+                _ => return None,
+            };
+            let username = r.text()?;
+            let device_id = r.text()?;
+            let payload = r.rest().to_vec();
+            Received::Envelope(Envelope {
+                id,
+                conversation_id,
+                sender: DeviceAddress {
+                    username,
+                    device_id,
+                },
+                kind,
+                payload: B64(payload),
+                server_time_ms,
+            })
+        }
+        _ => return None,
+    };
+    r.0.is_empty().then_some(received)
 }
 
 /// This node's NATS connection.
@@ -85,17 +201,23 @@ impl Remote {
         })
     }
 
-    /// Announces the newest queue id of each device.
-    pub(super) fn mail(&self, newest: HashMap<i64, u64>) {
-        if newest.is_empty() {
+    /// Announces committed envelopes to the nodes holding their devices' streams: small ones
+    /// whole (`(device, message, queue id)`, in commit order), and for the rest the newest
+    /// queue id of each device.
+    pub(super) fn mail(
+        &self,
+        envelopes: Vec<(i64, Arc<QueuedMessage>, u64)>,
+        newest: HashMap<i64, u64>,
+    ) {
+        if envelopes.is_empty() && newest.is_empty() {
             return;
         }
-        self.send(
-            newest
-                .into_iter()
-                .map(|(pk, id)| (pk, Note::Mail(id)))
-                .collect(),
-        );
+        let notes = envelopes
+            .into_iter()
+            .map(|(pk, message, id)| (pk, Note::Envelope(message, id)))
+            .chain(newest.into_iter().map(|(pk, id)| (pk, Note::Mail(id))))
+            .collect();
+        self.send(notes);
     }
 
     /// Announces removed devices.
@@ -136,9 +258,12 @@ impl Remote {
             while let Some(message) = subscription.next().await {
                 let Some(hub) = hub.upgrade() else { return };
                 let notifier = Notifier { hub };
-                match Note::decode(&message.payload) {
-                    Some(Note::Mail(id)) => notifier.bump(device_pk, id),
-                    Some(Note::Revoked) => notifier.revoke_here(&[device_pk]),
+                match decode(&message.payload) {
+                    Some(Received::Mail(id)) => notifier.bump(device_pk, id),
+                    Some(Received::Envelope(envelope)) => {
+                        notifier.deliver_here(device_pk, envelope)
+                    }
+                    Some(Received::Revoked) => notifier.revoke_here(&[device_pk]),
                     None => tracing::debug!("ignoring a malformed NATS notification"),
                 }
             }
@@ -168,13 +293,62 @@ async fn publish(
 mod tests {
     use super::*;
 
+    fn message(conversation: Option<&str>, payload: &[u8]) -> Arc<QueuedMessage> {
+        Arc::new(QueuedMessage {
+            conversation_id: conversation.map(str::to_owned),
+            sender: DeviceAddress {
+                username: "alice".into(),
+                device_id: "000000000000000a".into(),
+            },
+            kind: EnvelopeKind::Commit,
+            payload: payload.to_vec(),
+            created_at_ms: 1_700_000_000_000,
+        })
+    }
+
     #[test]
     fn notes_round_trip() {
-        for note in [Note::Mail(0), Note::Mail(u64::MAX), Note::Revoked] {
-            assert_eq!(Note::decode(&note.encode()), Some(note));
+        assert_eq!(decode(&Note::Mail(0).encode()), Some(Received::Mail(0)));
+        assert_eq!(
+            decode(&Note::Mail(u64::MAX).encode()),
+            Some(Received::Mail(u64::MAX))
+        );
+        assert_eq!(decode(&Note::Revoked.encode()), Some(Received::Revoked));
+        for m in [
+            message(Some("0123456789abcdef0123456789abcdef"), b"ciphertext"),
+            message(None, b""),
+        ] {
+            let note = Note::Envelope(m.clone(), 42);
+            assert_eq!(
+                decode(&note.encode()),
+                Some(Received::Envelope(m.envelope(42)))
+            );
         }
-        for junk in [&b""[..], b"m", b"m1234567", b"x", b"r1"] {
-            assert_eq!(Note::decode(junk), None);
+    }
+
+    #[test]
+    fn malformed_notes_are_refused() {
+        for junk in [
+            &b""[..],
+            b"m",
+            b"m1234567",
+            b"m123456789",
+            b"x",
+            b"r1",
+            b"e",
+        ] {
+            assert_eq!(decode(junk), None);
         }
+        let whole = Note::Envelope(message(Some("c"), b"xyz"), 7).encode();
+        // Every truncation that cuts into the header, and a bad kind or flag.
+        for cut in 1..(whole.len() - 3) {
+            assert_eq!(decode(&whole[..cut]), None, "cut at {cut}");
+        }
+        let mut bad_kind = whole.to_vec();
+        bad_kind[17] = 9;
+        assert_eq!(decode(&bad_kind), None);
+        let mut bad_flag = whole.to_vec();
+        bad_flag[18] = 2;
+        assert_eq!(decode(&bad_flag), None);
     }
 }

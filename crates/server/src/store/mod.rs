@@ -54,9 +54,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub(crate) use accounts::NewAccount;
 pub(crate) use backend::Backend;
-#[cfg(test)]
-pub(crate) use batch::QueuedMessage;
-pub(crate) use batch::{CommitSink, Queued};
+pub(crate) use batch::{CommitSink, Queued, QueuedMessage};
 pub(crate) use delivery::{SendOutcome, Sender};
 pub(crate) use devices::{ListUpdate, LoginOutcome};
 pub(crate) use key_packages::{KeyPackageStock, UploadOutcome};
