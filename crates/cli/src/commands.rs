@@ -101,6 +101,7 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let storage = match &config.database_url {
         Some(url) => redact_password(url),

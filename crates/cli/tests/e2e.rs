@@ -30,10 +30,15 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, port: u16) -> Server {
+        Self::start_with(data, port, &[])
+    }
+
+    fn start_with(data: &Path, port: u16, extra: &[&str]) -> Server {
         let child = Command::new(BIN)
             .args(["server", "--data-dir"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -310,6 +315,34 @@ fn wrong_password_is_a_one_line_error() {
         String::from_utf8(missing.stderr).unwrap().lines().count(),
         1
     );
+}
+
+#[test]
+fn server_takes_a_database_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .args(["--database-url", "mysql://db/nightjar"])
+        .env_remove("NIGHTJAR_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("database URL"),
+        "{stderr}"
+    );
+
+    // The database where the URL says, not in the data directory.
+    let db = tmp.path().join("elsewhere.db");
+    let url = format!("sqlite://{}", db.display());
+    let data = tmp.path().join("data");
+    let server = Server::start_with(&data, free_port(), &["--database-url", &url]);
+    let alice = Device::new(tmp.path(), "alice");
+    alice.ok(&["register", "--server", &server.url(), "alice"]);
+    assert!(db.exists());
+    assert!(!data.join("nightjar.db").exists());
 }
 
 #[test]
