@@ -38,6 +38,10 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
+/// mimalloc, like the `nightjar` binary, so that `serve` is the server as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -154,6 +154,11 @@ pub(crate) enum GroupCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: about 10 % more messages per second through the
+/// server under load for about 6 % more memory per idle connection (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
