@@ -294,7 +294,9 @@ pub struct SendRequest {
 /// Answer to [`SendRequest`]: the message is durably queued for every recipient device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SendResponse {
-    /// Server-assigned message id.
+    /// Server-assigned message id; 0 when the message reached no device (the commit that
+    /// creates a conversation, or a conversation with no other active device), so nothing
+    /// was stored.
     pub message_id: u64,
     /// The conversation's epoch after this message.
     pub epoch: u64,

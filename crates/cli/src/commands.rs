@@ -107,10 +107,9 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
         Some(url) => redact_password(url),
         None => format!("SQLite in {}", config.data_dir.display()),
     };
-    let nats = config
-        .nats_url
-        .as_deref()
-        .map_or_else(String::new, |url| format!(", notifications via {url}"));
+    let nats = config.nats_url.as_deref().map_or_else(String::new, |url| {
+        format!(", notifications via {}", redact_password(url))
+    });
     eprintln!(
         "nightjar server: data in {storage}{nats}, listening on http://{} (Ctrl-C to stop)",
         config.listen
@@ -120,20 +119,43 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
         .map_err(|e| format!("server: {e}"))
 }
 
-/// The URL with any password replaced by `***`, for printing.
+/// The URL with any password (user information or a `password` query parameter) replaced by
+/// `***`, for printing.
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            let slash = if rest.contains('/') { "/" } else { "" };
-            format!("{scheme}://{user}:***@{host}{slash}{path}")
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest
+                .split_once('/')
+                .map_or((rest, None), |(a, p)| (a, Some(p)));
+            let authority = match authority.rsplit_once('@') {
+                Some((credentials, host)) => match credentials.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            match path {
+                Some(path) => format!("{scheme}://{authority}/{path}"),
+                None => format!("{scheme}://{authority}"),
+            }
         }
-        _ => url.to_owned(),
+        None => url.to_owned(),
+    };
+    if let Some(query) = query {
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&redacted.join("&"));
     }
+    out
 }
 
 async fn user_command(client: &mut Client, command: Command) -> Outcome {
@@ -348,6 +370,14 @@ mod tests {
         );
         assert_eq!(redact_password("postgres://u:p@h"), "postgres://u:***@h");
         assert_eq!(redact_password("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(
+            redact_password("postgres://db/nightjar?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/nightjar?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_password("nats://bot:tok3n@nats:4222"),
+            "nats://bot:***@nats:4222"
+        );
     }
 
     #[test]

@@ -40,11 +40,21 @@ pub(crate) enum Command {
         listen: SocketAddr,
         /// Database instead of SQLite in the data directory: `postgres://user@host/db` lets
         /// any number of server nodes share it, or `sqlite://PATH`.
-        #[arg(long, value_name = "URL", env = "NIGHTJAR_DATABASE_URL")]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "NIGHTJAR_DATABASE_URL",
+            hide_env_values = true
+        )]
         database_url: Option<String>,
         /// NATS server through which nodes sharing a PostgreSQL database announce new mail,
         /// e.g. nats://127.0.0.1:4222 (without it, notifications stay in this process).
-        #[arg(long, value_name = "URL", env = "NIGHTJAR_NATS_URL")]
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "NIGHTJAR_NATS_URL",
+            hide_env_values = true
+        )]
         nats_url: Option<String>,
         /// This node's name in logs and on NATS [default: a random one].
         #[arg(long, value_name = "NAME", env = "NIGHTJAR_NODE_ID")]

@@ -84,12 +84,13 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Sessio
     let device = match state.sessions.get(&token_hash, instant) {
         Some(device) => device,
         None => {
+            let started = state.sessions.read_started();
             let device = state
                 .store
                 .session(&token_hash, now)
                 .await?
                 .ok_or_else(Error::unauthorized)?;
-            state.sessions.put(token_hash, &device, instant);
+            state.sessions.put(token_hash, &device, instant, started);
             device
         }
     };

@@ -2,11 +2,14 @@
 //!
 //! Only active devices' sessions are cached (a pending device sees its approval at once), for
 //! at most [`crate::ServerConfig::session_cache_ttl`]. Logging out and removing a device on
-//! this node forget the entries at once; on other nodes sharing the database a revoked session
-//! keeps working for at most the TTL (1 s by default). A zero TTL turns the cache off.
+//! this node forget the entries at once (and a read that raced with them is not cached); on
+//! other nodes sharing the database a revoked session keeps working for at most the TTL (1 s
+//! by default), and an expired one for at most the TTL past its expiry. A zero TTL turns the
+//! cache off.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nightjar_api::DeviceStatus;
@@ -21,7 +24,14 @@ const MAX_ENTRIES: usize = 100_000;
 pub(crate) struct SessionCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (SessionRow, Instant)>>,
+    /// Advanced by every forget, so that a session read before a revocation is not cached
+    /// after it.
+    revocations: AtomicU64,
 }
+
+/// When a database read of a session started, for [`SessionCache::put`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadStarted(u64);
 
 impl SessionCache {
     /// An empty cache whose entries live for `ttl` (zero: nothing is cached).
@@ -29,6 +39,7 @@ impl SessionCache {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -46,12 +57,28 @@ impl SessionCache {
         (now.saturating_duration_since(*read_at) < self.ttl).then(|| row.clone())
     }
 
-    /// Remembers a session just read from the database at `now` (active devices only).
-    pub(crate) fn put(&self, token_hash: [u8; 32], row: &SessionRow, now: Instant) {
+    /// To call before reading a session from the database.
+    pub(crate) fn read_started(&self) -> ReadStarted {
+        ReadStarted(self.revocations.load(Ordering::SeqCst))
+    }
+
+    /// Remembers a session read from the database at `now` (active devices only), unless a
+    /// session or device was forgotten since the read started (it may be that one).
+    pub(crate) fn put(
+        &self,
+        token_hash: [u8; 32],
+        row: &SessionRow,
+        now: Instant,
+        started: ReadStarted,
+    ) {
         if self.ttl.is_zero() || row.status != DeviceStatus::Active {
             return;
         }
         let mut entries = self.entries();
+        // Under the lock: a forget either ran before (and is seen here) or waits for us.
+        if self.revocations.load(Ordering::SeqCst) != started.0 {
+            return;
+        }
         if entries.len() >= MAX_ENTRIES {
             let ttl = self.ttl;
             entries.retain(|_, (_, read_at)| now.saturating_duration_since(*read_at) < ttl);
@@ -69,9 +96,11 @@ impl SessionCache {
         }
     }
 
-    /// Forgets one session (logout).
+    /// Forgets one session (logout; call after deleting it from the database).
     pub(crate) fn forget_token(&self, token_hash: &[u8; 32]) {
-        self.entries().remove(token_hash);
+        let mut entries = self.entries();
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        entries.remove(token_hash);
     }
 
     /// Forgets every session of these devices (removed or revoked).
@@ -79,8 +108,9 @@ impl SessionCache {
         if devices.is_empty() {
             return;
         }
-        self.entries()
-            .retain(|_, (row, _)| !devices.contains(&row.device_pk));
+        let mut entries = self.entries();
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        entries.retain(|_, (row, _)| !devices.contains(&row.device_pk));
     }
 }
 
@@ -103,10 +133,11 @@ mod tests {
     fn entries_expire_and_can_be_forgotten() {
         let cache = SessionCache::new(Duration::from_secs(1));
         let t0 = Instant::now();
-        cache.put([1; 32], &row(7, DeviceStatus::Active), t0);
-        cache.put([2; 32], &row(7, DeviceStatus::Active), t0);
-        cache.put([3; 32], &row(8, DeviceStatus::Active), t0);
-        cache.put([4; 32], &row(9, DeviceStatus::Pending), t0);
+        let read = cache.read_started();
+        cache.put([1; 32], &row(7, DeviceStatus::Active), t0, read);
+        cache.put([2; 32], &row(7, DeviceStatus::Active), t0, read);
+        cache.put([3; 32], &row(8, DeviceStatus::Active), t0, read);
+        cache.put([4; 32], &row(9, DeviceStatus::Pending), t0, read);
         assert_eq!(cache.get(&[1; 32], t0).map(|r| r.device_pk), Some(7));
         assert!(
             cache.get(&[4; 32], t0).is_none(),
@@ -124,10 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn a_session_read_before_a_revocation_is_not_cached() {
+        let cache = SessionCache::new(Duration::from_secs(1));
+        let now = Instant::now();
+        let read = cache.read_started();
+        cache.forget_devices(&[7]);
+        cache.put([1; 32], &row(7, DeviceStatus::Active), now, read);
+        assert!(cache.get(&[1; 32], now).is_none());
+        let read = cache.read_started();
+        cache.put([1; 32], &row(7, DeviceStatus::Active), now, read);
+        assert!(cache.get(&[1; 32], now).is_some());
+    }
+
+    #[test]
     fn a_zero_ttl_caches_nothing() {
         let cache = SessionCache::new(Duration::ZERO);
         let now = Instant::now();
-        cache.put([1; 32], &row(7, DeviceStatus::Active), now);
+        cache.put(
+            [1; 32],
+            &row(7, DeviceStatus::Active),
+            now,
+            cache.read_started(),
+        );
         assert!(cache.get(&[1; 32], now).is_none());
     }
 }

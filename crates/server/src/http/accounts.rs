@@ -341,8 +341,8 @@ async fn login_finish(
         (status = 401, body = ApiError),
     ))]
 async fn logout(State(state): State<AppState>, session: Session) -> Result<StatusCode> {
-    state.sessions.forget_token(&session.token_hash);
     state.store.delete_session(&session.token_hash).await?;
+    state.sessions.forget_token(&session.token_hash);
     Ok(StatusCode::NO_CONTENT)
 }
 

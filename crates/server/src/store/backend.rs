@@ -41,6 +41,14 @@ pub(crate) trait Backend: Database + HasStatementCache {
     const BEGIN: &'static str;
     /// Appended to a `SELECT` of rows this transaction decides on or is about to change.
     const FOR_UPDATE: &'static str;
+    /// Appended to a `SELECT` of rows this transaction is about to change in columns no
+    /// foreign key refers to (device queue counters): it does not block the `KEY SHARE` locks
+    /// that inserting rows which refer to them takes, so queue writers never deadlock with
+    /// sends that insert rows referring to the same devices.
+    const FOR_NO_KEY_UPDATE: &'static str;
+    /// Appended to a `SELECT` of rows that must not be deleted before this transaction ends
+    /// (the devices a batch's rows will refer to).
+    const FOR_KEY_SHARE: &'static str;
     /// Appended to a `SELECT` that claims one of several equivalent rows.
     const SKIP_LOCKED: &'static str;
     /// Between the column list and `VALUES` of an `INSERT` that sets generated ids itself.
@@ -49,9 +57,9 @@ pub(crate) trait Backend: Database + HasStatementCache {
     /// the envelope is then sent again); `None` where a separate connection does that.
     const RELAXED_COMMIT: Option<&'static str>;
 
-    /// `count` ids for new `messages` rows, ascending and never handed out before, for
-    /// this transaction to insert (unused ones are not reused on SQLite and skipped on
-    /// PostgreSQL).
+    /// `count` ids for new `messages` rows, ascending and not used by any stored message, for
+    /// this transaction to insert (ids it leaves unused are handed out again on SQLite and
+    /// skipped on PostgreSQL).
     fn reserve_message_ids(
         conn: &mut Self::Connection,
         count: usize,
@@ -100,6 +108,8 @@ impl Backend for Sqlite {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     // The single writer already excludes every other writer.
     const FOR_UPDATE: &'static str = "";
+    const FOR_NO_KEY_UPDATE: &'static str = "";
+    const FOR_KEY_SHARE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const OVERRIDE_IDS: &'static str = "";
     // A connection of its own with `synchronous=NORMAL` (see `Db::write_relaxed`).
@@ -209,6 +219,8 @@ impl Backend for Postgres {
     const SINGLE_WRITER: bool = false;
     const BEGIN: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_NO_KEY_UPDATE: &'static str = " FOR NO KEY UPDATE";
+    const FOR_KEY_SHARE: &'static str = " FOR KEY SHARE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const OVERRIDE_IDS: &'static str = " OVERRIDING SYSTEM VALUE";
     // The commit returns before its WAL record is flushed (within 3 × wal_writer_delay).

@@ -473,7 +473,9 @@ mod tests {
     use futures_util::future::join_all;
     use nightjar_api::EnvelopeKind;
 
-    use super::super::test_support::{account, checked, each_backend_with, submit};
+    use super::super::test_support::{
+        account, checked, delete_device_row, each_backend_with, submit,
+    };
     use super::super::{Sender, Store};
     use super::*;
     use crate::rules::delivery::{CheckedSend, Refusal};
@@ -575,6 +577,33 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(epoch, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_sender_is_refused_alone() {
+        for store in each_backend_with("a_removed_sender_is_refused_alone", BATCHING).await {
+            let alice = account(&store, "alice", "000000000000000a", 1).await;
+            let bob = account(&store, "bob", "000000000000000b", 2).await;
+            let carol = account(&store, "carol", "000000000000000c", 3).await;
+            let create = checked(EnvelopeKind::Commit, 0, &[&alice, &bob, &carol]);
+            assert!(matches!(
+                submit(&store, &alice, &create, "create", 1, 100).await,
+                SendOutcome::Accepted { .. }
+            ));
+            // carol's device goes after she authenticated: her send, in the same batch as
+            // alice's, is refused and alice's still delivered.
+            delete_device_row(&store, carol.device_pk).await;
+            let (from_alice, from_carol) = (text(1, "from alice"), text(1, "from carol"));
+            let (a, c) = tokio::join!(
+                submit(&store, &alice, &from_alice, "a1", 2, 100),
+                submit(&store, &carol, &from_carol, "c1", 2, 100),
+            );
+            assert!(matches!(a, SendOutcome::Accepted { .. }), "{a:?}");
+            assert_eq!(c, SendOutcome::Refused(Refusal::NotAMember));
+            let inbox = store.inbox(bob.device_pk, 0, 10).await.unwrap();
+            let bodies: Vec<&[u8]> = inbox.iter().map(|e| e.payload.0.as_slice()).collect();
+            assert_eq!(bodies, vec![&b"from alice"[..]]);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

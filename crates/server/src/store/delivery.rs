@@ -131,7 +131,7 @@ where
             let mut q =
                 QueryBuilder::<DB>::new("SELECT id, queue_seq, queue_len FROM devices WHERE ");
             DB::push_id_filter(&mut q, "id", chunk);
-            q.push(" ORDER BY id").push(DB::FOR_UPDATE);
+            q.push(" ORDER BY id").push(DB::FOR_NO_KEY_UPDATE);
             rows.extend(
                 q.build_query_as::<(i64, i64, i64)>()
                     .fetch_all(&mut **tx)

@@ -337,13 +337,21 @@ async fn open_sqlite(data_dir: &Path, url: Option<&str>) -> Result<Db<Sqlite>, S
         .connect_with(options.clone())
         .await?;
     SQLITE_MIGRATIONS.run(&pool).await?;
-    let relaxed = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.synchronous(SqliteSynchronous::Normal))
-        .await?;
+    // An in-memory database exists per connection pool: acknowledgements then share the
+    // main pool (there is nothing to fsync anyway).
+    let in_memory = url.is_some_and(|u| u.contains(":memory:") || u.contains("mode=memory"));
+    let relaxed = if in_memory {
+        None
+    } else {
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Some(relaxed)
+    };
     Ok(Db {
         pool,
-        relaxed: Some(relaxed),
+        relaxed,
         writer: Mutex::new(()),
     })
 }

@@ -11,9 +11,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use nightjar_api::{DeviceAddress, EnvelopeKind, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
+use super::backend::MAX_IDS;
 use super::delivery::kind_text;
 use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
-use crate::rules::delivery::{CheckedSend, ConversationFacts, Verdict, order};
+use crate::rules::delivery::{CheckedSend, ConversationFacts, Refusal, Verdict, order};
 
 /// One send as the group-commit writer receives it.
 #[derive(Debug, Clone)]
@@ -59,6 +60,10 @@ pub(super) struct Prefetched {
     conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)>,
     /// Conversations of the batch that do not exist yet (or did not when the batch started).
     missing: HashSet<String>,
+    /// The batch's sending devices that still exist and are active, kept from being deleted
+    /// until the batch commits: a send from a device removed since it authenticated is
+    /// refused on its own instead of failing the batch's inserts.
+    senders: HashSet<i64>,
     /// Idempotency keys stored before this batch: (device, key) → (message id, epoch).
     remembered: HashMap<(i64, String), (i64, i64)>,
     /// Keys this batch stores, in order; inserted together by [`Db::store_keys`].
@@ -122,8 +127,8 @@ where
 {
     /// Reads, for every send of a batch at once, what [`Self::apply`] decides on: the
     /// conversations (locked in id order, as the send path always locks them), their members
-    /// and the idempotency keys. Four statements per batch, whatever its size (the fourth
-    /// reserves message ids).
+    /// and the idempotency keys, and that the senders still exist. Five statements per batch,
+    /// whatever its size (the fifth reserves message ids).
     pub(super) async fn prefetch<'r>(
         tx: &mut Transaction<'static, DB>,
         requests: impl Iterator<Item = &'r Submission> + Clone,
@@ -133,6 +138,18 @@ where
             .clone()
             .map(|r| 1 + usize::from(r.send.welcome.is_some()))
             .sum();
+        let mut senders: Vec<i64> = requests.clone().map(|r| r.sender.device_pk).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut live = HashSet::new();
+        for chunk in senders.chunks(MAX_IDS) {
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT id FROM devices WHERE status = 'active' AND ");
+            DB::push_id_filter(&mut q, "id", chunk);
+            q.push(" ORDER BY id").push(DB::FOR_KEY_SHARE);
+            let rows: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            live.extend(rows);
+        }
         let mut ids: Vec<String> = requests
             .clone()
             .map(|r| r.send.conversation.to_string())
@@ -235,6 +252,7 @@ where
                 .filter(|id| !conversations.contains_key(id))
                 .collect(),
             conversations,
+            senders: live,
             remembered,
             new_keys: Vec::new(),
             new_key_index: HashMap::new(),
@@ -287,6 +305,10 @@ where
             max_queue,
         } = request;
         let now = to_i64(*now_ms);
+        if !prefetched.senders.contains(&sender.device_pk) {
+            // Removed since it authenticated: it is in no conversation any more.
+            return Ok(Applied::Answered(SendOutcome::Refused(Refusal::NotAMember)));
+        }
         let conversation = send.conversation.to_string();
         let cached = prefetched.conversations.get(&conversation);
         let facts = match cached {

@@ -240,3 +240,15 @@ pub(crate) async fn submit(
         .await
         .unwrap()
 }
+
+/// Deletes a device row outright, as removing the device does (its queue, sessions and keys
+/// go with it).
+pub(crate) async fn delete_device_row(store: &Store, device_pk: i64) {
+    dispatch!(store, db => {
+        sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(device_pk)
+            .execute(db.reader())
+            .await
+            .unwrap();
+    });
+}
