@@ -3,8 +3,10 @@
 //! Only active devices' sessions are cached (a pending device sees its approval at once), for
 //! at most [`crate::ServerConfig::session_cache_ttl`]. Logging out and removing a device on
 //! this node forget the entries at once (and a read that raced with them is not cached); on
-//! other nodes sharing the database a revoked session keeps working for at most the TTL (1 s
-//! by default), and an expired one for at most the TTL past its expiry. A zero TTL turns the
+//! other nodes sharing the database, a removed device's sessions are forgotten when the NATS
+//! revocation reaches them (nodes holding a stream of the device) and otherwise keep working
+//! for at most the TTL (1 s by default), as does a session logged out elsewhere; an expired
+//! session works for at most the TTL past its expiry. A zero TTL turns the
 //! cache off.
 
 use std::collections::HashMap;

@@ -37,8 +37,9 @@ pub(crate) struct Shared {
     pub(crate) login_by_ip: WindowLimiter<IpAddr>,
     pub(crate) device_rate: TokenBuckets<i64>,
     pub(crate) notifier: Notifier,
-    /// Sessions recently read, by token hash.
-    pub(crate) sessions: SessionCache,
+    /// Sessions recently read, by token hash (also held by the notifier, which forgets
+    /// revoked devices' sessions).
+    pub(crate) sessions: Arc<SessionCache>,
     pub(crate) metrics: Metrics,
     /// Cancelled when the server shuts down; streams close on it.
     pub(crate) shutdown: CancellationToken,
@@ -65,8 +66,12 @@ impl AppState {
                 limits.device_requests_per_second,
                 limits.device_request_burst,
             ),
+            sessions: {
+                let sessions = Arc::new(SessionCache::new(config.session_cache_ttl));
+                notifier.attach_sessions(sessions.clone());
+                sessions
+            },
             notifier,
-            sessions: SessionCache::new(config.session_cache_ttl),
             metrics,
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
@@ -82,7 +87,6 @@ impl AppState {
     /// Ends every session of these devices on this node at once (their streams close, cached
     /// sessions are forgotten) and tells the other nodes.
     pub(crate) fn revoke_devices(&self, devices: &[i64]) {
-        self.sessions.forget_devices(devices);
         self.notifier.revoke(devices);
     }
 }

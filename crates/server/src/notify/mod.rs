@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 
 pub(crate) use nats::Remote;
 
+use crate::session_cache::SessionCache;
 use crate::store::{CommitSink, Queued};
 
 /// Envelopes held for one stream before it must read them from the database instead.
@@ -58,6 +59,9 @@ struct Hub {
     devices: Mutex<HashMap<i64, Device>>,
     next_stream: AtomicU64,
     remote: OnceLock<Remote>,
+    /// Sessions cached on this node: forgotten for every device revoked here or announced
+    /// as revoked by another node.
+    sessions: OnceLock<Arc<SessionCache>>,
 }
 
 #[derive(Debug)]
@@ -98,6 +102,12 @@ impl Notifier {
         let _ = self.hub.remote.set(remote);
     }
 
+    /// From now on, revoking a device (here or on another node) also forgets its cached
+    /// sessions.
+    pub(crate) fn attach_sessions(&self, sessions: Arc<SessionCache>) {
+        let _ = self.hub.sessions.set(sessions);
+    }
+
     /// Subscribes a stream to the device's notifications.
     pub(crate) fn subscribe(&self, device_pk: i64) -> Subscription {
         let id = self.hub.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -134,8 +144,8 @@ impl Notifier {
         }
     }
 
-    /// Tells the devices' streams, here and on other nodes, to close (the devices were
-    /// removed).
+    /// Tells the devices' streams, here and on other nodes, to close and their cached
+    /// sessions to be forgotten (the devices were removed).
     pub(crate) fn revoke(&self, devices: &[i64]) {
         self.revoke_here(devices);
         if let Some(remote) = self.hub.remote.get() {
@@ -144,6 +154,9 @@ impl Notifier {
     }
 
     fn revoke_here(&self, devices: &[i64]) {
+        if let Some(sessions) = self.hub.sessions.get() {
+            sessions.forget_devices(devices);
+        }
         let channels = self.lock();
         for pk in devices {
             if let Some(device) = channels.get(pk) {
@@ -292,6 +305,27 @@ mod tests {
         }
         assert_eq!(got, STREAM_BUFFER);
         assert_eq!(sub.signal.borrow().latest, STREAM_BUFFER as u64 + 10);
+    }
+
+    #[test]
+    fn revoking_forgets_cached_sessions() {
+        let notifier = Notifier::default();
+        let sessions = Arc::new(SessionCache::new(std::time::Duration::from_secs(60)));
+        notifier.attach_sessions(sessions.clone());
+        let row = crate::store::SessionRow {
+            device_pk: 7,
+            account_id: 1,
+            username: "alice".into(),
+            device_id: "000000000000000a".into(),
+            status: nightjar_api::DeviceStatus::Active,
+            last_seen_ms: 0,
+        };
+        let now = std::time::Instant::now();
+        sessions.put([1; 32], &row, now, sessions.read_started());
+        assert!(sessions.get(&[1; 32], now).is_some());
+        // As when another node's revocation arrives over NATS.
+        notifier.revoke_here(&[7]);
+        assert!(sessions.get(&[1; 32], now).is_none());
     }
 
     #[test]
