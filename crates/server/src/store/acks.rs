@@ -136,16 +136,7 @@ where
         for (device_pk, _, _) in &deleted {
             *per_device.entry(*device_pk).or_default() += 1;
         }
-        let mut counters: Vec<QueueCounter> = per_device
-            .iter()
-            .map(|(&device_pk, &n)| QueueCounter {
-                device_pk,
-                seq: 0,
-                delta: -n,
-            })
-            .collect();
-        counters.sort_unstable_by_key(|c| c.device_pk);
-        DB::adjust_queues(&mut w.tx, &counters).await?;
+        DB::adjust_queues(&mut w.tx, &QueueCounter::removals(per_device)).await?;
 
         let mut messages: Vec<i64> = deleted.iter().map(|(_, _, m)| *m).collect();
         messages.sort_unstable();

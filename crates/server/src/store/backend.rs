@@ -27,6 +27,23 @@ pub(crate) struct QueueCounter {
     pub(crate) delta: i64,
 }
 
+impl QueueCounter {
+    /// The counter changes for envelopes removed from queues, `(device, how many)` with each
+    /// device once, sorted by device as [`Backend::adjust_queues`] takes them.
+    pub(crate) fn removals(removed: impl IntoIterator<Item = (i64, i64)>) -> Vec<Self> {
+        let mut counters: Vec<Self> = removed
+            .into_iter()
+            .map(|(device_pk, n)| Self {
+                device_pk,
+                seq: 0,
+                delta: -n,
+            })
+            .collect();
+        counters.sort_unstable_by_key(|c| c.device_pk);
+        counters
+    }
+}
+
 /// Most ids one statement filters on (SQLite allows 32,766 parameters per statement).
 pub(crate) const MAX_IDS: usize = 10_000;
 

@@ -89,14 +89,7 @@ where
                     *per_device.entry(pk).or_default() += 1;
                 }
             }
-            let counters: Vec<QueueCounter> = per_device
-                .iter()
-                .map(|(&device_pk, &n)| QueueCounter {
-                    device_pk,
-                    seq: 0,
-                    delta: -n,
-                })
-                .collect();
+            let counters = QueueCounter::removals(per_device.iter().map(|(&pk, &n)| (pk, n)));
             DB::adjust_queues(&mut w.tx, &counters).await?;
             w.commit().await?;
             deleted += per_device
