@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use nightjar_api::*;
-use nightjar_core::{ConversationId, ConversationKind, Incoming};
+use nightjar_core::{ConversationId, Incoming};
 use reqwest::StatusCode;
 
 backend_tests!(
@@ -24,25 +24,7 @@ backend_tests!(
 
 /// alice and bob with a direct conversation that bob has joined (Welcome fetched and acked).
 async fn direct_conversation(server: &TestServer) -> (Device, Device, ConversationId) {
-    let mut alice = register(server, "alice", 2).await;
-    let mut bob = register(server, "bob", 2).await;
-    learn(server, &mut alice, &["alice", "bob"]).await;
-    learn(server, &mut bob, &["alice", "bob"]).await;
-    let kps: Vec<Vec<u8>> = claim(server, &alice, "bob")
-        .await
-        .key_packages
-        .into_iter()
-        .map(|k| k.key_package.0)
-        .collect();
-    let (conv, bundle) = alice
-        .engine
-        .create_conversation(NOW, ConversationKind::Direct, &["bob"], None, &kps)
-        .unwrap();
-    let (status, body) = post_commit(server, &mut alice, &bundle, "create").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let sent: SendResponse = serde_json::from_value(body).unwrap();
-    assert_eq!(sent.epoch, 1);
-    alice.engine.commit_accepted(NOW, conv).unwrap();
+    let (alice, mut bob, conv) = create_direct(server, server).await;
 
     let inbox: InboxResponse = server.get_ok("/v1/messages", bob.token()).await;
     assert_eq!(inbox.envelopes.len(), 1);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use nightjar_api::*;
-use nightjar_core::{ConversationId, ConversationKind, Incoming};
+use nightjar_core::{ConversationId, Incoming};
 use reqwest::StatusCode;
 
 /// Environment of a node process (set only by [`Node::start`]).
@@ -99,23 +99,7 @@ async fn direct_conversation(
     alice_node: &TestServer,
     bob_node: &TestServer,
 ) -> (Device, Device, ConversationId, Stream) {
-    let mut alice = register(alice_node, "alice", 2).await;
-    let mut bob = register(bob_node, "bob", 2).await;
-    learn(alice_node, &mut alice, &["alice", "bob"]).await;
-    learn(bob_node, &mut bob, &["alice", "bob"]).await;
-    let kps: Vec<Vec<u8>> = claim(alice_node, &alice, "bob")
-        .await
-        .key_packages
-        .into_iter()
-        .map(|k| k.key_package.0)
-        .collect();
-    let (conv, bundle) = alice
-        .engine
-        .create_conversation(NOW, ConversationKind::Direct, &["bob"], None, &kps)
-        .unwrap();
-    let (status, body) = post_commit(alice_node, &mut alice, &bundle, "create").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    alice.engine.commit_accepted(NOW, conv).unwrap();
+    let (alice, mut bob, conv) = create_direct(alice_node, bob_node).await;
     let mut ws = bob_node.connect(&bob.token).await;
     let welcome = ws.envelope().await;
     assert_eq!(welcome.kind, EnvelopeKind::Welcome);
@@ -155,7 +139,7 @@ async fn nodes_share_queues_and_survive_a_killed_node() {
     let (Some(_), Some(nats)) = (configured(POSTGRES_ENV, test), configured(NATS_ENV, test)) else {
         return;
     };
-    let schema = Schema::create().await;
+    let schema = schema().await;
     let node_a = Node::start(&schema.url, &nats, "a");
     let mut node_b = Node::start(&schema.url, &nats, "b");
     let (a, b) = (
@@ -231,7 +215,7 @@ async fn without_nats_the_safety_poll_delivers() {
     if configured(POSTGRES_ENV, test).is_none() {
         return;
     }
-    let schema = Schema::create().await;
+    let schema = schema().await;
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let mut config =

@@ -225,7 +225,7 @@ async fn run_stops_when_its_shutdown_future_completes(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let schema = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => Some(Schema::create().await),
+        Backend::Postgres => Some(schema().await),
     };
     let config = nightjar_server::ServerConfig {
         data_dir: dir.path().to_owned(),

@@ -378,4 +378,6 @@ async fn open_postgres(url: &str) -> Result<Db<Postgres>, ServerError> {
 }
 
 #[cfg(test)]
+mod test_schema;
+#[cfg(test)]
 pub(crate) mod test_support;

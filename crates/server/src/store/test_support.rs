@@ -9,14 +9,11 @@ use std::sync::Arc;
 
 use nightjar_api::{DeviceAddress, EnvelopeKind};
 use nightjar_core::ConversationId;
-use sqlx::Connection as _;
 
+use super::test_schema::{POSTGRES_ENV, Schema};
 use super::*;
 use crate::rules::delivery::CheckedSend;
 use crate::store::batch::NoSink;
-
-/// The variable naming the PostgreSQL server tests may use.
-pub(crate) const POSTGRES_ENV: &str = "NIGHTJAR_TEST_POSTGRES_URL";
 
 /// A store under test and what keeps its database alive.
 pub(crate) struct TestStore {
@@ -77,7 +74,7 @@ pub(crate) async fn each_backend_with(test: &str, group_commit: GroupCommit) -> 
         _dir: dir,
         schema: None,
     }];
-    match Schema::create().await {
+    match Schema::create_if_configured().await {
         Some(schema) => {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(
@@ -106,75 +103,6 @@ pub(crate) fn skipped(test: &str) {
         std::io::stderr(),
         "{test} [postgres]: skipped: {POSTGRES_ENV} not set"
     );
-}
-
-/// A fresh schema in the test PostgreSQL database, dropped on [`Schema::drop_blocking`].
-pub(crate) struct Schema {
-    base: String,
-    name: String,
-    /// A database URL whose connections use only this schema.
-    pub(crate) url: String,
-}
-
-impl Schema {
-    /// Creates a schema, or `None` when no test server is configured.
-    pub(crate) async fn create() -> Option<Self> {
-        let base = std::env::var(POSTGRES_ENV).ok().filter(|u| !u.is_empty())?;
-        let mut random = [0u8; 8];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
-        let name = format!(
-            "t_{}",
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        let separator = if base.contains('?') { '&' } else { '?' };
-        // The application name lets the drop end this schema's sessions first.
-        let url =
-            format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
-        Some(Self { base, name, url })
-    }
-
-    /// Drops the schema and everything in it (from a thread of its own, so it works in `Drop`).
-    pub(crate) fn drop_blocking(self) {
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&self.base).await.unwrap();
-                // A server still running (its runtime may be blocked on this drop) could hold
-                // locks in the schema: end its sessions first.
-                let _ = sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&self.name)
-                .execute(&mut conn)
-                .await;
-                let _ = sqlx::query("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await;
-                let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
-                    .execute(&mut conn)
-                    .await
-                {
-                    let _ = writeln!(std::io::stderr(), "could not drop {}: {e}", self.name);
-                }
-                let _ = conn.close().await;
-            });
-        })
-        .join();
-    }
 }
 
 /// Creates an account with one device, whose session token hash is made from `token`.

@@ -79,9 +79,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// The variable naming the PostgreSQL database tests may use, e.g.
-/// `postgres://postgres@127.0.0.1:5432/test`.
-pub const POSTGRES_ENV: &str = "NIGHTJAR_TEST_POSTGRES_URL";
 /// The variable naming the NATS server tests may use, e.g. `nats://127.0.0.1:4222`.
 pub const NATS_ENV: &str = "NIGHTJAR_TEST_NATS_URL";
 
@@ -146,7 +143,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let schema = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(Schema::create().await),
+            Backend::Postgres => Some(schema().await),
         };
         let url = schema.as_ref().map(|s| s.url.clone());
         let (server, base) = boot(dir.path(), url, limits.clone()).await;
@@ -272,78 +269,21 @@ async fn boot(
     (server, base)
 }
 
-/// A fresh schema in the test PostgreSQL database; dropped with everything in it when this
-/// goes away.
-pub struct Schema {
-    base: String,
-    pub name: String,
-    /// A database URL whose connections use only this schema.
-    pub url: String,
-}
+/// A fresh schema per test: the same code as the store's unit tests use.
+#[path = "../../src/store/test_schema.rs"]
+mod test_schema;
+pub use test_schema::{POSTGRES_ENV, Schema};
 
-impl Schema {
-    /// Creates a schema; panics unless `NIGHTJAR_TEST_POSTGRES_URL` is set.
-    pub async fn create() -> Self {
-        use sqlx::Connection as _;
-        let base = std::env::var(POSTGRES_ENV).expect("NIGHTJAR_TEST_POSTGRES_URL");
-        let mut random = [0u8; 8];
-        rand_core::RngCore::fill_bytes(&mut OsRng, &mut random);
-        let name = format!(
-            "t_{}",
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        let separator = if base.contains('?') { '&' } else { '?' };
-        // The application name lets the drop end this schema's sessions first.
-        let url =
-            format!("{base}{separator}options=-c%20search_path%3D{name}&application_name={name}");
-        Self { base, name, url }
-    }
+/// Creates a schema; panics unless `NIGHTJAR_TEST_POSTGRES_URL` is set.
+pub async fn schema() -> Schema {
+    Schema::create_if_configured()
+        .await
+        .expect("NIGHTJAR_TEST_POSTGRES_URL")
 }
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Its own thread and runtime: this may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            use sqlx::Connection as _;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-                // A server still running (its runtime may be blocked on this drop) could hold
-                // locks in the schema: end its sessions first.
-                let _ = sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&name)
-                .execute(&mut conn)
-                .await;
-                let _ = sqlx::query("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await;
-                let drop = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
-                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
-                    .execute(&mut conn)
-                    .await
-                {
-                    eprintln!("could not drop test schema {name}: {e}");
-                }
-                let _ = conn.close().await;
-            });
-        })
-        .join();
+        self.drop_blocking();
     }
 }
 
@@ -732,6 +672,41 @@ fn pending_members(
     members.sort();
     members.dedup();
     members
+}
+
+/// alice registered on `alice_node` and bob on `bob_node`, each knowing both accounts, and
+/// a direct conversation that alice created and the server accepted at epoch 1 (bob has not
+/// processed his Welcome yet).
+pub async fn create_direct(
+    alice_node: &TestServer,
+    bob_node: &TestServer,
+) -> (Device, Device, nightjar_core::ConversationId) {
+    let mut alice = register(alice_node, "alice", 2).await;
+    let mut bob = register(bob_node, "bob", 2).await;
+    learn(alice_node, &mut alice, &["alice", "bob"]).await;
+    learn(bob_node, &mut bob, &["alice", "bob"]).await;
+    let kps: Vec<Vec<u8>> = claim(alice_node, &alice, "bob")
+        .await
+        .key_packages
+        .into_iter()
+        .map(|k| k.key_package.0)
+        .collect();
+    let (conv, bundle) = alice
+        .engine
+        .create_conversation(
+            NOW,
+            nightjar_core::ConversationKind::Direct,
+            &["bob"],
+            None,
+            &kps,
+        )
+        .unwrap();
+    let (status, body) = post_commit(alice_node, &mut alice, &bundle, "create").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent: SendResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(sent.epoch, 1);
+    alice.engine.commit_accepted(NOW, conv).unwrap();
+    (alice, bob, conv)
 }
 
 /// Claims key packages of `account` as `device`, returning the raw bytes.
