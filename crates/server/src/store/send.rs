@@ -47,8 +47,8 @@ pub(super) struct Stored {
     pub(super) everyone: Vec<i64>,
 }
 
-/// A member device that can receive: `(address, device row id, envelopes queued for it)`.
-type Routable = (DeviceAddress, i64, i64);
+/// A member device that can receive: `(device row id, envelopes queued for it)`.
+type Routable = (i64, i64);
 
 /// What a batch reads once for all its sends before applying them, so that an application
 /// message costs one statement (its `INSERT`) instead of five.
@@ -156,7 +156,8 @@ where
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut found: HashMap<String, u64> = HashMap::new();
+        let mut conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)> =
+            HashMap::new();
         for chunk in ids.chunks(PREFETCH_ROWS) {
             let mut q =
                 QueryBuilder::<DB>::new("SELECT id, epoch FROM conversations WHERE id IN (");
@@ -170,16 +171,15 @@ where
                 .persistent(false)
                 .fetch_all(&mut **tx)
                 .await?;
-            found.extend(rows.into_iter().map(|(id, epoch)| (id, to_u64(epoch))));
+            conversations.extend(
+                rows.into_iter()
+                    .map(|(id, epoch)| (id, (to_u64(epoch), HashSet::new(), Vec::new()))),
+            );
         }
-        let mut conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)> =
-            found
-                .iter()
-                .map(|(id, epoch)| (id.clone(), (*epoch, HashSet::new(), Vec::new())))
-                .collect();
-        let existing: Vec<&String> = ids.iter().filter(|id| found.contains_key(*id)).collect();
-        let mut rows_by_conversation: HashMap<String, Vec<(String, String, i64, i64)>> =
-            HashMap::new();
+        let existing: Vec<&String> = ids
+            .iter()
+            .filter(|id| conversations.contains_key(*id))
+            .collect();
         for chunk in existing.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT m.conversation_id, m.username, m.device_id, COALESCE(d.id, 0), \
@@ -199,25 +199,20 @@ where
                 .fetch_all(&mut **tx)
                 .await?;
             for (conversation, username, device_id, pk, len, status) in rows {
-                let Some((_, members, _)) = conversations.get_mut(&conversation) else {
+                let Some((_, members, receiving)) = conversations.get_mut(&conversation) else {
                     continue;
                 };
                 members.insert(DeviceAddress {
-                    username: username.clone(),
-                    device_id: device_id.clone(),
+                    username,
+                    device_id,
                 });
                 if pk != 0 && status == "active" {
-                    rows_by_conversation
-                        .entry(conversation)
-                        .or_default()
-                        .push((username, device_id, pk, len));
+                    receiving.push((pk, len));
                 }
             }
         }
-        for (conversation, rows) in rows_by_conversation {
-            if let Some((_, _, routable_members)) = conversations.get_mut(&conversation) {
-                *routable_members = routable(rows);
-            }
+        for (_, _, receiving) in conversations.values_mut() {
+            *receiving = routable(std::mem::take(receiving));
         }
 
         let mut keys: Vec<(i64, &str)> = requests
@@ -343,26 +338,23 @@ where
         // Everyone but the sender who was a member when the message was made gets it; a
         // commit's removed devices included, so they learn of their removal. A new
         // conversation has only the sender.
-        let members = match (verdict, cached) {
+        let not_sender = |(pk, _): &Routable| *pk != sender.device_pk;
+        let recipients: Vec<Routable> = match (verdict, cached) {
             (Verdict::Create, _) => Vec::new(),
-            (_, Some((_, _, routable))) => routable.clone(),
-            (_, None) => Self::routable_members(tx, &conversation).await?,
+            (_, Some((_, _, members))) => members.iter().copied().filter(not_sender).collect(),
+            (_, None) => Self::routable_members(tx, &conversation)
+                .await?
+                .into_iter()
+                .filter(not_sender)
+                .collect(),
         };
-        let recipients: Vec<Routable> = members
-            .into_iter()
-            .filter(|(_, pk, _)| *pk != sender.device_pk)
-            .collect();
         let welcomed: Vec<Routable> = match &send.welcome {
             Some((_, to)) if send.kind == EnvelopeKind::Commit => {
                 Self::routable_addresses(tx, to).await?
             }
             _ => Vec::new(),
         };
-        let mut everyone: Vec<(i64, i64)> = recipients
-            .iter()
-            .chain(&welcomed)
-            .map(|(_, pk, len)| (*pk, *len))
-            .collect();
+        let mut everyone: Vec<(i64, i64)> = recipients.iter().chain(&welcomed).copied().collect();
         everyone.sort_unstable();
         everyone.dedup_by_key(|(pk, _)| *pk);
         let limit = i64::from(*max_queue);
@@ -414,7 +406,7 @@ where
             }
             Verdict::Deliver => {}
         }
-        let recipients: Vec<i64> = recipients.iter().map(|(_, pk, _)| *pk).collect();
+        let recipients: Vec<i64> = recipients.iter().map(|(pk, _)| *pk).collect();
         // A message nobody receives (the commit that creates a conversation, a message to a
         // conversation of one device) is not stored at all; id 0 is never queued.
         let message_id = if recipients.is_empty() {
@@ -439,7 +431,7 @@ where
                 payload: welcome.clone(),
                 now,
             })?;
-            messages.push((welcome_id, welcomed.iter().map(|(_, pk, _)| *pk).collect()));
+            messages.push((welcome_id, welcomed.iter().map(|(pk, _)| *pk).collect()));
         }
         prefetched
             .new_key_index
@@ -496,8 +488,8 @@ where
         tx: &mut Transaction<'static, DB>,
         conversation: &str,
     ) -> Result<Vec<Routable>, sqlx::Error> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT m.username, m.device_id, d.id, d.queue_len FROM conversation_members m \
+        let rows: Vec<Routable> = sqlx::query_as(
+            "SELECT d.id, d.queue_len FROM conversation_members m \
              JOIN accounts a ON a.username = m.username \
              JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
              WHERE m.conversation_id = $1 AND d.status = 'active'",
@@ -517,7 +509,7 @@ where
             return Ok(Vec::new());
         }
         let mut q = QueryBuilder::<DB>::new(
-            "SELECT a.username, d.device_id, d.id, d.queue_len FROM accounts a \
+            "SELECT d.id, d.queue_len FROM accounts a \
              JOIN devices d ON d.account_id = a.id \
              WHERE d.status = 'active' AND (a.username, d.device_id) IN (",
         );
@@ -526,7 +518,7 @@ where
                 .push_bind(a.device_id.as_str());
         });
         q.push(")");
-        let rows: Vec<(String, String, i64, i64)> = q
+        let rows: Vec<Routable> = q
             .build_query_as()
             .persistent(false)
             .fetch_all(&mut **tx)
@@ -585,19 +577,10 @@ where
     }
 }
 
-fn routable(rows: Vec<(String, String, i64, i64)>) -> Vec<Routable> {
+/// Each device once (a device listed twice, in members or in a Welcome, gets one envelope).
+fn routable(rows: Vec<Routable>) -> Vec<Routable> {
     let mut seen = BTreeSet::new();
     rows.into_iter()
-        .filter(|(_, _, pk, _)| seen.insert(*pk))
-        .map(|(username, device_id, pk, len)| {
-            (
-                DeviceAddress {
-                    username,
-                    device_id,
-                },
-                pk,
-                len,
-            )
-        })
+        .filter(|(pk, _)| seen.insert(*pk))
         .collect()
 }
