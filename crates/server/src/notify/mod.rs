@@ -205,13 +205,7 @@ impl CommitSink for Notifier {
                     let Some(device) = devices.get(&pk) else {
                         continue;
                     };
-                    // The envelope first, then the id: a stream woken by the id finds the
-                    // envelope already waiting and need not read the database.
-                    let envelope = q.message.envelope(id);
-                    for (_, stream) in &device.streams {
-                        let _ = stream.try_send(envelope.clone());
-                    }
-                    bump(&device.signal, id);
+                    hand_over(device, q.message.envelope(id));
                 }
             }
         }
@@ -226,15 +220,21 @@ impl Notifier {
     /// streams like one committed here.
     fn deliver_here(&self, device_pk: i64, envelope: Envelope) {
         let devices = self.lock();
-        let Some(device) = devices.get(&device_pk) else {
-            return;
-        };
-        let id = envelope.id;
-        for (_, stream) in &device.streams {
-            let _ = stream.try_send(envelope.clone());
+        if let Some(device) = devices.get(&device_pk) {
+            hand_over(device, envelope);
         }
-        bump(&device.signal, id);
     }
+}
+
+/// Gives a committed envelope to the device's streams on this node. The envelope first, then
+/// the id: a stream woken by the id finds the envelope already waiting and need not read the
+/// database.
+fn hand_over(device: &Device, envelope: Envelope) {
+    let id = envelope.id;
+    for (_, stream) in &device.streams {
+        let _ = stream.try_send(envelope.clone());
+    }
+    bump(&device.signal, id);
 }
 
 impl Drop for Subscription {

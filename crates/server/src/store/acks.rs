@@ -12,7 +12,8 @@
 //! allows (at least once; the client drops what it already processed). Messages themselves
 //! are always committed durably.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
@@ -110,11 +111,13 @@ where
         &self,
         requests: &[AckRequest],
     ) -> Result<Vec<u64>, sqlx::Error> {
+        // Each row to delete once, and the first request that listed it (which it counts for).
         let mut rows: Vec<(i64, i64)> = Vec::new();
-        let mut seen = HashSet::new();
-        for r in requests {
+        let mut owner: HashMap<(i64, i64), usize> = HashMap::new();
+        for (i, r) in requests.iter().enumerate() {
             for &seq in &r.seqs {
-                if seen.insert((r.device_pk, seq)) {
+                if let Entry::Vacant(e) = owner.entry((r.device_pk, seq)) {
+                    e.insert(i);
                     rows.push((r.device_pk, seq));
                 }
             }
@@ -149,21 +152,13 @@ where
         }
         w.commit().await?;
 
-        // Each deleted row counts for the first request that listed it.
-        let gone: HashSet<(i64, i64)> = deleted.iter().map(|(d, s, _)| (*d, *s)).collect();
-        let mut counted = HashSet::new();
-        Ok(requests
-            .iter()
-            .map(|r| {
-                let n = r
-                    .seqs
-                    .iter()
-                    .filter(|&&seq| gone.contains(&(r.device_pk, seq)))
-                    .filter(|&&seq| counted.insert((r.device_pk, seq)))
-                    .count();
-                u64::try_from(n).unwrap_or(u64::MAX)
-            })
-            .collect())
+        let mut counts = vec![0; requests.len()];
+        for (device_pk, seq, _) in &deleted {
+            if let Some(&i) = owner.get(&(*device_pk, *seq)) {
+                counts[i] += 1;
+            }
+        }
+        Ok(counts)
     }
 }
 
