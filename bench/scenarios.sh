@@ -115,31 +115,29 @@ loadgen() {
     return $rc
 }
 
-step_sqlite() { # SQLite on disk, 1:1, the offered rates in turn
-    local dir=$WORK/sqlite
+# rate_sweep STEP LABEL_SUFFIX PORT DIR [serve options...]: a fresh server on a data directory
+# in DIR, setup, then 1:1 load at each of $RATES in turn.
+rate_sweep() {
+    local step=$1 suffix=$2 port=$3 dir=$4
+    shift 4
     rm -rf "$dir" && mkdir -p "$dir"
-    start_serve sqlite 18100 --data-dir "$dir/data"
-    local pid=$SERVER_PID url=http://127.0.0.1:18100
-    loadgen sqlite setup --server $url --devices "$DEVICES" --setup-only --state "$dir/state.json"
+    start_serve "$step" "$port" --data-dir "$dir/data" "$@"
+    local pid=$SERVER_PID url=http://127.0.0.1:$port
+    loadgen "$step" setup --server $url --devices "$DEVICES" --setup-only --state "$dir/state.json"
     for rate in $RATES; do
-        loadgen sqlite "1:1 rate=$rate" --server $url --server-pid "$pid" --state "$dir/state.json" \
-            --devices "$DEVICES" --rate "$rate" --duration "$DURATION" || true
+        loadgen "$step" "1:1 rate=$rate$suffix" --server $url --server-pid "$pid" \
+            --state "$dir/state.json" --devices "$DEVICES" --rate "$rate" --duration "$DURATION" || true
     done
     stop "$pid"
 }
 
+step_sqlite() { # SQLite on disk, 1:1, the offered rates in turn
+    rate_sweep sqlite "" 18100 "$WORK/sqlite"
+}
+
 step_tmpfs() { # the same on tmpfs: fsync is free, so what remains is CPU
-    local dir=/dev/shm/nightjar-bench-sqlite
-    rm -rf "$dir" && mkdir -p "$dir"
-    start_serve tmpfs 18101 --data-dir "$dir/data"
-    local pid=$SERVER_PID url=http://127.0.0.1:18101
-    loadgen tmpfs setup --server $url --devices "$DEVICES" --setup-only --state "$dir/state.json"
-    for rate in $RATES; do
-        loadgen tmpfs "1:1 rate=$rate (tmpfs)" --server $url --server-pid "$pid" \
-            --state "$dir/state.json" --devices "$DEVICES" --rate "$rate" --duration "$DURATION" || true
-    done
-    stop "$pid"
-    rm -rf "$dir"
+    rate_sweep tmpfs " (tmpfs)" 18101 /dev/shm/nightjar-bench-sqlite
+    rm -rf /dev/shm/nightjar-bench-sqlite
 }
 
 step_group() { # group fan-out: each message to GROUP-1 devices, same devices count
@@ -228,16 +226,7 @@ ensure_nats() {
 step_postgres() { # one node on PostgreSQL, the offered rates in turn
     ensure_postgres
     fresh_db nightjar_bench_pg
-    local dir=$WORK/postgres
-    rm -rf "$dir" && mkdir -p "$dir"
-    start_serve postgres 18110 --data-dir "$dir/data" --database-url "$PG_DB_URL"
-    local pid=$SERVER_PID url=http://127.0.0.1:18110
-    loadgen postgres setup --server $url --devices "$DEVICES" --setup-only --state "$dir/state.json"
-    for rate in $RATES; do
-        loadgen postgres "1:1 rate=$rate (PostgreSQL)" --server $url --server-pid "$pid" \
-            --state "$dir/state.json" --devices "$DEVICES" --rate "$rate" --duration "$DURATION" || true
-    done
-    stop "$pid"
+    rate_sweep postgres " (PostgreSQL)" 18110 "$WORK/postgres" --database-url "$PG_DB_URL"
 }
 
 multinode_ready() {
