@@ -110,11 +110,16 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     let nats = config.nats_url.as_deref().map_or_else(String::new, |url| {
         format!(", notifications via {}", redact_password(url))
     });
+    let server = nightjar_server::start(config)
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+    // Printed once bound, with the real port (`--listen 127.0.0.1:0` picks a free one).
     eprintln!(
         "nightjar server: data in {storage}{nats}, listening on http://{} (Ctrl-C to stop)",
-        config.listen
+        server.local_addr()
     );
-    nightjar_server::run(config, nightjar_server::shutdown_signal())
+    server
+        .serve_until(nightjar_server::shutdown_signal())
         .await
         .map_err(|e| format!("server: {e}"))
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,14 +13,6 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_nightjar");
 const PASSWORD: &str = "correct horse battery staple";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `nightjar server` process; killed when dropped.
 struct Server {
     child: Child,
@@ -28,27 +20,59 @@ struct Server {
     data: PathBuf,
 }
 
+/// What the server prints once it is bound; the real address follows.
+const LISTENING: &str = "listening on http://";
+
 impl Server {
-    fn start(data: &Path, port: u16) -> Server {
-        Self::start_with(data, port, &[])
+    /// Starts a server on a port the kernel picks, so parallel tests never share one.
+    fn start(data: &Path) -> Server {
+        Self::start_with(data, 0, &[])
     }
 
+    /// Starts a server on `port` (0: any free port) and waits until it has bound it: the
+    /// address comes from the server's own start-up line, never from probing the port, which
+    /// another test's server might hold.
     fn start_with(data: &Path, port: u16, extra: &[&str]) -> Server {
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["server", "--data-dir"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        // Keeps draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut seen = String::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(LISTENING) {
+                        let addr: SocketAddr = line[at + LISTENING.len()..]
+                            .split_whitespace()
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or_else(|| panic!("no address in {line:?}"));
+                        break addr.port();
+                    }
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!(
+                    "server did not start (exit: {:?})\nstderr:\n{seen}",
+                    child.try_wait()
+                ),
+            }
+        };
         Server {
             child,
             port,
@@ -168,7 +192,7 @@ fn assert_no_plaintext(dir: &Path, secrets: &[&str]) {
 #[test]
 fn messaging_devices_groups_and_safety_numbers() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server-data"), free_port());
+    let server = Server::start(&tmp.path().join("server-data"));
     let url = server.url();
     let alice = Device::new(tmp.path(), "alice");
     let bob = Device::new(tmp.path(), "bob");
@@ -292,7 +316,7 @@ fn messaging_devices_groups_and_safety_numbers() {
 #[test]
 fn wrong_password_is_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"), free_port());
+    let server = Server::start(&tmp.path().join("data"));
     let alice = Device::new(tmp.path(), "alice");
     alice.ok(&["register", "--server", &server.url(), "alice"]);
     let other = Device::new(tmp.path(), "other");
@@ -338,7 +362,7 @@ fn server_takes_a_database_url() {
     let db = tmp.path().join("elsewhere.db");
     let url = format!("sqlite://{}", db.display());
     let data = tmp.path().join("data");
-    let server = Server::start_with(&data, free_port(), &["--database-url", &url]);
+    let server = Server::start_with(&data, 0, &["--database-url", &url]);
     let alice = Device::new(tmp.path(), "alice");
     alice.ok(&["register", "--server", &server.url(), "alice"]);
     assert!(db.exists());
@@ -348,9 +372,8 @@ fn server_takes_a_database_url() {
 #[test]
 fn offline_send_waits_in_the_outbox_and_is_delivered_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
     let data = tmp.path().join("data");
-    let mut server = Server::start(&data, port);
+    let mut server = Server::start(&data);
     let url = server.url();
     let alice = Device::new(tmp.path(), "alice");
     let bob = Device::new(tmp.path(), "bob");
@@ -368,7 +391,7 @@ fn offline_send_waits_in_the_outbox_and_is_delivered_once() {
         "sync reports the outage"
     );
 
-    let _server = Server::start(&server.data, port);
+    let _server = Server::start_with(&server.data, server.port, &[]);
     alice.ok(&["sync"]);
     assert!(alice.ok(&["status"]).contains("outbox:         0"));
     assert_eq!(bob.texts(), ["written while offline"]);

@@ -38,6 +38,18 @@ impl RunningServer {
         self.shutdown.cancel();
         joined(self.task.await)
     }
+
+    /// Serves until `shutdown` completes (for example [`shutdown_signal`]), then shuts down
+    /// gracefully; returns early if the server fails on its own.
+    pub async fn serve_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        tokio::select! {
+            () = shutdown => self.shutdown().await,
+            result = &mut self.task => joined(result),
+        }
+    }
 }
 
 fn joined(
@@ -123,11 +135,7 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let mut server = start(config).await?;
-    tokio::select! {
-        () = shutdown => server.shutdown().await,
-        result = &mut server.task => joined(result),
-    }
+    start(config).await?.serve_until(shutdown).await
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
