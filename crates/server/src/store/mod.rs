@@ -41,6 +41,7 @@ mod send;
 mod server_state;
 mod sessions;
 mod sweep;
+mod writer_thread;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -195,6 +196,8 @@ pub(crate) struct Store {
     backend: Backends,
     sends: batch::Batcher<Submission, SendOutcome>,
     acks: batch::Batcher<acks::AckRequest, u64>,
+    /// SQLite: where the writers run (see `writer_thread.rs`).
+    _writer_thread: Option<writer_thread::WriterThread>,
 }
 
 /// Which database a URL names.
@@ -247,17 +250,35 @@ impl Store {
             Backends::Sqlite(_) => 1,
             Backends::Postgres(_) => group_commit.writers.max(1),
         };
+        // PostgreSQL's writers wait on the network like every other task; SQLite's one writer
+        // waits on a thread hand-off per statement while it holds the write lock.
+        let writer_thread = match backend {
+            Backends::Sqlite(_) => Some(writer_thread::WriterThread::start()?),
+            Backends::Postgres(_) => None,
+        };
         for _ in 0..writers {
             let (queue, sink, ack_queue) = (queue.clone(), sink.clone(), ack_queue.clone());
             // Spawned per backend so each writer future is a concrete (provably `Send`) type.
             let (writer, ack_writer) = match &backend {
                 Backends::Sqlite(db) => (
-                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink)),
-                    tokio::spawn(acks::run(db.clone(), ack_queue, group_commit)),
+                    spawn_on(
+                        &writer_thread,
+                        batch::run(db.clone(), queue, group_commit, sink),
+                    ),
+                    spawn_on(
+                        &writer_thread,
+                        acks::run(db.clone(), ack_queue, group_commit),
+                    ),
                 ),
                 Backends::Postgres(db) => (
-                    tokio::spawn(batch::run(db.clone(), queue, group_commit, sink)),
-                    tokio::spawn(acks::run(db.clone(), ack_queue, group_commit)),
+                    spawn_on(
+                        &writer_thread,
+                        batch::run(db.clone(), queue, group_commit, sink),
+                    ),
+                    spawn_on(
+                        &writer_thread,
+                        acks::run(db.clone(), ack_queue, group_commit),
+                    ),
                 ),
             };
             sends.attach(writer);
@@ -267,6 +288,7 @@ impl Store {
             backend,
             sends,
             acks,
+            _writer_thread: writer_thread,
         })
     }
 
@@ -318,6 +340,17 @@ impl Store {
     }
 }
 
+/// Runs a writer on the writer thread if there is one, else on the server's runtime.
+fn spawn_on<F>(thread: &Option<writer_thread::WriterThread>, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match thread {
+        Some(thread) => thread.spawn(task),
+        None => tokio::spawn(task),
+    }
+}
+
 async fn open_sqlite(data_dir: &Path, url: Option<&str>) -> Result<Db<Sqlite>, ServerError> {
     let options = match url {
         None => {
@@ -331,9 +364,19 @@ async fn open_sqlite(data_dir: &Path, url: Option<&str>) -> Result<Db<Sqlite>, S
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        // Statement journals (multi-row statements inside a transaction) in memory, not in a
+        // temporary file created and deleted per batch.
+        .pragma("temp_store", "memory")
+        // A batch reads hundreds of rows per statement: room for them all in one hand-over.
+        .row_buffer_size(1024);
+    // Readers and the writer take turns on the same cores; more connections than that only
+    // add threads to wake (each sqlx SQLite connection is a thread).
+    let connections = std::thread::available_parallelism()
+        .map_or(4, |n| n.get() * 2)
+        .clamp(4, 16);
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(u32::try_from(connections).unwrap_or(4))
         .connect_with(options.clone())
         .await?;
     SQLITE_MIGRATIONS.run(&pool).await?;
