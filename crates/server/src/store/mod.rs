@@ -25,7 +25,9 @@
 //! committed in increasing order on every backend and "after the last id sent" never skips an
 //! envelope. `devices.queue_len` counts queued envelopes, so the queue limit is checked without
 //! counting rows. Sends go through group-commit writers (`batch.rs`), acknowledgements
-//! through writers of their own (`acks.rs`). Everything a node keeps
+//! through writers of their own (`acks.rs`); on SQLite both run on a thread of their own
+//! (`writer_thread.rs`), so that the task holding the only write lock is never queued behind
+//! request handlers between its statements. Everything a node keeps
 //! between requests that another node may need lives here too: started OPAQUE logins
 //! (`logins.rs`), the OPAQUE setup and the cluster id (`server_state.rs`).
 
