@@ -125,6 +125,17 @@ async fn message_delivered_over_the_stream_and_acked(backend: Backend) {
         Some(ServerFrame::Error { error }) => assert_eq!(error.code, ErrorCode::BadRequest),
         other => panic!("{other:?}"),
     }
+    // So is an acknowledgement the server refuses (it commits in the background); pushes go on.
+    ws.ack((1..=1001).collect()).await;
+    match ws.next().await {
+        Some(ServerFrame::Error { error }) => assert_eq!(error.code, ErrorCode::TooLarge),
+        other => panic!("{other:?}"),
+    }
+    let (status, body) = send_text(&server, &mut alice, conv, "m2", "still here").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let envelope = ws.envelope().await;
+    ws.ack(vec![envelope.id]).await;
+    wait_for_queue(&server, &bob, 0).await;
     ws.close().await;
 
     // The stream also takes the token as a query parameter; a wrong token is refused.

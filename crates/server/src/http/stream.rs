@@ -16,6 +16,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use nightjar_api::{ApiError, ClientFrame, ErrorCode, ServerFrame};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -33,6 +35,8 @@ use crate::state::{AppState, now_ms};
 const PAGE: u32 = 100;
 /// Largest frame a client may send (acks only).
 const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Acknowledgements of one stream committing at once; past that the stream stops reading.
+const MAX_PENDING_ACKS: usize = 8;
 /// The WebSocket read buffer, per connection.
 const READ_BUFFER: usize = 4 * 1024;
 /// How often the stream pings and re-checks that its session is still valid.
@@ -190,25 +194,29 @@ async fn push_one(
     Ok(())
 }
 
+/// What a client frame asks for.
+enum Incoming {
+    /// Nothing more to do (or a refusal was sent).
+    Done,
+    /// Acknowledge these envelopes.
+    Ack(Vec<u64>),
+}
+
 async fn handle_client(
-    state: &AppState,
-    device_pk: i64,
     socket: &mut WebSocket,
     message: Message,
-) -> std::result::Result<(), End> {
+) -> std::result::Result<Incoming, End> {
     let refusal = match message {
         Message::Text(text) => match serde_json::from_str::<ClientFrame>(text.as_str()) {
-            Ok(ClientFrame::Ack { ids }) => match acknowledge(state, device_pk, &ids).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e.into_api_error(),
-            },
+            Ok(ClientFrame::Ack { ids }) => return Ok(Incoming::Ack(ids)),
             Err(_) => ApiError::new(ErrorCode::BadRequest, "unrecognised frame"),
         },
         Message::Binary(_) => ApiError::new(ErrorCode::BadRequest, "frames are JSON text"),
         Message::Close(_) => return Err(End::Gone),
-        Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        Message::Ping(_) | Message::Pong(_) => return Ok(Incoming::Done),
     };
-    send_frame(socket, &ServerFrame::Error { error: refusal }).await
+    send_frame(socket, &ServerFrame::Error { error: refusal }).await?;
+    Ok(Incoming::Done)
 }
 
 async fn drive(
@@ -227,6 +235,9 @@ async fn drive(
     }
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    // Acknowledgements commit in the background: an envelope accepted meanwhile is pushed at
+    // once instead of waiting for the ack batch to commit.
+    let mut acks = FuturesUnordered::new();
     loop {
         let step = tokio::select! {
             // Envelopes in memory before the id that announces them: usually no read at all.
@@ -245,8 +256,23 @@ async fn drive(
                     Ok(())
                 }
             }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(message)) => handle_client(state, device_pk, socket, message).await,
+            Some(acked) = acks.next(), if !acks.is_empty() => match acked {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let error = Error::into_api_error(e);
+                    send_frame(socket, &ServerFrame::Error { error }).await
+                }
+            },
+            // A client that acknowledges faster than the database commits waits here.
+            incoming = socket.recv(), if acks.len() < MAX_PENDING_ACKS => match incoming {
+                Some(Ok(message)) => match handle_client(socket, message).await {
+                    Ok(Incoming::Ack(ids)) => {
+                        acks.push(async move { acknowledge(state, device_pk, &ids).await });
+                        Ok(())
+                    }
+                    Ok(Incoming::Done) => Ok(()),
+                    Err(end) => Err(end),
+                },
                 Some(Err(_)) | None => Err(End::Gone),
             },
             _ = heartbeat.tick() => match state.store.session(&session.token_hash, now_ms()).await {
