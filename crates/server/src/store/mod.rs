@@ -182,11 +182,14 @@ enum Backends {
 
 /// Runs `$body` with `$db` bound to the backend's `Db`, whichever it is.
 macro_rules! dispatch {
-    ($store:expr, $db:ident => $body:expr) => {
-        match &$store.backend {
+    (backends: $backends:expr, $db:ident => $body:expr) => {
+        match &$backends {
             $crate::store::Backends::Sqlite($db) => $body,
             $crate::store::Backends::Postgres($db) => $body,
         }
+    };
+    ($store:expr, $db:ident => $body:expr) => {
+        dispatch!(backends: $store.backend, $db => $body)
     };
 }
 pub(crate) use dispatch;
@@ -261,28 +264,10 @@ impl Store {
         for _ in 0..writers {
             let (queue, sink, ack_queue) = (queue.clone(), sink.clone(), ack_queue.clone());
             // Spawned per backend so each writer future is a concrete (provably `Send`) type.
-            let (writer, ack_writer) = match &backend {
-                Backends::Sqlite(db) => (
-                    spawn_on(
-                        &writer_thread,
-                        batch::run(db.clone(), queue, group_commit, sink),
-                    ),
-                    spawn_on(
-                        &writer_thread,
-                        acks::run(db.clone(), ack_queue, group_commit),
-                    ),
-                ),
-                Backends::Postgres(db) => (
-                    spawn_on(
-                        &writer_thread,
-                        batch::run(db.clone(), queue, group_commit, sink),
-                    ),
-                    spawn_on(
-                        &writer_thread,
-                        acks::run(db.clone(), ack_queue, group_commit),
-                    ),
-                ),
-            };
+            let (writer, ack_writer) = dispatch!(backends: backend, db => (
+                spawn_on(&writer_thread, batch::run(db.clone(), queue, group_commit, sink)),
+                spawn_on(&writer_thread, acks::run(db.clone(), ack_queue, group_commit)),
+            ));
             sends.attach(writer);
             acks.attach(ack_writer);
         }

@@ -65,12 +65,12 @@ mod tests {
     #[tokio::test]
     async fn runs_tasks_on_its_own_thread_and_stops_when_dropped() {
         let thread = WriterThread::start().unwrap();
-        let name = thread
+        let ran = thread
             .spawn(async {
                 assert_eq!(std::thread::current().name(), Some("nightjar-writer"));
             })
             .await;
-        assert!(name.is_ok(), "the task ran and its assertion held");
+        assert!(ran.is_ok(), "the task ran and its assertion held");
         let (_keep, never) = oneshot::channel::<()>();
         let pending = thread.spawn(async move {
             let _ = never.await;
