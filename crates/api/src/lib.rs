@@ -4,11 +4,13 @@
 //! The server never receives anything it could decrypt: passwords travel as OPAQUE messages,
 //! messages as MLS ciphertext, a new device's account identity key sealed to that device.
 
+mod auth;
 mod bytes;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
+pub use auth::*;
 pub use bytes::B64;
 pub use error::{ApiError, ErrorCode};
 
@@ -95,6 +97,10 @@ pub struct LoginStartResponse {
     pub login_id: String,
     /// OPAQUE `CredentialResponse`.
     pub credential_response: B64,
+    /// 32 fresh random bytes an existing device signs with its device key
+    /// ([`LoginFinishRequest::device_signature`]).
+    #[serde(default)]
+    pub challenge: B64,
 }
 
 /// `POST /v1/login/finish`.
@@ -109,6 +115,11 @@ pub struct LoginFinishRequest {
     /// For a new device: its link offer (`nightjar_core::provisioning::LinkOffer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_offer: Option<B64>,
+    /// For an existing device: its Ed25519 signature over the login proof
+    /// (`nightjar_core::device_auth::LoginProof`: username, device id, login id and the
+    /// challenge from [`LoginStartResponse`]). Without it a password signs in no existing device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_signature: Option<B64>,
 }
 
 // ---------------------------------------------------------------- devices and directory

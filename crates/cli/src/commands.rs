@@ -75,11 +75,13 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             database_url,
             nats_url,
             node_id,
+            opaque_key_file,
         } => {
             let config = nightjar_server::ServerConfig {
                 database_url,
                 nats_url,
                 node_id,
+                opaque_key_file,
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -185,6 +187,19 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             timeout,
             no_wait,
         } => {
+            if client.has_device() && client.username().as_deref() == Some(username.as_str()) {
+                // A known device signs in with its own key, no password (and so whatever the
+                // password limits say).
+                client.sign_in_with_device_key(&server).await.map_err(e)?;
+                if client.is_pending().map_err(e)? {
+                    let code = client.approval_code().map_err(e)?;
+                    output::line(&format!("  nightjar approve {code}"));
+                    output::line(&format!("approval code: {code}"));
+                } else {
+                    output::line(&format!("logged in as {username} (with this device's key)"));
+                }
+                return Ok(());
+            }
             let password = password(&username, false)?;
             match client
                 .login(&server, &username, &password)
@@ -294,6 +309,13 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             output::line(&format!("Safety number of {me} and {username}:"));
             output::line(&number.grouped());
             output::line(&output::qr(&number.qr_payload())?);
+            if client.is_verified(&username).map_err(e)? {
+                output::line(&format!("{username}: verified"));
+            } else {
+                output::line(&format!(
+                    "{username}: not verified (after comparing, run `nightjar verify {username}`)"
+                ));
+            }
             if let Some(new) = changed {
                 output::notice(&format!(
                     "{username} presents a NEW identity key; the safety number with it would be {}. Verify it with {username} before `nightjar trust {username}`",
@@ -310,6 +332,34 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
         Command::Status => {
             let status = client.status().await.map_err(e)?;
             output::status(&status);
+            Ok(())
+        }
+        Command::Sessions { revoke_others } => {
+            if revoke_others {
+                let revoked = client.revoke_other_sessions().await.map_err(e)?;
+                output::line(&format!("revoked {revoked} other session(s)"));
+            }
+            for s in client.sessions().await.map_err(e)? {
+                let status = match s.status {
+                    nightjar_api::DeviceStatus::Active => "active",
+                    nightjar_api::DeviceStatus::Pending => "pending",
+                };
+                let current = if s.current { "  (this session)" } else { "" };
+                output::line(&format!(
+                    "{}  {status:<7}  signed in {}  last seen {}  expires {}{current}",
+                    s.device_id,
+                    time(s.created_at_ms),
+                    time(s.last_seen_ms),
+                    time(s.expires_at_ms)
+                ));
+            }
+            Ok(())
+        }
+        Command::Verify { username } => {
+            client.verify(&username).await.map_err(e)?;
+            output::line(&format!(
+                "marked the identity key of {username} as verified"
+            ));
             Ok(())
         }
     }

@@ -59,6 +59,11 @@ pub(crate) enum Command {
         /// This node's name in logs and on NATS [default: a random one].
         #[arg(long, value_name = "NAME", env = "NIGHTJAR_NODE_ID")]
         node_id: Option<String>,
+        /// File holding the OPAQUE server setup (OPRF seed and key-exchange key), kept out of
+        /// the database; every node sharing a database needs the same file
+        /// [default: DATA_DIR/opaque-server-setup.key, created with mode 0600].
+        #[arg(long, value_name = "PATH", env = "NIGHTJAR_OPAQUE_KEY_FILE")]
+        opaque_key_file: Option<PathBuf>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {
@@ -88,7 +93,8 @@ pub(crate) enum Command {
     Devices,
     /// Approve a new device of this account by the code it printed.
     Approve {
-        /// The approval code shown by `nightjar login` on the new device (XXXX-XXXX-XXXX).
+        /// The approval code shown by `nightjar login` on the new device
+        /// (XXXXX-XXXXX-XXXXX-XXXXX).
         code: String,
     },
     /// Remove (revoke) another device of this account.
@@ -136,6 +142,19 @@ pub(crate) enum Command {
     /// Show this profile: server, account, device, key storage, conversations, outbox, key
     /// packages.
     Status,
+    /// List this account's sessions (device, status, last seen; this one marked).
+    Sessions {
+        /// Revoke every session of the account except this one (other devices sign in again
+        /// with their device keys; a password alone gets no session on them).
+        #[arg(long)]
+        revoke_others: bool,
+    },
+    /// Mark another account's identity key as verified, after comparing `nightjar
+    /// safety-number USERNAME` with them. The mark lapses if their key changes.
+    Verify {
+        /// The other account.
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

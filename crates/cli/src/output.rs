@@ -85,4 +85,7 @@ pub(crate) fn status(s: &Status) {
             s.changed_identities.join(", ")
         ));
     }
+    if !s.verified.is_empty() {
+        line(&format!("verified:       {}", s.verified.join(", ")));
+    }
 }

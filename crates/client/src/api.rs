@@ -179,6 +179,35 @@ impl Api {
         self.call(Method::POST, "/v1/login/finish", Some(r)).await
     }
 
+    /// `POST /v1/device-login/start`.
+    pub async fn device_login_start(
+        &self,
+        r: &nightjar_api::DeviceLoginStartRequest,
+    ) -> Result<nightjar_api::DeviceLoginStartResponse> {
+        self.call(Method::POST, "/v1/device-login/start", Some(r))
+            .await
+    }
+
+    /// `POST /v1/device-login/finish`.
+    pub async fn device_login_finish(
+        &self,
+        r: &nightjar_api::DeviceLoginFinishRequest,
+    ) -> Result<SessionResponse> {
+        self.call(Method::POST, "/v1/device-login/finish", Some(r))
+            .await
+    }
+
+    /// `GET /v1/sessions`.
+    pub async fn sessions(&self) -> Result<nightjar_api::SessionsResponse> {
+        self.call(Method::GET, "/v1/sessions", None::<&()>).await
+    }
+
+    /// `POST /v1/sessions/revoke-others`.
+    pub async fn revoke_other_sessions(&self) -> Result<nightjar_api::RevokeSessionsResponse> {
+        self.call(Method::POST, "/v1/sessions/revoke-others", None::<&()>)
+            .await
+    }
+
     /// `GET /v1/devices`.
     pub async fn devices(&self) -> Result<DevicesResponse> {
         self.call(Method::GET, "/v1/devices", None::<&()>).await

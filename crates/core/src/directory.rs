@@ -109,6 +109,27 @@ impl Directory {
         Ok(change)
     }
 
+    /// Every pinned account's latest signed device list, `username`'s own excepted.
+    pub(crate) fn signed_lists(
+        &self,
+        kv: &impl KvStore,
+        except: &str,
+    ) -> Result<Vec<(String, SignedDeviceList)>, crate::Error> {
+        let mut out = Vec::new();
+        for (k, v) in kv.entries_with_prefix(PREFIX)? {
+            let Some(name) = k.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Codec)?;
+            if name == except {
+                continue;
+            }
+            let record: Record = serde_json::from_slice(&v).map_err(StoreError::from)?;
+            out.push((name, SignedDeviceList::decode(&record.signed)?));
+        }
+        Ok(out)
+    }
+
     /// Checks that `credential` with `signature_key` is in its account's accepted list.
     pub(crate) fn check(
         &self,

@@ -45,6 +45,10 @@ pub enum IdentityError {
     /// A device list may hold at most [`MAX_DEVICES`] devices, each once.
     #[error("device list has too many or duplicate devices")]
     BadDeviceSet,
+    /// A link offer or sealed bundle does not carry the approval code the user typed or was
+    /// shown: someone (the server) swapped it, or the code was mistyped.
+    #[error("the approval code does not match this device link")]
+    WrongLinkCode,
 }
 
 /// Upper bound on devices per account, which bounds the size of every conversation.

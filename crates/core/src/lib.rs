@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod content;
+pub mod device_auth;
 pub mod directory;
 mod engine;
 mod error;

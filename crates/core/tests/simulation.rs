@@ -117,7 +117,10 @@ fn second_device(ds: &mut Ds, first: &mut Device, cfg: EngineConfig) -> Device {
             .approve_link(&relayed, "WRON-GCOD-E000")
             .is_err()
     );
-    let (list, sealed) = first.engine.approve_link(&relayed, &offer.code()).unwrap();
+    let (list, sealed) = first
+        .engine
+        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .unwrap();
     engine.complete_link(&sealed).unwrap();
     assert!(engine.has_account_identity());
     ds.lists.insert(name, list);

@@ -47,6 +47,12 @@ pub struct ServerConfig {
     pub sweep_interval: Duration,
     /// How long shutdown waits for in-flight requests and WebSockets before giving up on them.
     pub shutdown_grace: Duration,
+    /// The file holding the OPAQUE server setup (OPRF seed and key-exchange key), kept out of
+    /// the database so that a database copy alone allows no password guessing. `None` means
+    /// `opaque-server-setup.key` in `data_dir` (mode 0600, created on first start). Several
+    /// nodes sharing one database must share this file (the CLI's `--opaque-key-file`, env
+    /// `NIGHTJAR_OPAQUE_KEY_FILE`).
+    pub opaque_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +72,7 @@ impl Default for ServerConfig {
             pending_device_ttl: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
+            opaque_key_file: None,
         }
     }
 }
@@ -129,18 +136,26 @@ pub struct Limits {
     pub key_package_low_water: u32,
     /// Most devices waiting for approval per account.
     pub max_pending_devices: u32,
-    /// Login (and registration) attempts per account in one `login_window`.
+    /// Well-formed password login attempts per account: a burst of this many, then one more
+    /// every `login_window / login_attempts_per_account` (slowed with `retry_after_ms`, never
+    /// locked out). Malformed requests are not counted.
     pub login_attempts_per_account: u32,
-    /// Login and registration attempts per client IP address in one `login_window`.
+    /// Well-formed login and registration attempts per client address group (an IPv4 address,
+    /// an IPv6 /64): a burst of this many, refilled evenly over `login_window`. Device-key
+    /// sign-ins count in a separate bucket of the same size.
     pub login_attempts_per_ip: u32,
-    /// The window the two login limits count in.
+    /// The time over which the login limits refill completely.
     pub login_window: Duration,
     /// Sustained authenticated requests per second per device (token bucket refill rate).
     pub device_requests_per_second: f64,
     /// Burst of authenticated requests a device may make at once (token bucket size).
     pub device_request_burst: u32,
-    /// Open OPAQUE logins (between start and finish) kept at once, server-wide.
+    /// Open password logins (between start and finish) kept at once, server-wide: a backstop
+    /// for storage only; the per-address cap below is what a client meets.
     pub max_pending_logins: usize,
+    /// Open logins (password and device-key) kept at once per client address group (an IPv4
+    /// address, an IPv6 /64).
+    pub max_pending_logins_per_address: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +177,7 @@ impl Default for Limits {
             device_requests_per_second: 20.0,
             device_request_burst: 100,
             max_pending_logins: 100_000,
+            max_pending_logins_per_address: 64,
         }
     }
 }

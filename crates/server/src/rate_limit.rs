@@ -1,53 +1,19 @@
-//! In-memory rate limiters: fixed windows for login attempts (per account, per address) and
-//! token buckets for authenticated requests (per device). Time is passed in, so the logic is
-//! tested without sleeping.
+//! In-memory rate limiters: token buckets for login attempts (per account, per address group)
+//! and for authenticated requests (per device). Time is passed in, so the
+//! logic is tested without sleeping.
+//!
+//! Login attempts are *slowed*, never locked out: an account's bucket refills one attempt every
+//! `window / attempts`, and a refusal says exactly when the next attempt is allowed. Addresses
+//! are grouped per IPv6 /64 (one subscriber's usual allocation), IPv4 per address.
 //!
 //! State is per process: with several server nodes each counts on its own, which loosens the
 //! limits by the node count (acceptable; they exist to make guessing and floods expensive).
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Counts events per key in fixed windows; refuses past `max` events per window.
-#[derive(Debug)]
-pub(crate) struct WindowLimiter<K> {
-    max: u32,
-    window: Duration,
-    entries: Mutex<HashMap<K, (Instant, u32)>>,
-}
-
-impl<K: Eq + Hash + Clone> WindowLimiter<K> {
-    pub(crate) fn new(max: u32, window: Duration) -> Self {
-        Self {
-            max,
-            window,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether one more event for `key` at `now` is allowed; `Err` carries the wait until the
-    /// window resets. An allowed event is counted; a refused one is not.
-    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.entry(key.clone()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= self.max {
-            return Err(self.window.saturating_sub(now.duration_since(entry.0)));
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-
-    /// Forgets windows that have ended.
-    pub(crate) fn prune(&self, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (start, _)| now.duration_since(*start) < self.window);
-    }
-}
 
 /// Token buckets per key: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug)]
@@ -91,6 +57,30 @@ impl<K: Eq + Hash + Clone> TokenBuckets<K> {
     }
 }
 
+/// The key per-address limits count under: an IPv4 address as is (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address as its /64 prefix.
+pub(crate) fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+/// A token bucket that allows `attempts` at once and refills them evenly over `window`.
+pub(crate) fn attempts_per_window<K: Eq + Hash + Clone>(
+    attempts: u32,
+    window: Duration,
+) -> TokenBuckets<K> {
+    let seconds = window.as_secs_f64().max(f64::MIN_POSITIVE);
+    TokenBuckets::new(f64::from(attempts.max(1)) / seconds, attempts)
+}
+
 /// Milliseconds for a `retry_after_ms`, at least 1.
 pub(crate) fn retry_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -99,29 +89,6 @@ pub(crate) fn retry_ms(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn window_counts_and_resets() {
-        let limiter = WindowLimiter::new(3, Duration::from_secs(60));
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.check(&"alice", t0).is_ok());
-        }
-        let wait = limiter
-            .check(&"alice", t0 + Duration::from_secs(10))
-            .unwrap_err();
-        assert_eq!(wait, Duration::from_secs(50));
-        // Other keys are independent.
-        assert!(limiter.check(&"bob", t0).is_ok());
-        // Refusals are not counted, and the window resets.
-        assert!(
-            limiter
-                .check(&"alice", t0 + Duration::from_secs(60))
-                .is_ok()
-        );
-        limiter.prune(t0 + Duration::from_secs(200));
-        assert!(limiter.entries.lock().unwrap().is_empty());
-    }
 
     #[test]
     fn bucket_allows_burst_then_rate() {
@@ -137,6 +104,49 @@ mod tests {
         assert!(buckets.take(&2, t0).is_ok());
         buckets.prune(t0 + Duration::from_secs(10));
         assert!(buckets.buckets.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn addresses_group_per_ipv6_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_group(a), address_group(b));
+        assert_ne!(address_group(a), address_group(c));
+        assert_eq!(
+            address_group(a),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_group(v4), v4);
+        assert_eq!(address_group(mapped), v4);
+        assert_ne!(
+            address_group("192.0.2.8".parse().unwrap()),
+            address_group(v4)
+        );
+        // Ten attempts from one /64 share one bucket.
+        let buckets = attempts_per_window(3, Duration::from_secs(30));
+        let t0 = Instant::now();
+        for i in 0..3u16 {
+            let ip = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, 0, 0, 1));
+            assert!(buckets.take(&address_group(ip), t0).is_ok());
+        }
+        assert!(buckets.take(&address_group(a), t0).is_err());
+        assert!(buckets.take(&address_group(c), t0).is_ok());
+    }
+
+    #[test]
+    fn login_attempts_slow_down_instead_of_locking_out() {
+        // 10 attempts per 15 minutes: after a burst of 10, one more every 90 s, not 15 min.
+        let buckets = attempts_per_window(10, Duration::from_secs(15 * 60));
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(buckets.take(&"victim", t0).is_ok());
+        }
+        let wait = buckets.take(&"victim", t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(90), "{wait:?}");
+        assert!(buckets.take(&"victim", t0 + wait).is_ok());
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Arc::new(sink),
     )
     .await?;
-    let opaque = crate::opaque::load_setup(&store).await?;
+    let opaque = crate::opaque::load_setup(&store, &config).await?;
     if let Some(url) = &config.nats_url {
         let cluster = store
             .init_server_state(CLUSTER_ID, random_hex(8).as_bytes())
@@ -261,6 +261,7 @@ pub(crate) async fn sweep_once(state: &AppState) {
     let now = Instant::now();
     state.login_by_account.prune(now);
     state.login_by_ip.prune(now);
+    state.device_login_by_ip.prune(now);
     state.device_rate.prune(now);
     let config = &state.config;
     match state

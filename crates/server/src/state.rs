@@ -12,7 +12,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::opaque::OpaqueSetup;
-use crate::rate_limit::{TokenBuckets, WindowLimiter};
+use crate::rate_limit::{TokenBuckets, attempts_per_window};
 use crate::session_cache::SessionCache;
 use crate::store::Store;
 
@@ -33,8 +33,13 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) store: Store,
     pub(crate) opaque: OpaqueSetup,
-    pub(crate) login_by_account: WindowLimiter<String>,
-    pub(crate) login_by_ip: WindowLimiter<IpAddr>,
+    /// Well-formed password login attempts per account (slowed, never locked out).
+    pub(crate) login_by_account: TokenBuckets<String>,
+    /// Well-formed password login and registration attempts per address group (IPv6 /64).
+    pub(crate) login_by_ip: TokenBuckets<IpAddr>,
+    /// Device-key sign-ins per address group; separate from the password limits, so a known
+    /// device can sign in whatever they say.
+    pub(crate) device_login_by_ip: TokenBuckets<IpAddr>,
     pub(crate) device_rate: TokenBuckets<i64>,
     pub(crate) notifier: Notifier,
     /// Sessions recently read, by token hash (also held by the notifier, which forgets
@@ -57,11 +62,15 @@ impl AppState {
     ) -> Self {
         let limits = &config.limits;
         let shared = Shared {
-            login_by_account: WindowLimiter::new(
+            login_by_account: attempts_per_window(
                 limits.login_attempts_per_account,
                 limits.login_window,
             ),
-            login_by_ip: WindowLimiter::new(limits.login_attempts_per_ip, limits.login_window),
+            login_by_ip: attempts_per_window(limits.login_attempts_per_ip, limits.login_window),
+            device_login_by_ip: attempts_per_window(
+                limits.login_attempts_per_ip,
+                limits.login_window,
+            ),
             device_rate: TokenBuckets::new(
                 limits.device_requests_per_second,
                 limits.device_request_burst,

@@ -44,7 +44,17 @@ async fn register_and_login(backend: Backend) {
     assert_eq!(code(&body), "invalid_username");
 
     // Right password (any case of the name): a new session for the same device.
-    let (status, body) = login_raw(&server, "ALICE", PASSWORD, &alice.device_id(), None).await;
+    // (Issue 8 finding 3: an existing device also proves possession of its key.)
+    let (status, body) = login_signed(
+        &server,
+        &server,
+        "ALICE",
+        PASSWORD,
+        &alice.device_id(),
+        None,
+        |login_id, challenge| Some(alice.engine.sign_login_proof(login_id, challenge).unwrap()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let session: SessionResponse = serde_json::from_value(body).unwrap();
     assert_eq!(session.username, "alice");
@@ -112,6 +122,7 @@ async fn register_and_login(backend: Backend) {
                 credential_finalization: B64(vec![0; 64]),
                 device_id: alice.device_id(),
                 link_offer: None,
+                device_signature: None,
             },
         )
         .await;
@@ -202,7 +213,10 @@ async fn link_approve_fetch_and_remove_a_device(backend: Backend) {
     let relayed =
         nightjar_core::provisioning::LinkOffer::decode(&listed.pending[0].link_offer.0).unwrap();
     assert_eq!(relayed, offer);
-    let (list, sealed) = alice1.engine.approve_link(&relayed, &offer.code()).unwrap();
+    let (list, sealed) = alice1
+        .engine
+        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .unwrap();
 
     // A list that does not add exactly the pending device is refused (here: the current one).
     let current: AccountResponse = server.get_ok("/v1/accounts/alice", alice1.token()).await;

@@ -351,7 +351,7 @@ async fn restart_keeps_accounts_sessions_queues_and_epochs(backend: Backend) {
     );
     let again: SendResponse = server.post_ok(&path, alice.token(), &request).await;
     assert_eq!(again, sent);
-    let (status, body) = login_raw(&server, "alice", PASSWORD, &alice.device_id(), None).await;
+    let (status, body) = login_existing(&server, &alice, PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = post_commit(&server, &mut alice, &update, "after-restart").await;
     assert_eq!(status, StatusCode::OK, "epoch 1 is still current: {body}");

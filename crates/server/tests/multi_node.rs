@@ -19,6 +19,8 @@ use reqwest::StatusCode;
 const NODE_DATABASE: &str = "NIGHTJAR_TEST_NODE_DATABASE";
 const NODE_NATS: &str = "NIGHTJAR_TEST_NODE_NATS";
 const NODE_ID: &str = "NIGHTJAR_TEST_NODE_ID";
+/// The OPAQUE key file the nodes of one test share (it is not in the database).
+const NODE_OPAQUE_KEY: &str = "NIGHTJAR_TEST_NODE_OPAQUE_KEY";
 /// The line a node process prints once it listens.
 const LISTENING: &str = "nightjar test node listening on ";
 
@@ -35,6 +37,7 @@ async fn node_process() {
     config.database_url = Some(database);
     config.nats_url = std::env::var(NODE_NATS).ok();
     config.node_id = Some(node);
+    config.opaque_key_file = std::env::var(NODE_OPAQUE_KEY).ok().map(Into::into);
     config.limits = test_limits();
     let server = nightjar_server::start(config).await.unwrap();
     println!("{LISTENING}{}", server.local_addr());
@@ -44,6 +47,16 @@ async fn node_process() {
         .unwrap()
         .unwrap();
     server.shutdown().await.unwrap();
+}
+
+/// The OPAQUE key file shared by the nodes on `database` (nodes sharing a database must share
+/// it, as in production).
+fn shared_key_file(database: &str) -> std::path::PathBuf {
+    let name: String = database
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    std::env::temp_dir().join(format!("nightjar-test-opaque-{name}.key"))
 }
 
 /// A server node in a process of its own.
@@ -59,6 +72,7 @@ impl Node {
             .env(NODE_DATABASE, database)
             .env(NODE_NATS, nats)
             .env(NODE_ID, id)
+            .env(NODE_OPAQUE_KEY, shared_key_file(database))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -149,7 +163,16 @@ async fn nodes_share_queues_and_survive_a_killed_node() {
 
     let (mut alice, mut bob, conv, mut bob_ws) = direct_conversation(&a, &b).await;
     // A login started on one node finishes on the other.
-    let (status, body) = login_via(&a, &b, "alice", PASSWORD, &alice.device_id(), None).await;
+    let (status, body) = login_signed(
+        &a,
+        &b,
+        "alice",
+        PASSWORD,
+        &alice.device_id(),
+        None,
+        |login_id, challenge| Some(alice.engine.sign_login_proof(login_id, challenge).unwrap()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut alice_ws = a.connect(&alice.token).await;
     alice_ws.drained().await;

@@ -61,6 +61,8 @@ pub struct Status {
     pub key_packages_error: Option<String>,
     /// Accounts whose identity key changed and await verification.
     pub changed_identities: Vec<String>,
+    /// Accounts whose current identity key the user verified (`nightjar verify`).
+    pub verified: Vec<String>,
 }
 
 fn session_error(e: Error) -> Error {
@@ -75,7 +77,7 @@ fn session_error(e: Error) -> Error {
 }
 
 impl Client {
-    fn save_session(&mut self, server: &str, s: &SessionResponse) -> Result<()> {
+    pub(super) fn save_session(&mut self, server: &str, s: &SessionResponse) -> Result<()> {
         self.store.set_meta(meta::SERVER, server)?;
         self.store.set_meta(meta::USERNAME, &s.username)?;
         self.store.set_meta(meta::DEVICE_ID, &s.device_id)?;
@@ -205,12 +207,22 @@ impl Client {
             None
         };
         let device_id = self.engine()?.device().device_id.to_string();
+        // An existing device proves it holds its key: the server gives a password alone no
+        // session on an existing device.
+        let device_signature = if fresh {
+            None
+        } else {
+            Some(B64(self
+                .engine()?
+                .sign_login_proof(&start.login_id, &start.challenge.0)?))
+        };
         let result = api
             .login_finish(&LoginFinishRequest {
                 login_id: start.login_id,
                 credential_finalization: B64(finalization),
                 device_id: device_id.clone(),
                 link_offer: offer.as_ref().map(|o| B64(o.encode())),
+                device_signature,
             })
             .await
             .map_err(session_error);
@@ -226,9 +238,9 @@ impl Client {
         };
         self.save_session(server, &session)?;
         match offer {
-            Some(offer) if session.device_status == DeviceStatus::Pending => {
+            Some(_) if session.device_status == DeviceStatus::Pending => {
                 Ok(LoginOutcome::Pending {
-                    code: offer.code(),
+                    code: self.approval_code()?,
                     device_id,
                 })
             }
@@ -244,7 +256,9 @@ impl Client {
 
     /// The approval code of this (pending) device's link offer.
     pub fn approval_code(&mut self) -> Result<String> {
-        Ok(self.engine()?.link_offer(now_ms())?.code())
+        let engine = self.engine()?;
+        engine.link_offer(now_ms())?;
+        Ok(engine.link_code()?.display().to_string())
     }
 
     /// Whether this device still waits for approval.
@@ -267,11 +281,15 @@ impl Client {
         }
         let now = now_ms();
         self.atomic(|engine, store| {
-            engine.complete_link(&sealed.0)?;
+            // Opens only with this device's code: a bundle the server made is refused.
+            let contacts = engine.complete_link(&sealed.0)?;
             store.set_meta(meta::DEVICE_STATUS, "active")?;
             let me = engine.device().username.clone();
-            if let Some(list) = engine.device_list(&me) {
-                store.record_contact(&me, list.identity_key.as_bytes(), list.version, now)?;
+            // The account's own list and its pinned contacts, as the approving device had them.
+            for name in std::iter::once(me).chain(contacts.into_iter().map(|c| c.username)) {
+                if let Some(list) = engine.device_list(&name) {
+                    store.record_contact(&name, list.identity_key.as_bytes(), list.version, now)?;
+                }
             }
             Ok(())
         })?;
@@ -559,7 +577,9 @@ impl Client {
             key_packages: None,
             key_packages_error: None,
             changed_identities: self.store.changed_identities()?,
+            verified: Vec::new(),
         };
+        status.verified = self.verified_contacts()?;
         if self.engine.is_none() {
             return Ok(status);
         }

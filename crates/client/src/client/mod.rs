@@ -7,6 +7,7 @@
 
 mod account;
 mod conversations;
+mod device_auth;
 mod flush;
 mod sync;
 #[cfg(test)]

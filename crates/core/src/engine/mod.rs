@@ -24,13 +24,16 @@ use crate::identity::{
     IdentityKey, SignedDeviceList, validate_username,
 };
 use crate::provider::{DeviceSigner, Provider};
-use crate::provisioning::{LinkOffer, LinkSecret, seal_identity};
+use crate::provisioning::{LinkCode, LinkOffer, LinkSecret, LinkedContact, seal_bundle};
 use crate::safety::SafetyNumber;
 use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
-use records::{ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_OFFER_KEY, LINK_SECRET_KEY};
+use records::{
+    ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_CODE_KEY, LINK_OFFER_KEY, LINK_SECRET_KEY,
+    VERIFIED_PREFIX,
+};
 pub use records::{ConversationKind, Intent};
 
 /// A conversation's identifier: the MLS group id, 16 random bytes, shown as 32 hex digits.
@@ -277,54 +280,90 @@ impl<S: KvStore> Engine<S> {
     }
 
     /// On a new device: creates (or returns the already created) request to join the account.
-    /// Show [`LinkOffer::code`] to the user and publish the offer through the server.
+    /// Show [`Engine::link_code`] to the user and publish the offer through the server.
     pub fn link_offer(&mut self, now_ms: u64) -> Result<LinkOffer> {
-        if let Some(bytes) = self.provider.kv().get(LINK_OFFER_KEY)? {
+        if let Some(bytes) = self.provider.kv().get(LINK_OFFER_KEY)?
+            && self.provider.kv().get(LINK_CODE_KEY)?.is_some()
+        {
             return Ok(LinkOffer::decode(&bytes)?);
         }
         let secret = LinkSecret::generate()?;
-        let offer = LinkOffer {
-            username: self.me.username.as_bytes().to_vec(),
-            device: self.device_entry(now_ms),
-            link_key: secret.public(),
-        };
+        let code = LinkCode::generate()?;
+        let offer = LinkOffer::new(
+            self.me.username.as_bytes().to_vec(),
+            self.device_entry(now_ms),
+            secret.public(),
+            &code,
+        )?;
         self.atomically(|e| {
             e.provider
                 .kv()
                 .put(LINK_SECRET_KEY, &secret.to_bytes()[..])?;
+            e.provider.kv().put(LINK_CODE_KEY, &code.to_bytes())?;
             e.provider.kv().put(LINK_OFFER_KEY, &offer.encode())?;
             Ok(())
         })?;
         Ok(offer)
     }
 
-    /// On an existing device holding the account identity key: approves `offer` if `typed_code`
-    /// is its code. Returns the new signed device list to publish and the sealed identity for
-    /// the new device.
+    /// On a new device with a link in progress: the approval code to show the user (it never
+    /// goes to the server).
+    pub fn link_code(&self) -> Result<LinkCode> {
+        let bytes = self
+            .provider
+            .kv()
+            .get(LINK_CODE_KEY)?
+            .ok_or(Error::State("no device link in progress"))?;
+        Ok(LinkCode::from_bytes(&bytes).ok_or(StoreError::Codec)?)
+    }
+
+    /// On an existing device holding the account identity key: approves `offer` if it was made
+    /// by the device showing `typed_code` (a swapped offer is refused). Returns the new signed
+    /// device list to publish and the sealed bundle for the new device, which carries the
+    /// account identity key and this device's pinned contacts with their verification marks.
     pub fn approve_link(
         &mut self,
         offer: &LinkOffer,
         typed_code: &str,
     ) -> Result<(SignedDeviceList, Vec<u8>)> {
-        if !offer.matches_code(typed_code) {
-            return Err(Error::State(
-                "approval code does not match the device's request",
-            ));
+        let code = LinkCode::parse(typed_code).ok_or(IdentityError::WrongLinkCode)?;
+        if !offer.verify_code(&code) {
+            return Err(IdentityError::WrongLinkCode.into());
         }
         if offer.username != self.me.username.as_bytes() {
             return Err(IdentityError::WrongAccount.into());
         }
+        let contacts = self.pinned_contacts()?;
         let list = self.approve_device(offer.device.clone())?;
         let identity = self
             .account_identity
             .as_ref()
             .ok_or(Error::State("this device holds no account identity key"))?;
-        let sealed = seal_identity(offer, identity, &list)?;
+        let sealed = seal_bundle(offer, &code, identity, &list, &contacts)?;
         Ok((list, sealed))
     }
 
-    /// On the new device: opens the sealed identity from the approving device and installs it.
-    pub fn complete_link(&mut self, sealed: &[u8]) -> Result<()> {
+    /// Every account this device has pinned (its own excepted), with its latest signed device
+    /// list and whether the user verified its identity key.
+    pub fn pinned_contacts(&self) -> Result<Vec<LinkedContact>> {
+        let kv = self.provider.kv();
+        self.directory
+            .signed_lists(kv, &self.me.username)?
+            .into_iter()
+            .map(|(username, device_list)| {
+                Ok(LinkedContact {
+                    verified: self.is_verified(&username)?,
+                    username,
+                    device_list,
+                })
+            })
+            .collect()
+    }
+
+    /// On the new device: opens the sealed bundle from the approving device with this device's
+    /// link secret and code, installs the account identity and pins the account's contacts
+    /// (with their verification marks). Returns the contacts it pinned.
+    pub fn complete_link(&mut self, sealed: &[u8]) -> Result<Vec<LinkedContact>> {
         let kv = self.provider.kv();
         let (Some(secret), Some(offer)) = (kv.get(LINK_SECRET_KEY)?, kv.get(LINK_OFFER_KEY)?)
         else {
@@ -335,11 +374,78 @@ impl<S: KvStore> Engine<S> {
             .try_into()
             .map_err(|_| StoreError::Codec)?;
         let offer = LinkOffer::decode(&offer)?;
-        let (identity, list) = LinkSecret::from_bytes(secret).open(&offer, sealed)?;
-        self.install_account_identity(identity, &list)?;
-        self.provider.kv().delete(LINK_SECRET_KEY)?;
-        self.provider.kv().delete(LINK_OFFER_KEY)?;
+        let code = self.link_code()?;
+        let bundle = LinkSecret::from_bytes(secret).open(&offer, &code, sealed)?;
+        self.atomically(|e| {
+            e.install_account_identity(bundle.identity, &bundle.own_list)?;
+            let mut pinned = Vec::with_capacity(bundle.contacts.len());
+            for contact in bundle.contacts {
+                if contact.username == e.me.username
+                    || validate_username(&contact.username).is_err()
+                {
+                    continue;
+                }
+                // The bundle is authenticated by the code, so these lists come from the
+                // account's own device; one that does not verify is skipped, not trusted.
+                if e.directory
+                    .accept(
+                        e.provider.kv(),
+                        &contact.username,
+                        &contact.device_list,
+                        false,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                if contact.verified {
+                    e.mark_verified(&contact.username)?;
+                }
+                pinned.push(contact);
+            }
+            e.provider.kv().delete(LINK_SECRET_KEY)?;
+            e.provider.kv().delete(LINK_CODE_KEY)?;
+            e.provider.kv().delete(LINK_OFFER_KEY)?;
+            Ok(pinned)
+        })
+    }
+
+    /// Signs a [`crate::device_auth::LoginProof`] with this device's key, to sign in to the
+    /// server as this existing device. Only this device's own username and id are signed.
+    pub fn sign_login_proof(&self, login_id: &str, challenge: &[u8]) -> Result<Vec<u8>> {
+        let proof = crate::device_auth::LoginProof {
+            username: &self.me.username,
+            device_id: self.me.device_id,
+            login_id,
+            challenge,
+        };
+        openmls_traits::signatures::Signer::sign(&self.signer, &proof.message())
+            .map_err(|_| Error::State("signing the login proof failed"))
+    }
+
+    /// Records that the user verified `username`'s currently pinned identity key (compared
+    /// safety numbers). The mark holds only for that key: it lapses when the identity changes.
+    pub fn mark_verified(&mut self, username: &str) -> Result<()> {
+        let key = self
+            .directory
+            .identity(username)
+            .ok_or(Error::State("no identity key pinned for this account"))?;
+        let record = [VERIFIED_PREFIX, username.as_bytes()].concat();
+        self.provider.kv().put(&record, key.as_bytes())?;
         Ok(())
+    }
+
+    /// Whether the user verified `username`'s currently pinned identity key.
+    pub fn is_verified(&self, username: &str) -> Result<bool> {
+        let Some(key) = self.directory.identity(username) else {
+            return Ok(false);
+        };
+        let record = [VERIFIED_PREFIX, username.as_bytes()].concat();
+        Ok(self
+            .provider
+            .kv()
+            .get(&record)?
+            .is_some_and(|stored| stored.as_slice() == key.as_bytes()))
     }
 
     /// Verifies `signed` as `username`'s device list and remembers it.

@@ -106,6 +106,9 @@ pub(crate) const DEVICE_KEY: &[u8] = b"nj/device";
 pub(crate) const ACCOUNT_IDENTITY_KEY: &[u8] = b"nj/account-identity";
 pub(crate) const LINK_SECRET_KEY: &[u8] = b"nj/link-secret";
 pub(crate) const LINK_OFFER_KEY: &[u8] = b"nj/link-offer";
+pub(crate) const LINK_CODE_KEY: &[u8] = b"nj/link-code";
+/// Prefix of verification marks: `nj/verified/<username>` → the identity key the user verified.
+pub(crate) const VERIFIED_PREFIX: &[u8] = b"nj/verified/";
 
 pub(crate) fn conversation_key(id: &[u8]) -> Vec<u8> {
     [CONV_PREFIX, id].concat()

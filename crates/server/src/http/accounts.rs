@@ -11,6 +11,7 @@ use nightjar_api::{
     LoginStartResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
     SessionResponse,
 };
+use nightjar_core::device_auth::LoginProof;
 use nightjar_core::identity::{DeviceCredential, DeviceId, validate_username};
 use nightjar_core::provisioning::LinkOffer;
 use opaque_ke::{
@@ -22,15 +23,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::key_packages::check_package;
+use super::sessions::{DeviceProof, device_proof, login_caps};
 use super::{Json, Path};
 use crate::auth::{Session, expiry, new_token};
 use crate::error::{Error, Result};
-use crate::opaque::{keep_login, take_login};
-use crate::rate_limit::retry_ms;
+use crate::opaque::{LoginKind, keep_login, take_login};
+use crate::rate_limit::{address_group, retry_ms};
 use crate::rules::device_list;
 use crate::rules::key_packages::Owner;
 use crate::state::{AppState, now_ms};
-use crate::store::{LoginOutcome, NewAccount};
+use crate::store::{LoginCaps, LoginOutcome, NewAccount};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -49,17 +51,19 @@ fn invalid_username() -> Error {
     )
 }
 
-/// Counts an attempt against the client address and, if given, the account.
+/// Counts a well-formed attempt against the client's address group and, if given, the
+/// account. Callers parse the request first: a malformed request never counts. A refusal
+/// carries the wait until the next attempt is allowed (attempts are slowed, not locked out).
 fn limit_attempt(state: &AppState, peer: SocketAddr, account: Option<&str>) -> Result<()> {
     let now = Instant::now();
     state
         .login_by_ip
-        .check(&peer.ip(), now)
+        .take(&address_group(peer.ip()), now)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
     if let Some(account) = account {
         state
             .login_by_account
-            .check(&account.to_owned(), now)
+            .take(&account.to_owned(), now)
             .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
     }
     Ok(())
@@ -95,16 +99,16 @@ async fn register_start(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(request): Json<RegisterStartRequest>,
 ) -> Result<axum::Json<RegisterStartResponse>> {
-    limit_attempt(&state, peer, None)?;
     validate_username(&request.username).map_err(|_| invalid_username())?;
+    let message = RegistrationRequest::<Suite>::deserialize(&request.registration_request.0)
+        .map_err(|_| Error::bad_request("malformed OPAQUE registration request"))?;
+    limit_attempt(&state, peer, None)?;
     if state.store.username_taken(&request.username).await? {
         return Err(Error::new(
             ErrorCode::UsernameTaken,
             "the username is taken",
         ));
     }
-    let message = RegistrationRequest::<Suite>::deserialize(&request.registration_request.0)
-        .map_err(|_| Error::bad_request("malformed OPAQUE registration request"))?;
     let response =
         ServerRegistration::<Suite>::start(&state.opaque.0, message, request.username.as_bytes())
             .map_err(|_| Error::bad_request("malformed OPAQUE registration request"))?;
@@ -210,7 +214,8 @@ async fn register_finish(
     responses(
         (status = 200, body = LoginStartResponse),
         (status = 400, description = "malformed request or invalid username", body = ApiError),
-        (status = 429, description = "too many attempts for this account or address", body = ApiError),
+        (status = 429, description = "too many attempts for this account or address, or too many \
+            open logins from this address; retry after `retry_after_ms`", body = ApiError),
     ))]
 async fn login_start(
     State(state): State<AppState>,
@@ -219,9 +224,11 @@ async fn login_start(
 ) -> Result<axum::Json<LoginStartResponse>> {
     let username = request.username.to_ascii_lowercase();
     validate_username(&username).map_err(|_| invalid_username())?;
-    limit_attempt(&state, peer, Some(&username))?;
     let message = CredentialRequest::<Suite>::deserialize(&request.credential_request.0)
         .map_err(|_| Error::bad_request("malformed OPAQUE credential request"))?;
+    // Only a well-formed attempt counts, so nobody can use up an account's attempts (or
+    // anybody's) with garbage.
+    limit_attempt(&state, peer, Some(&username))?;
     let (account, record) = match state.store.password_file(&username).await? {
         Some((id, name, record)) => {
             let record = ServerRegistration::<Suite>::deserialize(&record)
@@ -239,30 +246,39 @@ async fn login_start(
         ServerLoginParameters::default(),
     )
     .map_err(|_| Error::bad_request("malformed OPAQUE credential request"))?;
-    let login_id = keep_login(
+    let limits = &state.config.limits;
+    let kept = keep_login(
         &state.store,
         account,
-        &started.state,
+        &LoginKind::Password(started.state),
+        &address_group(peer.ip()).to_string(),
         now_ms(),
-        state.config.limits.max_pending_logins,
+        LoginCaps {
+            total: Some(limits.max_pending_logins),
+            ..login_caps(&state)
+        },
     )
     .await?
     .ok_or_else(|| Error::rate_limited(1000))?;
     Ok(axum::Json(LoginStartResponse {
-        login_id,
+        login_id: kept.login_id,
         credential_response: B64(started.message.serialize().to_vec()),
+        challenge: B64(kept.challenge.to_vec()),
     }))
 }
 
 /// Finishes a login and returns a session for the device. A device id the account does not
-/// know needs its link offer and becomes a pending device.
+/// know needs its link offer and becomes a pending device. An existing device (active or
+/// pending) also needs `device_signature`, its device key's signature over the login proof:
+/// a password alone never signs in an existing device.
 #[utoipa::path(post, path = "/v1/login/finish", tag = "accounts",
     request_body = LoginFinishRequest,
     responses(
         (status = 200, body = SessionResponse),
         (status = 400, description = "malformed request or link offer", body = ApiError),
         (status = 401, description = "wrong password or unknown username", body = ApiError),
-        (status = 403, description = "too many devices waiting for approval", body = ApiError),
+        (status = 403, description = "too many devices waiting for approval, or an existing \
+            device without a valid device signature", body = ApiError),
         (status = 404, description = "unknown, used or expired login attempt", body = ApiError),
     ))]
 async fn login_finish(
@@ -273,17 +289,38 @@ async fn login_finish(
         .await?
         .ok_or_else(|| Error::not_found("unknown, used or expired login attempt"))?;
     let wrong = || Error::new(ErrorCode::WrongCredentials, "wrong username or password");
+    let LoginKind::Password(server_login) = login.kind else {
+        return Err(Error::not_found("unknown, used or expired login attempt"));
+    };
     let finalization =
         CredentialFinalization::<Suite>::deserialize(&request.credential_finalization.0)
             .map_err(|_| wrong())?;
-    login
-        .state
+    server_login
         .finish(finalization, ServerLoginParameters::default())
         .map_err(|_| wrong())?;
     let (account_id, username) = login.account.ok_or_else(wrong)?;
 
     let device_id = DeviceId::parse(&request.device_id)
         .ok_or_else(|| Error::bad_request("a device id is 16 lowercase hex digits"))?;
+    let proven = match &request.device_signature {
+        None => false,
+        Some(signature) => {
+            let proof = LoginProof {
+                username: &username,
+                device_id,
+                login_id: &request.login_id,
+                challenge: &login.challenge,
+            };
+            match device_proof(&state, account_id, &proof, &signature.0).await? {
+                DeviceProof::Valid => true,
+                // A new device has nothing to prove; it needs its link offer.
+                DeviceProof::NoSuchDevice => false,
+                DeviceProof::Invalid => {
+                    return Err(Error::forbidden("the device signature does not verify"));
+                }
+            }
+        }
+    };
     let offer = match &request.link_offer {
         None => None,
         Some(bytes) => {
@@ -306,6 +343,7 @@ async fn login_finish(
             account_id,
             &request.device_id,
             offer.as_ref().map(|(key, bytes)| (&key[..], *bytes)),
+            proven,
             state.config.limits.max_pending_devices,
             &token_hash,
             now,
@@ -316,6 +354,12 @@ async fn login_finish(
         LoginOutcome::Session(status) => status,
         LoginOutcome::NeedsOffer => {
             return Err(Error::bad_request("a new device must send its link offer"));
+        }
+        LoginOutcome::NeedsProof => {
+            return Err(Error::forbidden(
+                "this device exists: it signs in only with its device key (a password alone \
+                 adds a new device, pending approval)",
+            ));
         }
         LoginOutcome::TooManyPending => {
             return Err(Error::forbidden(

@@ -6,6 +6,7 @@ mod devices;
 mod key_packages;
 mod messages;
 mod ops;
+mod sessions;
 mod stream;
 
 use std::any::Any;
@@ -97,6 +98,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(stream::router())
         .merge(ops::router())
+        .merge(sessions::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -175,12 +177,16 @@ mod tests {
             ("/v1/openapi.json", "get"),
             ("/healthz", "get"),
             ("/metrics", "get"),
+            ("/v1/device-login/start", "post"),
+            ("/v1/device-login/finish", "post"),
+            ("/v1/sessions", "get"),
+            ("/v1/sessions/revoke-others", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
                 "{method} {path} missing"
             );
         }
-        assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

@@ -59,6 +59,9 @@ pub(crate) enum LoginOutcome {
     Session(DeviceStatus),
     /// The device is unknown and no link offer came with the login.
     NeedsOffer,
+    /// The device exists, and the login did not prove possession of its key: a password alone
+    /// never signs in an existing device.
+    NeedsProof,
     /// The account already has the most pending devices allowed.
     TooManyPending,
 }
@@ -106,14 +109,18 @@ impl Store {
         account_id: i64,
         device_id: &str,
         offer: Option<(&[u8], &[u8])>,
+        proven: bool,
         max_pending: u32,
         token_hash: &[u8; 32],
         now_ms: u64,
         expires_at_ms: u64,
     ) -> Result<LoginOutcome, sqlx::Error> {
         dispatch!(self, db => {
-            db.login_device(account_id, device_id, offer, max_pending, token_hash, now_ms, expires_at_ms)
-                .await
+            db.login_device(
+                account_id, device_id, offer, proven, max_pending, token_hash, now_ms,
+                expires_at_ms,
+            )
+            .await
         })
     }
 
@@ -193,6 +200,7 @@ where
         account_id: i64,
         device_id: &str,
         offer: Option<(&[u8], &[u8])>,
+        proven: bool,
         max_pending: u32,
         token_hash: &[u8; 32],
         now_ms: u64,
@@ -214,6 +222,7 @@ where
         .fetch_optional(&mut *w.tx)
         .await?;
         let (device_pk, status) = match (existing, offer) {
+            (Some(_), _) if !proven => return Ok(LoginOutcome::NeedsProof),
             (Some((pk, status)), offer) => {
                 let status = status_from(&status);
                 if let (DeviceStatus::Pending, Some((key, bytes))) = (status, offer) {
@@ -372,7 +381,7 @@ mod tests {
         let new = "0000000000000002";
         let login = |hash: [u8; 32], offer: Option<(&'static [u8], &'static [u8])>| async move {
             store
-                .login_device(account.id, new, offer, 1, &hash, 2, 10_000)
+                .login_device(account.id, new, offer, false, 1, &hash, 2, 10_000)
                 .await
                 .unwrap()
         };
@@ -410,6 +419,18 @@ mod tests {
         assert_eq!(active.status, DeviceStatus::Active);
         assert_eq!(active.sealed_identity.as_deref(), Some(&b"sealed"[..]));
         assert_eq!(store.device_list_version(account.id).await.unwrap(), 2);
+        // An existing device gets a session only with proof of its key.
+        let again = |proven| async move {
+            store
+                .login_device(account.id, new, None, proven, 1, &[10; 32], 2, 10_000)
+                .await
+                .unwrap()
+        };
+        assert_eq!(again(false).await, LoginOutcome::NeedsProof);
+        assert_eq!(
+            again(true).await,
+            LoginOutcome::Session(DeviceStatus::Active)
+        );
 
         let remove = ListUpdate {
             account_id: account.id,

@@ -6,6 +6,15 @@ use sqlx::{ColumnIndex, Executor, IntoArguments};
 
 use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
 
+/// Caps on open logins checked when one is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoginCaps {
+    /// Most open logins server-wide, if capped (a storage backstop).
+    pub(crate) total: Option<usize>,
+    /// Most open logins from one client address group.
+    pub(crate) per_address: usize,
+}
+
 /// A started login as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredLogin {
@@ -16,17 +25,20 @@ pub(crate) struct StoredLogin {
 }
 
 impl Store {
-    /// Stores a started login under `handle` until `expires_at_ms`, unless `max` unexpired
-    /// logins are open already (then `false`).
+    /// Stores a started login from client address group `address` under `handle` until
+    /// `expires_at_ms`, unless a cap of open logins is reached already (then `false`).
     pub(crate) async fn insert_login(
         &self,
         handle: &[u8],
         login: &StoredLogin,
+        address: &str,
         now_ms: u64,
         expires_at_ms: u64,
-        max: usize,
+        caps: LoginCaps,
     ) -> Result<bool, sqlx::Error> {
-        dispatch!(self, db => db.insert_login(handle, login, now_ms, expires_at_ms, max).await)
+        dispatch!(self, db => {
+            db.insert_login(handle, login, address, now_ms, expires_at_ms, caps).await
+        })
     }
 
     /// Removes and returns the login stored under `handle` if it has not expired; a second
@@ -58,17 +70,31 @@ where
         &self,
         handle: &[u8],
         login: &StoredLogin,
+        address: &str,
         now_ms: u64,
         expires_at_ms: u64,
-        max: usize,
+        caps: LoginCaps,
     ) -> Result<bool, sqlx::Error> {
-        let open: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM pending_logins WHERE expires_at_ms > $1")
-                .bind(to_i64(now_ms))
-                .fetch_one(self.reader())
-                .await?;
-        if to_u64(open) >= u64::try_from(max).unwrap_or(u64::MAX) {
+        let cap = |max: usize| u64::try_from(max).unwrap_or(u64::MAX);
+        let from_address: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pending_logins WHERE address = $1 AND expires_at_ms > $2",
+        )
+        .bind(address)
+        .bind(to_i64(now_ms))
+        .fetch_one(self.reader())
+        .await?;
+        if to_u64(from_address) >= cap(caps.per_address) {
             return Ok(false);
+        }
+        if let Some(total) = caps.total {
+            let open: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM pending_logins WHERE expires_at_ms > $1")
+                    .bind(to_i64(now_ms))
+                    .fetch_one(self.reader())
+                    .await?;
+            if to_u64(open) >= cap(total) {
+                return Ok(false);
+            }
         }
         let (account_id, username) = match &login.account {
             Some((id, name)) => (*id, Some(name.as_str())),
@@ -76,14 +102,16 @@ where
         };
         let mut w = self.write().await?;
         sqlx::query(
-            "INSERT INTO pending_logins (handle, account_id, username, sealed, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO pending_logins \
+             (handle, account_id, username, sealed, expires_at_ms, address) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(handle)
         .bind(account_id)
         .bind(username)
         .bind(login.sealed.as_slice())
         .bind(to_i64(expires_at_ms))
+        .bind(address)
         .execute(&mut *w.tx)
         .await?;
         w.commit().await?;

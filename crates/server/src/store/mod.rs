@@ -61,7 +61,7 @@ pub(crate) use batch::{CommitSink, Queued, QueuedMessage};
 pub(crate) use delivery::{SendOutcome, Sender};
 pub(crate) use devices::{ListUpdate, LoginOutcome};
 pub(crate) use key_packages::{KeyPackageStock, UploadOutcome};
-pub(crate) use logins::StoredLogin;
+pub(crate) use logins::{LoginCaps, StoredLogin};
 pub(crate) use send::Submission;
 pub(crate) use sessions::SessionRow;
 

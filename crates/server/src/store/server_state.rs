@@ -3,7 +3,19 @@
 
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 
-use super::{Backend, Column, Db, Param};
+use super::{Backend, Column, Db, Param, Store, dispatch};
+
+impl Store {
+    /// Deletes a named blob of server state; true if there was one.
+    pub(crate) async fn delete_server_state(&self, name: &str) -> Result<bool, sqlx::Error> {
+        dispatch!(self, db => db.delete_server_state(name).await)
+    }
+
+    /// Whether any account exists (then a lost OPAQUE setup must not be silently replaced).
+    pub(crate) async fn has_accounts(&self) -> Result<bool, sqlx::Error> {
+        dispatch!(self, db => db.has_accounts().await)
+    }
+}
 
 impl<DB> Db<DB>
 where
@@ -46,5 +58,22 @@ where
             .await?;
         w.commit().await?;
         Ok(stored)
+    }
+
+    pub(super) async fn delete_server_state(&self, name: &str) -> Result<bool, sqlx::Error> {
+        let mut w = self.write().await?;
+        let deleted = sqlx::query("DELETE FROM server_state WHERE name = $1")
+            .bind(name)
+            .execute(&mut *w.tx)
+            .await?;
+        w.commit().await?;
+        Ok(DB::rows_affected(&deleted) > 0)
+    }
+
+    pub(super) async fn has_accounts(&self) -> Result<bool, sqlx::Error> {
+        let any: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts LIMIT 1")
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(any.is_some())
     }
 }

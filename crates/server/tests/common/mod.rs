@@ -440,7 +440,8 @@ pub async fn login_raw(
     login_via(server, server, username, password, device_id, link_offer).await
 }
 
-/// Runs an OPAQUE login started on `first` and finished on `second` (two nodes).
+/// Runs an OPAQUE login started on `first` and finished on `second` (two nodes), with no
+/// device signature (a password alone).
 pub async fn login_via(
     first: &TestServer,
     second: &TestServer,
@@ -449,46 +450,16 @@ pub async fn login_via(
     device_id: &str,
     link_offer: Option<&LinkOffer>,
 ) -> (StatusCode, Value) {
-    let server = first;
-    let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, password).unwrap();
-    let (status, body) = server
-        .post(
-            "/v1/login/start",
-            None,
-            &LoginStartRequest {
-                username: username.into(),
-                credential_request: B64(start.message.serialize().to_vec()),
-            },
-        )
-        .await;
-    if status != StatusCode::OK {
-        return (status, body);
-    }
-    let response: LoginStartResponse = serde_json::from_value(body).unwrap();
-    let ksf = test_ksf();
-    let finalization = start
-        .state
-        .finish(
-            &mut OsRng,
-            password,
-            CredentialResponse::deserialize(&response.credential_response.0).unwrap(),
-            ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-        )
-        // A wrong password fails on the client already; send garbage to let the server decide.
-        .map(|f| f.message.serialize().to_vec())
-        .unwrap_or_else(|_| vec![0; 64]);
-    second
-        .post(
-            "/v1/login/finish",
-            None,
-            &LoginFinishRequest {
-                login_id: response.login_id,
-                credential_finalization: B64(finalization),
-                device_id: device_id.into(),
-                link_offer: link_offer.map(|o| B64(o.encode())),
-            },
-        )
-        .await
+    login_signed(
+        first,
+        second,
+        username,
+        password,
+        device_id,
+        link_offer,
+        |_, _| None,
+    )
+    .await
 }
 
 /// Links a second device to `first`'s account through the server and returns it, active.
@@ -516,7 +487,10 @@ pub async fn link_device(server: &TestServer, first: &mut Device) -> Device {
         .find(|p| p.device_id == session.device_id)
         .unwrap();
     let relayed = LinkOffer::decode(&relayed.link_offer.0).unwrap();
-    let (list, sealed) = first.engine.approve_link(&relayed, &offer.code()).unwrap();
+    let (list, sealed) = first
+        .engine
+        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .unwrap();
     let (status, body) = server
         .post(
             "/v1/devices/approve",
@@ -730,4 +704,126 @@ pub async fn claim(
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+// ---------------------------------------------------------------- device authentication (h1)
+
+/// Runs an OPAQUE login started on `first` and finished on `second`; `sign(login_id,
+/// challenge)` gives the device signature to send, if any.
+pub async fn login_signed(
+    first: &TestServer,
+    second: &TestServer,
+    username: &str,
+    password: &[u8],
+    device_id: &str,
+    link_offer: Option<&LinkOffer>,
+    sign: impl FnOnce(&str, &[u8]) -> Option<Vec<u8>>,
+) -> (StatusCode, Value) {
+    let start = ClientLogin::<OpaqueSuite>::start(&mut OsRng, password).unwrap();
+    let (status, body) = first
+        .post(
+            "/v1/login/start",
+            None,
+            &LoginStartRequest {
+                username: username.into(),
+                credential_request: B64(start.message.serialize().to_vec()),
+            },
+        )
+        .await;
+    if status != StatusCode::OK {
+        return (status, body);
+    }
+    let response: LoginStartResponse = serde_json::from_value(body).unwrap();
+    let ksf = test_ksf();
+    let finalization = start
+        .state
+        .finish(
+            &mut OsRng,
+            password,
+            CredentialResponse::deserialize(&response.credential_response.0).unwrap(),
+            ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
+        )
+        // A wrong password fails on the client already; send garbage to let the server decide.
+        .map(|f| f.message.serialize().to_vec())
+        .unwrap_or_else(|_| vec![0; 64]);
+    let device_signature = sign(&response.login_id, &response.challenge.0).map(B64);
+    second
+        .post(
+            "/v1/login/finish",
+            None,
+            &LoginFinishRequest {
+                login_id: response.login_id,
+                credential_finalization: B64(finalization),
+                device_id: device_id.into(),
+                link_offer: link_offer.map(|o| B64(o.encode())),
+                device_signature,
+            },
+        )
+        .await
+}
+
+/// A password login of an existing device that proves possession of its key, as a real
+/// client does.
+pub async fn login_existing(
+    server: &TestServer,
+    device: &Device,
+    password: &[u8],
+) -> (StatusCode, Value) {
+    let engine = &device.engine;
+    login_signed(
+        server,
+        server,
+        &device.username(),
+        password,
+        &device.device_id(),
+        None,
+        |login_id, challenge| Some(engine.sign_login_proof(login_id, challenge).unwrap()),
+    )
+    .await
+}
+
+/// A device-key sign-in (no password): start, then finish with `sign(login_id, challenge)`.
+pub async fn device_sign_in_with(
+    server: &TestServer,
+    username: &str,
+    device_id: &str,
+    sign: impl FnOnce(&str, &[u8]) -> Vec<u8>,
+) -> (StatusCode, Value) {
+    let (status, body) = server
+        .post(
+            "/v1/device-login/start",
+            None,
+            &DeviceLoginStartRequest {
+                username: username.into(),
+                device_id: device_id.into(),
+            },
+        )
+        .await;
+    if status != StatusCode::OK {
+        return (status, body);
+    }
+    let start: DeviceLoginStartResponse = serde_json::from_value(body).unwrap();
+    let signature = sign(&start.login_id, &start.challenge.0);
+    server
+        .post(
+            "/v1/device-login/finish",
+            None,
+            &DeviceLoginFinishRequest {
+                login_id: start.login_id,
+                device_signature: B64(signature),
+            },
+        )
+        .await
+}
+
+/// A device-key sign-in of `device` with its own key.
+pub async fn device_sign_in(server: &TestServer, device: &Device) -> (StatusCode, Value) {
+    let engine = &device.engine;
+    device_sign_in_with(
+        server,
+        &device.username(),
+        &device.device_id(),
+        |login_id, challenge| engine.sign_login_proof(login_id, challenge).unwrap(),
+    )
+    .await
 }
