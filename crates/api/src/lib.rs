@@ -5,11 +5,13 @@
 //! messages as MLS ciphertext, a new device's account identity key sealed to that device.
 
 mod bytes;
+mod consent;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
 pub use bytes::B64;
+pub use consent::*;
 pub use error::{ApiError, ErrorCode};
 
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 //! rejection handling, the fallbacks, the body limit and the request middleware.
 
 mod accounts;
+mod consent;
 mod devices;
 mod key_packages;
 mod messages;
@@ -71,6 +72,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "devices", description = "Devices, linking and the signed device list"),
         (name = "key-packages", description = "The MLS key-package directory"),
         (name = "messages", description = "Delivery queues and the push stream"),
+        (name = "consent", description = "Message requests: accepting, blocking, reporting"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -97,6 +99,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(messages::router())
         .merge(stream::router())
         .merge(ops::router())
+        .merge(consent::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -175,12 +178,16 @@ mod tests {
             ("/v1/openapi.json", "get"),
             ("/healthz", "get"),
             ("/metrics", "get"),
+            ("/v1/consent", "get"),
+            ("/v1/consent/{username}", "put"),
+            ("/v1/consent/{username}", "delete"),
+            ("/v1/reports", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
                 "{method} {path} missing"
             );
         }
-        assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }
