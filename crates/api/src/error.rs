@@ -36,6 +36,11 @@ pub enum ErrorCode {
     QueueFull,
     /// 500: something failed on the server; details are in its logs, never here.
     Internal,
+    /// 403: every recipient of the message blocked the sending account.
+    Blocked,
+    /// 403: the recipient has not accepted the sending account yet, and the few small
+    /// messages a message request may carry are used up (or this one is too large).
+    MessageRequestLimit,
 }
 
 impl ErrorCode {
@@ -53,6 +58,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::QueueFull => 507,
             ErrorCode::Internal => 500,
+            ErrorCode::Blocked | ErrorCode::MessageRequestLimit => 403,
         }
     }
 }

@@ -6,12 +6,14 @@
 
 mod auth;
 mod bytes;
+mod consent;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 
 pub use auth::*;
 pub use bytes::B64;
+pub use consent::*;
 pub use error::{ApiError, ErrorCode};
 
 use serde::{Deserialize, Serialize};

@@ -156,6 +156,37 @@ pub struct Limits {
     /// Open logins (password and device-key) kept at once per client address group (an IPv4
     /// address, an IPv6 /64).
     pub max_pending_logins_per_address: usize,
+    /// Application messages (and Welcomes) an account may have queued for another account
+    /// that has not accepted it, in conversations that account has not accepted: a message
+    /// request carries this many until it is accepted (→ 403 `message_request_limit`).
+    pub max_request_messages: u32,
+    /// Largest application message of a message request, in bytes.
+    pub max_request_message_bytes: usize,
+    /// Once a device holds this many envelopes, each sending account may hold at most
+    /// `max_queue_share` of them (→ 507 `queue_full` for that sender only), so one sender
+    /// cannot fill a queue for everybody.
+    pub queue_share_after: u32,
+    /// A sending account's share of a device's queue past `queue_share_after`.
+    pub max_queue_share: u32,
+    /// Envelopes a recipient account may have queued across its devices
+    /// (→ 507 `queue_full`).
+    pub max_account_queue_len: u32,
+    /// Sustained envelopes per second a sending account may enqueue (fan-out: one message to a
+    /// group of n other devices is n envelopes), per server node (→ 429 `rate_limited`).
+    pub fan_out_per_second: f64,
+    /// Burst of envelopes a sending account may enqueue at once, per server node.
+    pub fan_out_burst: u32,
+    /// Sustained bytes per second a sending account may enqueue (payload × recipients), per
+    /// server node.
+    pub fan_out_bytes_per_second: f64,
+    /// Burst of bytes a sending account may enqueue at once, per server node.
+    pub fan_out_bytes_burst: u64,
+    /// One-time key packages one account may claim of another account per
+    /// `key_package_claim_window`; later claims get the last-resort packages. An account's
+    /// claims of its own devices are not limited.
+    pub key_package_claims_per_target: u32,
+    /// The window `key_package_claims_per_target` counts in.
+    pub key_package_claim_window: Duration,
 }
 
 impl Default for Limits {
@@ -178,6 +209,17 @@ impl Default for Limits {
             device_request_burst: 100,
             max_pending_logins: 100_000,
             max_pending_logins_per_address: 64,
+            max_request_messages: 5,
+            max_request_message_bytes: 4 * 1024,
+            queue_share_after: 2_000,
+            max_queue_share: 1_000,
+            max_account_queue_len: 50_000,
+            fan_out_per_second: 500.0,
+            fan_out_burst: 20_000,
+            fan_out_bytes_per_second: 8.0 * 1024.0 * 1024.0,
+            fan_out_bytes_burst: 256 * 1024 * 1024,
+            key_package_claims_per_target: 5,
+            key_package_claim_window: Duration::from_secs(3600),
         }
     }
 }

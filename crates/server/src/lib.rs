@@ -20,6 +20,7 @@
 mod auth;
 mod config;
 mod error;
+mod fan_out;
 mod http;
 mod metrics;
 mod notify;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::fan_out::FanOutMeters;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::opaque::OpaqueSetup;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Tracks WebSocket tasks so shutdown can wait for them.
     pub(crate) streams: TaskTracker,
+    /// What each sending account may still fan out (envelopes and bytes).
+    pub(crate) fan_out: FanOutMeters,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
             metrics,
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
+            fan_out: FanOutMeters::new(&config.limits),
             config,
             store,
             opaque,

@@ -14,8 +14,8 @@ use crate::auth::ActiveSession;
 use crate::error::{Error, Result};
 use crate::rules::device_list;
 use crate::rules::key_packages::{self, Owner, PackageError};
-use crate::state::AppState;
-use crate::store::{KeyPackageStock, UploadOutcome};
+use crate::state::{AppState, now_ms};
+use crate::store::{ClaimQuota, KeyPackageStock, UploadOutcome};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -124,7 +124,9 @@ async fn count(
 }
 
 /// Claims one key package for every active device of the account: a one-time package, each
-/// handed out at most once, or else the device's reusable last-resort package.
+/// handed out at most once, or else the device's reusable last-resort package. One account may
+/// claim one-time packages of another a few times per hour (`key_package_claims_per_target`);
+/// past that it gets the last-resort packages, so nobody can drain another account's stock.
 #[utoipa::path(post, path = "/v1/accounts/{username}/key-packages/claim", tag = "key-packages",
     security(("bearer" = [])),
     params(("username" = String, Path, description = "the account, any case")),
@@ -133,10 +135,11 @@ async fn count(
         (status = 401, body = ApiError),
         (status = 403, description = "pending device", body = ApiError),
         (status = 404, body = ApiError),
+        (status = 429, description = "too many requests", body = ApiError),
     ))]
 async fn claim(
     State(state): State<AppState>,
-    ActiveSession(_session): ActiveSession,
+    ActiveSession(session): ActiveSession,
     Path(username): Path<String>,
 ) -> Result<axum::Json<ClaimKeyPackagesResponse>> {
     let username = username.to_ascii_lowercase();
@@ -150,7 +153,15 @@ async fn claim(
         .ok_or_else(|| Error::not_found("no such account"))?;
     let key_packages = state
         .store
-        .claim_key_packages(account.id)
+        .claim_key_packages(
+            account.id,
+            ClaimQuota {
+                claimer_id: session.device.account_id,
+                max: state.config.limits.key_package_claims_per_target,
+                window: state.config.limits.key_package_claim_window,
+                now_ms: now_ms(),
+            },
+        )
         .await?
         .into_iter()
         .map(|(device_id, data, last_resort)| ClaimedKeyPackage {

@@ -13,9 +13,11 @@ use super::{Json, Path, Query};
 use crate::auth::ActiveSession;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::rate_limit::retry_ms;
+use crate::rules::consent::{ConsentRefusal, QueueLimits, RequestLimits};
 use crate::rules::delivery::{Refusal, SendError, check_send};
 use crate::state::{AppState, now_ms};
-use crate::store::{SendOutcome, Submission};
+use crate::store::{SendOutcome, SendQuota, Submission};
 
 /// Most ids in one acknowledgement.
 pub(super) const MAX_ACK_IDS: usize = 1000;
@@ -47,11 +49,16 @@ fn kind_label(kind: nightjar_api::EnvelopeKind) -> &'static str {
         (status = 200, body = SendResponse),
         (status = 400, description = "the request contradicts its MLS message", body = ApiError),
         (status = 401, body = ApiError),
-        (status = 403, description = "not a member, or a pending device", body = ApiError),
+        (status = 403, description = "not a member, a pending device, every recipient blocked \
+            the sender (`blocked`), or a message request is used up (`message_request_limit`)",
+            body = ApiError),
         (status = 404, description = "no such conversation", body = ApiError),
         (status = 409, description = "epoch conflict", body = ApiError),
         (status = 413, description = "message too large", body = ApiError),
-        (status = 507, description = "a recipient's queue is full", body = ApiError),
+        (status = 429, description = "too many requests, or the sending account's fan-out \
+            allowance is used up", body = ApiError),
+        (status = 507, description = "a recipient's queue is full, or holds this sender's \
+            share", body = ApiError),
     ))]
 async fn send(
     State(state): State<AppState>,
@@ -77,14 +84,22 @@ async fn send(
     })?;
     let kind = checked.kind;
     let with_welcome = checked.welcome.is_some();
+    let payload_len = u64::try_from(checked.payload.len()).unwrap_or(u64::MAX);
+    let account = session.device.account_id;
+    let now = now_ms();
+    state
+        .fan_out
+        .check(account, now)
+        .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
     let outcome = state
         .store
         .send(Submission {
             sender,
             send: checked,
             idempotency_key,
-            now_ms: now_ms(),
+            now_ms: now,
             max_queue: limits.max_queue_len,
+            quota: send_quota(limits),
         })
         .await?;
     match outcome {
@@ -94,6 +109,9 @@ async fn send(
             queued,
         } => {
             // The writer already handed the envelopes to the push path.
+            state
+                .fan_out
+                .charge(account, now, queued, queued.saturating_mul(payload_len));
             state.metrics.accepted(kind_label(kind));
             if with_welcome {
                 state.metrics.accepted("welcome");
@@ -125,6 +143,31 @@ async fn send(
         SendOutcome::Refused(Refusal::FutureEpoch) => Err(Error::bad_request(
             "the message was made in an epoch the conversation has not reached",
         )),
+        SendOutcome::NotAccepted(ConsentRefusal::Blocked) => Err(Error::new(
+            ErrorCode::Blocked,
+            "the recipient does not accept messages from you",
+        )),
+        SendOutcome::NotAccepted(ConsentRefusal::RequestLimit) => Err(Error::new(
+            ErrorCode::MessageRequestLimit,
+            "the recipient has not accepted your message request yet; until then only a few \
+             small messages are delivered",
+        )),
+    }
+}
+
+/// The consent limits of a send under `limits`.
+fn send_quota(limits: &crate::config::Limits) -> SendQuota {
+    SendQuota {
+        requests: RequestLimits {
+            max_messages: limits.max_request_messages,
+            max_bytes: limits.max_request_message_bytes,
+        },
+        queues: QueueLimits {
+            max_device: limits.max_queue_len,
+            share_after: limits.queue_share_after,
+            max_share: limits.max_queue_share,
+            max_account: limits.max_account_queue_len,
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 //! rejection handling, the fallbacks, the body limit and the request middleware.
 
 mod accounts;
+mod consent;
 mod devices;
 mod key_packages;
 mod messages;
@@ -72,6 +73,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "devices", description = "Devices, linking and the signed device list"),
         (name = "key-packages", description = "The MLS key-package directory"),
         (name = "messages", description = "Delivery queues and the push stream"),
+        (name = "consent", description = "Message requests: accepting, blocking, reporting"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -99,6 +101,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(stream::router())
         .merge(ops::router())
         .merge(sessions::router())
+        .merge(consent::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -181,12 +184,16 @@ mod tests {
             ("/v1/device-login/finish", "post"),
             ("/v1/sessions", "get"),
             ("/v1/sessions/revoke-others", "post"),
+            ("/v1/consent", "get"),
+            ("/v1/consent/{username}", "put"),
+            ("/v1/consent/{username}", "delete"),
+            ("/v1/reports", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
                 "{method} {path} missing"
             );
         }
-        assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

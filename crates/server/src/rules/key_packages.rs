@@ -1,8 +1,11 @@
 //! Which key packages a device may upload: validly self-signed, for exactly that device's
 //! credential (`username:device-id`) and signature key, and of the right kind (one-time or
-//! last-resort).
+//! last-resort); and how many one-time packages one account may claim of another before it
+//! gets only last-resort packages, so nobody can drain another account's stock.
 
 use nightjar_core::wire::inspect_key_package;
+use std::time::Duration;
+
 use sha2::{Digest as _, Sha256};
 
 /// Why an uploaded key package was refused.
@@ -58,6 +61,54 @@ pub(crate) fn check(
     Ok((digest, bytes))
 }
 
+/// Where a claimer stands with one target account's key packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimWindow {
+    /// When the current window started (ms).
+    pub(crate) start_ms: u64,
+    /// One-time claims in it.
+    pub(crate) claims: u32,
+}
+
+/// What a key-package claim may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimAllowance {
+    /// One-time packages; the window afterwards.
+    OneTime(ClaimWindow),
+    /// Only last-resort packages (the quota is used up): the target's stock is kept.
+    LastResortOnly,
+}
+
+/// Decides a claim at `now_ms` by an account of another account's key packages, given the
+/// claimer's window for that target (if any), `max` claims per `window`. Claims of one's own
+/// account are not limited (`own`).
+pub(crate) fn claim_allowance(
+    own: bool,
+    previous: Option<ClaimWindow>,
+    now_ms: u64,
+    max: u32,
+    window: Duration,
+) -> ClaimAllowance {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let current = match previous {
+        Some(w) if now_ms.saturating_sub(w.start_ms) < window_ms => w,
+        _ => ClaimWindow {
+            start_ms: now_ms,
+            claims: 0,
+        },
+    };
+    if own {
+        return ClaimAllowance::OneTime(current);
+    }
+    if current.claims >= max {
+        return ClaimAllowance::LastResortOnly;
+    }
+    ClaimAllowance::OneTime(ClaimWindow {
+        claims: current.claims + 1,
+        ..current
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +158,37 @@ mod tests {
         assert_eq!(
             check(owner, one, false, 10).unwrap_err(),
             PackageError::TooLarge
+        );
+    }
+
+    #[test]
+    fn claims_past_the_quota_get_last_resort() {
+        let hour = Duration::from_secs(3600);
+        let mut w = None;
+        for i in 1..=3 {
+            match claim_allowance(false, w, 1000, 3, hour) {
+                ClaimAllowance::OneTime(next) => {
+                    assert_eq!(next.claims, i);
+                    w = Some(next);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            claim_allowance(false, w, 2000, 3, hour),
+            ClaimAllowance::LastResortOnly
+        );
+        // Own account: never limited; a new window starts over.
+        assert!(matches!(
+            claim_allowance(true, w, 2000, 3, hour),
+            ClaimAllowance::OneTime(_)
+        ));
+        assert_eq!(
+            claim_allowance(false, w, 1000 + 3_600_000, 3, hour),
+            ClaimAllowance::OneTime(ClaimWindow {
+                start_ms: 3_601_000,
+                claims: 1
+            })
         );
     }
 }

@@ -359,6 +359,10 @@ where
         {
             return Err(Retry::Again(None));
         }
+        let consent_at = unsettled_now(requests, order, settled);
+        Self::store_consent(&mut w.tx, &prefetched.consent, consent_at)
+            .await
+            .map_err(again)?;
 
         // Queue the envelopes: devices locked in id order, the limit checked again now that
         // no other writer can add to these queues, ids handed out in order.
@@ -431,6 +435,20 @@ where
             stored: done,
         })
     }
+}
+
+/// The time consent changes of a batch are stamped with: its latest send's.
+fn unsettled_now(
+    requests: &[Submission],
+    order: &[usize],
+    settled: &[Option<Result<SendOutcome, sqlx::Error>>],
+) -> i64 {
+    order
+        .iter()
+        .filter(|&&i| settled[i].is_none())
+        .map(|&i| to_i64(requests[i].now_ms))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The push path's view of a committed send: its message and, for a commit, its Welcome.

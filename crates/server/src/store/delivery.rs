@@ -30,6 +30,8 @@ pub(crate) enum SendOutcome {
     Refused(crate::rules::delivery::Refusal),
     /// A recipient's queue is full; nothing was queued.
     QueueFull,
+    /// Consent refused it for every recipient account; nothing was queued.
+    NotAccepted(crate::rules::consent::ConsentRefusal),
 }
 
 pub(super) fn kind_text(kind: EnvelopeKind) -> &'static str {

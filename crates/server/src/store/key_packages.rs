@@ -3,7 +3,10 @@
 
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
-use super::{Backend, Column, Db, Param, Store, dispatch};
+use std::time::Duration;
+
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
+use crate::rules::key_packages::{ClaimAllowance, ClaimWindow, claim_allowance};
 
 /// Key-package stock of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +15,19 @@ pub(crate) struct KeyPackageStock {
     pub(crate) available: u32,
     /// Whether a last-resort package is stored.
     pub(crate) last_resort: bool,
+}
+
+/// Who claims, and how many one-time claims of another account it may make per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimQuota {
+    /// The claiming account's row id.
+    pub(crate) claimer_id: i64,
+    /// One-time claims per window.
+    pub(crate) max: u32,
+    /// The window.
+    pub(crate) window: Duration,
+    /// Now (ms).
+    pub(crate) now_ms: u64,
 }
 
 /// Result of an upload.
@@ -48,12 +64,14 @@ impl Store {
     /// Claims one package for every active device of the account: a one-time package (deleted
     /// as it is handed out, never to two claimants) or else the device's last-resort package
     /// (kept). Returns `(device id, package, is last resort)`; devices with no package at all
-    /// are skipped.
+    /// are skipped. Past `quota` (claims by one account of another per window), only
+    /// last-resort packages are handed out.
     pub(crate) async fn claim_key_packages(
         &self,
         account_id: i64,
+        quota: ClaimQuota,
     ) -> Result<Vec<(String, Vec<u8>, bool)>, sqlx::Error> {
-        dispatch!(self, db => db.claim_key_packages(account_id).await)
+        dispatch!(self, db => db.claim_key_packages(account_id, quota).await)
     }
 }
 
@@ -160,8 +178,10 @@ where
     pub(super) async fn claim_key_packages(
         &self,
         account_id: i64,
+        quota: ClaimQuota,
     ) -> Result<Vec<(String, Vec<u8>, bool)>, sqlx::Error> {
         let mut w = self.write().await?;
+        let one_time_allowed = Self::count_claim(&mut w.tx, account_id, quota).await?;
         let devices: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, device_id FROM devices WHERE account_id = $1 AND status = 'active' \
              ORDER BY id",
@@ -177,10 +197,14 @@ where
         );
         let mut claimed = Vec::with_capacity(devices.len());
         for (pk, device_id) in devices {
-            let one_time: Option<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(claim.clone()))
-                .bind(pk)
-                .fetch_optional(&mut *w.tx)
-                .await?;
+            let one_time: Option<Vec<u8>> = if one_time_allowed {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(claim.clone()))
+                    .bind(pk)
+                    .fetch_optional(&mut *w.tx)
+                    .await?
+            } else {
+                None
+            };
             if let Some(data) = one_time {
                 claimed.push((device_id, data, false));
                 continue;
@@ -197,6 +221,66 @@ where
         }
         w.commit().await?;
         Ok(claimed)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    /// Counts a claim of `target_id`'s packages against the claimer's quota (the row locked
+    /// until the transaction ends); `false` if only last-resort packages may be handed out.
+    async fn count_claim(
+        tx: &mut Transaction<'static, DB>,
+        target_id: i64,
+        quota: ClaimQuota,
+    ) -> Result<bool, sqlx::Error> {
+        let own = quota.claimer_id == target_id;
+        if own {
+            return Ok(true);
+        }
+        let sql = format!(
+            "SELECT window_start_ms, claims FROM key_package_claims \
+             WHERE claimer_id = $1 AND target_id = $2{}",
+            DB::FOR_UPDATE
+        );
+        let row: Option<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(quota.claimer_id)
+            .bind(target_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let previous = row.map(|(start, claims)| ClaimWindow {
+            start_ms: to_u64(start),
+            claims: u32::try_from(claims).unwrap_or(u32::MAX),
+        });
+        match claim_allowance(own, previous, quota.now_ms, quota.max, quota.window) {
+            ClaimAllowance::LastResortOnly => Ok(false),
+            ClaimAllowance::OneTime(next) => {
+                sqlx::query(
+                    "INSERT INTO key_package_claims (claimer_id, target_id, window_start_ms, \
+                     claims) VALUES ($1, $2, $3, $4) ON CONFLICT (claimer_id, target_id) \
+                     DO UPDATE SET window_start_ms = excluded.window_start_ms, \
+                     claims = excluded.claims",
+                )
+                .bind(quota.claimer_id)
+                .bind(target_id)
+                .bind(to_i64(next.start_ms))
+                .bind(i64::from(next.claims))
+                .execute(&mut **tx)
+                .await?;
+                Ok(true)
+            }
+        }
     }
 }
 

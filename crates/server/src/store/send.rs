@@ -12,6 +12,7 @@ use nightjar_api::{DeviceAddress, EnvelopeKind, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
 use super::backend::MAX_IDS;
+use super::consent::{ConsentCache, ConsentPlan, MemberAccount, SendQuota};
 use super::delivery::kind_text;
 use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
 use crate::rules::delivery::{CheckedSend, ConversationFacts, Refusal, Verdict, order};
@@ -24,6 +25,8 @@ pub(crate) struct Submission {
     pub(crate) idempotency_key: String,
     pub(crate) now_ms: u64,
     pub(crate) max_queue: u32,
+    /// Message requests, per-sender queue shares and per-account queue limits.
+    pub(crate) quota: SendQuota,
 }
 
 /// What applying one send inside the batch transaction decided.
@@ -74,6 +77,8 @@ pub(super) struct Prefetched {
     ids: std::vec::IntoIter<i64>,
     /// Messages this batch stores; inserted together by [`Db::store_messages`].
     new_messages: Vec<NewMessage>,
+    /// Consent as read for the batch and as its sends change it (`consent.rs`).
+    pub(super) consent: ConsentCache,
 }
 
 impl Prefetched {
@@ -158,6 +163,7 @@ where
         ids.dedup();
         let mut conversations: HashMap<String, (u64, HashSet<DeviceAddress>, Vec<Routable>)> =
             HashMap::new();
+        let mut consent = ConsentCache::default();
         for chunk in ids.chunks(PREFETCH_ROWS) {
             let mut q =
                 QueryBuilder::<DB>::new("SELECT id, epoch FROM conversations WHERE id IN (");
@@ -183,9 +189,12 @@ where
         for chunk in existing.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT m.conversation_id, m.username, m.device_id, COALESCE(d.id, 0), \
-                 COALESCE(d.queue_len, 0), COALESCE(d.status, '') FROM conversation_members m \
+                 COALESCE(d.queue_len, 0), COALESCE(d.status, ''), COALESCE(a.id, 0), \
+                 COALESCE(cc.state, '') FROM conversation_members m \
                  LEFT JOIN accounts a ON a.username = m.username \
                  LEFT JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
+                 LEFT JOIN conversation_consent cc ON cc.conversation_id = m.conversation_id \
+                 AND cc.account_id = a.id \
                  WHERE m.conversation_id IN (",
             );
             let mut list = q.separated(", ");
@@ -193,15 +202,21 @@ where
                 list.push_bind(id.as_str());
             }
             q.push(")");
-            let rows: Vec<(String, String, String, i64, i64, String)> = q
+            type MemberRow = (String, String, String, i64, i64, String, i64, String);
+            let rows: Vec<MemberRow> = q
                 .build_query_as()
                 .persistent(false)
                 .fetch_all(&mut **tx)
                 .await?;
-            for (conversation, username, device_id, pk, len, status) in rows {
+            for (conversation, username, device_id, pk, len, status, account_id, accepted) in rows {
                 let Some((_, members, receiving)) = conversations.get_mut(&conversation) else {
                     continue;
                 };
+                let member = MemberAccount {
+                    account_id,
+                    conversation_accepted: accepted == "accepted",
+                };
+                consent.member(&conversation, &username, pk, member);
                 members.insert(DeviceAddress {
                     username,
                     device_id,
@@ -214,6 +229,12 @@ where
         for (_, _, receiving) in conversations.values_mut() {
             *receiving = routable(std::mem::take(receiving));
         }
+        Self::prefetch_decisions(
+            tx,
+            requests.clone().map(|r| r.sender.address.username.as_str()),
+            &mut consent,
+        )
+        .await?;
 
         let mut keys: Vec<(i64, &str)> = requests
             .map(|r| (r.sender.device_pk, r.idempotency_key.as_str()))
@@ -253,6 +274,7 @@ where
             new_key_index: HashMap::new(),
             ids: reserved.into_iter(),
             new_messages: Vec::new(),
+            consent,
         })
     }
 
@@ -298,6 +320,7 @@ where
             idempotency_key,
             now_ms,
             max_queue,
+            quota,
         } = request;
         let now = to_i64(*now_ms);
         if !prefetched.senders.contains(&sender.device_pk) {
@@ -354,18 +377,68 @@ where
             }
             _ => Vec::new(),
         };
+        // Consent: who gets an application message, who a Welcome (`consent.rs`).
+        let mut plan = ConsentPlan::default();
+        let recipients = if send.kind == EnvelopeKind::Application {
+            let devices: Vec<i64> = recipients.iter().map(|(pk, _)| *pk).collect();
+            plan = Self::admit_message(
+                tx,
+                &conversation,
+                &sender.address,
+                send.payload.len(),
+                &devices,
+                quota.requests,
+                &mut prefetched.consent,
+            )
+            .await?;
+            if let Some(refusal) = plan.refusal {
+                return Ok(Applied::Answered(SendOutcome::NotAccepted(refusal)));
+            }
+            let kept: HashSet<i64> = plan.devices.iter().copied().collect();
+            recipients
+                .into_iter()
+                .filter(|(pk, _)| kept.contains(pk))
+                .collect()
+        } else {
+            recipients
+        };
+        let welcomed = if send.welcome.is_some() && send.kind == EnvelopeKind::Commit {
+            let (kept, welcome_plan) = Self::admit_welcome(
+                tx,
+                &conversation,
+                &sender.address,
+                &welcomed,
+                quota.requests,
+                &mut prefetched.consent,
+            )
+            .await?;
+            plan = welcome_plan;
+            kept
+        } else {
+            welcomed
+        };
         let mut everyone: Vec<(i64, i64)> = recipients.iter().chain(&welcomed).copied().collect();
         everyone.sort_unstable();
         everyone.dedup_by_key(|(pk, _)| *pk);
-        let limit = i64::from(*max_queue);
-        if everyone
-            .iter()
-            .any(|(pk, len)| len + pending.get(pk).copied().unwrap_or(0) >= limit)
+        let limits = crate::rules::consent::QueueLimits {
+            max_device: (*max_queue).min(quota.queues.max_device),
+            ..quota.queues
+        };
+        if !Self::queues_take(
+            tx,
+            &sender.address,
+            &everyone,
+            pending,
+            limits,
+            &prefetched.consent,
+        )
+        .await?
         {
             return Ok(Applied::Answered(SendOutcome::QueueFull));
         }
 
         // Nothing is refused from here on.
+        plan.commit(&mut prefetched.consent);
         let epoch_after = match (verdict, facts) {
             (Verdict::Deliver, Some(f)) => f.epoch,
             (Verdict::Deliver, None) => 0,

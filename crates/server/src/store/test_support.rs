@@ -164,6 +164,7 @@ pub(crate) async fn submit(
             idempotency_key: key.into(),
             now_ms: now,
             max_queue,
+            quota: SendQuota::default(),
         })
         .await
         .unwrap()

@@ -1,0 +1,53 @@
+-- Consent (message requests, blocks, reports) and key-package claim quotas.
+--
+-- consent: what account `owner_id` decided about account `peer_id` (no row: never decided).
+-- conversation_consent: per conversation and member account, whether that account accepted
+--   the conversation ('accepted': it created it, sent in it, or was added by an account it
+--   accepted) or not yet ('request'; `inviter_id` is the account whose Welcome added it).
+-- message_requests: application messages and Welcomes queued from `sender_id` for
+--   `recipient_id` while the recipient had accepted neither the sender nor the conversation.
+-- reports: who reported whom, when, about which conversation, in the reporter's words.
+-- key_package_claims: one-time key packages `claimer_id` claimed of `target_id` in the window
+--   that started at `window_start_ms`.
+
+CREATE TABLE consent (
+    owner_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    peer_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    state TEXT NOT NULL CHECK (state IN ('accepted', 'blocked')),
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, peer_id)
+);
+CREATE INDEX consent_peer ON consent (peer_id, owner_id);
+
+CREATE TABLE conversation_consent (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    inviter_id INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('request', 'accepted')),
+    PRIMARY KEY (conversation_id, account_id)
+);
+CREATE INDEX conversation_consent_inviter ON conversation_consent (account_id, inviter_id);
+
+CREATE TABLE message_requests (
+    recipient_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    sender_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (recipient_id, sender_id)
+);
+
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    reporter_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    reported_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    conversation_id TEXT,
+    reason TEXT,
+    created_at_ms INTEGER NOT NULL
+);
+
+CREATE TABLE key_package_claims (
+    claimer_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    target_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    window_start_ms INTEGER NOT NULL,
+    claims INTEGER NOT NULL,
+    PRIMARY KEY (claimer_id, target_id)
+);

@@ -1,0 +1,637 @@
+//! Consent in the database: accounts' decisions about each other, conversations' acceptance,
+//! message-request counters, reports, and the send path's view of them.
+//!
+//! The send path reads what it decides on once per batch: each member's acceptance of its
+//! conversation comes with the member rows the batch already reads (one more column), and the
+//! member accounts' decisions about the batch's senders with one more statement. Message-request
+//! counters are read only for a recipient that accepted neither the sender nor the
+//! conversation, and a sender's share of a queue only when the queue is past
+//! `Limits::queue_share_after`. What a batch changes is written at its end, in key order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use nightjar_api::{DeviceAddress, EnvelopeKind};
+use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
+
+use super::backend::MAX_IDS;
+use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
+use crate::rules::consent::{
+    Admission, ConsentRefusal, Decision, QueueLimits, RecipientView, RequestLimits, SkipReason,
+    account_takes, admit, device_takes, refusal,
+};
+
+/// The consent limits of one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendQuota {
+    /// Message requests.
+    pub(crate) requests: RequestLimits,
+    /// Queues.
+    pub(crate) queues: QueueLimits,
+}
+
+impl Default for SendQuota {
+    /// No limits at all (store unit tests that are about something else).
+    fn default() -> Self {
+        Self {
+            requests: RequestLimits {
+                max_messages: u32::MAX,
+                max_bytes: usize::MAX,
+            },
+            queues: QueueLimits::default(),
+        }
+    }
+}
+
+/// One stored decision, as `GET /v1/consent` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecisionRow {
+    pub(crate) username: String,
+    pub(crate) decision: Decision,
+    pub(crate) updated_at_ms: u64,
+}
+
+/// A member device as the consent rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MemberAccount {
+    pub(super) account_id: i64,
+    pub(super) conversation_accepted: bool,
+}
+
+/// What a batch knows and plans about consent.
+#[derive(Debug, Default)]
+pub(super) struct ConsentCache {
+    /// Account ids by username (members of the batch's conversations).
+    ids: HashMap<String, i64>,
+    /// The account of each member device, by device row id.
+    devices: HashMap<i64, i64>,
+    /// (conversation, account) pairs where the account accepted the conversation.
+    accepted: HashSet<(String, i64)>,
+    /// (owner, peer) → decision, for every pair read (absent: no decision).
+    decisions: HashMap<(i64, i64), Decision>,
+    /// (recipient, sender) → message requests queued, once read.
+    requests: HashMap<(i64, i64), u32>,
+    /// Conversations whose consent the batch read.
+    loaded: HashSet<String>,
+    /// Writes at the end of the batch: (conversation, account) → (inviter, accepted).
+    conversation_writes: BTreeMap<(String, i64), (Option<i64>, bool)>,
+    /// (recipient, sender) → new message-request count.
+    request_writes: BTreeMap<(i64, i64), u32>,
+    /// (owner, peer) pairs the owner accepted by sending (a commit with a Welcome).
+    accept_writes: BTreeSet<(i64, i64)>,
+}
+
+impl ConsentCache {
+    /// Notes a member device read with its conversation.
+    pub(super) fn member(
+        &mut self,
+        conversation: &str,
+        username: &str,
+        device_pk: i64,
+        member: MemberAccount,
+    ) {
+        if member.account_id == 0 {
+            return;
+        }
+        self.ids.insert(username.to_owned(), member.account_id);
+        if device_pk != 0 {
+            self.devices.insert(device_pk, member.account_id);
+        }
+        if member.conversation_accepted {
+            self.accepted
+                .insert((conversation.to_owned(), member.account_id));
+        }
+        self.loaded.insert(conversation.to_owned());
+    }
+
+    fn account_of(&self, username: &str) -> Option<i64> {
+        self.ids.get(username).copied()
+    }
+}
+
+/// What consent decided for the recipients of one send.
+#[derive(Debug, Default)]
+pub(super) struct ConsentPlan {
+    /// Recipient device row ids that get the message.
+    pub(super) devices: Vec<i64>,
+    /// Set when the message reaches nobody because of consent.
+    pub(super) refusal: Option<ConsentRefusal>,
+    conversation_writes: Vec<((String, i64), (Option<i64>, bool))>,
+    request_counts: Vec<((i64, i64), u32)>,
+    accepts: Vec<(i64, i64)>,
+}
+
+impl ConsentPlan {
+    /// Records the plan of a stored send in the batch's cache (to be written at its end).
+    pub(super) fn commit(self, cache: &mut ConsentCache) {
+        for ((conversation, account), (inviter, accepted)) in self.conversation_writes {
+            if accepted {
+                cache.accepted.insert((conversation.clone(), account));
+            }
+            cache
+                .conversation_writes
+                .insert((conversation, account), (inviter, accepted));
+        }
+        for (pair, count) in self.request_counts {
+            cache.requests.insert(pair, count);
+            cache.request_writes.insert(pair, count);
+        }
+        for (owner, peer) in self.accepts {
+            cache
+                .decisions
+                .entry((owner, peer))
+                .or_insert(Decision::Accepted);
+            cache.accept_writes.insert((owner, peer));
+        }
+    }
+}
+
+impl Store {
+    /// Records `owner`'s decision about the account `peer` (`None` forgets it: the peer is a
+    /// stranger again, with a fresh message-request allowance). Accepting an account also
+    /// accepts every conversation it added `owner` to. `false` if there is no such account.
+    pub(crate) async fn set_consent(
+        &self,
+        owner_id: i64,
+        peer: &str,
+        decision: Option<Decision>,
+        now_ms: u64,
+    ) -> Result<bool, sqlx::Error> {
+        dispatch!(self, db => db.set_consent(owner_id, peer, decision, None, now_ms).await)
+    }
+
+    /// Blocks `reported` for `reporter_id` and stores a report, in one transaction. `false` if
+    /// there is no such account.
+    pub(crate) async fn report(
+        &self,
+        reporter_id: i64,
+        reported: &str,
+        conversation: Option<&str>,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, sqlx::Error> {
+        let report = Some((conversation, reason));
+        dispatch!(self, db => db.set_consent(reporter_id, reported, Some(Decision::Blocked), report, now_ms).await)
+    }
+
+    /// Every decision of `owner_id`, by username.
+    pub(crate) async fn decisions(&self, owner_id: i64) -> Result<Vec<DecisionRow>, sqlx::Error> {
+        dispatch!(self, db => db.decisions(owner_id).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    async fn set_consent(
+        &self,
+        owner_id: i64,
+        peer: &str,
+        decision: Option<Decision>,
+        report: Option<(Option<&str>, Option<&str>)>,
+        now_ms: u64,
+    ) -> Result<bool, sqlx::Error> {
+        let now = to_i64(now_ms);
+        let mut w = self.write().await?;
+        let peer_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+                .bind(peer)
+                .fetch_optional(&mut *w.tx)
+                .await?;
+        let Some(peer_id) = peer_id else {
+            return Ok(false);
+        };
+        match decision {
+            Some(decision) => {
+                sqlx::query(
+                    "INSERT INTO consent (owner_id, peer_id, state, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (owner_id, peer_id) DO UPDATE \
+                     SET state = excluded.state, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(owner_id)
+                .bind(peer_id)
+                .bind(decision.as_str())
+                .bind(now)
+                .execute(&mut *w.tx)
+                .await?;
+                if decision == Decision::Accepted {
+                    sqlx::query(
+                        "UPDATE conversation_consent SET state = 'accepted' \
+                         WHERE account_id = $1 AND inviter_id = $2",
+                    )
+                    .bind(owner_id)
+                    .bind(peer_id)
+                    .execute(&mut *w.tx)
+                    .await?;
+                }
+            }
+            None => {
+                for sql in [
+                    "DELETE FROM consent WHERE owner_id = $1 AND peer_id = $2",
+                    "DELETE FROM message_requests WHERE recipient_id = $1 AND sender_id = $2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(owner_id)
+                        .bind(peer_id)
+                        .execute(&mut *w.tx)
+                        .await?;
+                }
+            }
+        }
+        if let Some((conversation, reason)) = report {
+            sqlx::query(
+                "INSERT INTO reports (reporter_id, reported_id, conversation_id, reason, \
+                 created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(owner_id)
+            .bind(peer_id)
+            .bind(conversation)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        w.commit().await?;
+        Ok(true)
+    }
+
+    async fn decisions(&self, owner_id: i64) -> Result<Vec<DecisionRow>, sqlx::Error> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT a.username, c.state, c.updated_at_ms FROM consent c \
+             JOIN accounts a ON a.id = c.peer_id WHERE c.owner_id = $1 ORDER BY a.username",
+        )
+        .bind(owner_id)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(username, state, at)| {
+                Some(DecisionRow {
+                    username,
+                    decision: Decision::parse(&state)?,
+                    updated_at_ms: to_u64(at),
+                })
+            })
+            .collect())
+    }
+
+    /// Reads the decisions of the batch's member accounts about its senders (one statement
+    /// per chunk of members).
+    pub(super) async fn prefetch_decisions(
+        tx: &mut Transaction<'static, DB>,
+        senders: impl Iterator<Item = &str>,
+        cache: &mut ConsentCache,
+    ) -> Result<(), sqlx::Error> {
+        let mut peers: Vec<i64> = senders.filter_map(|s| cache.account_of(s)).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let mut owners: Vec<i64> = cache.ids.values().copied().collect();
+        owners.sort_unstable();
+        owners.dedup();
+        if peers.is_empty() || owners.is_empty() {
+            return Ok(());
+        }
+        Self::read_decisions(tx, &owners, &peers, cache).await
+    }
+
+    async fn read_decisions(
+        tx: &mut Transaction<'static, DB>,
+        owners: &[i64],
+        peers: &[i64],
+        cache: &mut ConsentCache,
+    ) -> Result<(), sqlx::Error> {
+        for peer_chunk in peers.chunks(MAX_IDS / 2) {
+            for owner_chunk in owners.chunks(MAX_IDS / 2) {
+                let mut q =
+                    QueryBuilder::<DB>::new("SELECT owner_id, peer_id, state FROM consent WHERE ");
+                DB::push_id_filter(&mut q, "peer_id", peer_chunk);
+                q.push(" AND ");
+                DB::push_id_filter(&mut q, "owner_id", owner_chunk);
+                let rows: Vec<(i64, i64, String)> = q
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                for (owner, peer, state) in rows {
+                    if let Some(d) = Decision::parse(&state) {
+                        cache.decisions.insert((owner, peer), d);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a conversation's member accounts and their acceptance, and their decisions
+    /// about `sender`, when the batch's prefetch does not hold them (the conversation changed
+    /// earlier in the batch).
+    async fn load_conversation(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        sender: &str,
+        cache: &mut ConsentCache,
+    ) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+            "SELECT m.username, COALESCE(d.id, 0), a.id, COALESCE(cc.state, '') \
+             FROM conversation_members m JOIN accounts a ON a.username = m.username \
+             LEFT JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
+             LEFT JOIN conversation_consent cc ON cc.conversation_id = m.conversation_id \
+             AND cc.account_id = a.id WHERE m.conversation_id = $1",
+        )
+        .bind(conversation)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut owners = Vec::with_capacity(rows.len());
+        for (username, device_pk, account_id, state) in rows {
+            owners.push(account_id);
+            cache.member(
+                conversation,
+                &username,
+                device_pk,
+                MemberAccount {
+                    account_id,
+                    conversation_accepted: state == "accepted",
+                },
+            );
+        }
+        owners.sort_unstable();
+        owners.dedup();
+        if let Some(peer) = cache.account_of(sender) {
+            Self::read_decisions(tx, &owners, &[peer], cache).await?;
+        }
+        Ok(())
+    }
+
+    async fn requests_used(
+        tx: &mut Transaction<'static, DB>,
+        pair: (i64, i64),
+        cache: &mut ConsentCache,
+    ) -> Result<u32, sqlx::Error> {
+        if let Some(n) = cache.requests.get(&pair) {
+            return Ok(*n);
+        }
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT messages FROM message_requests WHERE recipient_id = $1 AND sender_id = $2",
+        )
+        .bind(pair.0)
+        .bind(pair.1)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let n = u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX);
+        cache.requests.insert(pair, n);
+        Ok(n)
+    }
+
+    /// Decides which of `devices` (members of `conversation`, the sender's own excluded) get
+    /// an application message of `payload_len` bytes from `sender`, and what that changes.
+    pub(super) async fn admit_message(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        sender: &DeviceAddress,
+        payload_len: usize,
+        devices: &[i64],
+        limits: RequestLimits,
+        cache: &mut ConsentCache,
+    ) -> Result<ConsentPlan, sqlx::Error> {
+        if !cache.loaded.contains(conversation) {
+            Self::load_conversation(tx, conversation, &sender.username, cache).await?;
+        }
+        let mut plan = ConsentPlan::default();
+        let Some(sender_id) = cache.account_of(&sender.username) else {
+            // Not a member account (cannot happen after ordering): deliver as before.
+            plan.devices = devices.to_vec();
+            return Ok(plan);
+        };
+        // Sending in a conversation accepts it.
+        if !cache
+            .accepted
+            .contains(&(conversation.to_owned(), sender_id))
+        {
+            plan.conversation_writes
+                .push(((conversation.to_owned(), sender_id), (None, true)));
+        }
+        let mut by_account: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for pk in devices {
+            let account = cache.devices.get(pk).copied().unwrap_or(sender_id);
+            by_account.entry(account).or_default().push(*pk);
+        }
+        let mut delivered = 0;
+        let mut skipped = Vec::new();
+        for (account, pks) in by_account {
+            if account == sender_id {
+                plan.devices.extend(pks);
+                continue;
+            }
+            let mut view = RecipientView {
+                sender: cache.decisions.get(&(account, sender_id)).copied(),
+                conversation_accepted: cache.accepted.contains(&(conversation.to_owned(), account)),
+                requests_used: 0,
+            };
+            if view.sender.is_none() && !view.conversation_accepted {
+                view.requests_used = Self::requests_used(tx, (account, sender_id), cache).await?;
+            }
+            match admit(EnvelopeKind::Application, payload_len, view, limits) {
+                Admission::Deliver => {}
+                Admission::Request => plan
+                    .request_counts
+                    .push(((account, sender_id), view.requests_used.saturating_add(1))),
+                Admission::Skip(reason) => {
+                    skipped.push(reason);
+                    continue;
+                }
+            }
+            delivered += 1;
+            plan.devices.extend(pks);
+        }
+        plan.refusal = refusal(delivered, &skipped);
+        Ok(plan)
+    }
+
+    /// Decides which welcomed devices get a Welcome from `sender` to `conversation`, and
+    /// what that changes: each welcomed account accepts the conversation if it accepted the
+    /// sender, holds it as a request otherwise (counted like a message), and never sees it
+    /// if it blocked the sender. The sender accepts the conversation and every account it
+    /// welcomes. `welcomed` are `(device row id, queue length)`.
+    pub(super) async fn admit_welcome(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        sender: &DeviceAddress,
+        welcomed: &[(i64, i64)],
+        limits: RequestLimits,
+        cache: &mut ConsentCache,
+    ) -> Result<(Vec<(i64, i64)>, ConsentPlan), sqlx::Error> {
+        let mut plan = ConsentPlan::default();
+        let sender_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
+                .bind(sender.username.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(sender_id) = sender_id else {
+            return Ok((welcomed.to_vec(), plan));
+        };
+        plan.conversation_writes
+            .push(((conversation.to_owned(), sender_id), (None, true)));
+        if welcomed.is_empty() {
+            return Ok((Vec::new(), plan));
+        }
+        let mut q = QueryBuilder::<DB>::new(
+            "SELECT d.id, d.account_id, c.state FROM devices d \
+             LEFT JOIN consent c ON c.owner_id = d.account_id AND c.peer_id = ",
+        );
+        q.push_bind(sender_id).push(" WHERE ");
+        let pks: Vec<i64> = welcomed.iter().map(|(pk, _)| *pk).collect();
+        DB::push_id_filter(&mut q, "d.id", &pks);
+        let rows: Vec<(i64, i64, Option<String>)> = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut accounts: BTreeMap<i64, (Option<Decision>, Vec<i64>)> = BTreeMap::new();
+        for (pk, account, state) in rows {
+            let entry = accounts
+                .entry(account)
+                .or_insert((state.as_deref().and_then(Decision::parse), Vec::new()));
+            entry.1.push(pk);
+        }
+        let mut kept: HashSet<i64> = HashSet::new();
+        for (account, (decision, pks)) in accounts {
+            if account == sender_id {
+                kept.extend(pks);
+                continue;
+            }
+            let mut view = RecipientView {
+                sender: decision.or_else(|| cache.decisions.get(&(account, sender_id)).copied()),
+                conversation_accepted: false,
+                requests_used: 0,
+            };
+            if view.sender.is_none() {
+                view.requests_used = Self::requests_used(tx, (account, sender_id), cache).await?;
+            }
+            let accepted = match admit(EnvelopeKind::Welcome, 0, view, limits) {
+                Admission::Deliver => true,
+                Admission::Request => {
+                    plan.request_counts
+                        .push(((account, sender_id), view.requests_used.saturating_add(1)));
+                    false
+                }
+                Admission::Skip(SkipReason::Blocked | SkipReason::RequestLimit) => continue,
+            };
+            plan.conversation_writes.push((
+                (conversation.to_owned(), account),
+                (Some(sender_id), accepted),
+            ));
+            plan.accepts.push((sender_id, account));
+            kept.extend(pks);
+        }
+        let kept = welcomed
+            .iter()
+            .copied()
+            .filter(|(pk, _)| kept.contains(pk))
+            .collect();
+        Ok((kept, plan))
+    }
+
+    /// Whether every recipient `(device, queue length)` takes one more envelope from
+    /// `sender`, counting what the batch already planned (`pending`): the device limit, the
+    /// sender's share of a long queue, and the per-account limit.
+    pub(super) async fn queues_take(
+        tx: &mut Transaction<'static, DB>,
+        sender: &DeviceAddress,
+        recipients: &[(i64, i64)],
+        pending: &HashMap<i64, i64>,
+        limits: QueueLimits,
+        cache: &ConsentCache,
+    ) -> Result<bool, sqlx::Error> {
+        let mut per_account: HashMap<i64, i64> = HashMap::new();
+        for (pk, len) in recipients {
+            let queued = len + pending.get(pk).copied().unwrap_or(0);
+            if queued >= i64::from(limits.share_after) && queued < i64::from(limits.max_device) {
+                let share = Self::queue_share(tx, *pk, &sender.username).await?;
+                if !device_takes(queued, limits, || share) {
+                    return Ok(false);
+                }
+            } else if !device_takes(queued, limits, || 0) {
+                return Ok(false);
+            }
+            if let Some(account) = cache.devices.get(pk) {
+                *per_account.entry(*account).or_default() += queued;
+            }
+        }
+        Ok(per_account.values().all(|q| account_takes(*q, limits)))
+    }
+
+    /// Envelopes from `sender` (an account) in a device's queue.
+    async fn queue_share(
+        tx: &mut Transaction<'static, DB>,
+        device_pk: i64,
+        sender: &str,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id \
+             WHERE q.device_pk = $1 AND m.sender_username = $2",
+        )
+        .bind(device_pk)
+        .bind(sender)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    /// Writes what the batch's stored sends changed about consent, in key order.
+    pub(super) async fn store_consent(
+        tx: &mut Transaction<'static, DB>,
+        cache: &ConsentCache,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        for ((conversation, account), (inviter, accepted)) in &cache.conversation_writes {
+            // An acceptance is never undone by a later request.
+            sqlx::query(
+                "INSERT INTO conversation_consent (conversation_id, account_id, inviter_id, \
+                 state) VALUES ($1, $2, NULLIF($3, 0), $4) ON CONFLICT (conversation_id, account_id) \
+                 DO UPDATE SET state = CASE WHEN excluded.state = 'accepted' THEN 'accepted' \
+                 ELSE conversation_consent.state END, \
+                 inviter_id = COALESCE(conversation_consent.inviter_id, excluded.inviter_id)",
+            )
+            .bind(conversation.as_str())
+            .bind(*account)
+            .bind(inviter.unwrap_or(0))
+            .bind(if *accepted { "accepted" } else { "request" })
+            .execute(&mut **tx)
+            .await?;
+        }
+        for ((recipient, sender), count) in &cache.request_writes {
+            sqlx::query(
+                "INSERT INTO message_requests (recipient_id, sender_id, messages) \
+                 VALUES ($1, $2, $3) ON CONFLICT (recipient_id, sender_id) \
+                 DO UPDATE SET messages = excluded.messages",
+            )
+            .bind(*recipient)
+            .bind(*sender)
+            .bind(i64::from(*count))
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (owner, peer) in &cache.accept_writes {
+            // Never turns a block into an acceptance.
+            sqlx::query(
+                "INSERT INTO consent (owner_id, peer_id, state, updated_at_ms) \
+                 VALUES ($1, $2, 'accepted', $3) ON CONFLICT (owner_id, peer_id) DO NOTHING",
+            )
+            .bind(*owner)
+            .bind(*peer)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
