@@ -127,7 +127,8 @@ async fn count(
 /// handed out at most once, or else the device's reusable last-resort package.
 #[utoipa::path(post, path = "/v1/accounts/{username}/key-packages/claim", tag = "key-packages",
     security(("bearer" = [])),
-    params(("username" = String, Path, description = "the account, any case")),
+    params(("username" = String, Path, description = "the account, any case",
+        pattern = "^[A-Za-z0-9_]{3,32}$")),
     responses(
         (status = 200, body = ClaimKeyPackagesResponse),
         (status = 401, body = ApiError),
