@@ -12,7 +12,7 @@ mod error;
 pub mod opaque;
 
 pub use auth::*;
-pub use bytes::B64;
+pub use bytes::{B64, B64_PATTERN};
 pub use consent::*;
 pub use error::{ApiError, ErrorCode};
 
@@ -28,8 +28,10 @@ pub const AUTHORIZATION: &str = "authorization";
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct DeviceAddress {
     /// The account's username.
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub username: String,
     /// The device id, 16 lowercase hex digits.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub device_id: String,
 }
 
@@ -39,6 +41,7 @@ pub struct DeviceAddress {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisterStartRequest {
     /// Wanted username: 3–32 of `a-z 0-9 _`, unique ignoring case.
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub username: String,
     /// OPAQUE `RegistrationRequest`.
     pub registration_request: B64,
@@ -55,10 +58,12 @@ pub struct RegisterStartResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisterFinishRequest {
     /// The username from the start step.
+    #[schema(pattern = "^[a-z0-9_]{3,32}$")]
     pub username: String,
     /// OPAQUE `RegistrationUpload` (the password file; the password itself never leaves the device).
     pub registration_record: B64,
     /// The first device's id (16 hex digits).
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub device_id: String,
     /// Version 1 of the account's signed device list, naming exactly this device.
     pub device_list: B64,
@@ -87,6 +92,7 @@ pub struct SessionResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoginStartRequest {
     /// The username.
+    #[schema(pattern = "^[A-Za-z0-9_]{3,32}$")]
     pub username: String,
     /// OPAQUE `CredentialRequest`.
     pub credential_request: B64,
@@ -113,6 +119,7 @@ pub struct LoginFinishRequest {
     /// OPAQUE `CredentialFinalization`.
     pub credential_finalization: B64,
     /// The device logging in (16 hex digits). An unknown id creates a pending device.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub device_id: String,
     /// For a new device: its link offer (`nightjar_core::provisioning::LinkOffer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +189,7 @@ pub struct PendingDevicesResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApproveDeviceRequest {
     /// The pending device.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub device_id: String,
     /// The next signed device list, which adds it.
     pub device_list: B64,
@@ -289,6 +297,7 @@ pub struct WelcomeOut {
 pub struct SendRequest {
     /// Client-chosen key (≤ 64 chars); retrying with the same key is a no-op that returns the
     /// first answer.
+    #[schema(min_length = 1, max_length = 64)]
     pub idempotency_key: String,
     /// Application, commit or proposal (never welcome).
     pub kind: EnvelopeKind,

@@ -394,7 +394,8 @@ async fn logout(State(state): State<AppState>, session: Session) -> Result<Statu
 /// case and returned in canonical form.
 #[utoipa::path(get, path = "/v1/accounts/{username}", tag = "accounts",
     security(("bearer" = [])),
-    params(("username" = String, Path, description = "the account, any case")),
+    params(("username" = String, Path, description = "the account, any case",
+        pattern = "^[A-Za-z0-9_]{3,32}$")),
     responses(
         (status = 200, body = AccountResponse),
         (status = 401, body = ApiError),

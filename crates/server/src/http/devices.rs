@@ -205,7 +205,8 @@ async fn link_status(
 /// a device may remove itself.
 #[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices",
     security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "16 lowercase hex digits")),
+    params(("device_id" = String, Path, description = "16 lowercase hex digits",
+        pattern = "^[0-9a-f]{16}$")),
     request_body(content = DeviceListUpdate, description = "required for an active device"),
     responses(
         (status = 204, description = "removed"),

@@ -129,7 +129,8 @@ async fn count(
 /// past that it gets the last-resort packages, so nobody can drain another account's stock.
 #[utoipa::path(post, path = "/v1/accounts/{username}/key-packages/claim", tag = "key-packages",
     security(("bearer" = [])),
-    params(("username" = String, Path, description = "the account, any case")),
+    params(("username" = String, Path, description = "the account, any case",
+        pattern = "^[A-Za-z0-9_]{3,32}$")),
     responses(
         (status = 200, body = ClaimKeyPackagesResponse),
         (status = 401, body = ApiError),

@@ -43,7 +43,8 @@ fn kind_label(kind: nightjar_api::EnvelopeKind) -> &'static str {
 /// 409 `epoch_conflict`. A retry with the same idempotency key returns the first answer.
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/messages", tag = "messages",
     security(("bearer" = [])),
-    params(("conversation_id" = String, Path, description = "32 lowercase hex digits")),
+    params(("conversation_id" = String, Path, description = "32 lowercase hex digits",
+        pattern = "^[0-9a-f]{32}$")),
     request_body = SendRequest,
     responses(
         (status = 200, body = SendResponse),
@@ -196,6 +197,12 @@ async fn inbox(
     ActiveSession(session): ActiveSession,
     Query(query): Query<InboxQuery>,
 ) -> Result<axum::Json<InboxResponse>> {
+    // The document declares `after` as int64 and `limit` as int32: refuse what they exclude.
+    if query.after.is_some_and(|a| i64::try_from(a).is_err())
+        || query.limit.is_some_and(|l| i32::try_from(l).is_err())
+    {
+        return Err(Error::bad_request("`after` or `limit` is out of range"));
+    }
     let max = state.config.limits.max_inbox_page;
     let limit = query.limit.unwrap_or(max).clamp(1, max.max(1));
     let envelopes = state
@@ -235,6 +242,9 @@ pub(super) async fn acknowledge(state: &AppState, device_pk: i64, ids: &[u64]) -
         return Err(Error::too_large(format!(
             "acknowledge at most {MAX_ACK_IDS} envelopes at once"
         )));
+    }
+    if ids.iter().any(|id| i64::try_from(*id).is_err()) {
+        return Err(Error::bad_request("an envelope id is out of range"));
     }
     let deleted = state.store.ack(device_pk, ids).await?;
     state.metrics.envelopes_acked.inc_by(deleted);

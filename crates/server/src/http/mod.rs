@@ -61,7 +61,7 @@ pub(crate) struct Query<T>(pub(crate) T);
                        ciphertext, public keys and OPAQUE password files. Binary fields are \
                        base64url without padding.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Conformance),
     components(schemas(
         nightjar_api::ApiError,
         nightjar_api::ErrorCode,
@@ -88,6 +88,61 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Completes every operation with the refusals every route shares, so that the document lists
+/// every status the server can answer with: a bearer route also answers 401 (no or bad
+/// session) and 429 (the device's request rate); a route with a body or parameters answers 400
+/// (malformed input); a route with a body answers 413 (over the body limit).
+struct Conformance;
+
+impl Modify for Conformance {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                let bearer = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = operation.request_body.is_some();
+                let has_params = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let responses = &mut operation.responses.responses;
+                let mut ensure = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| refusal(description).into());
+                };
+                if bearer {
+                    ensure("401", "missing, unknown, expired or revoked session");
+                    ensure(
+                        "429",
+                        "too many requests from this device; see `retry_after_ms`",
+                    );
+                }
+                if has_body || has_params {
+                    ensure("400", "malformed request");
+                }
+                if has_body {
+                    ensure("413", "the body is larger than the server accepts");
+                }
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use nightjar_core::ConversationId;
 use nightjar_core::identity::{DeviceId, validate_username};
 use nightjar_core::wire::{WireKind, inspect};
 
-/// Longest idempotency key accepted.
+/// Longest idempotency key accepted, in characters.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 64;
 
 /// Why a send request is refused before any state is read.
@@ -57,7 +57,9 @@ pub(crate) fn check_send(
     max_members: usize,
 ) -> Result<CheckedSend, SendError> {
     let invalid = SendError::Invalid;
-    if request.idempotency_key.is_empty() || request.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+    if request.idempotency_key.is_empty()
+        || request.idempotency_key.chars().count() > MAX_IDEMPOTENCY_KEY
+    {
         return Err(invalid("the idempotency key must be 1-64 characters"));
     }
     let expected = wire_kind(request.kind).ok_or(invalid("a Welcome travels with its commit"))?;
