@@ -8,9 +8,11 @@ mod bytes;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
+mod stream;
 
 pub use bytes::B64;
 pub use error::{ApiError, ErrorCode};
+pub use stream::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -360,6 +362,14 @@ pub enum ClientFrame {
     Ack {
         /// Envelope ids.
         ids: Vec<u64>,
+    },
+    /// The session token, as the first frame of a stream opened without an `Authorization`
+    /// header (browsers cannot set one on a WebSocket; the URL must not carry it). Must arrive
+    /// within a few seconds of the upgrade, else the server closes the stream (1008); a wrong
+    /// token gets an `unauthorized` error frame and a close. Not accepted later.
+    Auth {
+        /// The session token.
+        token: StreamToken,
     },
 }
 

@@ -47,6 +47,11 @@ pub struct ServerConfig {
     pub sweep_interval: Duration,
     /// How long shutdown waits for in-flight requests and WebSockets before giving up on them.
     pub shutdown_grace: Duration,
+    /// Where Prometheus metrics (`GET /metrics`) are served: a listener of their own, never the
+    /// public one, because they tell anyone the server's traffic. Loopback on a free port by
+    /// default (see [`crate::RunningServer::metrics_addr`]); a fixed address for a scraper,
+    /// e.g. `127.0.0.1:9464` (the CLI's `--metrics-listen`); `None` serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +71,7 @@ impl Default for ServerConfig {
             pending_device_ttl: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         }
     }
 }
@@ -141,6 +147,13 @@ pub struct Limits {
     pub device_request_burst: u32,
     /// Open OPAQUE logins (between start and finish) kept at once, server-wide.
     pub max_pending_logins: usize,
+    /// Push streams (`GET /v1/stream`) one device may hold open on one node. The next one
+    /// closes the device's oldest stream (close code 1008, "too many streams"), so a client
+    /// whose old connection died unnoticed is never locked out.
+    pub max_streams_per_device: usize,
+    /// How long a stream opened without an `Authorization` header has to send its `auth`
+    /// frame before the server closes it (close code 1008).
+    pub stream_auth_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -162,6 +175,8 @@ impl Default for Limits {
             device_requests_per_second: 20.0,
             device_request_burst: 100,
             max_pending_logins: 100_000,
+            max_streams_per_device: 4,
+            stream_auth_timeout: Duration::from_secs(5),
         }
     }
 }

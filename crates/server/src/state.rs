@@ -15,6 +15,7 @@ use crate::opaque::OpaqueSetup;
 use crate::rate_limit::{TokenBuckets, WindowLimiter};
 use crate::session_cache::SessionCache;
 use crate::store::Store;
+use crate::stream_slots::StreamSlots;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Tracks WebSocket tasks so shutdown can wait for them.
     pub(crate) streams: TaskTracker,
+    /// The cap on streams per device.
+    pub(crate) stream_slots: StreamSlots,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             metrics,
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
+            stream_slots: StreamSlots::new(limits.max_streams_per_device),
             config,
             store,
             opaque,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use nightjar_api::B64;
+use nightjar_api::{B64, ErrorCode};
 use nightjar_core::content::{Content, GroupMetadata, MAX_MESSAGE_BYTES, Message, MessageId};
 use nightjar_core::identity::DeviceCredential;
 use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine, Intent};
@@ -98,7 +98,8 @@ impl Client {
     pub(crate) async fn pump_offline_ok(&mut self) -> Result<Option<Error>> {
         match self.pump().await {
             Ok(()) => Ok(None),
-            Err(e) if e.is_network() => Ok(Some(e)),
+            // A rate limit longer than a command waits is "later" too: the outbox keeps it.
+            Err(e) if e.is_network() || e.api_code() == Some(ErrorCode::RateLimited) => Ok(Some(e)),
             Err(e) => Err(e),
         }
     }
@@ -284,6 +285,11 @@ impl Client {
     pub async fn send_direct(&mut self, peer: &str, body: &str) -> Result<SendOutcome> {
         self.ensure_ready().await?;
         self.check_peer(peer)?;
+        // A known conversation needs no sync first: sending is then one post and one inbox
+        // read (an epoch that moved on is caught by the server and handled by the pump).
+        if let Some(conversation) = self.direct_conversation(peer)? {
+            return self.send_text(&conversation, body, None).await;
+        }
         let offline = self.pump_offline_ok().await?;
         let conversation = match self.direct_conversation(peer)? {
             Some(c) => c,
@@ -301,7 +307,12 @@ impl Client {
     /// Sends `body` to a group (by name or conversation id).
     pub async fn send_group(&mut self, group: &str, body: &str) -> Result<SendOutcome> {
         self.ensure_ready().await?;
-        let offline = self.pump_offline_ok().await?;
+        // As for 1:1: a group this device knows needs no sync before the send.
+        let known = self.resolve_group(group).ok().filter(|row| row.active);
+        let offline = match known {
+            Some(_) => None,
+            None => self.pump_offline_ok().await?,
+        };
         let row = self.resolve_group(group)?;
         if !row.active {
             return Err(Error::Usage(format!(

@@ -731,3 +731,13 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// `GET /metrics` of a server started in this process (its own, loopback listener).
+pub fn metrics_url(server: &TestServer) -> String {
+    let addr = server
+        .server
+        .as_ref()
+        .and_then(RunningServer::metrics_addr)
+        .expect("the test server serves metrics");
+    format!("http://{addr}/metrics")
+}
