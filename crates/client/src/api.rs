@@ -5,8 +5,8 @@
 //! ([`crate::backoff`]) and the request sent again; idempotency keys make that safe.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nightjar_api::{
     AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
@@ -43,6 +43,9 @@ pub struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Set when the server asked for a wait longer than a request sits through: until then,
+    /// requests fail at once instead of asking again sooner than told.
+    not_before: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -62,6 +65,18 @@ fn network(e: reqwest::Error) -> Error {
         source = s.source();
     }
     Error::Network(text)
+}
+
+/// A rate-limit refusal that says how long to wait, in its field and in its sentence.
+fn rate_limited(mut error: ApiError, wait: Duration) -> ApiError {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    error.retry_after_ms = Some(ms);
+    error.message = format!(
+        "{} (the server asks to wait {} s)",
+        error.message,
+        ms.div_ceil(1000)
+    );
+    error
 }
 
 /// The error body of a refusal, or one made up from the status when the body is not one.
@@ -143,6 +158,7 @@ impl Api {
             base,
             http,
             token: None,
+            not_before: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -184,6 +200,15 @@ impl Api {
     ) -> Result<Vec<u8>> {
         let mut retries = 0;
         loop {
+            if let Some(wait) = self.rate_limited_for() {
+                if wait > backoff::MAX_WAIT {
+                    return Err(Error::Api(rate_limited(
+                        ApiError::new(ErrorCode::RateLimited, "too many requests; slow down"),
+                        wait,
+                    )));
+                }
+                tokio::time::sleep(wait).await;
+            }
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base));
@@ -213,17 +238,23 @@ impl Api {
                     continue;
                 }
                 if let Some(wait) = requested {
-                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                    error.retry_after_ms = Some(ms);
-                    error.message = format!(
-                        "{} (the server asks to wait {} s)",
-                        error.message,
-                        ms.div_ceil(1000)
-                    );
+                    self.wait_before_next(wait);
+                    error = rate_limited(error, wait);
                 }
             }
             return Err(Error::Api(error));
         }
+    }
+
+    /// How long requests must still wait, if the server asked for a long wait before.
+    fn rate_limited_for(&self) -> Option<Duration> {
+        let until = (*self.not_before.lock().unwrap_or_else(|p| p.into_inner()))?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn wait_before_next(&self, wait: Duration) {
+        let mut until = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        *until = Instant::now().checked_add(wait);
     }
 
     /// `POST /v1/register/start`.
