@@ -291,10 +291,12 @@ async fn the_first_frame_authenticates_a_stream_without_headers(backend: Backend
         Ok(Some(ServerFrame::Error { error })) => assert_eq!(error.code, ErrorCode::Unauthorized),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        next_or_close(&mut ws, Duration::from_secs(5)).await,
-        Err(_)
-    ));
+    assert!(
+        next_or_close(&mut ws, Duration::from_secs(5))
+            .await
+            .is_err(),
+        "the server kept an unauthenticated stream open"
+    );
 
     // Anything else first (an ack) is refused the same way: nothing before authentication.
     let mut ws = unauthenticated(&server).await;
@@ -303,10 +305,12 @@ async fn the_first_frame_authenticates_a_stream_without_headers(backend: Backend
         Ok(Some(ServerFrame::Error { error })) => assert_eq!(error.code, ErrorCode::Unauthorized),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        next_or_close(&mut ws, Duration::from_secs(5)).await,
-        Err(_)
-    ));
+    assert!(
+        next_or_close(&mut ws, Duration::from_secs(5))
+            .await
+            .is_err(),
+        "the server kept an unauthenticated stream open"
+    );
 }
 
 /// An upgraded connection that never authenticates holds a socket and a task: it gets a few
