@@ -10,11 +10,13 @@ mod consent;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
+mod stream;
 
 pub use auth::*;
 pub use bytes::{B64, B64_PATTERN};
 pub use consent::*;
 pub use error::{ApiError, ErrorCode};
+pub use stream::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -382,6 +384,14 @@ pub enum ClientFrame {
     Ack {
         /// Envelope ids.
         ids: Vec<u64>,
+    },
+    /// The session token, as the first frame of a stream opened without an `Authorization`
+    /// header (browsers cannot set one on a WebSocket; the URL must not carry it). Must arrive
+    /// within a few seconds of the upgrade, else the server closes the stream (1008); a wrong
+    /// token gets an `unauthorized` error frame and a close. Not accepted later.
+    Auth {
+        /// The session token.
+        token: StreamToken,
     },
 }
 

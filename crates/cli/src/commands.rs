@@ -76,12 +76,14 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             nats_url,
             node_id,
             opaque_key_file,
+            metrics_listen,
         } => {
             let config = nightjar_server::ServerConfig {
                 database_url,
                 nats_url,
                 node_id,
                 opaque_key_file,
+                metrics_listen: metrics_listen.0,
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -115,9 +117,13 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     let server = nightjar_server::start(config)
         .await
         .map_err(|e| format!("server: {e}"))?;
-    // Printed once bound, with the real port (`--listen 127.0.0.1:0` picks a free one).
+    // Printed once bound, with the real ports (`--listen 127.0.0.1:0` picks a free one).
+    let metrics = server.metrics_addr().map_or_else(
+        || "metrics off".to_owned(),
+        |addr| format!("metrics on http://{addr}/metrics"),
+    );
     eprintln!(
-        "nightjar server: data in {storage}{nats}, listening on http://{} (Ctrl-C to stop)",
+        "nightjar server: data in {storage}{nats}, listening on http://{} ({metrics}; Ctrl-C to stop)",
         server.local_addr()
     );
     server

@@ -64,6 +64,17 @@ pub(crate) enum Command {
         /// [default: DATA_DIR/opaque-server-setup.key, created with mode 0600].
         #[arg(long, value_name = "PATH", env = "NIGHTJAR_OPAQUE_KEY_FILE")]
         opaque_key_file: Option<PathBuf>,
+        /// Where Prometheus metrics (GET /metrics) are served: a listener of their own, never
+        /// the public one. Loopback on a free port by default (the address is printed at
+        /// start); give a fixed address for a scraper, e.g. 127.0.0.1:9464, or `off`.
+        #[arg(
+            long,
+            value_name = "ADDR",
+            env = "NIGHTJAR_METRICS_LISTEN",
+            default_value = "127.0.0.1:0",
+            value_parser = metrics_listen
+        )]
+        metrics_listen: MetricsListen,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {
@@ -155,6 +166,20 @@ pub(crate) enum Command {
         /// The other account.
         username: String,
     },
+}
+
+/// The `--metrics-listen` value: an address, or `off` (no metrics listener).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetricsListen(pub(crate) Option<SocketAddr>);
+
+fn metrics_listen(value: &str) -> Result<MetricsListen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(MetricsListen(None));
+    }
+    value
+        .parse()
+        .map(|addr| MetricsListen(Some(addr)))
+        .map_err(|_| format!("expected ADDR:PORT (e.g. 127.0.0.1:9464) or off, got {value}"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,12 @@
 //! A typed HTTP client for the `/v1` API (JSON over reqwest with rustls).
+//!
+//! Plain `http://` is accepted only to loopback (the session token and every request would
+//! otherwise cross the network in clear). A 429 is waited out as the server says
+//! ([`crate::backoff`]) and the request sent again; idempotency keys make that safe.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nightjar_api::{
     AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
@@ -14,6 +19,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backoff;
 use crate::error::{Error, Result};
 
 /// The TLS configuration shared by HTTP and WebSocket connections: rustls with the *ring*
@@ -37,6 +43,9 @@ pub struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Set when the server asked for a wait longer than a request sits through: until then,
+    /// requests fail at once instead of asking again sooner than told.
+    not_before: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -58,6 +67,34 @@ fn network(e: reqwest::Error) -> Error {
     Error::Network(text)
 }
 
+/// A rate-limit refusal that says how long to wait, in its field and in its sentence.
+fn rate_limited(mut error: ApiError, wait: Duration) -> ApiError {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    error.retry_after_ms = Some(ms);
+    error.message = format!(
+        "{} (the server asks to wait {} s)",
+        error.message,
+        ms.div_ceil(1000)
+    );
+    error
+}
+
+/// The error body of a refusal, or one made up from the status when the body is not one.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ApiError {
+    serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| {
+        let code = match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+            s if s.is_client_error() => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        };
+        ApiError::new(code, format!("HTTP {status}"))
+    })
+}
+
 /// Percent-encodes a path segment (usernames and ids are plain, but never trust that).
 fn segment(s: &str) -> String {
     s.bytes()
@@ -70,15 +107,46 @@ fn segment(s: &str) -> String {
         .collect()
 }
 
+/// Whether `host` (as a URL prints it) is this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Refuses URLs that are not `https://`, except `http://` to loopback.
+fn check_scheme(base: &str) -> Result<()> {
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| {
+            Error::Usage(format!(
+                "server URL must start with https:// (or http:// to this machine); {base} is not a URL: {e}"
+            ))
+        })?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if url.host_str().is_some_and(is_loopback) => Ok(()),
+        "http" => Err(Error::Usage(format!(
+            "refusing plain http:// to {}: the session token and your requests would cross the \
+             network unencrypted; use https:// (http:// is allowed only to this machine: \
+             localhost, 127.0.0.0/8, ::1)",
+            url.host_str().unwrap_or_default()
+        ))),
+        _ => Err(Error::Usage(format!(
+            "server URL must start with https:// (or http:// to this machine), got {base}"
+        ))),
+    }
+}
+
 impl Api {
-    /// A client for the server at `base` (`http://host:port` or `https://...`).
+    /// A client for the server at `base`: `https://...`, or `http://` to loopback only.
     pub fn new(base: &str) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::Usage(format!(
-                "server URL must start with http:// or https:// (got {base})"
-            )));
-        }
+        check_scheme(&base)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls_config()?).clone())
             .connect_timeout(Duration::from_secs(5))
@@ -90,6 +158,7 @@ impl Api {
             base,
             http,
             token: None,
+            not_before: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -129,33 +198,63 @@ impl Api {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<Vec<u8>> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+        let mut retries = 0;
+        loop {
+            if let Some(wait) = self.rate_limited_for() {
+                if wait > backoff::MAX_WAIT {
+                    return Err(Error::Api(rate_limited(
+                        ApiError::new(ErrorCode::RateLimited, "too many requests; slow down"),
+                        wait,
+                    )));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(network)?;
+            let status = response.status();
+            let retry_header = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            let bytes = response.bytes().await.map_err(network)?.to_vec();
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            let mut error = api_error(status, &bytes);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let requested =
+                    backoff::requested_wait(retry_header.as_deref(), error.retry_after_ms);
+                if let Some(wait) = backoff::retry_after(requested, retries) {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                if let Some(wait) = requested {
+                    self.wait_before_next(wait);
+                    error = rate_limited(error, wait);
+                }
+            }
+            return Err(Error::Api(error));
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(network)?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(network)?.to_vec();
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        Err(Error::Api(
-            serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| {
-                let code = match status {
-                    StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
-                    StatusCode::FORBIDDEN => ErrorCode::Forbidden,
-                    StatusCode::NOT_FOUND => ErrorCode::NotFound,
-                    StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
-                    StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
-                    s if s.is_client_error() => ErrorCode::BadRequest,
-                    _ => ErrorCode::Internal,
-                };
-                ApiError::new(code, format!("HTTP {status}"))
-            }),
-        ))
+    }
+
+    /// How long requests must still wait, if the server asked for a long wait before.
+    fn rate_limited_for(&self) -> Option<Duration> {
+        let until = (*self.not_before.lock().unwrap_or_else(|p| p.into_inner()))?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn wait_before_next(&self, wait: Duration) {
+        let mut until = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        *until = Instant::now().checked_add(wait);
     }
 
     /// `POST /v1/register/start`.
@@ -317,5 +416,43 @@ impl Api {
             })
             .unwrap_or_else(|| self.base.clone());
         format!("{rest}/v1/stream")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_except_to_loopback() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:8080/",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+            "http://[::ffff:127.0.0.1]:80",
+            "https://chat.example.org",
+            "https://203.0.113.7:8443",
+        ] {
+            assert!(Api::new(url).is_ok(), "{url} refused");
+        }
+        for url in [
+            "http://chat.example.org",
+            "http://203.0.113.7:8080",
+            "http://10.0.0.1",
+            "http://[2001:db8::1]:8080",
+            "http://localhost.example.org",
+            "http://127.0.0.1.example.org",
+            "ftp://127.0.0.1",
+            "127.0.0.1:8080",
+        ] {
+            match Api::new(url) {
+                Err(Error::Usage(message)) => {
+                    assert!(message.contains("https://"), "{url}: {message}")
+                }
+                other => panic!("{url} accepted: {other:?}"),
+            }
+        }
     }
 }

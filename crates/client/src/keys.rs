@@ -48,13 +48,34 @@ impl DatabaseKey {
         Ok(Self(key))
     }
 
-    /// The key as 64 hex digits (for SQLCipher's raw-key syntax and for storage).
+    /// The key as 64 hex digits (for storage). Built in place, with no temporary copies, in
+    /// a buffer wiped on drop.
     pub(crate) fn hex(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(64));
-        for b in self.0.iter() {
-            out.push_str(&format!("{b:02x}"));
-        }
+        push_hex(&mut out, &self.0[..]);
         out
+    }
+
+    /// The SQLCipher statement that opens the database with this key (raw-key syntax), in a
+    /// buffer sized up front (never reallocated, which would leave a copy behind) and wiped
+    /// on drop.
+    pub(crate) fn pragma(&self) -> Zeroizing<String> {
+        const HEAD: &str = "PRAGMA key = \"x'";
+        const TAIL: &str = "'\";";
+        let mut out = Zeroizing::new(String::with_capacity(HEAD.len() + 64 + TAIL.len()));
+        out.push_str(HEAD);
+        push_hex(&mut out, &self.0[..]);
+        out.push_str(TAIL);
+        out
+    }
+}
+
+/// Appends `bytes` as lowercase hex to `out` without formatting temporaries.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
 }
 
@@ -126,7 +147,7 @@ fn with_keyring<T: Send + 'static>(
 fn create_in_keyring(entry: &str) -> Option<DatabaseKey> {
     let key = DatabaseKey::generate().ok()?;
     let hex = key.hex();
-    let stored = hex.to_string();
+    let stored = hex.clone();
     with_keyring(entry, move |e| e.set_password(&stored))?.ok()?;
     // Some stores accept a write they cannot keep (mock stores): read it back before trusting it.
     let back = with_keyring(entry, |e| e.get_password())?.ok()?;
@@ -255,6 +276,14 @@ mod tests {
         assert_eq!(storage, storage2);
         assert_eq!(*key.hex(), *again.hex());
         assert_eq!(format!("{key:?}"), "DatabaseKey(<redacted>)");
+        // The statement that opens the database holds the key in a wiped buffer, sized
+        // exactly (no reallocation left a copy behind).
+        let pragma = key.pragma();
+        assert_eq!(
+            *pragma,
+            format!("PRAGMA key = \"x'{}'\";", key.hex().as_str())
+        );
+        assert_eq!(pragma.capacity(), pragma.len());
         // A key file others can read is refused.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(load_or_create(dir.path(), false).is_err());

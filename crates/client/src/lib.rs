@@ -21,6 +21,7 @@
 
 pub mod api;
 mod auth;
+mod backoff;
 mod client;
 pub mod error;
 pub mod keys;

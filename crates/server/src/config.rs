@@ -53,6 +53,11 @@ pub struct ServerConfig {
     /// nodes sharing one database must share this file (the CLI's `--opaque-key-file`, env
     /// `NIGHTJAR_OPAQUE_KEY_FILE`).
     pub opaque_key_file: Option<PathBuf>,
+    /// Where Prometheus metrics (`GET /metrics`) are served: a listener of their own, never the
+    /// public one, because they tell anyone the server's traffic. Loopback on a free port by
+    /// default (see [`crate::RunningServer::metrics_addr`]); a fixed address for a scraper,
+    /// e.g. `127.0.0.1:9464` (the CLI's `--metrics-listen`); `None` serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
             opaque_key_file: None,
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         }
     }
 }
@@ -187,6 +193,13 @@ pub struct Limits {
     pub key_package_claims_per_target: u32,
     /// The window `key_package_claims_per_target` counts in.
     pub key_package_claim_window: Duration,
+    /// Push streams (`GET /v1/stream`) one device may hold open on one node. The next one
+    /// closes the device's oldest stream (close code 1008, "too many streams"), so a client
+    /// whose old connection died unnoticed is never locked out.
+    pub max_streams_per_device: usize,
+    /// How long a stream opened without an `Authorization` header has to send its `auth`
+    /// frame before the server closes it (close code 1008).
+    pub stream_auth_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -220,6 +233,8 @@ impl Default for Limits {
             fan_out_bytes_burst: 256 * 1024 * 1024,
             key_package_claims_per_target: 5,
             key_package_claim_window: Duration::from_secs(3600),
+            max_streams_per_device: 4,
+            stream_auth_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Nightjar server: accounts with OPAQUE passwords, devices and their signed device lists,
 //! the MLS key-package directory, per-device delivery queues with per-conversation commit
-//! ordering, and a WebSocket push stream.
+//! ordering, and a WebSocket push stream. Prometheus metrics are served on a listener of
+//! their own (loopback by default), never on the public one.
 //!
 //! The server only ever handles public keys, signed device lists, OPAQUE password files and
 //! MLS ciphertext; it checks what can be checked without secrets (signatures on device lists
@@ -31,6 +32,7 @@ mod server;
 mod session_cache;
 mod state;
 mod store;
+mod stream_slots;
 
 pub use config::{GroupCommit, Limits, ServerConfig};
 pub use error::ServerError;

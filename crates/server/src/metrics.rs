@@ -1,13 +1,19 @@
-//! Prometheus metrics (`GET /metrics`) and the request middleware that records them and logs
-//! one line per request. Logs and labels name the route template (`/v1/accounts/{username}`),
-//! never the actual path or query string, so no username or `?token=` ever reaches them.
+//! Prometheus metrics and the request middleware that records them and logs one line per
+//! request. Logs and labels name the route template (`/v1/accounts/{username}`), never the
+//! actual path or query string, so no username ever reaches them.
+//!
+//! `GET /metrics` is served by [`router`] on a listener of its own (`ServerConfig::
+//! metrics_listen`, loopback by default), never on the public one: request counts by route
+//! and status, queue depth and connection counts tell an outsider how the server is used.
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -147,6 +153,24 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The metrics listener's application: `GET /metrics` in the OpenMetrics text format, and
+/// nothing else.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(serve))
+        .with_state(state)
+}
+
+async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// Records count and latency of every request and logs it (method, route, status, time).

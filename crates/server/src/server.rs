@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -29,6 +30,12 @@ impl RunningServer {
     /// The address the server is bound to (useful after listening on port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `GET /metrics` is served on (its own listener, see
+    /// [`ServerConfig::metrics_listen`]); `None` when metrics are not served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting connections, lets in-flight requests finish, closes WebSockets with a
@@ -113,6 +120,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     }
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let state = AppState::new(config, store, opaque, notifier, metrics);
     let depth = state.store.queue_depth().await?;
     state
@@ -120,10 +135,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .queue_depth
         .set(i64::try_from(depth).unwrap_or(i64::MAX));
     let shutdown = state.shutdown.clone();
+    if let Some(metrics) = metrics_listener {
+        tokio::spawn(serve_metrics(metrics, state.clone()));
+    }
     let task = tokio::spawn(serve(listener, state));
-    tracing::info!(%local_addr, %node, database = ?kind, "nightjar server listening");
+    tracing::info!(%local_addr, ?metrics_addr, %node, database = ?kind, "nightjar server listening");
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -199,6 +218,18 @@ async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError
     state.store.close().await;
     tracing::info!("nightjar server stopped");
     result
+}
+
+/// Serves `GET /metrics` on its own listener until shutdown.
+async fn serve_metrics(listener: TcpListener, state: AppState) {
+    let shutdown = state.shutdown.clone();
+    let app = crate::metrics::router(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
 }
 
 async fn grace_expired(shutdown: &CancellationToken, grace: Duration) {

@@ -16,6 +16,7 @@ use crate::opaque::OpaqueSetup;
 use crate::rate_limit::{TokenBuckets, attempts_per_window};
 use crate::session_cache::SessionCache;
 use crate::store::Store;
+use crate::stream_slots::StreamSlots;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) streams: TaskTracker,
     /// What each sending account may still fan out (envelopes and bytes).
     pub(crate) fan_out: FanOutMeters,
+    /// The cap on streams per device.
+    pub(crate) stream_slots: StreamSlots,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
             fan_out: FanOutMeters::new(&config.limits),
+            stream_slots: StreamSlots::new(limits.max_streams_per_device),
             config,
             store,
             opaque,

@@ -20,6 +20,14 @@ use crate::auth::{self, Password};
 use crate::error::{Error, Result};
 use crate::keys::KeyStorage;
 
+/// How often a device checks its key-package stock on the server outside explicit syncs.
+pub(crate) const KEY_PACKAGE_CHECK_EVERY_MS: u64 = 10 * 60 * 1000;
+
+/// Whether the key-package stock should be checked at `now`, last checked at `last` (ms).
+pub(crate) fn key_package_check_due(last: Option<u64>, now: u64) -> bool {
+    last.is_none_or(|last| now.saturating_sub(last) >= KEY_PACKAGE_CHECK_EVERY_MS || now < last)
+}
+
 /// What `login` achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoginOutcome {
@@ -328,6 +336,23 @@ impl Client {
         Ok(())
     }
 
+    /// [`Self::replenish_key_packages`] at most every [`KEY_PACKAGE_CHECK_EVERY_MS`] (and on
+    /// every explicit sync): other accounts drain the stock slowly, one package per new
+    /// conversation, and the last-resort package covers a stock that runs out meanwhile.
+    pub(crate) async fn replenish_key_packages_when_due(&mut self) -> Result<()> {
+        let now = now_ms();
+        let last = self
+            .store
+            .meta(meta::KEY_PACKAGES_CHECKED)?
+            .and_then(|s| s.parse().ok());
+        if !key_package_check_due(last, now) {
+            return Ok(());
+        }
+        self.replenish_key_packages().await?;
+        self.store
+            .set_meta(meta::KEY_PACKAGES_CHECKED, &now.to_string())
+    }
+
     /// Uploads more key packages when the server says the stock is low.
     pub(crate) async fn replenish_key_packages(&mut self) -> Result<()> {
         let count = self.api()?.key_package_count().await?;
@@ -591,5 +616,27 @@ impl Client {
             Err(e) => status.key_packages_error = Some(e.to_string()),
         }
         Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod stock_tests {
+    use super::*;
+
+    #[test]
+    fn the_stock_is_checked_when_due_only() {
+        let t = 1_800_000_000_000;
+        assert!(key_package_check_due(None, t));
+        assert!(!key_package_check_due(Some(t), t));
+        assert!(!key_package_check_due(
+            Some(t),
+            t + KEY_PACKAGE_CHECK_EVERY_MS - 1
+        ));
+        assert!(key_package_check_due(
+            Some(t),
+            t + KEY_PACKAGE_CHECK_EVERY_MS
+        ));
+        // A clock that went back does not postpone the check for long.
+        assert!(key_package_check_due(Some(t), t - 1));
     }
 }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use nightjar_api::B64;
+use nightjar_api::{B64, ErrorCode};
 use nightjar_core::content::{Content, GroupMetadata, MAX_MESSAGE_BYTES, Message, MessageId};
 use nightjar_core::identity::DeviceCredential;
 use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine, Intent};
 
+use super::flush::session_expired;
 use super::{Client, address, meta, now_ms, random_hex};
 use crate::error::{Error, Result};
 use crate::store::{ConversationRow, OutboxItem, OutboxKind, Store, StoredMessage};
@@ -98,7 +99,35 @@ impl Client {
     pub(crate) async fn pump_offline_ok(&mut self) -> Result<Option<Error>> {
         match self.pump().await {
             Ok(()) => Ok(None),
-            Err(e) if e.is_network() => Ok(Some(e)),
+            // A rate limit longer than a command waits is "later" too: the outbox keeps it.
+            Err(e) if e.is_network() || e.api_code() == Some(ErrorCode::RateLimited) => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pump of a send: what arrived first (so the message is encrypted in the current
+    /// epoch and reaches devices added meanwhile), then the outbox. One inbox read and one
+    /// post in the steady state; a full pump when commits or an epoch race remain.
+    async fn send_pump(&mut self) -> Result<()> {
+        self.pull().await.map_err(session_expired)?;
+        self.reconcile_own_devices().await?;
+        let needs_sync = self.flush().await.map_err(session_expired)?;
+        let has_commits = self
+            .store
+            .outbox()?
+            .iter()
+            .any(|r| r.item.kind() == OutboxKind::Commit);
+        if needs_sync || has_commits {
+            return self.pump().await;
+        }
+        self.replenish_key_packages_when_due().await
+    }
+
+    /// [`Self::send_pump`], treating an unreachable or rate-limiting server as "later".
+    async fn send_pump_offline_ok(&mut self) -> Result<Option<Error>> {
+        match self.send_pump().await {
+            Ok(()) => Ok(None),
+            Err(e) if e.is_network() || e.api_code() == Some(ErrorCode::RateLimited) => Ok(Some(e)),
             Err(e) => Err(e),
         }
     }
@@ -261,7 +290,7 @@ impl Client {
         let message_id = self.enqueue_message(conversation, body)?;
         let offline = match offline {
             Some(e) => Some(e),
-            None => self.pump_offline_ok().await?,
+            None => self.send_pump_offline_ok().await?,
         };
         let still_queued = self.store.outbox()?.iter().any(
             |r| matches!(&r.item, OutboxItem::Message { message_id: m, .. } if *m == message_id),
@@ -284,6 +313,11 @@ impl Client {
     pub async fn send_direct(&mut self, peer: &str, body: &str) -> Result<SendOutcome> {
         self.ensure_ready().await?;
         self.check_peer(peer)?;
+        // A known conversation needs no separate sync first: the send's pump reads the inbox
+        // before it posts (one inbox read and one post in the steady state).
+        if let Some(conversation) = self.direct_conversation(peer)? {
+            return self.send_text(&conversation, body, None).await;
+        }
         let offline = self.pump_offline_ok().await?;
         let conversation = match self.direct_conversation(peer)? {
             Some(c) => c,
@@ -301,7 +335,12 @@ impl Client {
     /// Sends `body` to a group (by name or conversation id).
     pub async fn send_group(&mut self, group: &str, body: &str) -> Result<SendOutcome> {
         self.ensure_ready().await?;
-        let offline = self.pump_offline_ok().await?;
+        // As for 1:1: a group this device knows needs no sync before the send.
+        let known = self.resolve_group(group).ok().filter(|row| row.active);
+        let offline = match known {
+            Some(_) => None,
+            None => self.pump_offline_ok().await?,
+        };
         let row = self.resolve_group(group)?;
         if !row.active {
             return Err(Error::Usage(format!(

@@ -236,7 +236,13 @@ impl Client {
                 Err(e)
             }
             Err(e) => match e.api_code() {
-                Some(ErrorCode::RateLimited | ErrorCode::QueueFull | ErrorCode::Internal) => {
+                Some(ErrorCode::RateLimited) => {
+                    // Longer than a command waits (short waits were sat out by the API client).
+                    self.store.bump_outbox_attempts(row.seq)?;
+                    self.notice(format!("{e}; the message stays queued"));
+                    Ok(Step::Block)
+                }
+                Some(ErrorCode::QueueFull | ErrorCode::Internal) => {
                     self.store.bump_outbox_attempts(row.seq)?;
                     Ok(Step::Block)
                 }
@@ -323,7 +329,12 @@ impl Client {
                 Ok(Step::NeedsSync)
             }
             Err(e) => match e.api_code() {
-                Some(ErrorCode::RateLimited | ErrorCode::QueueFull | ErrorCode::Internal) => {
+                Some(ErrorCode::RateLimited) => {
+                    self.store.bump_outbox_attempts(seq)?;
+                    self.notice(format!("{e}; the change stays queued"));
+                    Ok(Step::Block)
+                }
+                Some(ErrorCode::QueueFull | ErrorCode::Internal) => {
                     self.store.bump_outbox_attempts(seq)?;
                     Ok(Step::Block)
                 }

@@ -58,6 +58,7 @@ pub(crate) mod meta {
     pub(crate) const DEVICE_STATUS: &str = "device_status";
     pub(crate) const KEY_PACKAGES_UPLOADED: &str = "key_packages_uploaded";
     pub(crate) const RECONCILE_SKIP: &str = "reconcile_skip_until_ms";
+    pub(crate) const KEY_PACKAGES_CHECKED: &str = "key_packages_checked_at_ms";
 }
 
 /// A Nightjar device: its encrypted profile, its engine and its server connection.

@@ -233,7 +233,8 @@ fn record_incoming(
 
 impl Client {
     /// Sends what is queued and processes what arrived, until both settle (bounded); then
-    /// keeps this account's devices in its conversations and tops up key packages.
+    /// keeps this account's devices in its conversations and tops up key packages (checking
+    /// the stock only when due, so that a send costs one post and one inbox read).
     pub(crate) async fn pump(&mut self) -> Result<()> {
         for _ in 0..4 {
             let needs_sync = self.flush().await.map_err(session_expired)?;
@@ -249,7 +250,7 @@ impl Client {
                 break;
             }
         }
-        self.replenish_key_packages().await?;
+        self.replenish_key_packages_when_due().await?;
         Ok(())
     }
 
@@ -346,6 +347,8 @@ impl Client {
     /// returns the messages not shown to the user before (marking them shown).
     pub async fn sync(&mut self) -> Result<SyncReport> {
         self.ensure_ready().await?;
+        // An explicit sync always checks the key-package stock.
+        self.store.delete_meta(super::meta::KEY_PACKAGES_CHECKED)?;
         self.pump().await?;
         self.report()
     }

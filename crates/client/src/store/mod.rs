@@ -99,7 +99,7 @@ impl Store {
         // SQLCipher logs decryption failures to stderr; errors are reported as values instead.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE;");
         // Raw-key syntax: the key is already 256 random bits, so no passphrase stretching.
-        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex().as_str()))?;
+        conn.execute_batch(&key.pragma())?;
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
         })

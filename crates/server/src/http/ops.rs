@@ -1,4 +1,5 @@
-//! Operations: health, Prometheus metrics, and the OpenAPI document.
+//! Operations: health and the OpenAPI document. Prometheus metrics are not here: they are
+//! served on a listener of their own ([`crate::metrics::router`]).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,7 +13,6 @@ use crate::state::AppState;
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
-        .routes(routes!(metrics))
         .routes(routes!(openapi))
 }
 
@@ -38,19 +38,6 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             }),
         )
     }
-}
-
-/// Prometheus metrics in the OpenMetrics text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
 }
 
 /// This API's OpenAPI 3.1 document.
