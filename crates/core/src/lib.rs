@@ -11,6 +11,7 @@ pub mod content;
 pub mod directory;
 mod engine;
 mod error;
+pub mod handshake;
 pub mod identity;
 pub mod pickle;
 mod provider;
