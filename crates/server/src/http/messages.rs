@@ -45,9 +45,9 @@ fn kind_label(kind: nightjar_api::EnvelopeKind) -> &'static str {
     request_body = SendRequest,
     responses(
         (status = 200, body = SendResponse),
-        (status = 400, description = "the request contradicts its MLS message", body = ApiError),
+        (status = 400, description = "the request contradicts its MLS message, or the commit or proposal (an MLS PublicMessage) fails validation against the group's public state", body = ApiError),
         (status = 401, body = ApiError),
-        (status = 403, description = "not a member, or a pending device", body = ApiError),
+        (status = 403, description = "not a member, a pending device, or a handshake whose signature or sender does not verify", body = ApiError),
         (status = 404, description = "no such conversation", body = ApiError),
         (status = 409, description = "epoch conflict", body = ApiError),
         (status = 413, description = "message too large", body = ApiError),
@@ -64,17 +64,13 @@ async fn send(
     let limits = &state.config.limits;
     let idempotency_key = request.idempotency_key.clone();
     let sender = session.sender();
-    let checked = check_send(
-        conversation,
-        &sender.address,
-        request,
-        limits.max_envelope_bytes,
-        limits.max_conversation_members,
-    )
-    .map_err(|e| match e {
-        SendError::TooLarge => Error::too_large(e.to_string()),
-        SendError::Invalid(why) => Error::bad_request(why),
-    })?;
+    let mut checked =
+        check_send(conversation, request, limits.max_envelope_bytes).map_err(|e| match e {
+            SendError::TooLarge => Error::too_large(e.to_string()),
+            SendError::Invalid(why) => Error::bad_request(why),
+        })?;
+    // Commits and proposals only: validated against the group's public state.
+    super::handshakes::validate(&state, &sender, &mut checked).await?;
     let kind = checked.kind;
     let with_welcome = checked.welcome.is_some();
     let outcome = state
@@ -124,6 +120,9 @@ async fn send(
         }
         SendOutcome::Refused(Refusal::FutureEpoch) => Err(Error::bad_request(
             "the message was made in an epoch the conversation has not reached",
+        )),
+        SendOutcome::Refused(Refusal::NotValidated) => Err(Error::bad_request(
+            "a commit or proposal must be validated first",
         )),
     }
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod devices;
+mod handshakes;
 mod key_packages;
 mod messages;
 mod ops;
