@@ -18,7 +18,7 @@ use openmls_libcrux_crypto::CryptoProvider;
 
 use crate::engine::{ConversationId, ConversationKind, device_credential};
 use crate::identity::DeviceCredential;
-use crate::storage::{KvStore, MemoryStore, MlsStorage};
+use crate::storage::{Entry, KvStore, MemoryStore, MlsStorage};
 
 /// Version byte of [`PublicState::encode`]'s format.
 const STATE_VERSION: u8 = 1;
@@ -439,7 +439,7 @@ impl PublicState {
     }
 }
 
-fn encode_entries(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (key, value) in entries {
@@ -451,7 +451,7 @@ fn encode_entries(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn decode_entries(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HandshakeError> {
+fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, HandshakeError> {
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], HandshakeError> {
         if rest.len() < n {
             return Err(HandshakeError::State);
@@ -503,7 +503,7 @@ mod tests {
             let bytes = encode_entries(&entries);
             prop_assert_eq!(decode_entries(&bytes).unwrap(), entries);
             let _ = decode_entries(&noise);
-            let _ = PublicState::decode(ConversationId([7; 16]), &noise, &[noise.clone()]);
+            let _ = PublicState::decode(ConversationId([7; 16]), &noise, std::slice::from_ref(&noise));
         }
     }
 }
