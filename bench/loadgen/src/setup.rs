@@ -198,6 +198,7 @@ async fn create_conversation(api: &Api, names: &[String]) -> Result<(Vec<DeviceR
         payload: B64(bundle.commit.clone()),
         welcome,
         members: Some(members),
+        group_info: bundle.group_info.clone().map(B64),
     };
     let sent: SendResponse = api
         .post(

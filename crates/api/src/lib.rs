@@ -290,7 +290,9 @@ pub enum EnvelopeKind {
 pub struct WelcomeOut {
     /// The MLS Welcome.
     pub payload: B64,
-    /// The devices it is for.
+    /// Ignored (older clients send it): the server sends the Welcome exactly to the devices the
+    /// validated commit adds.
+    #[serde(default)]
     pub recipients: Vec<DeviceAddress>,
 }
 
@@ -310,9 +312,15 @@ pub struct SendRequest {
     /// For commits: the Welcome for added devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub welcome: Option<WelcomeOut>,
-    /// For commits: every member device after the commit, for routing.
+    /// Ignored: kept so that requests of older clients still parse. The server derives the
+    /// member devices after a commit from the commit itself (validated against the group's
+    /// public state), never from the sender's claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<DeviceAddress>>,
+    /// For the commit that creates a conversation (epoch 0): the MLS GroupInfo of epoch 0 with
+    /// the ratchet tree, from which the server builds the group's public state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_info: Option<B64>,
 }
 
 /// Answer to [`SendRequest`]: the message is durably queued for every recipient device.
@@ -426,6 +434,7 @@ mod tests {
             payload: B64(vec![1, 2, 3]),
             welcome: None,
             members: None,
+            group_info: None,
         };
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod device_auth;
 pub mod directory;
 mod engine;
 mod error;
+pub mod handshake;
 pub mod identity;
 pub mod pickle;
 mod provider;

@@ -3,10 +3,12 @@
 //! The server cannot decrypt anything, but it must order commits per conversation and epoch
 //! and route Welcomes. [`inspect`] reads exactly the fields MLS leaves in the clear — message
 //! kind, group id and epoch — so the server can check that what a client claims about an
-//! envelope matches the envelope.
+//! envelope matches the envelope. Application messages are accepted only as encrypted
+//! PrivateMessages, commits and proposals only as PublicMessages (validated further by
+//! [`crate::handshake`]).
 
 use openmls::prelude::{
-    ContentType, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion,
+    ContentType, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolMessage, ProtocolVersion,
 };
 use tls_codec::DeserializeBytes as _;
 
@@ -15,11 +17,11 @@ use crate::engine::ConversationId;
 /// What kind of MLS message an envelope holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireKind {
-    /// An encrypted application message.
+    /// An encrypted application message (PrivateMessage).
     Application,
-    /// An encrypted standalone proposal.
+    /// A signed standalone proposal (PublicMessage).
     Proposal,
-    /// An encrypted commit.
+    /// A signed commit (PublicMessage).
     Commit,
     /// A Welcome for new members.
     Welcome,
@@ -42,7 +44,8 @@ pub enum WireError {
     /// Not a well-formed MLS message.
     #[error("not a well-formed MLS message")]
     Malformed,
-    /// A plaintext (PublicMessage) or other kind Nightjar never sends.
+    /// A kind Nightjar never sends: a handshake as PrivateMessage, an application message as
+    /// PublicMessage, a GroupInfo or key package as an envelope.
     #[error("message kind not accepted")]
     Unsupported,
     /// The group id is not a Nightjar conversation id.
@@ -54,31 +57,34 @@ pub enum WireError {
 pub fn inspect(bytes: &[u8]) -> Result<WireInfo, WireError> {
     let message =
         MlsMessageIn::tls_deserialize_exact_bytes(bytes).map_err(|_| WireError::Malformed)?;
-    match message.extract() {
-        MlsMessageBodyIn::PrivateMessage(m) => {
-            let conversation: [u8; 16] = m
-                .group_id()
-                .as_slice()
-                .try_into()
-                .map_err(|_| WireError::BadGroupId)?;
-            let kind = match m.content_type() {
-                ContentType::Application => WireKind::Application,
-                ContentType::Proposal => WireKind::Proposal,
-                ContentType::Commit => WireKind::Commit,
-            };
-            Ok(WireInfo {
-                kind,
-                conversation: Some(ConversationId(conversation)),
-                epoch: Some(m.epoch().as_u64()),
-            })
+    let (message, public) = match message.extract() {
+        MlsMessageBodyIn::PrivateMessage(m) => (ProtocolMessage::from(m), false),
+        MlsMessageBodyIn::PublicMessage(m) => (ProtocolMessage::from(m), true),
+        MlsMessageBodyIn::Welcome(_) => {
+            return Ok(WireInfo {
+                kind: WireKind::Welcome,
+                conversation: None,
+                epoch: None,
+            });
         }
-        MlsMessageBodyIn::Welcome(_) => Ok(WireInfo {
-            kind: WireKind::Welcome,
-            conversation: None,
-            epoch: None,
-        }),
-        _ => Err(WireError::Unsupported),
-    }
+        _ => return Err(WireError::Unsupported),
+    };
+    let conversation: [u8; 16] = message
+        .group_id()
+        .as_slice()
+        .try_into()
+        .map_err(|_| WireError::BadGroupId)?;
+    let kind = match (message.content_type(), public) {
+        (ContentType::Application, false) => WireKind::Application,
+        (ContentType::Proposal, true) => WireKind::Proposal,
+        (ContentType::Commit, true) => WireKind::Commit,
+        _ => return Err(WireError::Unsupported),
+    };
+    Ok(WireInfo {
+        kind,
+        conversation: Some(ConversationId(conversation)),
+        epoch: Some(message.epoch().as_u64()),
+    })
 }
 
 /// Facts about an uploaded key package that the directory needs, after checking its signature.

@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use nightjar_core::content::{Content, GroupMetadata, Message, MessageId};
+use nightjar_core::handshake::PublicState;
 use nightjar_core::identity::{DeviceCredential, IdentityError, SignedDeviceList};
 use nightjar_core::pickle::{self, PickleKey};
 use nightjar_core::provisioning::LinkOffer;
@@ -26,6 +27,10 @@ struct Ds {
     queues: HashMap<DeviceCredential, VecDeque<Vec<u8>>>,
     lists: HashMap<String, SignedDeviceList>,
     key_packages: HashMap<DeviceCredential, Vec<Vec<u8>>>,
+    /// The server's public group state per conversation (handshake::PublicState), which every
+    /// commit must pass, and the proposals waiting in its epoch.
+    states: HashMap<ConversationId, Vec<u8>>,
+    proposals: HashMap<ConversationId, Vec<Vec<u8>>>,
 }
 
 impl Ds {
@@ -35,6 +40,35 @@ impl Ds {
         if current != bundle.epoch {
             return Err(current);
         }
+        // As the real server: validate with the group's public state, route by the commit.
+        let conv = bundle.conversation;
+        let mut state = match &bundle.group_info {
+            Some(info) => {
+                let list = self.lists[&from.username].verify().unwrap();
+                let key = list.device(from.device_id).unwrap().signature_key;
+                PublicState::from_group_info(conv, info, from, &key).unwrap()
+            }
+            None => PublicState::decode(
+                conv,
+                &self.states[&conv],
+                self.proposals.get(&conv).map_or(&[][..], Vec::as_slice),
+            )
+            .unwrap(),
+        };
+        let facts = state
+            .process_commit(conv, &bundle.commit, from)
+            .expect("the server validates the commit");
+        let added: Vec<DeviceCredential> = facts.added.iter().map(|l| l.device.clone()).collect();
+        let mut expected = bundle.welcome_recipients.clone();
+        expected.sort();
+        let mut added_sorted = added.clone();
+        added_sorted.sort();
+        assert_eq!(
+            added_sorted, expected,
+            "Welcome recipients are the added devices"
+        );
+        self.states.insert(conv, state.encode().unwrap());
+        self.proposals.remove(&conv);
         self.epochs.insert(bundle.conversation, current + 1);
         self.fan_out(bundle.conversation, from, &bundle.commit);
         if let Some(w) = &bundle.welcome {
@@ -46,6 +80,17 @@ impl Ds {
             }
         }
         Ok(())
+    }
+
+    /// A standalone proposal: validated by the server and kept for the commit of its epoch.
+    fn propose(&mut self, conv: ConversationId, from: &DeviceCredential, bytes: &[u8]) {
+        let waiting = self.proposals.get(&conv).cloned().unwrap_or_default();
+        let mut state = PublicState::decode(conv, &self.states[&conv], &waiting).unwrap();
+        state
+            .process_proposal(conv, bytes, from)
+            .expect("the server validates the proposal");
+        self.proposals.entry(conv).or_default().push(bytes.to_vec());
+        self.fan_out(conv, from, bytes);
     }
 
     fn fan_out(&mut self, conv: ConversationId, from: &DeviceCredential, bytes: &[u8]) {
@@ -718,7 +763,7 @@ fn leave_is_committed_by_another_member() {
     let mut w = world();
     let conv = group(&mut w);
     let proposal = w.carol.engine.leave(conv).unwrap();
-    w.ds.fan_out(conv, &w.carol.me(), &proposal);
+    w.ds.propose(conv, &w.carol.me(), &proposal);
     match &deliver_all(&mut w.ds, &mut w.bob)[..] {
         [Incoming::LeaveRequested { member, .. }] => assert_eq!(*member, w.carol.me()),
         other => panic!("{other:?}"),
@@ -1014,5 +1059,84 @@ fn every_truncation_of_every_message_kind_is_refused_cleanly() {
         &w.bob.engine.process(NOW, &app).unwrap(),
         &w.alice1.me(),
         "truncate me",
+    );
+}
+
+#[test]
+fn group_name_is_sealed_from_the_server_and_reaches_members_and_joiners() {
+    let mut w = world();
+    let conv = group(&mut w);
+    // Joiners got the metadata key inside their Welcome.
+    assert_eq!(
+        w.bob
+            .engine
+            .conversation(conv)
+            .unwrap()
+            .metadata
+            .unwrap()
+            .name,
+        "trip"
+    );
+    let state = w.ds.states[&conv].clone();
+    assert!(
+        !state.windows(4).any(|x| x == b"trip"),
+        "the server's state holds the name"
+    );
+
+    let meta = GroupMetadata {
+        name: "secret club".into(),
+        avatar: None,
+    };
+    let rename = w.carol.engine.set_metadata(conv, &meta).unwrap();
+    assert!(!rename.commit.windows(6).any(|x| x == b"secret"));
+    commit(&mut w.ds, &mut w.carol, rename);
+    assert!(!w.ds.states[&conv].windows(6).any(|x| x == b"secret"));
+    for d in [&mut w.alice1, &mut w.alice2, &mut w.bob] {
+        let got = deliver_all(&mut w.ds, d);
+        assert!(matches!(
+            got[..],
+            [Incoming::Commit {
+                metadata_changed: true,
+                ..
+            }]
+        ));
+        assert_eq!(
+            d.engine.conversation(conv).unwrap().metadata.unwrap().name,
+            "secret club"
+        );
+    }
+    assert_eq!(
+        w.carol
+            .engine
+            .conversation(conv)
+            .unwrap()
+            .metadata
+            .unwrap()
+            .name,
+        "secret club"
+    );
+
+    // A device added after the rename learns the current name from its Welcome.
+    let mut dave = new_account(&mut w.ds, "dave", config());
+    learn_all(&w.ds, &mut [&mut dave, &mut w.bob]);
+    let kps = w.ds.claim("dave");
+    let bundle = w.bob.engine.add_member(conv, "dave", &kps).unwrap();
+    assert!(
+        bundle
+            .welcome
+            .as_ref()
+            .is_some_and(|w| !w.windows(6).any(|x| x == b"secret"))
+    );
+    commit(&mut w.ds, &mut w.bob, bundle);
+    let got = deliver_all(&mut w.ds, &mut dave);
+    assert!(matches!(got[..], [Incoming::Joined { .. }]));
+    assert_eq!(
+        dave.engine
+            .conversation(conv)
+            .unwrap()
+            .metadata
+            .unwrap()
+            .name,
+        "secret club"
     );
 }

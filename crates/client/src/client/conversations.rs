@@ -79,6 +79,7 @@ pub(crate) fn enqueue_commit(
         welcome: bundle.welcome.clone().map(B64),
         welcome_recipients: bundle.welcome_recipients.iter().map(address).collect(),
         members: members.iter().map(address).collect(),
+        group_info: bundle.group_info.clone().map(B64),
     };
     store.push_outbox(
         &bundle.conversation.to_string(),

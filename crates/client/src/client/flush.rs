@@ -225,6 +225,7 @@ impl Client {
             payload,
             welcome: None,
             members: None,
+            group_info: None,
         };
         match self.api()?.send(&row.conversation, &request).await {
             Ok(_) => {
@@ -279,6 +280,7 @@ impl Client {
             welcome,
             welcome_recipients,
             members,
+            group_info,
         } = row.item.clone()
         else {
             return Ok(Step::Continue);
@@ -293,6 +295,7 @@ impl Client {
                 recipients: welcome_recipients,
             }),
             members: Some(members),
+            group_info,
         };
         let seq = row.seq;
         let now = now_ms();

@@ -37,8 +37,12 @@ pub enum OutboxItem {
         welcome: Option<B64>,
         /// Who the Welcome is for.
         welcome_recipients: Vec<DeviceAddress>,
-        /// Every member device after the commit.
+        /// Every member device after the commit (sent for older servers; the server derives
+        /// it from the commit).
         members: Vec<DeviceAddress>,
+        /// For the commit creating a conversation: the GroupInfo of epoch 0 for the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_info: Option<B64>,
     },
     /// An operation whose commit lost an epoch race: make a new commit once the winner is in.
     Retry {

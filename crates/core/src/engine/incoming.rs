@@ -125,10 +125,20 @@ impl<S: KvStore> Engine<S> {
             .map_err(|_| ConversationError::Malformed)?;
         match message.extract() {
             MlsMessageBodyIn::Welcome(welcome) => self.atomically(|e| e.join(now_ms, welcome)),
+            // Application messages only ever as PrivateMessages, handshakes only as
+            // PublicMessages (the form the delivery service validated).
             MlsMessageBodyIn::PrivateMessage(m) => {
+                if m.content_type() != ContentType::Application {
+                    return Err(ConversationError::Malformed.into());
+                }
                 self.atomically(|e| e.process_protocol(now_ms, ProtocolMessage::from(m)))
             }
-            MlsMessageBodyIn::PublicMessage(_) => Err(ConversationError::Malformed.into()),
+            MlsMessageBodyIn::PublicMessage(m) => {
+                if m.content_type() == ContentType::Application {
+                    return Err(ConversationError::Malformed.into());
+                }
+                self.atomically(|e| e.process_protocol(now_ms, ProtocolMessage::from(m)))
+            }
             _ => Err(ConversationError::Malformed.into()),
         }
     }
@@ -267,6 +277,17 @@ impl<S: KvStore> Engine<S> {
             .extensions()
             .unknown(METADATA_EXTENSION)
             != group.extensions().unknown(METADATA_EXTENSION);
+        // A rename is sealed under a key from the exporter of the epoch it was made in:
+        // derive it before merging moves the group on.
+        let next_key = if metadata_changed {
+            Some(super::ops::next_metadata_key(
+                group,
+                &self.provider,
+                conversation,
+            )?)
+        } else {
+            None
+        };
         let self_removed = staged.self_removed();
 
         let superseded = if group.pending_commit().is_some() {
@@ -281,6 +302,9 @@ impl<S: KvStore> Engine<S> {
             .merge_staged_commit(&self.provider, staged)
             .map_err(internal)?;
         let epoch = group.epoch().as_u64();
+        if let Some(key) = next_key {
+            self.save_metadata_key(conversation, &key)?;
+        }
         if self_removed {
             record.active = false;
             self.save_record(conversation, &record)?;
@@ -303,14 +327,24 @@ impl<S: KvStore> Engine<S> {
     }
 
     fn join(&mut self, _now_ms: u64, welcome: Welcome) -> Result<Incoming> {
-        let staged =
-            StagedWelcome::new_from_welcome(&self.provider, &self.join_config(), welcome, None)
-                .map_err(|e| match e {
-                    WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey => {
-                        ConversationError::Undecryptable
-                    }
-                    other => ConversationError::Invalid(other.to_string()),
-                })?;
+        let welcome_error = |e: WelcomeError<_>| match e {
+            WelcomeError::NoMatchingKeyPackage | WelcomeError::NoMatchingEncryptionKey => {
+                ConversationError::Undecryptable
+            }
+            other => ConversationError::Invalid(other.to_string()),
+        };
+        let processed =
+            ProcessedWelcome::new_from_welcome(&self.provider, &self.join_config(), welcome)
+                .map_err(welcome_error)?;
+        // Read now, trusted only once staging has verified the GroupInfo's signature.
+        let metadata_key = processed
+            .unverified_group_info()
+            .extensions()
+            .unknown(super::metadata::METADATA_KEY_EXTENSION)
+            .and_then(|u| super::metadata::MetadataKey::from_slice(&u.0));
+        let staged = processed
+            .into_staged_welcome(&self.provider, None)
+            .map_err(welcome_error)?;
         let mut unknown = BTreeSet::new();
         let mut members = Vec::new();
         for member in staged.members() {
@@ -349,6 +383,13 @@ impl<S: KvStore> Engine<S> {
         let group = staged.into_group(&self.provider).map_err(internal)?;
         let suite = Self::suite_of(&group)?;
         self.groups.insert(conversation, group);
+        match metadata_key {
+            Some(key) => self.save_metadata_key(conversation, &key)?,
+            None => self
+                .provider
+                .kv()
+                .delete(&super::records::metadata_key_key(&conversation.0))?,
+        }
         let record = ConversationRecord {
             kind,
             suite,

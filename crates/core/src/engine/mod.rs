@@ -6,6 +6,7 @@
 //! batch, or it fails with a typed error and nothing changes.
 
 mod incoming;
+mod metadata;
 mod ops;
 mod records;
 
@@ -30,6 +31,7 @@ use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
+pub(crate) use records::KIND_EXTENSION;
 use records::{
     ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_CODE_KEY, LINK_OFFER_KEY, LINK_SECRET_KEY,
     VERIFIED_PREFIX,
@@ -561,7 +563,7 @@ impl<S: KvStore> Engine<S> {
 
     fn join_config(&self) -> MlsGroupJoinConfig {
         MlsGroupJoinConfig::builder()
-            .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+            .wire_format_policy(WIRE_FORMAT_POLICY)
             .use_ratchet_tree_extension(true)
             .max_past_epochs(self.config.max_past_epochs)
             .padding_size(self.config.padding)
@@ -572,11 +574,40 @@ impl<S: KvStore> Engine<S> {
             .build()
     }
 
+    /// The conversation's current metadata key, if this device holds one.
+    pub(crate) fn metadata_key(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<metadata::MetadataKey>> {
+        Ok(self
+            .provider
+            .kv()
+            .get(&records::metadata_key_key(&conversation.0))?
+            .and_then(|b| metadata::MetadataKey::from_slice(&b)))
+    }
+
+    pub(crate) fn save_metadata_key(
+        &self,
+        conversation: ConversationId,
+        key: &metadata::MetadataKey,
+    ) -> Result<()> {
+        Ok(self
+            .provider
+            .kv()
+            .put(&records::metadata_key_key(&conversation.0), key.as_bytes())?)
+    }
+
     fn suite_of(group: &MlsGroup) -> Result<Suite> {
         Suite::from_ciphersuite(group.ciphersuite())
             .ok_or(Error::Conversation(ConversationError::UnsupportedSuite))
     }
 }
+
+/// Handshake messages (commits, proposals) go out as PublicMessages, which the delivery service
+/// validates against the group's public state; application messages are always PrivateMessages.
+/// Incoming, OpenMLS accepts both; [`Engine::process`] then accepts handshakes only as
+/// PublicMessages and application messages only as PrivateMessages.
+pub(crate) const WIRE_FORMAT_POLICY: WireFormatPolicy = MIXED_PLAINTEXT_WIRE_FORMAT_POLICY;
 
 /// Leaf capabilities every Nightjar device advertises.
 fn capabilities() -> Capabilities {

@@ -8,6 +8,7 @@ use openmls::prelude::*;
 use tls_codec::Serialize as _;
 use zeroize::Zeroizing;
 
+use super::metadata::{METADATA_KEY_LABEL, MetadataKey};
 use super::records::{self, ConversationKind, ConversationRecord, Intent, METADATA_EXTENSION};
 use super::{ConversationId, Engine, capabilities, device_credential, internal};
 use crate::content::{GroupMetadata, Message};
@@ -23,12 +24,16 @@ pub struct CommitBundle {
     pub conversation: ConversationId,
     /// The epoch the commit was made in; the delivery service accepts one commit per epoch.
     pub epoch: u64,
-    /// The commit (an MLS PrivateMessage), for every other member device.
+    /// The commit (an MLS PublicMessage the server validates), for every other member device.
     pub commit: Vec<u8>,
     /// The Welcome for added devices, if any.
     pub welcome: Option<Vec<u8>>,
     /// The devices the Welcome is for.
     pub welcome_recipients: Vec<DeviceCredential>,
+    /// For the commit that creates a conversation: the GroupInfo of epoch 0 (with the ratchet
+    /// tree), from which the server builds the group's public state. It holds only public keys
+    /// and the (encrypted) group context.
+    pub group_info: Option<Vec<u8>>,
 }
 
 /// An encrypted application message, possibly followed by a self-update commit.
@@ -119,12 +124,17 @@ impl<S: KvStore> Engine<S> {
                     &[],
                 )),
             ];
+            // The first metadata key is random: only the creator holds the group at epoch 0.
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key)?;
+            let key = MetadataKey::from_slice(&key)
+                .ok_or_else(|| internal("metadata key of the wrong length"))?;
             if let Some(m) = metadata {
-                extensions.push(metadata_extension(m));
+                extensions.push(metadata_extension(key.seal(id, m)?));
             }
             let config = MlsGroupCreateConfig::builder()
                 .ciphersuite(e.config.suite.ciphersuite())
-                .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+                .wire_format_policy(super::WIRE_FORMAT_POLICY)
                 .use_ratchet_tree_extension(true)
                 .max_past_epochs(e.config.max_past_epochs)
                 .padding_size(e.config.padding)
@@ -143,7 +153,13 @@ impl<S: KvStore> Engine<S> {
                 e.credential_with_key(),
             )
             .map_err(internal)?;
+            let group_info = group
+                .export_group_info(e.provider.crypto(), &e.signer, true)
+                .map_err(internal)?
+                .tls_serialize_detached()
+                .map_err(internal)?;
             e.groups.insert(id, group);
+            e.save_metadata_key(id, &key)?;
             let record = ConversationRecord {
                 kind,
                 suite: e.config.suite,
@@ -154,7 +170,7 @@ impl<S: KvStore> Engine<S> {
                 active: true,
             };
             e.save_record(id, &record)?;
-            let bundle = e
+            let mut bundle = e
                 .commit_intent(
                     id,
                     Intent::AddDevices {
@@ -162,6 +178,7 @@ impl<S: KvStore> Engine<S> {
                     },
                 )?
                 .ok_or_else(|| ConversationError::Invalid("nobody to add".into()))?;
+            bundle.group_info = Some(group_info);
             Ok((id, bundle))
         })
     }
@@ -317,6 +334,13 @@ impl<S: KvStore> Engine<S> {
                 return Err(ConversationError::NoPendingCommit.into());
             }
             group.merge_pending_commit(&e.provider).map_err(internal)?;
+            let next = records::next_metadata_key_key(&conversation.0);
+            if let Some(key) = e.provider.kv().get(&next)? {
+                e.provider
+                    .kv()
+                    .put(&records::metadata_key_key(&conversation.0), &key)?;
+                e.provider.kv().delete(&next)?;
+            }
             record.pending = None;
             record.received_since_update = 0;
             record.last_update_ms = now_ms;
@@ -337,6 +361,9 @@ impl<S: KvStore> Engine<S> {
             }
             let intent = record.pending.take().or(record.superseded.take());
             e.save_record(conversation, &record)?;
+            e.provider
+                .kv()
+                .delete(&records::next_metadata_key_key(&conversation.0))?;
             Ok(intent)
         })
     }
@@ -414,15 +441,20 @@ impl<S: KvStore> Engine<S> {
     /// A snapshot of one conversation.
     pub fn conversation(&mut self, conversation: ConversationId) -> Result<ConversationInfo> {
         let record = self.record(conversation)?;
+        let metadata_key = self.metadata_key(conversation)?;
         let group = self.group_mut(conversation)?;
         let members = group
             .members()
             .filter_map(|m| device_credential(&m.credential).ok())
             .collect();
-        let metadata = group
+        let sealed = group
             .extensions()
             .unknown(METADATA_EXTENSION)
-            .and_then(|u| GroupMetadata::decode(&u.0).ok());
+            .map(|u| u.0.clone());
+        let metadata = match (sealed, metadata_key) {
+            (Some(sealed), Some(key)) => key.open(conversation, &sealed),
+            _ => None,
+        };
         Ok(ConversationInfo {
             id: conversation,
             kind: record.kind,
@@ -464,9 +496,33 @@ impl<S: KvStore> Engine<S> {
                 if kps.is_empty() {
                     return Ok(None);
                 }
-                let (commit, welcome, _) = group
-                    .add_members(&self.provider, &self.signer, &kps)
+                // The metadata key travels inside the Welcome's encrypted GroupInfo only.
+                let extensions: Vec<Extension> = self
+                    .metadata_key(conversation)?
+                    .map(|k| k.welcome_extension())
+                    .into_iter()
+                    .collect();
+                let group = load_group(&mut self.groups, &self.provider, conversation)?;
+                let bundle = group
+                    .commit_builder()
+                    .propose_adds(kps)
+                    .force_self_update(true)
+                    .load_psks(self.provider.storage())
+                    .map_err(internal)?
+                    .use_ratchet_tree_extension(true)
+                    .create_group_info_with_extensions(extensions)
+                    .map_err(internal)?
+                    .build(
+                        self.provider.rand(),
+                        self.provider.crypto(),
+                        &self.signer,
+                        |_| true,
+                    )
+                    .map_err(internal)?
+                    .stage_commit(&self.provider)
                     .map_err(internal)?;
+                let (commit, welcome, _exported_group_info) = bundle.into_messages();
+                let welcome = welcome.ok_or_else(|| internal("an add commit without a Welcome"))?;
                 (commit, Some(welcome), creds)
             }
             Intent::RemoveDevices { devices } => {
@@ -487,9 +543,18 @@ impl<S: KvStore> Engine<S> {
             }
             Intent::SetMetadata { metadata } => {
                 let metadata = GroupMetadata::decode(metadata)?;
+                // A fresh key from this epoch's exporter: members of this epoch can derive
+                // it, devices removed earlier and the server cannot.
+                let key = next_metadata_key(group, &self.provider, conversation)?;
+                let sealed = key.seal(conversation, &metadata)?;
+                self.provider.kv().put(
+                    &records::next_metadata_key_key(&conversation.0),
+                    key.as_bytes(),
+                )?;
+                let group = load_group(&mut self.groups, &self.provider, conversation)?;
                 let mut extensions = group.extensions().clone();
                 extensions
-                    .add_or_replace(metadata_extension(&metadata))
+                    .add_or_replace(metadata_extension(sealed))
                     .map_err(internal)?;
                 let (commit, _, _) = group
                     .update_group_context_extensions(&self.provider, extensions, &self.signer)
@@ -524,6 +589,7 @@ impl<S: KvStore> Engine<S> {
                 .transpose()
                 .map_err(internal)?,
             welcome_recipients: recipients,
+            group_info: None,
         }))
     }
 
@@ -648,6 +714,23 @@ fn verify_packages<S: KvStore>(
     Ok(out)
 }
 
-fn metadata_extension(metadata: &GroupMetadata) -> Extension {
-    Extension::Unknown(METADATA_EXTENSION, UnknownExtension(metadata.encode()))
+fn metadata_extension(sealed: Vec<u8>) -> Extension {
+    Extension::Unknown(METADATA_EXTENSION, UnknownExtension(sealed))
+}
+
+/// The metadata key a rename committed in the group's current epoch uses.
+pub(super) fn next_metadata_key<S: KvStore>(
+    group: &MlsGroup,
+    provider: &crate::provider::Provider<crate::storage::Overlay<S>>,
+    conversation: ConversationId,
+) -> Result<MetadataKey> {
+    let secret = group
+        .export_secret(
+            openmls_traits::OpenMlsProvider::crypto(provider),
+            METADATA_KEY_LABEL,
+            &conversation.0,
+            32,
+        )
+        .map_err(internal)?;
+    MetadataKey::from_slice(&secret).ok_or_else(|| internal("metadata key of the wrong length"))
 }

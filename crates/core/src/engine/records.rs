@@ -110,6 +110,19 @@ pub(crate) const LINK_CODE_KEY: &[u8] = b"nj/link-code";
 /// Prefix of verification marks: `nj/verified/<username>` → the identity key the user verified.
 pub(crate) const VERIFIED_PREFIX: &[u8] = b"nj/verified/";
 
+const METADATA_KEY_PREFIX: &[u8] = b"nj/meta-key/";
+const NEXT_METADATA_KEY_PREFIX: &[u8] = b"nj/meta-key-next/";
+
+/// Where a conversation's current metadata key is kept.
+pub(crate) fn metadata_key_key(id: &[u8]) -> Vec<u8> {
+    [METADATA_KEY_PREFIX, id].concat()
+}
+
+/// Where the metadata key of our own rename commit waits for the server's verdict.
+pub(crate) fn next_metadata_key_key(id: &[u8]) -> Vec<u8> {
+    [NEXT_METADATA_KEY_PREFIX, id].concat()
+}
+
 pub(crate) fn conversation_key(id: &[u8]) -> Vec<u8> {
     [CONV_PREFIX, id].concat()
 }

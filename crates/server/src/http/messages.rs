@@ -48,10 +48,11 @@ fn kind_label(kind: nightjar_api::EnvelopeKind) -> &'static str {
     request_body = SendRequest,
     responses(
         (status = 200, body = SendResponse),
-        (status = 400, description = "the request contradicts its MLS message", body = ApiError),
+        (status = 400, description = "the request contradicts its MLS message, or the commit or proposal (an MLS PublicMessage) fails validation against the group's public state", body = ApiError),
         (status = 401, body = ApiError),
-        (status = 403, description = "not a member, a pending device, every recipient blocked \
-            the sender (`blocked`), or a message request is used up (`message_request_limit`)",
+        (status = 403, description = "not a member, a pending device, a handshake whose \
+            signature or sender does not verify, every recipient blocked the sender \
+            (`blocked`), or a message request is used up (`message_request_limit`)",
             body = ApiError),
         (status = 404, description = "no such conversation", body = ApiError),
         (status = 409, description = "epoch conflict", body = ApiError),
@@ -72,17 +73,13 @@ async fn send(
     let limits = &state.config.limits;
     let idempotency_key = request.idempotency_key.clone();
     let sender = session.sender();
-    let checked = check_send(
-        conversation,
-        &sender.address,
-        request,
-        limits.max_envelope_bytes,
-        limits.max_conversation_members,
-    )
-    .map_err(|e| match e {
-        SendError::TooLarge => Error::too_large(e.to_string()),
-        SendError::Invalid(why) => Error::bad_request(why),
-    })?;
+    let mut checked =
+        check_send(conversation, request, limits.max_envelope_bytes).map_err(|e| match e {
+            SendError::TooLarge => Error::too_large(e.to_string()),
+            SendError::Invalid(why) => Error::bad_request(why),
+        })?;
+    // Commits and proposals only: validated against the group's public state.
+    super::handshakes::validate(&state, &sender, &mut checked).await?;
     let kind = checked.kind;
     let with_welcome = checked.welcome.is_some();
     let payload_len = u64::try_from(checked.payload.len()).unwrap_or(u64::MAX);
@@ -152,6 +149,9 @@ async fn send(
             ErrorCode::MessageRequestLimit,
             "the recipient has not accepted your message request yet; until then only a few \
              small messages are delivered",
+        )),
+        SendOutcome::Refused(Refusal::NotValidated) => Err(Error::bad_request(
+            "a commit or proposal must be validated first",
         )),
     }
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod consent;
 mod devices;
+mod handshakes;
 mod key_packages;
 mod messages;
 mod ops;

@@ -1,11 +1,8 @@
 //! What the delivery service accepts: a send request checked against the MLS message it
 //! carries, and the per-conversation epoch ordering (the first commit for an epoch wins).
 
-use std::collections::BTreeSet;
-
 use nightjar_api::{DeviceAddress, EnvelopeKind, SendRequest};
 use nightjar_core::ConversationId;
-use nightjar_core::identity::{DeviceId, validate_username};
 use nightjar_core::wire::{WireKind, inspect};
 
 /// Longest idempotency key accepted, in characters.
@@ -29,10 +26,34 @@ pub(crate) struct CheckedSend {
     pub(crate) kind: EnvelopeKind,
     pub(crate) epoch: u64,
     pub(crate) payload: Vec<u8>,
-    /// For commits: the member devices after the commit (sender included).
+    /// For commits: the member devices after the commit (sender included), as the validated
+    /// commit proves (see [`crate::rules::commits`]); empty until then.
     pub(crate) members: Vec<DeviceAddress>,
-    /// For commits: the Welcome and its recipients (all in `members`, never the sender).
+    /// For commits: the Welcome and its recipients, the devices the validated commit adds
+    /// (empty until validated).
     pub(crate) welcome: Option<(Vec<u8>, Vec<DeviceAddress>)>,
+    /// For the commit creating a conversation: the GroupInfo of epoch 0.
+    pub(crate) group_info: Option<Vec<u8>>,
+    /// What handshake validation decided (application messages: [`Handshake::None`]).
+    pub(crate) handshake: Handshake,
+}
+
+/// The outcome of validating a commit or proposal against the group's public state, for the
+/// store to apply in the transaction that orders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// An application message, or a handshake not validated yet.
+    None,
+    /// A valid commit; store this public state with the new epoch.
+    Commit {
+        /// The encoded public state after the commit.
+        state: Vec<u8>,
+    },
+    /// A valid proposal; keep it for the commit of its epoch.
+    Proposal,
+    /// Made in another epoch than the stored state's: an epoch conflict, unless it repeats an
+    /// accepted send (same idempotency key), which gets its first answer.
+    Stale,
 }
 
 fn wire_kind(kind: EnvelopeKind) -> Option<WireKind> {
@@ -44,17 +65,13 @@ fn wire_kind(kind: EnvelopeKind) -> Option<WireKind> {
     }
 }
 
-fn valid_address(a: &DeviceAddress) -> bool {
-    validate_username(&a.username).is_ok() && DeviceId::parse(&a.device_id).is_some()
-}
-
-/// Checks a send request from `sender` to `conversation` against its payload and the limits.
+/// Checks a send request to `conversation` against its payload and the limits. A commit's
+/// routing is not decided here: the request's `members` is ignored and the Welcome's recipients
+/// are left empty, for [`crate::rules::commits`] to derive from the validated commit.
 pub(crate) fn check_send(
     conversation: ConversationId,
-    sender: &DeviceAddress,
     request: SendRequest,
     max_bytes: usize,
-    max_members: usize,
 ) -> Result<CheckedSend, SendError> {
     let invalid = SendError::Invalid;
     if request.idempotency_key.is_empty()
@@ -91,27 +108,20 @@ pub(crate) fn check_send(
         payload: request.payload.0,
         members: Vec::new(),
         welcome: None,
+        group_info: None,
+        handshake: Handshake::None,
     };
     if request.kind != EnvelopeKind::Commit {
-        if request.members.is_some() || request.welcome.is_some() {
-            return Err(invalid("only commits carry `members` and `welcome`"));
+        if request.welcome.is_some() || request.group_info.is_some() {
+            return Err(invalid("only commits carry `welcome` and `group_info`"));
         }
         return Ok(checked);
     }
-    let members = request
-        .members
-        .ok_or(invalid("a commit must list the member devices after it"))?;
-    if members.len() > max_members {
-        return Err(invalid("too many member devices"));
-    }
-    if !members.iter().all(valid_address) {
-        return Err(invalid("a member address is malformed"));
-    }
-    let set: BTreeSet<DeviceAddress> = members.into_iter().collect();
-    if !set.contains(sender) {
-        return Err(invalid(
-            "the committing device must be a member after its commit",
-        ));
+    if let Some(info) = request.group_info {
+        if info.0.len() > max_bytes {
+            return Err(SendError::TooLarge);
+        }
+        checked.group_info = Some(info.0);
     }
     if let Some(welcome) = request.welcome {
         if welcome.payload.0.len() > max_bytes {
@@ -122,18 +132,8 @@ pub(crate) fn check_send(
         if info.kind != WireKind::Welcome {
             return Err(invalid("the Welcome is not an MLS Welcome"));
         }
-        let recipients: BTreeSet<DeviceAddress> = welcome.recipients.into_iter().collect();
-        if recipients.is_empty() {
-            return Err(invalid("a Welcome needs recipients"));
-        }
-        if recipients.contains(sender) || !recipients.is_subset(&set) {
-            return Err(invalid(
-                "Welcome recipients must be other members after the commit",
-            ));
-        }
-        checked.welcome = Some((welcome.payload.0, recipients.into_iter().collect()));
+        checked.welcome = Some((welcome.payload.0, Vec::new()));
     }
-    checked.members = set.into_iter().collect();
     Ok(checked)
 }
 
@@ -171,6 +171,8 @@ pub(crate) enum Refusal {
     },
     /// A message made in an epoch the conversation has not reached.
     FutureEpoch,
+    /// A commit or proposal that did not go through handshake validation (a server bug).
+    NotValidated,
 }
 
 /// Decides a message of `kind` made in `epoch` against the stored conversation, if any.
@@ -255,10 +257,6 @@ mod tests {
 
     #[test]
     fn garbage_payload_is_refused() {
-        let sender = DeviceAddress {
-            username: "alice".into(),
-            device_id: "0000000000000001".into(),
-        };
         let request = SendRequest {
             idempotency_key: "k".into(),
             kind: EnvelopeKind::Application,
@@ -266,21 +264,22 @@ mod tests {
             payload: nightjar_api::B64(vec![1, 2, 3]),
             welcome: None,
             members: None,
+            group_info: None,
         };
         let conv = ConversationId([0; 16]);
         assert!(matches!(
-            check_send(conv, &sender, request.clone(), 1024, 10),
+            check_send(conv, request.clone(), 1024),
             Err(SendError::Invalid(_))
         ));
         assert_eq!(
-            check_send(conv, &sender, request.clone(), 2, 10).unwrap_err(),
+            check_send(conv, request.clone(), 2).unwrap_err(),
             SendError::TooLarge
         );
         let mut welcome = request.clone();
         welcome.kind = EnvelopeKind::Welcome;
-        assert!(check_send(conv, &sender, welcome, 1024, 10).is_err());
+        assert!(check_send(conv, welcome, 1024).is_err());
         let mut no_key = request;
         no_key.idempotency_key = String::new();
-        assert!(check_send(conv, &sender, no_key, 1024, 10).is_err());
+        assert!(check_send(conv, no_key, 1024).is_err());
     }
 }

@@ -15,7 +15,7 @@ use super::backend::MAX_IDS;
 use super::consent::{ConsentCache, ConsentPlan, MemberAccount, SendQuota};
 use super::delivery::kind_text;
 use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
-use crate::rules::delivery::{CheckedSend, ConversationFacts, Refusal, Verdict, order};
+use crate::rules::delivery::{CheckedSend, ConversationFacts, Handshake, Refusal, Verdict, order};
 
 /// One send as the group-commit writer receives it.
 #[derive(Debug, Clone)]
@@ -357,6 +357,21 @@ where
             Ok(v) => v,
             Err(refusal) => return Ok(Applied::Answered(SendOutcome::Refused(refusal))),
         };
+        // The handshake was validated against the state of `send.epoch`, read before this
+        // transaction: it stands only if the conversation is still there.
+        let handshake_refusal = match (&send.handshake, facts) {
+            (Handshake::Stale, Some(f)) => Some(Refusal::EpochConflict { current: f.epoch }),
+            (Handshake::Stale, None) => Some(Refusal::UnknownConversation),
+            (Handshake::Proposal, Some(f)) if f.epoch != send.epoch => {
+                Some(Refusal::EpochConflict { current: f.epoch })
+            }
+            (Handshake::Commit { .. }, _) | (Handshake::Proposal, _) => None,
+            (Handshake::None, _) if send.kind == EnvelopeKind::Application => None,
+            (Handshake::None, _) => Some(Refusal::NotValidated),
+        };
+        if let Some(refusal) = handshake_refusal {
+            return Ok(Applied::Answered(SendOutcome::Refused(refusal)));
+        }
 
         // Everyone but the sender who was a member when the message was made gets it; a
         // commit's removed devices included, so they learn of their removal. A new
@@ -465,6 +480,9 @@ where
                     return Ok(Applied::Rerun);
                 }
                 Self::replace_members(tx, &conversation, &send.members).await?;
+                if let Handshake::Commit { state } = &send.handshake {
+                    Self::write_group_state(tx, &conversation, epoch_after, state).await?;
+                }
             }
             Verdict::Advance => {
                 sqlx::query(
@@ -476,8 +494,15 @@ where
                 .execute(&mut **tx)
                 .await?;
                 Self::replace_members(tx, &conversation, &send.members).await?;
+                if let Handshake::Commit { state } = &send.handshake {
+                    Self::write_group_state(tx, &conversation, epoch_after, state).await?;
+                }
             }
-            Verdict::Deliver => {}
+            Verdict::Deliver => {
+                if send.handshake == Handshake::Proposal {
+                    Self::add_proposal(tx, &conversation, send.epoch, &send.payload).await?;
+                }
+            }
         }
         let recipients: Vec<i64> = recipients.iter().map(|(pk, _)| *pk).collect();
         // A message nobody receives (the commit that creates a conversation, a message to a

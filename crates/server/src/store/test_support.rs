@@ -145,6 +145,15 @@ pub(crate) fn checked(kind: EnvelopeKind, epoch: u64, members: &[&Sender]) -> Ch
         payload: format!("{kind:?}@{epoch}").into_bytes(),
         members: members.iter().map(|s| s.address.clone()).collect(),
         welcome: None,
+        group_info: None,
+        // The store trusts the validation the HTTP layer did; these tests exercise ordering.
+        handshake: match kind {
+            EnvelopeKind::Commit => crate::rules::delivery::Handshake::Commit {
+                state: b"state".to_vec(),
+            },
+            EnvelopeKind::Proposal => crate::rules::delivery::Handshake::Proposal,
+            _ => crate::rules::delivery::Handshake::None,
+        },
     }
 }
 

@@ -583,6 +583,7 @@ pub fn send_request(key: &str, kind: EnvelopeKind, epoch: u64, payload: Vec<u8>)
         payload: B64(payload),
         welcome: None,
         members: None,
+        group_info: None,
     }
 }
 
@@ -603,6 +604,7 @@ pub async fn post_commit(
         bundle.commit.clone(),
     );
     request.members = Some(members);
+    request.group_info = bundle.group_info.clone().map(B64);
     if let Some(welcome) = &bundle.welcome {
         request.welcome = Some(WelcomeOut {
             payload: B64(welcome.clone()),
