@@ -828,6 +828,8 @@ pub async fn device_sign_in(server: &TestServer, device: &Device) -> (StatusCode
         |login_id, challenge| engine.sign_login_proof(login_id, challenge).unwrap(),
     )
     .await
+}
+
 /// `GET /metrics` of a server started in this process (its own, loopback listener).
 pub fn metrics_url(server: &TestServer) -> String {
     let addr = server
