@@ -312,6 +312,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             output::status(&status);
             Ok(())
         }
+        Command::Consent(command) => crate::consent::run(client, command).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! `~/.nightjar`, or `./nightjar-profile` when there is no home directory).
 
 mod commands;
+mod consent;
 mod output;
 
 use std::net::SocketAddr;
@@ -136,6 +137,9 @@ pub(crate) enum Command {
     /// Show this profile: server, account, device, key storage, conversations, outbox, key
     /// packages.
     Status,
+    /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.
+    #[command(flatten)]
+    Consent(consent::ConsentCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -290,3 +290,5 @@ impl Api {
         format!("{rest}/v1/stream")
     }
 }
+
+mod consent;

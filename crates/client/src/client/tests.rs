@@ -76,6 +76,9 @@ async fn world() -> World {
     let mut alice = account(tmp.path(), &url, "alice").await;
     let mut bob = account(tmp.path(), &url, "bob").await;
     let mut carol = account(tmp.path(), &url, "carol").await;
+    // Without this the group would be a message request for bob and carol.
+    bob.accept("alice").await.unwrap();
+    carol.accept("alice").await.unwrap();
     let group = alice
         .create_group("g", &["bob".into(), "carol".into()])
         .await
