@@ -368,6 +368,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             ));
             Ok(())
         }
+        Command::Consent(command) => crate::consent::run(client, command).await,
     }
 }
 

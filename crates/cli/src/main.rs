@@ -3,6 +3,7 @@
 //! `~/.nightjar`, or `./nightjar-profile` when there is no home directory).
 
 mod commands;
+mod consent;
 mod output;
 
 use std::net::SocketAddr;
@@ -166,6 +167,9 @@ pub(crate) enum Command {
         /// The other account.
         username: String,
     },
+    /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.
+    #[command(flatten)]
+    Consent(consent::ConsentCommand),
 }
 
 /// The `--metrics-listen` value: an address, or `off` (no metrics listener).

@@ -203,6 +203,9 @@ fn messaging_devices_groups_and_safety_numbers() {
     // alice → bob, then bob replies.
     let sent = alice.ok(&["send", "bob", "hello bob"]);
     assert!(sent.starts_with("sent"), "{sent}");
+    // alice is a stranger to bob: her message waits as a request until bob accepts her.
+    assert!(bob.sync().is_empty());
+    bob.ok(&["accept", "alice"]);
     let got = bob.sync();
     assert_eq!(got.len(), 1, "{got:?}");
     let m = &got[0];
@@ -266,6 +269,8 @@ fn messaging_devices_groups_and_safety_numbers() {
     assert!(created.contains("created group trip"), "{created}");
     alice.ok(&["group", "add", "trip", "carol"]);
     alice.ok(&["send", "--group", "trip", "hello trip"]);
+    // carol never accepted alice: the group is a request until she does.
+    carol.ok(&["accept", "alice"]);
     for d in [&bob, &carol, &alice2] {
         let got = d.sync();
         let m = got
@@ -380,6 +385,7 @@ fn offline_send_waits_in_the_outbox_and_is_delivered_once() {
     alice.ok(&["register", "--server", &url, "alice"]);
     bob.ok(&["register", "--server", &url, "bob"]);
     alice.ok(&["send", "bob", "before the outage"]);
+    bob.ok(&["accept", "alice"]);
     assert_eq!(bob.texts(), ["before the outage"]);
 
     server.stop();

@@ -419,6 +419,8 @@ impl Api {
     }
 }
 
+mod consent;
+
 #[cfg(test)]
 mod tests {
     use super::*;

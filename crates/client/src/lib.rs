@@ -29,7 +29,7 @@ pub mod store;
 
 pub use auth::Password;
 pub use client::{
-    Client, ClientOptions, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome, ReceivedMessage,
-    SendOutcome, Status, SyncReport,
+    Client, ClientOptions, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome, MessageRequest,
+    ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

@@ -37,6 +37,8 @@ async fn direct_conversation(server: &TestServer) -> (Device, Device, Conversati
         other => panic!("{other:?}"),
     }
     ack(server, &bob, vec![welcome.id]).await;
+    // bob accepts alice, so her messages are not a message request limited to a few.
+    accept(server, &bob, "alice").await;
     (alice, bob, conv)
 }
 

@@ -277,6 +277,8 @@ impl Client {
         self.atomic(|_, store| {
             store.push_outbox(conversation, &item, &random_hex()?, now)?;
             store.insert_message(&stored, now, true)?;
+            // Sending in a conversation accepts it (the server does the same).
+            store.accept_conversation(conversation)?;
             Ok(())
         })?;
         Ok(id)

@@ -260,6 +260,11 @@ impl Client {
                     Ok(Step::NeedsSync)
                 }
                 Some(ErrorCode::Unauthorized) => Err(session_expired(e)),
+                Some(ErrorCode::Blocked | ErrorCode::MessageRequestLimit) => {
+                    // Consent refusals fail the command with the server's reason.
+                    self.store.remove_outbox(row.seq)?;
+                    Err(e)
+                }
                 _ => {
                     self.store.remove_outbox(row.seq)?;
                     self.notice(format!("a message was not sent: {e}"));

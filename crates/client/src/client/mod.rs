@@ -6,6 +6,7 @@
 //! of what is stored.
 
 mod account;
+mod consent;
 mod conversations;
 mod device_auth;
 mod flush;
@@ -20,6 +21,7 @@ use nightjar_core::identity::DeviceCredential;
 use nightjar_core::{Engine, EngineConfig};
 
 pub use account::{LoginOutcome, Status};
+pub use consent::MessageRequest;
 pub use conversations::SendOutcome;
 pub use sync::{FollowEvent, ReceivedMessage, SyncReport};
 

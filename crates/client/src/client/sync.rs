@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
+use super::consent;
 use super::conversations::conversation_row;
 use super::flush::session_expired;
 use super::{Client, now_ms, random_hex};
@@ -114,21 +115,27 @@ fn record_incoming(
             if !matches!(
                 message.content,
                 Content::Typing { .. } | Content::ReadReceipt { .. }
-            ) {
-                store.insert_message(
-                    &StoredMessage {
-                        conversation: conversation.to_string(),
-                        id: message.id.to_hex(),
-                        from: sender.username.clone(),
-                        device: sender.device_id.to_string(),
-                        sent_at: message.sent_at_ms,
-                        kind,
-                        text,
-                        outgoing: sender.username == me.username,
-                    },
-                    now,
-                    false,
-                )?;
+            ) && store.insert_message(
+                &StoredMessage {
+                    conversation: conversation.to_string(),
+                    id: message.id.to_hex(),
+                    from: sender.username.clone(),
+                    device: sender.device_id.to_string(),
+                    sent_at: message.sent_at_ms,
+                    kind,
+                    text,
+                    outgoing: sender.username == me.username,
+                },
+                now,
+                false,
+            )? && let Some(n) = consent::hold_if_request(
+                store,
+                &conversation.to_string(),
+                &sender.username,
+                &me.username,
+                &message.id.to_hex(),
+            )? {
+                notices.push(n);
             }
             if store.conversation_row(&conversation.to_string())?.is_none() {
                 let row = conversation_row(engine, store, *conversation, None)?;
@@ -202,6 +209,14 @@ fn record_incoming(
                     "{} started a conversation with you",
                     sender.username
                 ));
+            }
+            if let Some(n) = consent::note_joined(
+                store,
+                &conversation.to_string(),
+                &sender.username,
+                &me.username,
+            )? {
+                notices.push(n);
             }
         }
         Incoming::Removed { conversation, by } => {
@@ -349,7 +364,12 @@ impl Client {
         self.ensure_ready().await?;
         // An explicit sync always checks the key-package stock.
         self.store.delete_meta(super::meta::KEY_PACKAGES_CHECKED)?;
+        let held = self.store.held_messages()?.len();
         self.pump().await?;
+        if self.store.held_messages()?.len() > held {
+            // New requests: another device of this account may have accepted them already.
+            self.refresh_consent().await?;
+        }
         self.report()
     }
 

@@ -6,6 +6,7 @@
 //! applied in one transaction, and [`Store::begin`] opens an outer transaction so an engine call
 //! and the SDK's own rows (a decrypted message, an outbox entry) commit together.
 
+mod consent;
 mod history;
 mod outbox;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nightjar_core::storage::{Entry, KvStore, StoreError};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+pub use consent::{Consent, HeldMessages};
 pub use history::{ContactRecord, ConversationRow, StoredMessage};
 pub use outbox::{OutboxItem, OutboxKind, OutboxRow};
 
@@ -112,6 +114,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(consent::SCHEMA)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

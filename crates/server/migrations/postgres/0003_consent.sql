@@ -52,3 +52,8 @@ CREATE TABLE key_package_claims (
     claims BIGINT NOT NULL,
     PRIMARY KEY (claimer_id, target_id)
 );
+
+-- Conversations from before consent existed stay as they were: every member accepted them.
+INSERT INTO conversation_consent (conversation_id, account_id, inviter_id, state)
+    SELECT DISTINCT m.conversation_id, a.id, CAST(NULL AS BIGINT), 'accepted'
+    FROM conversation_members m JOIN accounts a ON a.username = m.username;

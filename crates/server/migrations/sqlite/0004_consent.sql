@@ -51,3 +51,8 @@ CREATE TABLE key_package_claims (
     claims INTEGER NOT NULL,
     PRIMARY KEY (claimer_id, target_id)
 );
+
+-- Conversations from before consent existed stay as they were: every member accepted them.
+INSERT INTO conversation_consent (conversation_id, account_id, inviter_id, state)
+    SELECT DISTINCT m.conversation_id, a.id, NULL, 'accepted'
+    FROM conversation_members m JOIN accounts a ON a.username = m.username;

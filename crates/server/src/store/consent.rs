@@ -108,6 +108,9 @@ impl ConsentCache {
     }
 }
 
+/// A conversation acceptance to write: (conversation, account) → (inviter, accepted).
+type ConversationWrite = ((String, i64), (Option<i64>, bool));
+
 /// What consent decided for the recipients of one send.
 #[derive(Debug, Default)]
 pub(super) struct ConsentPlan {
@@ -115,7 +118,7 @@ pub(super) struct ConsentPlan {
     pub(super) devices: Vec<i64>,
     /// Set when the message reaches nobody because of consent.
     pub(super) refusal: Option<ConsentRefusal>,
-    conversation_writes: Vec<((String, i64), (Option<i64>, bool))>,
+    conversation_writes: Vec<ConversationWrite>,
     request_counts: Vec<((i64, i64), u32)>,
     accepts: Vec<(i64, i64)>,
 }

@@ -839,3 +839,21 @@ pub fn metrics_url(server: &TestServer) -> String {
         .expect("the test server serves metrics");
     format!("http://{addr}/metrics")
 }
+
+/// `device`'s account accepts `peer` (`PUT /v1/consent/{peer}`): `peer`'s conversations are no
+/// longer message requests for it.
+pub async fn accept(server: &TestServer, device: &Device, peer: &str) {
+    let body = serde_json::to_value(SetConsentRequest {
+        state: ConsentState::Accepted,
+    })
+    .unwrap();
+    let (status, body) = server
+        .request(
+            reqwest::Method::PUT,
+            &format!("/v1/consent/{peer}"),
+            device.token(),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}

@@ -1,0 +1,184 @@
+//! Message requests on this device: listing them, accepting, blocking, unblocking and
+//! reporting accounts. Decisions are the server's (it enforces them); this device keeps a copy
+//! to decide which incoming messages to hold back as requests (see `store/consent.rs`).
+
+use nightjar_api::{ConsentState, ReportRequest};
+use serde::Serialize;
+
+use super::{Client, now_ms};
+use crate::error::{Error, Result};
+use crate::store::{Consent, Store};
+
+/// A pending message request: an account this one has not accepted, in a conversation this
+/// one has not accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageRequest {
+    /// The account asking.
+    pub from: String,
+    /// The conversation (32 hex digits).
+    pub conversation: String,
+    /// The group name, for group conversations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Messages held back.
+    pub messages: u64,
+    /// The latest held message's text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
+}
+
+/// What sync does with an incoming message from `sender` in `conversation` (already stored):
+/// holds it back if it is a request; returns a notice for the first one of a request.
+pub(crate) fn hold_if_request(
+    store: &Store,
+    conversation: &str,
+    sender: &str,
+    me: &str,
+    message_id: &str,
+) -> Result<Option<String>> {
+    if sender == me || !store.is_request(conversation, sender)? {
+        return Ok(None);
+    }
+    let first = store.hold_message(conversation, sender, message_id)?;
+    let blocked = store.consent(sender)? == Some(Consent::Blocked);
+    Ok((first && !blocked).then(|| request_notice(sender)))
+}
+
+/// What sync does when `inviter` added this account to `conversation`: a request unless this
+/// account accepted the inviter; returns a notice for a request.
+pub(crate) fn note_joined(
+    store: &Store,
+    conversation: &str,
+    inviter: &str,
+    me: &str,
+) -> Result<Option<String>> {
+    if inviter == me || store.joined_conversation(conversation, inviter)? {
+        return Ok(None);
+    }
+    Ok(Some(request_notice(inviter)))
+}
+
+fn request_notice(from: &str) -> String {
+    format!("new message request from {from}: run `nightjar requests`")
+}
+
+impl Client {
+    /// Fetches what is waiting, then lists pending message requests.
+    pub async fn requests(&mut self) -> Result<Vec<MessageRequest>> {
+        self.ensure_ready().await?;
+        self.pump_tolerant().await?;
+        self.refresh_consent().await?;
+        let rows = self.store.conversations()?;
+        let group = |id: &str| {
+            rows.iter()
+                .find(|c| c.id == id && c.kind == "group")
+                .and_then(|c| c.name.clone())
+        };
+        let mut requests: Vec<MessageRequest> = self
+            .store
+            .held_messages()?
+            .into_iter()
+            .map(|h| MessageRequest {
+                group: group(&h.conversation),
+                from: h.from,
+                conversation: h.conversation,
+                messages: h.count,
+                preview: h.latest,
+            })
+            .collect();
+        for (conversation, inviter) in self.store.pending_conversations()? {
+            if !requests.iter().any(|r| r.conversation == conversation) {
+                requests.push(MessageRequest {
+                    group: group(&conversation),
+                    from: inviter,
+                    conversation,
+                    messages: 0,
+                    preview: None,
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    /// Accepts `username`: the server delivers its messages without limit, and its held
+    /// messages (and those of conversations it added this account to) show on the next sync.
+    pub async fn accept(&mut self, username: &str) -> Result<()> {
+        self.decide(username, Some(ConsentState::Accepted)).await
+    }
+
+    /// Blocks `username`: the server refuses its messages to this account; its commits still
+    /// reach shared groups so they keep working.
+    pub async fn block(&mut self, username: &str) -> Result<()> {
+        self.decide(username, Some(ConsentState::Blocked)).await
+    }
+
+    /// Forgets a block (or acceptance) of `username`: it is a stranger again, whose new
+    /// messages arrive as a message request.
+    pub async fn unblock(&mut self, username: &str) -> Result<()> {
+        self.decide(username, None).await
+    }
+
+    /// Reports `username` to the server and blocks it. The report holds who reported whom,
+    /// when, the 1:1 conversation with them if there is one, and `reason` if given (the
+    /// user's own words): never message content unless the user typed it into `reason`.
+    pub async fn report_account(&mut self, username: &str, reason: Option<&str>) -> Result<()> {
+        self.check_account(username)?;
+        self.ensure_ready().await?;
+        let conversation = self.direct_conversation(username)?;
+        self.api()?
+            .report(&ReportRequest {
+                username: username.to_owned(),
+                conversation_id: conversation,
+                reason: reason.map(str::to_owned),
+            })
+            .await?;
+        self.store
+            .set_consent(username, Some(Consent::Blocked), now_ms())
+    }
+
+    async fn decide(&mut self, username: &str, state: Option<ConsentState>) -> Result<()> {
+        self.check_account(username)?;
+        self.ensure_ready().await?;
+        let api = self.api()?;
+        match state {
+            Some(state) => api.set_consent(username, state).await?,
+            None => api.forget_consent(username).await?,
+        }
+        let local = state.map(|s| match s {
+            ConsentState::Accepted => Consent::Accepted,
+            ConsentState::Blocked => Consent::Blocked,
+        });
+        self.store.set_consent(username, local, now_ms())
+    }
+
+    fn check_account(&mut self, username: &str) -> Result<()> {
+        nightjar_core::identity::validate_username(username)?;
+        if self.me()?.username == username {
+            return Err(Error::Usage("that is your own account".into()));
+        }
+        Ok(())
+    }
+
+    /// Makes this device's copy of the account's decisions the server's (another device of
+    /// the account may have decided meanwhile).
+    pub(crate) async fn refresh_consent(&mut self) -> Result<()> {
+        let listed = self.api()?.consent().await?;
+        let now = now_ms();
+        for (username, _) in self.store.consents()? {
+            if !listed.entries.iter().any(|e| e.username == username) {
+                self.store.set_consent(&username, None, now)?;
+            }
+        }
+        for entry in listed.entries {
+            let consent = match entry.state {
+                ConsentState::Accepted => Consent::Accepted,
+                ConsentState::Blocked => Consent::Blocked,
+            };
+            if self.store.consent(&entry.username)? != Some(consent) {
+                self.store
+                    .set_consent(&entry.username, Some(consent), now)?;
+            }
+        }
+        Ok(())
+    }
+}
