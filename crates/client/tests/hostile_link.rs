@@ -27,6 +27,8 @@ struct World {
 }
 
 async fn world() -> World {
+    // The proxy's HTTP client needs a process-wide TLS provider in this build.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_owned();
     let server = nightjar_server::start(ServerConfig::new(
@@ -131,8 +133,14 @@ async fn server_cannot_seal_its_own_identity_to_a_new_device() {
         Verdict::Forward
     });
     let refused = alice2.check_link().await;
-    assert!(refused.is_err(), "the new device accepted the server's identity");
-    assert!(alice2.is_pending().unwrap(), "the new device installed something");
+    assert!(
+        refused.is_err(),
+        "the new device accepted the server's identity"
+    );
+    assert!(
+        alice2.is_pending().unwrap(),
+        "the new device installed something"
+    );
 
     // The real approval still works once the server stops lying.
     w.mitm.clear();
@@ -149,9 +157,12 @@ async fn server_swapping_the_offer_keys_is_caught_by_approve() {
     let code = pending(&mut alice2, &w.mitm.base, "alice").await;
 
     // The server's own device key, and its own link key, to swap into the relayed offer.
-    let mallory =
-        Engine::new_device(Arc::new(nightjar_core::storage::MemoryStore::new()), "alice", options().engine)
-            .unwrap();
+    let mallory = Engine::new_device(
+        Arc::new(nightjar_core::storage::MemoryStore::new()),
+        "alice",
+        options().engine,
+    )
+    .unwrap();
     let mallory_key = mallory.device_entry(0).signature_key;
     let mallory_link = LinkSecret::generate().unwrap().public();
     for swap in 0..2 {
@@ -178,7 +189,10 @@ async fn server_swapping_the_offer_keys_is_caught_by_approve() {
         let refused = alice1.approve(&code).await;
         assert!(refused.is_err(), "approved a swapped offer ({swap})");
         assert!(*swapped.lock().unwrap() > 0);
-        assert!(!alice2.check_link().await.unwrap(), "the device was approved");
+        assert!(
+            !alice2.check_link().await.unwrap(),
+            "the device was approved"
+        );
     }
     w.mitm.clear();
     alice1.approve(&code).await.unwrap();
