@@ -566,7 +566,7 @@ mod tests {
 
     #[test]
     fn code_has_at_least_80_bits_and_is_easy_to_type() {
-        assert!(LinkCode::BITS >= 80);
+        const { assert!(LinkCode::BITS >= 80) };
         let code = LinkCode::generate().unwrap();
         let shown = code.display();
         assert_eq!(shown.len(), 23);

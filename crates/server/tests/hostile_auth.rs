@@ -26,6 +26,14 @@ backend_tests!(
     revoke_others_ends_every_other_session,
 );
 
+/// A login proof as an eavesdropper (or the server) captured it.
+#[derive(Clone, Debug, Default)]
+struct Captured {
+    login_id: String,
+    challenge: Vec<u8>,
+    signature: Vec<u8>,
+}
+
 /// A device the attacker controls, claiming to belong to `username`.
 fn attacker_engine(username: &str) -> Engine<Arc<MemoryStore>> {
     Engine::new_device(Arc::new(MemoryStore::new()), username, engine_config()).unwrap()
@@ -119,7 +127,7 @@ async fn forged_stale_or_replayed_device_signatures_are_refused(backend: Backend
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A valid proof, captured (by the server or the network) from one login...
-    let seen: Arc<Mutex<Option<(String, Vec<u8>, Vec<u8>)>>> = Arc::default();
+    let seen: Arc<Mutex<Captured>> = Arc::default();
     let (status, _) = login_signed(
         &server,
         &server,
@@ -129,14 +137,21 @@ async fn forged_stale_or_replayed_device_signatures_are_refused(backend: Backend
         None,
         |login_id, challenge| {
             let signature = alice.engine.sign_login_proof(login_id, challenge).unwrap();
-            *seen.lock().unwrap() =
-                Some((login_id.to_owned(), challenge.to_vec(), signature.clone()));
+            *seen.lock().unwrap() = Captured {
+                login_id: login_id.to_owned(),
+                challenge: challenge.to_vec(),
+                signature: signature.clone(),
+            };
             Some(signature)
         },
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (old_login, old_challenge, old_signature) = seen.lock().unwrap().clone().unwrap();
+    let Captured {
+        login_id: old_login,
+        challenge: old_challenge,
+        signature: old_signature,
+    } = seen.lock().unwrap().clone();
     // ...is no good for the next login (a replay),
     let (status, _) = login_signed(
         &server,
@@ -295,15 +310,23 @@ async fn device_key_sign_in_refuses_strangers_and_replays(backend: Backend) {
     assert_eq!((status, code(&body)), wrong_credentials);
 
     // A valid sign-in works once; its login id is then used up.
-    let seen: Arc<Mutex<Option<(String, Vec<u8>)>>> = Arc::default();
+    let seen: Arc<Mutex<Captured>> = Arc::default();
     let (status, _) = device_sign_in_with(&server, "alice", &alice.device_id(), |l, c| {
         let signature = alice.engine.sign_login_proof(l, c).unwrap();
-        *seen.lock().unwrap() = Some((l.to_owned(), signature.clone()));
+        *seen.lock().unwrap() = Captured {
+            login_id: l.to_owned(),
+            challenge: c.to_vec(),
+            signature: signature.clone(),
+        };
         signature
     })
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (login_id, signature) = seen.lock().unwrap().clone().unwrap();
+    let Captured {
+        login_id,
+        signature,
+        ..
+    } = seen.lock().unwrap().clone();
     let replay = DeviceLoginFinishRequest {
         login_id,
         device_signature: B64(signature.clone()),
