@@ -340,6 +340,36 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             output::status(&status);
             Ok(())
         }
+        Command::Outbox { retry, drop } => {
+            if retry {
+                let n = client.retry_refused().await.map_err(e)?;
+                output::line(&format!("refused entries sent again: {n}"));
+            }
+            if drop {
+                let n = client.drop_refused().map_err(e)?;
+                output::line(&format!("refused entries dropped: {n}"));
+            }
+            let rows = client.outbox().map_err(e)?;
+            if rows.is_empty() {
+                output::line("the outbox is empty");
+            }
+            for row in rows {
+                let state = match &row.refused {
+                    Some(reason) => format!("refused: {reason}"),
+                    None if row.attempts > 0 => {
+                        format!("waiting ({} failed attempts)", row.attempts)
+                    }
+                    None => "waiting".to_owned(),
+                };
+                output::line(&format!(
+                    "{}  {:<8}  conversation {}  {state}",
+                    row.seq,
+                    row.item.label(),
+                    row.conversation
+                ));
+            }
+            Ok(())
+        }
         Command::Sessions { revoke_others } => {
             if revoke_others {
                 let revoked = client.revoke_other_sessions().await.map_err(e)?;

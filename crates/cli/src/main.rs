@@ -154,6 +154,17 @@ pub(crate) enum Command {
     /// Show this profile: server, account, device, key storage, conversations, outbox, key
     /// packages.
     Status,
+    /// Show what waits in the outbox; entries the server refused show its reason and are
+    /// not sent again until you say so.
+    Outbox {
+        /// Send the refused entries again (after the cause is gone: you were accepted,
+        /// unblocked, ...).
+        #[arg(long, conflicts_with = "drop")]
+        retry: bool,
+        /// Discard the refused entries.
+        #[arg(long)]
+        drop: bool,
+    },
     /// List this account's sessions (device, status, last seen; this one marked).
     Sessions {
         /// Revoke every session of the account except this one (other devices sign in again

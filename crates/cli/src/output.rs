@@ -71,7 +71,14 @@ pub(crate) fn status(s: &Status) {
     line(&format!("device status:  {}", or_none(&s.device_status)));
     line(&format!("key storage:    {}", s.key_storage));
     line(&format!("conversations:  {}", s.conversations));
-    line(&format!("outbox:         {}", s.outbox));
+    if s.refused > 0 {
+        line(&format!(
+            "outbox:         {} ({} refused by the server: see `nightjar outbox`)",
+            s.outbox, s.refused
+        ));
+    } else {
+        line(&format!("outbox:         {}", s.outbox));
+    }
     line(&format!("messages:       {}", s.messages));
     let kps = match (s.key_packages, &s.key_packages_error) {
         (Some(n), _) => n.to_string(),

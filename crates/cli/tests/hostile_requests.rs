@@ -208,6 +208,21 @@ fn a_strangers_messages_wait_as_a_request_and_a_block_stops_them() {
         stderr.contains("does not accept messages from you"),
         "{stderr}"
     );
+    // The refused message is not lost: it stays in mallory's outbox with the reason, is not
+    // posted again by itself, and goes only when mallory says so.
+    assert!(stderr.contains("stays in the outbox"), "{stderr}");
+    let outbox = mallory.ok(&["outbox"]);
+    assert!(
+        outbox.contains("refused: the recipient does not accept messages from you"),
+        "{outbox}"
+    );
+    assert!(mallory.ok(&["status"]).contains("1 refused by the server"));
+    assert!(
+        mallory
+            .ok(&["outbox", "--drop"])
+            .contains("refused entries dropped: 1")
+    );
+    assert!(mallory.ok(&["outbox"]).contains("the outbox is empty"));
     assert!(alice.sync().is_empty());
     assert!(alice.ok(&["requests"]).contains("no message requests"));
 

@@ -41,12 +41,25 @@ pub enum Error {
     /// The server answered something that does not follow the API.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// The server refused a queued message for good; it stays in the outbox, marked refused.
+    #[error(
+        "the server refused the message: {0}; it stays in the outbox (`nightjar outbox --retry` sends it again, `nightjar outbox --drop` discards it)"
+    )]
+    Refused(String),
 }
 
 impl Error {
     /// Whether the failure is the network's (so the operation may succeed later as is).
     pub fn is_network(&self) -> bool {
         matches!(self, Error::Network(_))
+    }
+
+    /// The server's one-sentence reason, if the server refused the request.
+    pub fn api_message(&self) -> Option<String> {
+        match self {
+            Error::Api(e) => Some(e.message.clone()),
+            _ => None,
+        }
     }
 
     /// The server's error code, if the server refused the request.

@@ -61,6 +61,8 @@ pub struct Status {
     pub conversations: usize,
     /// Entries waiting in the outbox.
     pub outbox: u64,
+    /// Of those, entries the server refused (see `nightjar outbox`).
+    pub refused: u64,
     /// Messages in the local history.
     pub messages: u64,
     /// Unclaimed one-time key packages on the server (`None` if it could not be asked).
@@ -598,6 +600,12 @@ impl Client {
                 .filter(|c| c.active)
                 .count(),
             outbox: self.store.outbox_len()?,
+            refused: self
+                .store
+                .outbox()?
+                .iter()
+                .filter(|r| r.refused.is_some())
+                .count() as u64,
             messages: self.store.message_count()?,
             key_packages: None,
             key_packages_error: None,

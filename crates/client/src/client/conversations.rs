@@ -295,9 +295,13 @@ impl Client {
             Some(e) => Some(e),
             None => self.send_pump_offline_ok().await?,
         };
-        let still_queued = self.store.outbox()?.iter().any(
+        let queued = self.store.outbox()?.into_iter().find(
             |r| matches!(&r.item, OutboxItem::Message { message_id: m, .. } if *m == message_id),
         );
+        if let Some(reason) = queued.as_ref().and_then(|r| r.refused.clone()) {
+            return Err(Error::Refused(reason));
+        }
+        let still_queued = queued.is_some();
         Ok(SendOutcome {
             conversation: conversation.to_owned(),
             message_id,

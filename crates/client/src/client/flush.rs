@@ -42,7 +42,8 @@ impl Client {
                 .store
                 .outbox()?
                 .into_iter()
-                .find(|r| !blocked.contains(&r.conversation))
+                // Refused entries wait for the user (`nightjar outbox --retry` or `--drop`).
+                .find(|r| r.refused.is_none() && !blocked.contains(&r.conversation))
             else {
                 break;
             };
@@ -260,14 +261,17 @@ impl Client {
                     Ok(Step::NeedsSync)
                 }
                 Some(ErrorCode::Unauthorized) => Err(session_expired(e)),
-                Some(ErrorCode::Blocked | ErrorCode::MessageRequestLimit) => {
-                    // Consent refusals fail the command with the server's reason.
-                    self.store.remove_outbox(row.seq)?;
-                    Err(e)
-                }
                 _ => {
-                    self.store.remove_outbox(row.seq)?;
-                    self.notice(format!("a message was not sent: {e}"));
+                    // Refused for good as it is (a block, a used-up message request, a
+                    // malformed or unauthorised send): keep it, with the server's reason, for
+                    // the user to retry or drop; never post it again by itself.
+                    let reason = e.api_message().unwrap_or_else(|| e.to_string());
+                    self.store.mark_outbox_refused(row.seq, &reason, now_ms())?;
+                    self.notice(format!(
+                        "the server refused a message to conversation {}: {reason}; it stays \
+                         in the outbox (`nightjar outbox --retry` or `--drop`)",
+                        row.conversation
+                    ));
                     Ok(Step::Continue)
                 }
             },
@@ -373,5 +377,28 @@ pub(crate) fn session_expired(e: Error) -> Error {
                 .into(),
         ),
         _ => e,
+    }
+}
+
+impl Client {
+    /// Every entry waiting in the outbox, in sending order; refused ones carry the server's
+    /// reason.
+    pub fn outbox(&self) -> Result<Vec<OutboxRow>> {
+        self.store.outbox()
+    }
+
+    /// Sends the refused entries again (the user fixed the cause: was unblocked, was
+    /// accepted, ...); returns how many there were. What the server refuses again is marked
+    /// refused again.
+    pub async fn retry_refused(&mut self) -> Result<u64> {
+        self.ensure_ready().await?;
+        let n = self.store.retry_refused()?;
+        self.pump_tolerant().await?;
+        Ok(n)
+    }
+
+    /// Discards the refused entries; returns how many there were.
+    pub fn drop_refused(&mut self) -> Result<u64> {
+        self.store.drop_refused()
     }
 }

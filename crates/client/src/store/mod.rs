@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS processed (envelope_id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox_refused (
+    seq INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 ";
 
 struct Inner {

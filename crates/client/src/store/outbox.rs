@@ -71,7 +71,8 @@ impl OutboxItem {
         }
     }
 
-    fn label(&self) -> &'static str {
+    /// What the entry is, in one word (`message`, `commit`, `retry`, ...).
+    pub fn label(&self) -> &'static str {
         match self {
             OutboxItem::Message { .. } => "message",
             OutboxItem::Commit { .. } => "commit",
@@ -102,6 +103,19 @@ pub struct OutboxRow {
     pub item: OutboxItem,
     /// How many times posting it failed.
     pub attempts: u64,
+    /// Why the server refused it, if it did: a refused entry stays queued, is not posted
+    /// again by itself, and waits for the user (`Store::retry_refused`, `remove_outbox`).
+    pub refused: Option<String>,
+}
+
+/// An outbox row as read, before its body is decoded.
+struct RawRow {
+    seq: i64,
+    conversation: String,
+    idempotency_key: String,
+    body: String,
+    attempts: i64,
+    refused: Option<String>,
 }
 
 impl Store {
@@ -133,28 +147,31 @@ impl Store {
     pub fn outbox(&self) -> Result<Vec<OutboxRow>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
-            "SELECT seq, conversation, idempotency_key, body, attempts FROM outbox
-             ORDER BY priority, seq",
+            "SELECT o.seq, o.conversation, o.idempotency_key, o.body, o.attempts, r.reason
+             FROM outbox o LEFT JOIN outbox_refused r ON r.seq = o.seq
+             ORDER BY o.priority, o.seq",
         )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
+                Ok(RawRow {
+                    seq: r.get(0)?,
+                    conversation: r.get(1)?,
+                    idempotency_key: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    refused: r.get(5)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(seq, conversation, idempotency_key, body, attempts)| {
+            .map(|raw| {
                 Ok(OutboxRow {
-                    seq,
-                    conversation,
-                    idempotency_key,
-                    item: serde_json::from_str(&body)?,
-                    attempts: to_u64(attempts),
+                    seq: raw.seq,
+                    conversation: raw.conversation,
+                    idempotency_key: raw.idempotency_key,
+                    item: serde_json::from_str(&raw.body)?,
+                    attempts: to_u64(raw.attempts),
+                    refused: raw.refused,
                 })
             })
             .collect()
@@ -187,16 +204,51 @@ impl Store {
 
     /// Removes an acknowledged (or abandoned) entry.
     pub fn remove_outbox(&self, seq: i64) -> Result<()> {
-        self.conn()?
-            .execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+        conn.execute("DELETE FROM outbox_refused WHERE seq = ?1", [seq])?;
         Ok(())
     }
 
     /// Removes every entry of a conversation (this device left it).
     pub fn clear_outbox_for(&self, conversation: &str) -> Result<()> {
-        self.conn()?
-            .execute("DELETE FROM outbox WHERE conversation = ?1", [conversation])?;
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM outbox_refused WHERE seq IN
+             (SELECT seq FROM outbox WHERE conversation = ?1)",
+            [conversation],
+        )?;
+        conn.execute("DELETE FROM outbox WHERE conversation = ?1", [conversation])?;
         Ok(())
+    }
+
+    /// Marks an entry as refused by the server for `reason`: it stays queued but is not
+    /// posted again until the user asks ([`Self::retry_refused`]).
+    pub fn mark_outbox_refused(&self, seq: i64, reason: &str, now_ms: u64) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO outbox_refused (seq, reason, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (seq) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            params![seq, reason, to_i64(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Clears every refusal mark, so the next flush posts those entries again; returns how
+    /// many there were.
+    pub fn retry_refused(&self) -> Result<u64> {
+        let n = self.conn()?.execute("DELETE FROM outbox_refused", [])?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    /// Removes every refused entry; returns how many there were.
+    pub fn drop_refused(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox_refused)",
+            [],
+        )?;
+        let n = conn.execute("DELETE FROM outbox_refused", [])?;
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
     /// Number of queued entries.
