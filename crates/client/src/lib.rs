@@ -28,7 +28,8 @@ pub mod store;
 
 pub use auth::Password;
 pub use client::{
-    Client, ClientOptions, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome, ReceivedMessage,
+    Client, ClientOptions, DEFAULT_MISSING_AFTER, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome,
+    ReceivedMessage,
     SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

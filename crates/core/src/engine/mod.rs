@@ -6,6 +6,7 @@
 //! batch, or it fails with a typed error and nothing changes.
 
 mod incoming;
+mod integrity;
 mod ops;
 mod records;
 
@@ -29,6 +30,7 @@ use crate::safety::SafetyNumber;
 use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
+pub use integrity::MissingMessages;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
 use records::{ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_OFFER_KEY, LINK_SECRET_KEY};
 pub use records::{ConversationKind, Intent};
