@@ -29,7 +29,6 @@ pub mod store;
 pub use auth::Password;
 pub use client::{
     Client, ClientOptions, DEFAULT_MISSING_AFTER, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome,
-    ReceivedMessage,
-    SendOutcome, Status, SyncReport,
+    ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

@@ -169,7 +169,9 @@ async fn send_to_bob_after_mallory_joins_a_fake_direct_conversation_reaches_only
         "{notices:?}"
     );
     assert!(
-        !notices.iter().any(|n| n.starts_with("dropped a message from")),
+        !notices
+            .iter()
+            .any(|n| n.starts_with("dropped a message from")),
         "{notices:?}"
     );
 

@@ -1039,7 +1039,7 @@ mod tests {
 
     #[test]
     fn sequenced_plaintext_matches_pinned_vector() {
-        let message = Message {
+        let typing = Message {
             id: MessageId::from_bytes([7; 16]),
             sent_at_ms: 1,
             expires_after_secs: None,
@@ -1047,19 +1047,19 @@ mod tests {
         };
         let plaintext = Plaintext {
             seq: Some(0x0102),
-            message: message.clone(),
+            message: typing.clone(),
         };
         let mut expected = vec![2, 0, 0, 0, 0, 0, 0, 1, 2];
-        expected.extend_from_slice(&message.encode()[1..]);
+        expected.extend_from_slice(&typing.encode()[1..]);
         assert_eq!(plaintext.encode(), expected);
         assert_eq!(Plaintext::decode(&expected), Ok(plaintext));
         // Version 1 content (older senders) decodes without a number and keeps its bytes.
         let legacy = Plaintext {
             seq: None,
-            message: message.clone(),
+            message: typing.clone(),
         };
-        assert_eq!(legacy.encode(), message.encode());
-        assert_eq!(Plaintext::decode(&message.encode()), Ok(legacy));
+        assert_eq!(legacy.encode(), typing.encode());
+        assert_eq!(Plaintext::decode(&typing.encode()), Ok(legacy));
         // A bare Message never accepts version 2.
         assert_eq!(
             Message::decode(&expected),

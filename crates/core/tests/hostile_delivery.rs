@@ -45,7 +45,10 @@ fn group() -> (Device, Device, Device, ConversationId) {
             Engine::create_account(Arc::new(MemoryStore::new()), name, config(), NOW).unwrap()
         })
         .collect();
-    let lists: Vec<_> = devices.iter().map(|(e, l)| (e.device().username.clone(), l.clone())).collect();
+    let lists: Vec<_> = devices
+        .iter()
+        .map(|(e, l)| (e.device().username.clone(), l.clone()))
+        .collect();
     for (engine, _) in &mut devices {
         for (name, list) in &lists {
             engine.accept_device_list(name, list).unwrap();
@@ -91,7 +94,12 @@ fn refusal(result: Result<Incoming, Error>) -> ConversationError {
 fn a_dropped_message_is_reported_missing_after_the_grace_time_and_shown_if_it_comes_late() {
     let (mut alice, mut bob, _carol, conv) = group();
     let sent: Vec<Vec<u8>> = (1..=3)
-        .map(|n| alice.encrypt(NOW, conv, &text(&format!("m{n}"), n)).unwrap().message)
+        .map(|n| {
+            alice
+                .encrypt(NOW, conv, &text(&format!("m{n}"), n))
+                .unwrap()
+                .message
+        })
         .collect();
     // The server withholds m2.
     assert_eq!(body(&bob.process(NOW, &sent[0]).unwrap()), "m1");
@@ -119,7 +127,12 @@ fn a_dropped_message_is_reported_missing_after_the_grace_time_and_shown_if_it_co
 fn reordered_messages_are_all_shown_with_no_false_report() {
     let (mut alice, _bob, mut carol, conv) = group();
     let sent: Vec<Vec<u8>> = (1..=4)
-        .map(|n| alice.encrypt(NOW, conv, &text(&format!("m{n}"), n)).unwrap().message)
+        .map(|n| {
+            alice
+                .encrypt(NOW, conv, &text(&format!("m{n}"), n))
+                .unwrap()
+                .message
+        })
         .collect();
     let order = [1, 3, 0, 2];
     let shown: Vec<String> = order
@@ -198,13 +211,18 @@ fn members_given_different_commits_for_one_epoch_detect_the_fork() {
         ConversationError::Forked { epoch }
     );
     // On the same branch, nothing changes.
-    assert_eq!(body(&bob.process(NOW, &from_alice.message).unwrap()), "branch b");
+    assert_eq!(
+        body(&bob.process(NOW, &from_alice.message).unwrap()),
+        "branch b"
+    );
 
     // After one more commit on alice's branch, carol's older-epoch messages still show the fork.
     let later = bob.self_update(conv).unwrap();
     bob.commit_accepted(NOW, conv).unwrap();
     alice.process(NOW, &later.commit).unwrap();
-    let again = carol.encrypt(NOW, conv, &text("branch c again", 3)).unwrap();
+    let again = carol
+        .encrypt(NOW, conv, &text("branch c again", 3))
+        .unwrap();
     assert_eq!(
         refusal(alice.process(NOW, &again.message)),
         ConversationError::Forked { epoch }
@@ -220,7 +238,11 @@ const TAG_AT: usize = 4 + 17 + 8 + 1 + 1 + 1;
 fn a_server_rewriting_the_fork_tag_gets_a_false_alarm_at_most_never_a_forged_message() {
     let (mut alice, mut bob, _carol, conv) = group();
     let out = alice.encrypt(NOW, conv, &text("hi", 1)).unwrap().message;
-    assert_eq!(out[TAG_AT - 2], 9, "authenticated data: version byte and 8-byte tag");
+    assert_eq!(
+        out[TAG_AT - 2],
+        9,
+        "authenticated data: version byte and 8-byte tag"
+    );
     assert_eq!(out[TAG_AT - 1], 1);
     // A flipped tag: reported as a fork (the receiver cannot tell who changed it), nothing
     // shown, nothing changed.

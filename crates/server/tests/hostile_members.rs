@@ -29,7 +29,10 @@ const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA
 async fn victims(server: &TestServer) -> (Device, Device, Device, ConversationId) {
     let (mut alice, mut bob, conv) = create_direct(server, server).await;
     for incoming in drain(server, &mut bob).await {
-        assert!(matches!(incoming, Ok(Incoming::Joined { .. })), "{incoming:?}");
+        assert!(
+            matches!(incoming, Ok(Incoming::Joined { .. })),
+            "{incoming:?}"
+        );
     }
     let mut mallory = register(server, "mallory", 3).await;
     learn(server, &mut mallory, &["alice", "bob", "mallory"]).await;
@@ -112,7 +115,10 @@ async fn still_talking(
     bob: &mut Device,
     conv: ConversationId,
 ) {
-    let out = alice.engine.encrypt(NOW, conv, &text("still ours")).unwrap();
+    let out = alice
+        .engine
+        .encrypt(NOW, conv, &text("still ours"))
+        .unwrap();
     let request = send_request("after", EnvelopeKind::Application, out.epoch, out.message);
     let (status, body) = server
         .post(
@@ -171,7 +177,10 @@ async fn a_welcome_cannot_replace_a_conversation_alice_already_has(backend: Back
     let (status, _) = post_crafted(&server, &mallory, &crafted).await;
     assert_ne!(status, StatusCode::OK, "the server let mallory take the id");
     let result = alice.engine.process(NOW, &crafted.welcome);
-    assert!(result.is_err(), "alice replaced her conversation: {result:?}");
+    assert!(
+        result.is_err(),
+        "alice replaced her conversation: {result:?}"
+    );
 
     let after = alice.engine.conversation(conv).unwrap();
     assert_eq!(after.epoch, before.epoch);
@@ -194,10 +203,16 @@ async fn a_member_cannot_remove_the_peer_of_a_direct_conversation(backend: Backe
     assert_eq!(status, StatusCode::OK, "{body}");
     alice.engine.commit_accepted(NOW, conv).unwrap();
     for incoming in drain(&server, &mut alice2).await {
-        assert!(matches!(incoming, Ok(Incoming::Joined { .. })), "{incoming:?}");
+        assert!(
+            matches!(incoming, Ok(Incoming::Joined { .. })),
+            "{incoming:?}"
+        );
     }
     for incoming in drain(&server, &mut bob).await {
-        assert!(matches!(incoming, Ok(Incoming::Commit { .. })), "{incoming:?}");
+        assert!(
+            matches!(incoming, Ok(Incoming::Commit { .. })),
+            "{incoming:?}"
+        );
     }
 
     // alice2 (compromised, or buggy) removes every device of bob: the "1:1 with bob" would go

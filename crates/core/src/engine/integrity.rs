@@ -187,8 +187,10 @@ impl<S: KvStore> Engine<S> {
         let Ok(conversation) = ConversationId::from_group_id(group_id) else {
             return Ok(());
         };
-        let Some(record) =
-            records::load::<ConversationRecord>(self.provider.kv(), &records::conversation_key(&conversation.0))?
+        let Some(record) = records::load::<ConversationRecord>(
+            self.provider.kv(),
+            &records::conversation_key(&conversation.0),
+        )?
         else {
             return Ok(());
         };

@@ -111,6 +111,13 @@ impl<S: KvStore> Engine<S> {
         let packages = self.verify_key_packages(key_packages)?;
         self.check_coverage(&accounts, &packages, &BTreeSet::new())?;
 
+        let peer = match kind {
+            ConversationKind::Direct => members
+                .iter()
+                .find(|a| **a != self.me.username)
+                .map(|a| (*a).to_owned()),
+            ConversationKind::Group => None,
+        };
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)?;
         let id = ConversationId(id);
@@ -148,13 +155,6 @@ impl<S: KvStore> Engine<S> {
             )
             .map_err(internal)?;
             e.groups.insert(id, group);
-            let peer = match kind {
-                ConversationKind::Direct => accounts
-                    .iter()
-                    .find(|a| **a != e.me.username)
-                    .map(|a| (*a).to_owned()),
-                ConversationKind::Group => None,
-            };
             let record = ConversationRecord {
                 kind,
                 suite: e.config.suite,

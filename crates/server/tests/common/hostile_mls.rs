@@ -19,7 +19,7 @@ use openmls::prelude::*;
 use openmls_libcrux_crypto::Provider;
 use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
-use tls_codec::{DeserializeBytes as _, Serialize as _};
+use tls_codec::Serialize as _;
 
 /// The wire format Nightjar clients use today; one place to change when handshake messages
 /// move to PublicMessage.
@@ -45,7 +45,10 @@ impl Signer for SeedSigner {
 
 /// The Ed25519 seed of the device whose engine state is in `kv` (the engine's device record).
 pub fn device_seed(kv: &impl KvStore) -> [u8; 32] {
-    let record = kv.get(b"nj/device").unwrap().expect("an engine device record");
+    let record = kv
+        .get(b"nj/device")
+        .unwrap()
+        .expect("an engine device record");
     let value: serde_json::Value = serde_json::from_slice(&record).unwrap();
     let seed: Vec<u8> = serde_json::from_value(value["signing_seed"].clone()).unwrap();
     seed.try_into().unwrap()
