@@ -207,6 +207,8 @@ struct Tampered {
 /// alice and bob, both through the proxy, with one message already exchanged (so each has
 /// heard from the other) and bob's gap grace time set to `grace`.
 async fn tampered(grace: std::time::Duration) -> Tampered {
+    // The proxy's HTTP client needs the process-wide rustls provider (features unify).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let (server, url) = server(&tmp.path().join("server")).await;
     let mitm = nightjar_testkit::Mitm::start(&url).await;
@@ -215,6 +217,7 @@ async fn tampered(grace: std::time::Duration) -> Tampered {
     bob.set_missing_after(grace);
     alice.send_direct("bob", "m0").await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), ["m0"]);
+    bob.take_notices();
     Tampered {
         _tmp: tmp,
         _server: server,

@@ -195,6 +195,10 @@ impl<S: KvStore> Engine<S> {
             return Ok(());
         };
         let group = self.group_mut(conversation)?;
+        if !record.active || !group.is_active() {
+            // A removed device has no view of later epochs to compare with.
+            return Ok(());
+        }
         let mine = if group.epoch().as_u64() == claimed.epoch {
             Some(EpochTag::of(group))
         } else {
