@@ -235,13 +235,15 @@ fn rewrite_bobs_inbox(
     let bob_token = format!("Bearer {}", token(&t.bob));
     t.mitm.on_response(move |request, response| {
         let is_bob = request.header("authorization") == Some(bob_token.as_str());
-        if request.method == "GET" && request.path.starts_with("/v1/messages") && is_bob {
-            if let Some(mut page) = response.json() {
-                if let Some(envelopes) = page["envelopes"].as_array_mut() {
-                    rewrite(envelopes);
-                }
-                response.set_json(&page);
+        if request.method == "GET"
+            && request.path.starts_with("/v1/messages")
+            && is_bob
+            && let Some(mut page) = response.json()
+        {
+            if let Some(envelopes) = page["envelopes"].as_array_mut() {
+                rewrite(envelopes);
             }
+            response.set_json(&page);
         }
         nightjar_testkit::Verdict::Forward
     });
