@@ -29,6 +29,9 @@ fn main() -> io::Result<()> {
         };
         let name = format!("seed-{index:02}-{}", message.content.kind());
         fs::write(messages.join(name), message.encode())?;
+        // What the engine encrypts: the same message with a sequence number (content version 2).
+        let name = format!("seed-{index:02}-{}-seq", message.content.kind());
+        fs::write(messages.join(name), message.encode_with_seq(index as u64 + 1))?;
     }
 
     let groups = [

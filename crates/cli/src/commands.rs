@@ -55,7 +55,14 @@ fn open(cli_profile: Option<PathBuf>, create: bool) -> Result<Client, String> {
             dir.display()
         ));
     }
-    Client::open(&dir, ClientOptions::default()).map_err(|e| e.to_string())
+    let mut client = Client::open(&dir, ClientOptions::default()).map_err(|e| e.to_string())?;
+    if let Ok(secs) = std::env::var("NIGHTJAR_MISSING_AFTER") {
+        let secs: u64 = secs.trim().parse().map_err(|_| {
+            format!("NIGHTJAR_MISSING_AFTER must be a number of seconds, not {secs:?}")
+        })?;
+        client.set_missing_after(std::time::Duration::from_secs(secs));
+    }
+    Ok(client)
 }
 
 /// Prints what the SDK wants the user to know.

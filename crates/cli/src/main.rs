@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 #[command(name = "nightjar", version, propagate_version = true)]
 #[command(
     after_help = "Passwords are read from the terminal without echo, or from NIGHTJAR_PASSWORD.\n\
-Set NIGHTJAR_KEYRING=off to keep a new profile's database key in a 0600 key file instead of the OS keyring."
+Set NIGHTJAR_KEYRING=off to keep a new profile's database key in a 0600 key file instead of the OS keyring.\n\
+Set NIGHTJAR_MISSING_AFTER=SECS to change how long a message the server skipped may stay missing before it is reported (default 600)."
 )]
 pub(crate) struct Cli {
     /// Profile directory holding this device's encrypted state [env: NIGHTJAR_PROFILE]

@@ -29,7 +29,8 @@ pub mod store;
 
 pub use auth::Password;
 pub use client::{
-    Client, ClientOptions, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome, MessageRequest,
+    Client, ClientOptions, DEFAULT_MISSING_AFTER, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome,
+    MessageRequest,
     ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

@@ -23,6 +23,16 @@
 //! } Message;
 //!
 //! struct {
+//!     uint8 version = 2;           // version 2: what the engine encrypts (`Plaintext`)
+//!     uint64 seq;                  // the sending device's sequence number, from 1
+//!     opaque id[16];               // ... then every field of version 1 after `version`
+//!     uint64 sent_at_ms;
+//!     optional<uint32> expires_after_secs;
+//!     uint16 content_type;
+//!     opaque body<V>;
+//! } Plaintext;
+//!
+//! struct {
 //!     uint8 version = 1;
 //!     opaque name<V>;
 //!     optional<AttachmentPointer> avatar;
@@ -57,8 +67,17 @@
 //! # Decoding rules
 //!
 //! Decoding never panics and never allocates more than the input holds. Input larger than
-//! [`MAX_MESSAGE_BYTES`], a version other than [`CONTENT_VERSION`], a known content type whose
-//! body is malformed, and bytes left over after a message or inside a body are all errors.
+//! [`MAX_MESSAGE_BYTES`] (plus the 8-byte sequence number in version 2), a version other than
+//! [`CONTENT_VERSION`] ([`Message`], [`GroupMetadata`]) or [`CONTENT_VERSION`] and
+//! [`SEQUENCED_VERSION`] ([`Plaintext`]), a known content type whose body is malformed, and
+//! bytes left over after a message or inside a body are all errors.
+//!
+//! # Versions
+//!
+//! Version 2 exists only for [`Plaintext`], the unit the engine encrypts: it inserts the
+//! sender's sequence number after the version byte so receivers can drop duplicates and report
+//! gaps ([`crate::sequence`]). Version 1 content from older senders still decodes (without a
+//! number). [`Message::encode`] stays version 1, so stored and queued messages keep their bytes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -71,6 +90,12 @@ pub const CONTENT_VERSION: u8 = 1;
 
 /// The largest encoded [`Message`] or [`GroupMetadata`] that decoding accepts, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The content version of a [`Plaintext`] that carries a sequence number.
+pub const SEQUENCED_VERSION: u8 = 2;
+
+/// What version 2 adds to a message's encoding: the 8-byte sequence number.
+const SEQUENCE_BYTES: usize = 8;
 
 const TYPE_TEXT: u16 = 1;
 const TYPE_REPLY: u16 = 2;
@@ -572,23 +597,43 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(CONTENT_VERSION);
-        w.raw(self.id.as_bytes());
-        w.u64(self.sent_at_ms);
-        w.option(self.expires_after_secs, Writer::u32);
-        w.u16(self.content.content_type());
-        w.opaque(&self.content.body());
+        self.write_fields(&mut w);
         w.0
     }
 
     /// Decodes a message; on success, encoding the result gives back exactly `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
         let mut r = Reader::versioned(bytes)?;
+        let message = Self::read_fields(&mut r)?;
+        r.finish()?;
+        Ok(message)
+    }
+
+    /// The version 2 encoding with sequence number `seq`: what [`Plaintext::encode`] gives for
+    /// `Plaintext { seq: Some(seq), message }`, without cloning the message.
+    pub fn encode_with_seq(&self, seq: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(SEQUENCED_VERSION);
+        w.u64(seq);
+        self.write_fields(&mut w);
+        w.0
+    }
+
+    /// Everything after the version byte.
+    fn write_fields(&self, w: &mut Writer) {
+        w.raw(self.id.as_bytes());
+        w.u64(self.sent_at_ms);
+        w.option(self.expires_after_secs, Writer::u32);
+        w.u16(self.content.content_type());
+        w.opaque(&self.content.body());
+    }
+
+    fn read_fields(r: &mut Reader<'_>) -> Result<Self, ContentError> {
         let id = r.message_id()?;
         let sent_at_ms = r.u64()?;
         let expires_after_secs = r.option(Reader::u32)?;
         let content_type = r.u16()?;
         let body = r.opaque()?;
-        r.finish()?;
         let content = Content::decode_body(content_type, body)?;
         Ok(Self {
             id,
@@ -596,6 +641,47 @@ impl Message {
             expires_after_secs,
             content,
         })
+    }
+}
+
+/// What the engine encrypts into an MLS application message: a [`Message`] and the sending
+/// device's sequence number in the conversation (see [`crate::sequence`]).
+///
+/// Content version 2 carries the number; version 1 (clients before it) does not, and decodes
+/// with `seq: None`. Either version re-encodes byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plaintext {
+    /// The sender's sequence number, counting its application messages in this conversation
+    /// from 1; `None` for version 1 content.
+    pub seq: Option<u64>,
+    /// The message.
+    pub message: Message,
+}
+
+impl Plaintext {
+    /// The canonical encoding: version 1 without a sequence number, version 2 with one.
+    pub fn encode(&self) -> Vec<u8> {
+        match self.seq {
+            Some(seq) => self.message.encode_with_seq(seq),
+            None => self.message.encode(),
+        }
+    }
+
+    /// Decodes version 1 or 2 content; on success, encoding the result gives back `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
+        if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES {
+            return Err(ContentError::TooLarge);
+        }
+        let mut r = Reader::new(bytes);
+        let seq = match r.u8()? {
+            CONTENT_VERSION if bytes.len() <= MAX_MESSAGE_BYTES => None,
+            CONTENT_VERSION => return Err(ContentError::TooLarge),
+            SEQUENCED_VERSION => Some(r.u64()?),
+            other => return Err(ContentError::UnsupportedVersion(other)),
+        };
+        let message = Message::read_fields(&mut r)?;
+        r.finish()?;
+        Ok(Self { seq, message })
     }
 }
 
@@ -952,6 +1038,60 @@ mod tests {
     }
 
     #[test]
+    fn sequenced_plaintext_matches_pinned_vector() {
+        let typing = Message {
+            id: MessageId::from_bytes([7; 16]),
+            sent_at_ms: 1,
+            expires_after_secs: None,
+            content: Content::Typing { active: true },
+        };
+        let plaintext = Plaintext {
+            seq: Some(0x0102),
+            message: typing.clone(),
+        };
+        let mut expected = vec![2, 0, 0, 0, 0, 0, 0, 1, 2];
+        expected.extend_from_slice(&typing.encode()[1..]);
+        assert_eq!(plaintext.encode(), expected);
+        assert_eq!(Plaintext::decode(&expected), Ok(plaintext));
+        // Version 1 content (older senders) decodes without a number and keeps its bytes.
+        let legacy = Plaintext {
+            seq: None,
+            message: typing.clone(),
+        };
+        assert_eq!(legacy.encode(), typing.encode());
+        assert_eq!(Plaintext::decode(&typing.encode()), Ok(legacy));
+        // A bare Message never accepts version 2.
+        assert_eq!(
+            Message::decode(&expected),
+            Err(ContentError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            Plaintext::decode(&[3]),
+            Err(ContentError::UnsupportedVersion(3))
+        );
+        for len in 0..expected.len() {
+            assert_eq!(
+                Plaintext::decode(&expected[..len]),
+                Err(ContentError::Truncated),
+                "{len}"
+            );
+        }
+        // 32 bytes of header, two 4-byte length prefixes, then the text.
+        let big = message(Content::Text {
+            body: "x".repeat(MAX_MESSAGE_BYTES - 40),
+        });
+        assert_eq!(big.encode().len(), MAX_MESSAGE_BYTES);
+        let at_limit = Plaintext {
+            seq: Some(u64::MAX),
+            message: big.clone(),
+        };
+        assert_eq!(Plaintext::decode(&at_limit.encode()), Ok(at_limit));
+        let mut over = big.encode();
+        over.push(0);
+        assert_eq!(Plaintext::decode(&over), Err(ContentError::TooLarge));
+    }
+
+    #[test]
     fn long_bodies_use_wider_length_prefixes() {
         let cases = [
             (62, 1, 1),
@@ -1229,6 +1369,9 @@ mod tests {
         if let Ok(message) = Message::decode(bytes) {
             assert_eq!(message.encode(), bytes);
         }
+        if let Ok(plaintext) = Plaintext::decode(bytes) {
+            assert_eq!(plaintext.encode(), bytes);
+        }
         if let Ok(metadata) = GroupMetadata::decode(bytes) {
             assert_eq!(metadata.encode(), bytes);
         }
@@ -1240,6 +1383,28 @@ mod tests {
         #[test]
         fn message_round_trips(message in arb_message()) {
             prop_assert_eq!(Message::decode(&message.encode()), Ok(message));
+        }
+
+        #[test]
+        fn plaintext_round_trips(seq in any::<Option<u64>>(), message in arb_message()) {
+            let plaintext = Plaintext { seq, message };
+            prop_assert_eq!(Plaintext::decode(&plaintext.encode()), Ok(plaintext));
+        }
+
+        #[test]
+        fn mutated_plaintexts_decode_canonically(
+            seq in any::<u64>(),
+            message in arb_message(),
+            edits in vec((any::<usize>(), any::<u8>()), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = Plaintext { seq: Some(seq), message }.encode();
+            for (at, value) in &edits {
+                let len = bytes.len();
+                bytes[at % len] = *value;
+            }
+            assert_canonical(&bytes);
+            assert_canonical(&bytes[..cut % (bytes.len() + 1)]);
         }
 
         #[test]

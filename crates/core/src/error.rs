@@ -97,6 +97,23 @@ pub enum ConversationError {
     /// An MLS library failure that is not the peer's fault.
     #[error("internal MLS error: {0}")]
     Internal(String),
+    /// A Welcome or commit would make a direct conversation hold other accounts than exactly
+    /// this device's account and its one peer (the peer fixed when the conversation began).
+    #[error("a direct conversation has exactly two accounts: this one and the same other one")]
+    NotTwoAccounts,
+    /// A Welcome names a conversation this device is already an active member of.
+    #[error("a Welcome for a conversation this device is already in")]
+    AlreadyJoined,
+    /// The sender's sequence number was received before: a duplicate copy, dropped.
+    #[error("message was already received (same sender sequence number)")]
+    Duplicate,
+    /// The message was sent in another state of the same epoch than this device's: the
+    /// delivery service gave members different commits, and the conversation has forked.
+    #[error("the conversation has forked at epoch {epoch}")]
+    Forked {
+        /// The epoch the message was sent in.
+        epoch: u64,
+    },
 }
 
 /// The engine's result type.

@@ -18,12 +18,13 @@ pub mod pickle;
 mod provider;
 pub mod provisioning;
 pub mod safety;
+pub mod sequence;
 pub mod storage;
 pub mod wire;
 
 pub use config::{EngineConfig, Suite, UpdatePolicy};
 pub use engine::{
     CommitBundle, ConversationId, ConversationInfo, ConversationKind, Engine, Incoming, Intent,
-    Outbound,
+    MissingMessages, Outbound,
 };
 pub use error::{ConversationError, Error, Result};

@@ -26,35 +26,23 @@ pub struct SendOutcome {
     pub queued_because: Option<String>,
 }
 
-/// The index row for `conversation` as the engine now sees it.
+/// The index row for `conversation` as the engine now sees it. A direct conversation's peer
+/// is the engine's: the one other account, fixed when the conversation began and kept by every
+/// commit since (never a hint a Welcome or the server could set).
 pub(crate) fn conversation_row(
     engine: &mut Engine<Store>,
-    store: &Store,
     conversation: ConversationId,
-    peer_hint: Option<&str>,
 ) -> Result<ConversationRow> {
     let info = engine.conversation(conversation)?;
-    let me = engine.device().username.clone();
-    let id = conversation.to_string();
-    let existing = store.conversation_row(&id)?;
     let kind = match info.kind {
         ConversationKind::Direct => "direct",
         ConversationKind::Group => "group",
     };
-    let peer = match info.kind {
-        ConversationKind::Direct => info
-            .accounts()
-            .into_iter()
-            .find(|a| *a != me)
-            .or_else(|| peer_hint.map(str::to_owned))
-            .or_else(|| existing.as_ref().and_then(|e| e.peer.clone())),
-        ConversationKind::Group => None,
-    };
     Ok(ConversationRow {
-        id,
+        id: conversation.to_string(),
         kind: kind.into(),
         name: info.metadata.map(|m| m.name),
-        peer,
+        peer: info.peer,
         active: info.active,
     })
 }
@@ -142,16 +130,36 @@ impl Client {
         Ok(())
     }
 
-    /// The active 1:1 conversation with `peer`, if there is one (the lowest id if a race made
-    /// two, so both sides pick the same).
-    pub fn direct_conversation(&self, peer: &str) -> Result<Option<String>> {
-        Ok(self
-            .store
-            .conversations()?
-            .into_iter()
-            .filter(|c| c.active && c.kind == "direct" && c.peer.as_deref() == Some(peer))
-            .map(|c| c.id)
-            .min())
+    /// The active 1:1 conversation with `peer`, if there is one: a direct conversation whose
+    /// member accounts are exactly this account and `peer` (or only this account while its
+    /// creating commit waits for the server), as the engine verified them on every Welcome and
+    /// commit. If a race made two, the lowest id, so both sides pick the same.
+    pub fn direct_conversation(&mut self, peer: &str) -> Result<Option<String>> {
+        let me = self.me()?.username;
+        let wanted = BTreeSet::from([me.as_str(), peer]);
+        let mut found = Vec::new();
+        for row in self.store.conversations()? {
+            if !row.active || row.kind != "direct" {
+                continue;
+            }
+            let Some(id) = ConversationId::parse(&row.id) else {
+                continue;
+            };
+            let Ok(info) = self.engine()?.conversation(id) else {
+                continue;
+            };
+            let exact = info.kind == ConversationKind::Direct
+                && info.active
+                && info.peer.as_deref() == Some(peer)
+                && info
+                    .members
+                    .iter()
+                    .all(|m| wanted.contains(m.username.as_str()));
+            if exact {
+                found.push(row.id);
+            }
+        }
+        Ok(found.into_iter().min())
     }
 
     /// Finds a group by conversation id or by name.
@@ -225,9 +233,6 @@ impl Client {
             avatar: None,
         });
         let members: Vec<&str> = peers.iter().map(String::as_str).collect();
-        let peer_hint = (kind == ConversationKind::Direct)
-            .then(|| peers.first().cloned())
-            .flatten();
         let now = now_ms();
         self.atomic(|engine, store| {
             let (conversation, bundle) = engine.create_conversation(
@@ -238,7 +243,7 @@ impl Client {
                 &key_packages,
             )?;
             enqueue_commit(engine, store, &bundle)?;
-            let row = conversation_row(engine, store, conversation, peer_hint.as_deref())?;
+            let row = conversation_row(engine, conversation)?;
             store.upsert_conversation(&row, now)?;
             Ok(conversation.to_string())
         })

@@ -313,7 +313,7 @@ impl Client {
                 let result = self.atomic(|engine, store| {
                     engine.commit_accepted(now, conversation)?;
                     store.remove_outbox(seq)?;
-                    let row = conversation_row(engine, store, conversation, None)?;
+                    let row = conversation_row(engine, conversation)?;
                     store.upsert_conversation(&row, now)
                 });
                 if let Err(e) = result {

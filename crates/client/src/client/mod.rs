@@ -33,6 +33,10 @@ use crate::store::{DB_FILE, Store};
 /// One-time key packages uploaded per batch.
 pub const KEY_PACKAGE_BATCH: usize = 20;
 
+/// How long a message missing from a sender's sequence may stay missing (it may still be on
+/// its way, or reordered) before sync reports it: see [`Client::set_missing_after`].
+pub const DEFAULT_MISSING_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How a profile is opened.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -75,6 +79,8 @@ pub struct Client {
     api: Option<Api>,
     options: ClientOptions,
     notices: Vec<String>,
+    /// How long a gap in a sender's sequence numbers may stay open before it is reported.
+    missing_after: std::time::Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -180,6 +186,7 @@ impl Client {
             api,
             options,
             notices: Vec::new(),
+            missing_after: DEFAULT_MISSING_AFTER,
         })
     }
 
@@ -214,6 +221,12 @@ impl Client {
     /// a group, a message could not be decrypted, an identity key changed). Drains the list.
     pub fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Sets how long a gap in a sender's sequence numbers (a message the server did not
+    /// deliver while it delivered later ones) may stay open before a notice reports it.
+    pub fn set_missing_after(&mut self, grace: std::time::Duration) {
+        self.missing_after = grace;
     }
 
     pub(crate) fn notice(&mut self, text: impl Into<String>) {

@@ -84,9 +84,10 @@ fn group_label(engine: &mut Engine<Store>, conversation: nightjar_core::Conversa
         Ok(info) => match (info.kind, info.metadata.clone()) {
             (ConversationKind::Group, Some(m)) => format!("group {}", m.name),
             (ConversationKind::Direct, _) => {
-                let me = engine.device().username.clone();
-                let peer = info.accounts().into_iter().find(|a| *a != me);
-                format!("your conversation with {}", peer.unwrap_or_default())
+                format!(
+                    "your conversation with {}",
+                    info.peer.as_deref().unwrap_or("nobody")
+                )
             }
             _ => format!("conversation {conversation}"),
         },
@@ -138,7 +139,7 @@ fn record_incoming(
                 notices.push(n);
             }
             if store.conversation_row(&conversation.to_string())?.is_none() {
-                let row = conversation_row(engine, store, *conversation, None)?;
+                let row = conversation_row(engine, *conversation)?;
                 store.upsert_conversation(&row, now)?;
             }
         }
@@ -151,7 +152,7 @@ fn record_incoming(
             superseded,
             ..
         } => {
-            let row = conversation_row(engine, store, *conversation, None)?;
+            let row = conversation_row(engine, *conversation)?;
             store.upsert_conversation(&row, now)?;
             let label = group_label(engine, *conversation);
             let mut accounts: Vec<&str> = added
@@ -197,7 +198,7 @@ fn record_incoming(
             sender,
             ..
         } => {
-            let row = conversation_row(engine, store, *conversation, None)?;
+            let row = conversation_row(engine, *conversation)?;
             store.upsert_conversation(&row, now)?;
             let label = group_label(engine, *conversation);
             if sender.username == me.username {
@@ -269,8 +270,64 @@ impl Client {
         Ok(())
     }
 
-    /// Drains the queue over HTTP, processing every envelope in order.
+    /// Drains the queue over HTTP, processing every envelope in order, then reports senders'
+    /// messages that stayed missing past the grace time.
     pub(crate) async fn pull(&mut self) -> Result<()> {
+        self.drain().await?;
+        self.report_missing()
+    }
+
+    /// Turns gaps in senders' sequence numbers that stayed open for the grace time into
+    /// notices ("2 messages from alice are missing ..."), once each.
+    pub(crate) fn report_missing(&mut self) -> Result<()> {
+        let now = now_ms();
+        let grace = u64::try_from(self.missing_after.as_millis()).unwrap_or(u64::MAX);
+        let notices = self.atomic(|engine, _| {
+            let missing = engine.missing_messages(now, grace)?;
+            Ok(missing
+                .into_iter()
+                .map(|m| {
+                    let label = group_label(engine, m.conversation);
+                    let (noun, verb) = if m.count == 1 {
+                        ("message", "is")
+                    } else {
+                        ("messages", "are")
+                    };
+                    format!(
+                        "{} {noun} from {} {verb} missing in {label} (sent by its device {}; the server did not deliver them)",
+                        m.count, m.sender.username, m.sender.device_id
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        self.notices.extend(notices);
+        Ok(())
+    }
+
+    /// Says, once per conversation and epoch, that a message showed the conversation forked.
+    fn report_fork(&mut self, envelope: &Envelope, epoch: u64) -> Result<()> {
+        let Some(conversation) = nightjar_core::wire::inspect(&envelope.payload.0)
+            .ok()
+            .and_then(|info| info.conversation)
+        else {
+            return Ok(());
+        };
+        let key = format!("fork_reported/{conversation}");
+        if self.store.meta(&key)? == Some(epoch.to_string()) {
+            return Ok(());
+        }
+        self.store.set_meta(&key, &epoch.to_string())?;
+        let label = group_label(self.engine()?, conversation);
+        self.notice(format!(
+            "{label} has forked: a message sent in epoch {epoch} does not match this device's \
+             view of that epoch, so members were given different changes to the conversation \
+             (by the server, or a broken client); messages from the other branch cannot be read"
+        ));
+        Ok(())
+    }
+
+    /// Fetches inbox pages until nothing new is queued, processing every envelope in order.
+    async fn drain(&mut self) -> Result<()> {
         // Envelope ids are kept well beyond the server's envelope lifetime (30 days).
         self.store
             .prune_processed(now_ms().saturating_sub(90 * 24 * 3600 * 1000))?;
@@ -326,7 +383,18 @@ impl Client {
                 Error::Engine(CoreError::Conversation(ConversationError::DeviceNotInList(who))) => {
                     vec![who.split('/').next().unwrap_or_default().to_owned()]
                 }
-                Error::Engine(CoreError::Conversation(ConversationError::OwnMessage)) => {
+                Error::Engine(CoreError::Conversation(
+                    ConversationError::OwnMessage
+                    | ConversationError::Replayed
+                    | ConversationError::Duplicate,
+                )) => {
+                    // A copy of something already processed (an echo, a replayed ciphertext,
+                    // or the same message encrypted twice): drop it without a word.
+                    self.store.mark_processed(envelope.id, now)?;
+                    return Ok(Disposition::Ack);
+                }
+                Error::Engine(CoreError::Conversation(ConversationError::Forked { epoch })) => {
+                    self.report_fork(envelope, *epoch)?;
                     self.store.mark_processed(envelope.id, now)?;
                     return Ok(Disposition::Ack);
                 }
@@ -338,8 +406,10 @@ impl Client {
                 .filter(|n| !n.is_empty() && fetched.insert(n.clone()))
                 .collect();
             if fresh.is_empty() {
+                // Nothing authenticated the sender (MLS did not get that far): the name is only
+                // what the server claims, and is shown as such.
                 self.notice(format!(
-                    "dropped a message from {} that could not be processed: {error}",
+                    "dropped a message the server attributed to {} that could not be processed: {error}",
                     envelope.sender.username
                 ));
                 self.store.mark_processed(envelope.id, now)?;
@@ -374,6 +444,7 @@ impl Client {
     }
 
     fn emit(&mut self, on_event: &mut impl FnMut(FollowEvent<'_>)) -> Result<()> {
+        self.report_missing()?;
         for n in self.take_notices() {
             on_event(FollowEvent::Notice(&n));
         }

@@ -5,13 +5,16 @@
 use std::collections::BTreeSet;
 
 use openmls::framing::errors::{MessageDecryptionError, SecretTreeError};
-use openmls::group::{ProcessMessageError, ValidationError};
+use openmls::group::{ProcessMessageError, ProcessedWelcome, ValidationError};
 use openmls::prelude::*;
 
+use super::integrity::{self, EpochTag};
 use super::ops::load_group;
-use super::records::{ConversationKind, ConversationRecord, Intent, METADATA_EXTENSION};
+use super::records::{
+    self, ConversationKind, ConversationRecord, Intent, KIND_EXTENSION, METADATA_EXTENSION,
+};
 use super::{ConversationId, Engine, device_credential, internal};
-use crate::content::Message;
+use crate::content::{Message, Plaintext};
 use crate::directory::DeviceCheck;
 use crate::error::{ConversationError, Result};
 use crate::identity::DeviceCredential;
@@ -131,7 +134,13 @@ impl<S: KvStore> Engine<S> {
                 if m.content_type() != ContentType::Application {
                     return Err(ConversationError::Malformed.into());
                 }
-                self.atomically(|e| e.process_protocol(now_ms, ProtocolMessage::from(m)))
+                let claimed = EpochTag::claimed_by(&m);
+                self.atomically(|e| {
+                    if let Some(claimed) = claimed {
+                        e.check_fork(m.group_id(), claimed)?;
+                    }
+                    e.process_protocol(now_ms, ProtocolMessage::from(m))
+                })
             }
             MlsMessageBodyIn::PublicMessage(m) => {
                 if m.content_type() == ContentType::Application {
@@ -143,7 +152,7 @@ impl<S: KvStore> Engine<S> {
         }
     }
 
-    fn process_protocol(&mut self, _now_ms: u64, message: ProtocolMessage) -> Result<Incoming> {
+    fn process_protocol(&mut self, now_ms: u64, message: ProtocolMessage) -> Result<Incoming> {
         let conversation = ConversationId::from_group_id(message.group_id())?;
         let mut record = self.record(conversation)?;
         let group = load_group(&mut self.groups, &self.provider, conversation)?;
@@ -157,7 +166,16 @@ impl<S: KvStore> Engine<S> {
         let epoch = processed.epoch().as_u64();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                let message = Message::decode(&app.into_bytes())?;
+                let Plaintext { seq, message } = Plaintext::decode(&app.into_bytes())?;
+                if let Some(seq) = seq {
+                    integrity::observe_incoming(
+                        self.provider.kv(),
+                        conversation,
+                        &sender,
+                        seq,
+                        now_ms,
+                    )?;
+                }
                 record.received_since_update = record.received_since_update.saturating_add(1);
                 self.save_record(conversation, &record)?;
                 Ok(Incoming::Message {
@@ -257,19 +275,39 @@ impl<S: KvStore> Engine<S> {
         if !unknown.is_empty() {
             return Err(ConversationError::UnknownAccounts(unknown.into_iter().collect()).into());
         }
-        if record.kind == ConversationKind::Direct {
-            let mut accounts: BTreeSet<String> = group
+        let self_removed = staged.self_removed();
+        if staged.group_context().extensions().unknown(KIND_EXTENSION)
+            != group.extensions().unknown(KIND_EXTENSION)
+        {
+            return Err(ConversationError::Invalid(
+                "a commit may not change the conversation kind".into(),
+            )
+            .into());
+        }
+        if record.kind == ConversationKind::Direct && !self_removed {
+            let before: BTreeSet<String> = group
+                .members()
+                .filter_map(|m| device_credential(&m.credential).ok())
+                .map(|c| c.username)
+                .collect();
+            let mut after: BTreeSet<String> = group
                 .members()
                 .filter_map(|m| device_credential(&m.credential).ok())
                 .filter(|c| !removed.contains(c))
                 .map(|c| c.username)
                 .collect();
-            accounts.extend(added.iter().map(|c| c.username.clone()));
-            if accounts.len() > 2 {
-                return Err(ConversationError::Invalid(
-                    "a direct conversation has two accounts".into(),
-                )
-                .into());
+            after.extend(added.iter().map(|c| c.username.clone()));
+            let peer = record.peer.clone().or_else(|| {
+                // Records from before the peer was kept: the pair the commit found.
+                let mut others = before.iter().filter(|a| **a != self.me.username);
+                match (others.next(), others.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            });
+            let expected = peer.map(|p| BTreeSet::from([self.me.username.clone(), p]));
+            if after.len() != 2 || expected.is_some_and(|e| e != after) {
+                return Err(ConversationError::NotTwoAccounts.into());
             }
         }
         let metadata_changed = staged
@@ -288,7 +326,6 @@ impl<S: KvStore> Engine<S> {
         } else {
             None
         };
-        let self_removed = staged.self_removed();
 
         let superseded = if group.pending_commit().is_some() {
             group
@@ -305,6 +342,8 @@ impl<S: KvStore> Engine<S> {
         if let Some(key) = next_key {
             self.save_metadata_key(conversation, &key)?;
         }
+        let group = load_group(&mut self.groups, &self.provider, conversation)?;
+        record.remember_epoch(group);
         if self_removed {
             record.active = false;
             self.save_record(conversation, &record)?;
@@ -342,6 +381,22 @@ impl<S: KvStore> Engine<S> {
             .extensions()
             .unknown(super::metadata::METADATA_KEY_EXTENSION)
             .and_then(|u| super::metadata::MetadataKey::from_slice(&u.0));
+        // The id is known before anything is staged: a live conversation is never replaced
+        // (whoever chose the id would take it over); stale state after a removal is dropped.
+        let conversation =
+            ConversationId::from_group_id(processed.unverified_group_info().group_id())?;
+        let existing: Option<ConversationRecord> = records::load(
+            self.provider.kv(),
+            &records::conversation_key(&conversation.0),
+        )?;
+        let stored = MlsGroup::load(self.provider.storage(), &conversation.group_id())?;
+        if existing.is_some_and(|r| r.active) && stored.as_ref().is_some_and(MlsGroup::is_active) {
+            return Err(ConversationError::AlreadyJoined.into());
+        }
+        if let Some(mut old) = stored {
+            old.delete(self.provider.storage())?;
+        }
+        self.groups.remove(&conversation);
         let staged = processed
             .into_staged_welcome(&self.provider, None)
             .map_err(welcome_error)?;
@@ -365,24 +420,23 @@ impl<S: KvStore> Engine<S> {
         }
         let sender = device_credential(staged.welcome_sender().map_err(internal)?.credential())?;
         let kind = ConversationKind::from_extensions(staged.group_context().extensions());
-        let conversation = ConversationId::from_group_id(staged.group_context().group_id())?;
-        if self
-            .provider
-            .kv()
-            .get(&super::records::conversation_key(&conversation.0))?
-            .is_some()
-        {
-            // A device re-added after removal: drop the stale state first.
-            if let Some(mut old) =
-                MlsGroup::load(self.provider.storage(), &conversation.group_id())?
-            {
-                old.delete(self.provider.storage())?;
-            }
-            self.groups.remove(&conversation);
+        if ConversationId::from_group_id(staged.group_context().group_id())? != conversation {
+            return Err(ConversationError::Invalid("the Welcome's group id changed".into()).into());
         }
+        let peer = match kind {
+            ConversationKind::Direct => {
+                let accounts: BTreeSet<&str> =
+                    members.iter().map(|m| m.username.as_str()).collect();
+                let mut others = accounts.iter().filter(|a| **a != self.me.username);
+                match (others.next(), others.next(), accounts.len()) {
+                    (Some(peer), None, 2) => Some((*peer).to_owned()),
+                    _ => return Err(ConversationError::NotTwoAccounts.into()),
+                }
+            }
+            ConversationKind::Group => None,
+        };
         let group = staged.into_group(&self.provider).map_err(internal)?;
         let suite = Self::suite_of(&group)?;
-        self.groups.insert(conversation, group);
         match metadata_key {
             Some(key) => self.save_metadata_key(conversation, &key)?,
             None => self
@@ -390,7 +444,7 @@ impl<S: KvStore> Engine<S> {
                 .kv()
                 .delete(&super::records::metadata_key_key(&conversation.0))?,
         }
-        let record = ConversationRecord {
+        let mut record = ConversationRecord {
             kind,
             suite,
             received_since_update: 0,
@@ -399,7 +453,11 @@ impl<S: KvStore> Engine<S> {
             pending: None,
             superseded: None,
             active: true,
+            peer,
+            epoch_tags: Vec::new(),
         };
+        record.remember_epoch(&group);
+        self.groups.insert(conversation, group);
         self.save_record(conversation, &record)?;
         Ok(Incoming::Joined {
             conversation,

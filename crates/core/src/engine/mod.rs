@@ -7,6 +7,7 @@
 
 mod incoming;
 mod metadata;
+mod integrity;
 mod ops;
 mod records;
 
@@ -30,6 +31,7 @@ use crate::safety::SafetyNumber;
 use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
+pub use integrity::MissingMessages;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
 pub(crate) use records::KIND_EXTENSION;
 use records::{

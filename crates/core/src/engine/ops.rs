@@ -8,6 +8,7 @@ use openmls::prelude::*;
 use tls_codec::Serialize as _;
 use zeroize::Zeroizing;
 
+use super::integrity::{self, EpochTag};
 use super::metadata::{METADATA_KEY_LABEL, MetadataKey};
 use super::records::{self, ConversationKind, ConversationRecord, Intent, METADATA_EXTENSION};
 use super::{ConversationId, Engine, capabilities, device_credential, internal};
@@ -68,6 +69,9 @@ pub struct ConversationInfo {
     pub pending: Option<Intent>,
     /// Whether this device is still a member.
     pub active: bool,
+    /// For a direct conversation: the other account, fixed when this device created or joined
+    /// it (every commit since kept exactly it and this account). `None` for groups.
+    pub peer: Option<String>,
 }
 
 impl ConversationInfo {
@@ -112,6 +116,13 @@ impl<S: KvStore> Engine<S> {
         let packages = self.verify_key_packages(key_packages)?;
         self.check_coverage(&accounts, &packages, &BTreeSet::new())?;
 
+        let peer = match kind {
+            ConversationKind::Direct => members
+                .iter()
+                .find(|a| **a != self.me.username)
+                .map(|a| (*a).to_owned()),
+            ConversationKind::Group => None,
+        };
         let mut id = [0u8; 16];
         getrandom::fill(&mut id)?;
         let id = ConversationId(id);
@@ -168,6 +179,8 @@ impl<S: KvStore> Engine<S> {
                 pending: None,
                 superseded: None,
                 active: true,
+                peer,
+                epoch_tags: Vec::new(),
             };
             e.save_record(id, &record)?;
             let mut bundle = e
@@ -341,6 +354,7 @@ impl<S: KvStore> Engine<S> {
                     .put(&records::metadata_key_key(&conversation.0), &key)?;
                 e.provider.kv().delete(&next)?;
             }
+            record.remember_epoch(group);
             record.pending = None;
             record.received_since_update = 0;
             record.last_update_ms = now_ms;
@@ -370,13 +384,16 @@ impl<S: KvStore> Engine<S> {
 
     /// Encrypts `message` for the conversation. If the update policy says this device's keys
     /// are due for refreshing, also returns a self-update commit to send after the message.
+    ///
+    /// The message gets this device's next sequence number in the conversation, or, when the
+    /// same message id was encrypted in an earlier epoch (its ciphertext went stale), the number
+    /// it got then; and it carries the epoch's fork tag in its authenticated data.
     pub fn encrypt(
         &mut self,
         now_ms: u64,
         conversation: ConversationId,
         message: &Message,
     ) -> Result<Outbound> {
-        let plaintext = Zeroizing::new(message.encode());
         let policy = self.config.update_policy;
         self.atomically(|e| {
             let record = e.record(conversation)?;
@@ -391,6 +408,9 @@ impl<S: KvStore> Engine<S> {
                 return Err(ConversationError::PendingProposals.into());
             }
             let epoch = group.epoch().as_u64();
+            let seq = integrity::number_outgoing(e.provider.kv(), conversation, message.id, epoch)?;
+            let plaintext = Zeroizing::new(message.encode_with_seq(seq));
+            group.set_aad(EpochTag::of(group).aad());
             let out = group
                 .create_message(&e.provider, &e.signer, &plaintext)
                 .map_err(internal)?;
@@ -455,7 +475,7 @@ impl<S: KvStore> Engine<S> {
             (Some(sealed), Some(key)) => key.open(conversation, &sealed),
             _ => None,
         };
-        Ok(ConversationInfo {
+        let mut info = ConversationInfo {
             id: conversation,
             kind: record.kind,
             suite: record.suite,
@@ -464,7 +484,17 @@ impl<S: KvStore> Engine<S> {
             metadata,
             pending: record.pending.clone(),
             active: group.is_active() && record.active,
-        })
+            peer: None,
+        };
+        if record.kind == ConversationKind::Direct {
+            // Records written before the peer was kept: only an exact pair names one.
+            info.peer = record.peer.or_else(|| match info.accounts().as_slice() {
+                [a, b] if *a == self.me.username => Some(b.clone()),
+                [a, b] if *b == self.me.username => Some(a.clone()),
+                _ => None,
+            });
+        }
+        Ok(info)
     }
 
     /// Builds the commit for `intent` and leaves it pending; `None` if nothing is left to do.

@@ -3,6 +3,7 @@
 use openmls::prelude::{Extension, ExtensionType, Extensions, GroupContext, UnknownExtension};
 use serde::{Deserialize, Serialize};
 
+use super::integrity::EpochTag;
 use crate::config::Suite;
 use crate::identity::{DeviceCredential, DeviceId};
 use crate::storage::{KvStore, StoreError};
@@ -99,6 +100,13 @@ pub(crate) struct ConversationRecord {
     /// Our pending commit lost to another commit that we already merged; retry this.
     pub(crate) superseded: Option<Intent>,
     pub(crate) active: bool,
+    /// For a direct conversation: the other account, fixed when this device created or joined
+    /// it; every later commit must keep exactly this account and ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) peer: Option<String>,
+    /// Fork tags of the latest epochs, oldest first (see `integrity`).
+    #[serde(default)]
+    pub(crate) epoch_tags: Vec<EpochTag>,
 }
 
 const CONV_PREFIX: &[u8] = b"nj/conv/";

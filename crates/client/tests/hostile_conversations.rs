@@ -1,0 +1,333 @@
+//! Hostile members against the SDK's choice of conversation (issue 8, finding 1) and its notes
+//! about messages it could not process (finding 11): real `nightjar_client::Client`s against an
+//! in-process server. mallory is a real account that builds her own MLS messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../server/tests/common/hostile_mls.rs"]
+mod hostile_mls;
+
+use std::path::Path;
+
+use hostile_mls::HostileDevice;
+use nightjar_api::{
+    B64, ClaimKeyPackagesResponse, DeviceAddress, EnvelopeKind, InboxResponse, SendRequest,
+    WelcomeOut,
+};
+use nightjar_client::{Client, ClientOptions, Password};
+use nightjar_core::identity::{DeviceCredential, DeviceId};
+use nightjar_core::{ConversationId, EngineConfig, Suite};
+use nightjar_server::{RunningServer, ServerConfig};
+use openmls::prelude::Ciphersuite;
+
+const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        try_keyring: false,
+        engine: EngineConfig {
+            suite: Suite::Classic,
+            ..EngineConfig::default()
+        },
+    }
+}
+
+async fn server(data: &Path) -> (RunningServer, String) {
+    let running = nightjar_server::start(ServerConfig::new(data, "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let url = format!("http://{}", running.local_addr());
+    (running, url)
+}
+
+async fn account(root: &Path, url: &str, name: &str) -> Client {
+    let mut c = Client::open(&root.join(name), options()).unwrap();
+    c.register(url, name, &Password::new("pw".into()))
+        .await
+        .unwrap();
+    c
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+fn token(c: &Client) -> String {
+    c.store().meta("token").unwrap().unwrap()
+}
+
+fn credential(c: &Client) -> DeviceCredential {
+    DeviceCredential {
+        username: c.username().unwrap(),
+        device_id: DeviceId::parse(&c.device_id().unwrap()).unwrap(),
+    }
+}
+
+async fn claim(url: &str, as_: &Client, account: &str) -> Vec<Vec<u8>> {
+    let answer: ClaimKeyPackagesResponse = http()
+        .post(format!("{url}/v1/accounts/{account}/key-packages/claim"))
+        .bearer_auth(token(as_))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer
+        .key_packages
+        .into_iter()
+        .map(|k| k.key_package.0)
+        .collect()
+}
+
+/// mallory's "direct" conversation with alice, bob and herself, under the lowest possible id.
+async fn mallory_attacks(url: &str, mallory: &Client) -> HostileDevice {
+    let mut kps = claim(url, mallory, "alice").await;
+    kps.extend(claim(url, mallory, "bob").await);
+    let mut evil = HostileDevice::new(credential(mallory), mallory.store());
+    let crafted = evil.create_group(SUITE, [0; 16], 1, &kps);
+    let address = |c: &DeviceCredential| DeviceAddress {
+        username: c.username.clone(),
+        device_id: c.device_id.to_string(),
+    };
+    let recipients: Vec<DeviceAddress> = crafted.recipients.iter().map(address).collect();
+    let mut members = recipients.clone();
+    members.push(address(&credential(mallory)));
+    let request = SendRequest {
+        idempotency_key: "crafted".into(),
+        kind: EnvelopeKind::Commit,
+        epoch: 0,
+        payload: B64(crafted.commit.clone()),
+        welcome: Some(WelcomeOut {
+            payload: B64(crafted.welcome.clone()),
+            recipients,
+        }),
+        members: Some(members),
+        group_info: None,
+    };
+    let response = http()
+        .post(format!(
+            "{url}/v1/conversations/{}/messages",
+            ConversationId(crafted.group_id)
+        ))
+        .bearer_auth(token(mallory))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    evil
+}
+
+/// Every application message mallory can decrypt from her queue with her crafted group.
+async fn what_mallory_reads(url: &str, mallory: &Client, evil: &mut HostileDevice) -> Vec<Vec<u8>> {
+    let inbox: InboxResponse = http()
+        .get(format!("{url}/v1/messages"))
+        .bearer_auth(token(mallory))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    inbox
+        .envelopes
+        .iter()
+        .filter_map(|e| evil.read(&e.payload.0))
+        .collect()
+}
+
+fn texts(report: &nightjar_client::SyncReport) -> Vec<String> {
+    report
+        .messages
+        .iter()
+        .filter_map(|m| m.text.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn send_to_bob_after_mallory_joins_a_fake_direct_conversation_reaches_only_bob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = server(&tmp.path().join("server")).await;
+    let mut alice = account(tmp.path(), &url, "alice").await;
+    let mut bob = account(tmp.path(), &url, "bob").await;
+    let mallory = account(tmp.path(), &url, "mallory").await;
+    let first = alice.send_direct("bob", "hello").await.unwrap();
+    assert!(first.delivered);
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["hello"]);
+
+    let mut evil = mallory_attacks(&url, &mallory).await;
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    let notices = alice.take_notices();
+    // The Welcome's sender is only what the server says until MLS proves it: the note must
+    // not present the name as authenticated.
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("the server attributed to mallory")),
+        "{notices:?}"
+    );
+    assert!(
+        !notices
+            .iter()
+            .any(|n| n.starts_with("dropped a message from")),
+        "{notices:?}"
+    );
+
+    let second = alice.send_direct("bob", "secret").await.unwrap();
+    assert!(second.delivered);
+    assert_eq!(second.conversation, first.conversation);
+    assert_eq!(
+        alice.direct_conversation("bob").unwrap(),
+        Some(first.conversation.clone())
+    );
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["secret"]);
+    let stolen = what_mallory_reads(&url, &mallory, &mut evil).await;
+    assert!(
+        !stolen.iter().any(|m| m.windows(6).any(|w| w == b"secret")),
+        "mallory read alice's message"
+    );
+    // bob's answer goes to the real conversation too.
+    let answer = bob.send_direct("alice", "ok").await.unwrap();
+    assert_eq!(answer.conversation, first.conversation);
+    assert_eq!(texts(&alice.sync().await.unwrap()), ["ok"]);
+}
+
+/// A malicious server in front of the real one: alice and bob talk through `mitm`, which
+/// rewrites bob's inbox pages with `rewrite` (envelopes as JSON values, oldest first).
+struct Tampered {
+    _tmp: tempfile::TempDir,
+    _server: RunningServer,
+    mitm: nightjar_testkit::Mitm,
+    alice: Client,
+    bob: Client,
+}
+
+/// alice and bob, both through the proxy, with one message already exchanged (so each has
+/// heard from the other) and bob's gap grace time set to `grace`.
+async fn tampered(grace: std::time::Duration) -> Tampered {
+    // The proxy's HTTP client needs the process-wide rustls provider (features unify).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, url) = server(&tmp.path().join("server")).await;
+    let mitm = nightjar_testkit::Mitm::start(&url).await;
+    let mut alice = account(tmp.path(), &mitm.base, "alice").await;
+    let mut bob = account(tmp.path(), &mitm.base, "bob").await;
+    bob.set_missing_after(grace);
+    alice.send_direct("bob", "m0").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), ["m0"]);
+    bob.take_notices();
+    Tampered {
+        _tmp: tmp,
+        _server: server,
+        mitm,
+        alice,
+        bob,
+    }
+}
+
+/// Rewrites every inbox page bob fetches.
+fn rewrite_bobs_inbox(
+    t: &Tampered,
+    rewrite: impl Fn(&mut Vec<serde_json::Value>) + Send + Sync + 'static,
+) {
+    let bob_token = format!("Bearer {}", token(&t.bob));
+    t.mitm.on_response(move |request, response| {
+        let is_bob = request.header("authorization") == Some(bob_token.as_str());
+        if request.method == "GET"
+            && request.path.starts_with("/v1/messages")
+            && is_bob
+            && let Some(mut page) = response.json()
+        {
+            if let Some(envelopes) = page["envelopes"].as_array_mut() {
+                rewrite(envelopes);
+            }
+            response.set_json(&page);
+        }
+        nightjar_testkit::Verdict::Forward
+    });
+}
+
+fn is_application(envelope: &serde_json::Value) -> bool {
+    envelope["kind"] == "application"
+}
+
+#[tokio::test]
+async fn a_message_the_server_withholds_is_reported_missing() {
+    let mut t = tampered(std::time::Duration::from_millis(300)).await;
+    for body in ["m1", "m2", "m3"] {
+        assert!(t.alice.send_direct("bob", body).await.unwrap().delivered);
+    }
+    // The server withholds m2 from bob, now and on every later fetch.
+    let withheld = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
+    let held = withheld.clone();
+    rewrite_bobs_inbox(&t, move |envelopes| {
+        let mut held = held.lock().unwrap();
+        if held.is_none() {
+            *held = envelopes
+                .iter()
+                .filter(|e| is_application(e))
+                .nth(1)
+                .and_then(|e| e["id"].as_u64());
+        }
+        envelopes.retain(|e| e["id"].as_u64() != *held);
+    });
+    assert_eq!(texts(&t.bob.sync().await.unwrap()), ["m1", "m3"]);
+    assert!(withheld.lock().unwrap().is_some());
+    let early = t.bob.take_notices();
+    assert!(!early.iter().any(|n| n.contains("missing")), "{early:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    t.bob.sync().await.unwrap();
+    let notices = t.bob.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("1 message from alice is missing")),
+        "{notices:?}"
+    );
+    // Reported once.
+    t.bob.sync().await.unwrap();
+    assert!(!t.bob.take_notices().iter().any(|n| n.contains("missing")));
+}
+
+#[tokio::test]
+async fn a_replayed_message_is_dropped_silently_and_shown_once() {
+    let mut t = tampered(std::time::Duration::from_millis(300)).await;
+    t.alice.send_direct("bob", "once").await.unwrap();
+    // The server serves every application envelope twice, the copy under a fresh queue id.
+    rewrite_bobs_inbox(&t, |envelopes| {
+        let copies: Vec<serde_json::Value> = envelopes
+            .iter()
+            .filter(|e| is_application(e))
+            .map(|e| {
+                let mut copy = e.clone();
+                copy["id"] = (e["id"].as_u64().unwrap() + 1_000_000).into();
+                copy
+            })
+            .collect();
+        envelopes.extend(copies);
+    });
+    assert_eq!(texts(&t.bob.sync().await.unwrap()), ["once"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(texts(&t.bob.sync().await.unwrap()).is_empty());
+    let notices = t.bob.take_notices();
+    assert!(notices.is_empty(), "{notices:?}");
+}
+
+#[tokio::test]
+async fn reordered_messages_are_shown_once_each_with_no_false_gap() {
+    let mut t = tampered(std::time::Duration::from_millis(300)).await;
+    for body in ["m1", "m2", "m3"] {
+        t.alice.send_direct("bob", body).await.unwrap();
+    }
+    rewrite_bobs_inbox(&t, |envelopes| envelopes.reverse());
+    let mut shown = texts(&t.bob.sync().await.unwrap());
+    assert_eq!(shown, ["m3", "m2", "m1"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    shown.extend(texts(&t.bob.sync().await.unwrap()));
+    assert_eq!(shown.len(), 3);
+    let notices = t.bob.take_notices();
+    assert!(notices.is_empty(), "{notices:?}");
+}
