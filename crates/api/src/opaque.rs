@@ -27,6 +27,33 @@ mod tests {
 
     use super::Suite;
 
+    /// The password-hardening function every client runs is Argon2id with m = 19 MiB, t = 2,
+    /// p = 1 (the suite's default KSF): a stolen password file costs that per guess. Pinned by
+    /// output, since `argon2` exposes no getters: the default must hash exactly like an
+    /// explicitly built Argon2id with those parameters, and unlike weaker ones.
+    #[test]
+    fn passwords_are_hardened_with_argon2id_19_mib_t_2() {
+        use argon2::{Algorithm, Argon2, Params, Version};
+        let hash = |ksf: &Argon2<'_>| {
+            let mut out = [0u8; 32];
+            ksf.hash_password_into(b"correct horse", b"nightjar-salt-16", &mut out)
+                .unwrap();
+            out
+        };
+        let default = hash(&<Suite as opaque_ke::CipherSuite>::Ksf::default());
+        let pinned = |algorithm, m, t| {
+            Argon2::new(
+                algorithm,
+                Version::V0x13,
+                Params::new(m, t, 1, None).unwrap(),
+            )
+        };
+        assert_eq!(default, hash(&pinned(Algorithm::Argon2id, 19 * 1024, 2)));
+        assert_ne!(default, hash(&pinned(Algorithm::Argon2id, 19 * 1024, 1)));
+        assert_ne!(default, hash(&pinned(Algorithm::Argon2id, 8 * 1024, 2)));
+        assert_ne!(default, hash(&pinned(Algorithm::Argon2i, 19 * 1024, 2)));
+    }
+
     /// Full register + login round trip with the shared suite, as server and client run it.
     #[test]
     fn register_then_login() {

@@ -185,6 +185,8 @@ fn sixty_sends_back_to_back_all_arrive_in_order_once() {
     let bob = Device::new(tmp.path(), "bob");
     alice.ok(&["register", "--server", &server.url, "alice"]);
     bob.ok(&["register", "--server", &server.url, "bob"]);
+    // bob knows alice: her messages are not a message request (which carries only a few).
+    bob.ok(&["accept", "alice"]);
     // The first send creates the conversation (lookups, key packages, the commit).
     alice.ok(&["send", "bob", "hello"]);
 
@@ -362,6 +364,7 @@ fn a_rate_limited_send_waits_or_stays_queued_and_goes_out_later() {
     let bob = Device::new(tmp.path(), "bob");
     alice.ok(&["register", "--server", &proxy.url, "alice"]);
     bob.ok(&["register", "--server", &server.url, "bob"]);
+    bob.ok(&["accept", "alice"]);
     alice.ok(&["send", "bob", "first"]);
 
     // Told to wait two seconds: the send waits, then goes out.

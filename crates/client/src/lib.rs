@@ -30,7 +30,6 @@ pub mod store;
 pub use auth::Password;
 pub use client::{
     Client, ClientOptions, DEFAULT_MISSING_AFTER, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome,
-    MessageRequest,
-    ReceivedMessage, SendOutcome, Status, SyncReport,
+    MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

@@ -81,8 +81,15 @@ async fn claim(url: &str, as_: &Client, account: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What mallory's attack left: her crafted group, its Welcome, and the server's answer.
+struct Attack {
+    evil: HostileDevice,
+    welcome: Vec<u8>,
+    status: reqwest::StatusCode,
+}
+
 /// mallory's "direct" conversation with alice, bob and herself, under the lowest possible id.
-async fn mallory_attacks(url: &str, mallory: &Client) -> HostileDevice {
+async fn mallory_attacks(url: &str, mallory: &Client) -> Attack {
     let mut kps = claim(url, mallory, "alice").await;
     kps.extend(claim(url, mallory, "bob").await);
     let mut evil = HostileDevice::new(credential(mallory), mallory.store());
@@ -116,8 +123,11 @@ async fn mallory_attacks(url: &str, mallory: &Client) -> HostileDevice {
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    evil
+    Attack {
+        evil,
+        welcome: crafted.welcome,
+        status: response.status(),
+    }
 }
 
 /// Every application message mallory can decrypt from her queue with her crafted group.
@@ -148,18 +158,52 @@ fn texts(report: &nightjar_client::SyncReport) -> Vec<String> {
 
 #[tokio::test]
 async fn send_to_bob_after_mallory_joins_a_fake_direct_conversation_reaches_only_bob() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let (_server, url) = server(&tmp.path().join("server")).await;
-    let mut alice = account(tmp.path(), &url, "alice").await;
+    // alice reaches the server through a proxy that will play a malicious server.
+    let mitm = nightjar_testkit::Mitm::start(&url).await;
+    let mut alice = account(tmp.path(), &mitm.base, "alice").await;
     let mut bob = account(tmp.path(), &url, "bob").await;
     let mallory = account(tmp.path(), &url, "mallory").await;
+    bob.accept("alice").await.unwrap();
     let first = alice.send_direct("bob", "hello").await.unwrap();
     assert!(first.delivered);
     assert_eq!(texts(&bob.sync().await.unwrap()), ["hello"]);
 
-    let mut evil = mallory_attacks(&url, &mallory).await;
+    // The server validates mallory's commit and refuses it...
+    let Attack {
+        mut evil,
+        welcome,
+        status,
+    } = mallory_attacks(&url, &mallory).await;
+    assert!(status.is_client_error(), "the server took it: {status}");
+    // ...so a malicious server delivers her Welcome to alice anyway, once, as mallory's.
+    let mallory_device = mallory.device_id().unwrap();
+    let injected = std::sync::atomic::AtomicBool::new(false);
+    mitm.on_response(move |request, response| {
+        if request.method == "GET"
+            && request.path.starts_with("/v1/messages")
+            && !injected.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(mut page) = response.json()
+        {
+            page["envelopes"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({
+                    "id": 1u64 << 40,
+                    "sender": {"username": "mallory", "device_id": mallory_device},
+                    "kind": "welcome",
+                    "payload": B64::encode(&welcome),
+                    "server_time_ms": 0,
+                }));
+            response.set_json(&page);
+        }
+        nightjar_testkit::Verdict::Forward
+    });
     bob.sync().await.unwrap();
     alice.sync().await.unwrap();
+    mitm.clear();
     let notices = alice.take_notices();
     // The Welcome's sender is only what the server says until MLS proves it: the note must
     // not present the name as authenticated.
@@ -216,6 +260,7 @@ async fn tampered(grace: std::time::Duration) -> Tampered {
     let mut alice = account(tmp.path(), &mitm.base, "alice").await;
     let mut bob = account(tmp.path(), &mitm.base, "bob").await;
     bob.set_missing_after(grace);
+    bob.accept("alice").await.unwrap();
     alice.send_direct("bob", "m0").await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), ["m0"]);
     bob.take_notices();

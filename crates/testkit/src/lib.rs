@@ -201,6 +201,8 @@ impl Mitm {
     /// If no local port can be bound: this is test support.
     #[allow(clippy::expect_used)]
     pub async fn start(upstream: &str) -> Self {
+        // Idempotent; another test may have installed it first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()

@@ -6,8 +6,8 @@
 //! batch, or it fails with a typed error and nothing changes.
 
 mod incoming;
-mod metadata;
 mod integrity;
+mod metadata;
 mod ops;
 mod records;
 
