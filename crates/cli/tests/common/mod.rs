@@ -1,0 +1,172 @@
+//! The harness of the command-line end-to-end tests: the real `nightjar server` binary on a
+//! port the kernel picks, with a temporary data directory, and `nightjar` user commands on
+//! temporary profiles.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code,
+    unreachable_pub
+)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nightjar");
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A `nightjar server` process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+/// What the server prints once it is bound; the real address follows.
+pub const LISTENING: &str = "listening on http://";
+
+impl Server {
+    /// Starts a server on a port the kernel picks, so parallel tests never share one.
+    pub fn start(data: &Path) -> Server {
+        Self::start_with(data, 0, &[])
+    }
+
+    /// Starts a server on `port` (0: any free port) and waits until it has bound it: the
+    /// address comes from the server's own start-up line, never from probing the port, which
+    /// another test's server might hold.
+    pub fn start_with(data: &Path, port: u16, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, received) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        // Keeps draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut seen = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(LISTENING) {
+                        let addr: SocketAddr = line[at + LISTENING.len()..]
+                            .split_whitespace()
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or_else(|| panic!("no address in {line:?}"));
+                        break addr.port();
+                    }
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => panic!(
+                    "server did not start (exit: {:?})\nstderr:\n{seen}",
+                    child.try_wait()
+                ),
+            }
+        };
+        Server {
+            child,
+            port,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One device: a profile directory.
+pub struct Device {
+    pub dir: PathBuf,
+}
+
+impl Device {
+    pub fn new(root: &Path, name: &str) -> Device {
+        Device {
+            dir: root.join(name),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("NIGHTJAR_PROFILE", &self.dir)
+            .env("NIGHTJAR_PASSWORD", PASSWORD)
+            .env("NIGHTJAR_KEYRING", "off")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "nightjar {args:?} failed\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stdout
+    }
+
+    pub fn sync(&self) -> Vec<Value> {
+        self.ok(&["sync", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn texts(&self) -> Vec<String> {
+        self.sync()
+            .iter()
+            .filter(|m| m["type"] == "text")
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "nightjar {args:?} succeeded\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+}
