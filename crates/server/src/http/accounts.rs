@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::key_packages::check_package;
-use super::sessions::{DeviceProof, device_proof, login_caps};
+use super::sessions::{DeviceProof, Opened, device_proof, login_caps, open_session};
 use super::{Json, Path};
 use crate::auth::{Session, expiry, new_token};
 use crate::error::{Error, Result};
@@ -334,22 +334,18 @@ async fn login_finish(
             Some((offer.device.signature_key, bytes.0.as_slice()))
         }
     };
-    let now = now_ms();
-    let expires_at_ms = expiry(now, state.config.session_ttl);
-    let (token, token_hash) = new_token()?;
-    let outcome = state
-        .store
-        .login_device(
-            account_id,
-            &request.device_id,
-            offer.as_ref().map(|(key, bytes)| (&key[..], *bytes)),
-            proven,
-            state.config.limits.max_pending_devices,
-            &token_hash,
-            now,
-            expires_at_ms,
-        )
-        .await?;
+    let Opened {
+        outcome,
+        token,
+        expires_at_ms,
+    } = open_session(
+        &state,
+        account_id,
+        &request.device_id,
+        offer.as_ref().map(|(key, bytes)| (&key[..], *bytes)),
+        proven,
+    )
+    .await?;
     let status = match outcome {
         LoginOutcome::Session(status) => status,
         LoginOutcome::NeedsOffer => {

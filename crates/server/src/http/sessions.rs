@@ -86,6 +86,46 @@ pub(super) async fn device_proof(
     })
 }
 
+/// A session the store just recorded: the token to hand out (once), when it expires, and
+/// what the store made of the device.
+pub(super) struct Opened {
+    pub(super) outcome: LoginOutcome,
+    pub(super) token: String,
+    pub(super) expires_at_ms: u64,
+}
+
+/// How both logins end: a fresh token for `device_id` of `account_id`, recorded by the store
+/// with the new device's link offer, if any, and whether the device proved its key.
+pub(super) async fn open_session(
+    state: &AppState,
+    account_id: i64,
+    device_id: &str,
+    offer: Option<(&[u8], &[u8])>,
+    proven: bool,
+) -> Result<Opened> {
+    let now = now_ms();
+    let expires_at_ms = expiry(now, state.config.session_ttl);
+    let (token, token_hash) = new_token()?;
+    let outcome = state
+        .store
+        .login_device(
+            account_id,
+            device_id,
+            offer,
+            proven,
+            state.config.limits.max_pending_devices,
+            &token_hash,
+            now,
+            expires_at_ms,
+        )
+        .await?;
+    Ok(Opened {
+        outcome,
+        token,
+        expires_at_ms,
+    })
+}
+
 /// Starts a device-key sign-in: a fresh challenge for a known device to sign. Unknown accounts
 /// and devices get an answer of the same shape and fail at the finish step.
 #[utoipa::path(post, path = "/v1/device-login/start", tag = "accounts",
@@ -178,22 +218,11 @@ async fn device_login_finish(
     {
         return Err(refused());
     }
-    let now = now_ms();
-    let expires_at_ms = expiry(now, state.config.session_ttl);
-    let (token, token_hash) = new_token()?;
-    let outcome = state
-        .store
-        .login_device(
-            account_id,
-            &device_id,
-            None,
-            true,
-            state.config.limits.max_pending_devices,
-            &token_hash,
-            now,
-            expires_at_ms,
-        )
-        .await?;
+    let Opened {
+        outcome,
+        token,
+        expires_at_ms,
+    } = open_session(&state, account_id, &device_id, None, true).await?;
     let LoginOutcome::Session(device_status) = outcome else {
         // The device was removed meanwhile.
         return Err(refused());
