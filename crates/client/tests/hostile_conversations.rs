@@ -86,6 +86,8 @@ struct Attack {
     evil: HostileDevice,
     welcome: Vec<u8>,
     status: reqwest::StatusCode,
+    /// The server's error message, if it refused.
+    refusal: String,
 }
 
 /// mallory's "direct" conversation with alice, bob and herself, under the lowest possible id.
@@ -111,7 +113,7 @@ async fn mallory_attacks(url: &str, mallory: &Client) -> Attack {
             recipients,
         }),
         members: Some(members),
-        group_info: None,
+        group_info: Some(B64(crafted.group_info.clone())),
     };
     let response = http()
         .post(format!(
@@ -123,10 +125,13 @@ async fn mallory_attacks(url: &str, mallory: &Client) -> Attack {
         .send()
         .await
         .unwrap();
+    let status = response.status();
+    let refusal = response.text().await.unwrap();
     Attack {
         evil,
         welcome: crafted.welcome,
-        status: response.status(),
+        status,
+        refusal,
     }
 }
 
@@ -176,8 +181,14 @@ async fn send_to_bob_after_mallory_joins_a_fake_direct_conversation_reaches_only
         mut evil,
         welcome,
         status,
+        refusal,
     } = mallory_attacks(&url, &mallory).await;
-    assert!(status.is_client_error(), "the server took it: {status}");
+    // Refused for what it does (a third account), not for its form.
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{refusal}");
+    assert!(
+        refusal.contains("a direct conversation has exactly two accounts"),
+        "{refusal}"
+    );
     // ...so a malicious server delivers her Welcome to alice anyway, once, as mallory's.
     let mallory_device = mallory.device_id().unwrap();
     let injected = std::sync::atomic::AtomicBool::new(false);
@@ -375,4 +386,69 @@ async fn reordered_messages_are_shown_once_each_with_no_false_gap() {
     assert_eq!(shown.len(), 3);
     let notices = t.bob.take_notices();
     assert!(notices.is_empty(), "{notices:?}");
+}
+
+/// A malicious server forks a group: it tells alice that her commit (adding dave) was
+/// accepted but never forwards it, and hands everyone else bob's competing commit for the same
+/// epoch. alice and the others now hold different epochs under the same number; carol's next
+/// message, made on bob's branch, shows alice the fork.
+#[tokio::test]
+async fn a_group_the_server_forks_is_reported_forked() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, url) = server(&tmp.path().join("server")).await;
+    let mitm = nightjar_testkit::Mitm::start(&url).await;
+    let mut alice = account(tmp.path(), &mitm.base, "alice").await;
+    let mut bob = account(tmp.path(), &url, "bob").await;
+    let mut carol = account(tmp.path(), &url, "carol").await;
+    let _dave = account(tmp.path(), &url, "dave").await;
+    for c in [&mut bob, &mut carol] {
+        c.accept("alice").await.unwrap();
+    }
+    alice
+        .create_group("g", &["bob".into(), "carol".into()])
+        .await
+        .unwrap();
+    bob.sync().await.unwrap();
+    carol.sync().await.unwrap();
+    alice.send_group("g", "before").await.unwrap();
+    assert_eq!(texts(&carol.sync().await.unwrap()), ["before"]);
+
+    let alice_token = format!("Bearer {}", token(&alice));
+    let faked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faked_in_hook = faked.clone();
+    mitm.on_request(move |request| {
+        let commit = request.method == "POST"
+            && request.path.ends_with("/messages")
+            && request.header("authorization") == Some(alice_token.as_str())
+            && request.json().is_some_and(|b| b["kind"] == "commit");
+        if !commit {
+            return nightjar_testkit::Verdict::Forward;
+        }
+        faked_in_hook.store(true, std::sync::atomic::Ordering::SeqCst);
+        let made_in = request.json().and_then(|b| b["epoch"].as_u64()).unwrap();
+        nightjar_testkit::Verdict::Respond(nightjar_testkit::Response::json_answer(
+            200,
+            &serde_json::json!({"message_id": 1u64 << 40, "epoch": made_in + 1}),
+        ))
+    });
+    alice.add_to_group("g", "dave").await.unwrap();
+    assert!(faked.load(std::sync::atomic::Ordering::SeqCst));
+    // The real server sees only bob's commit, valid for the epoch alice's was made in.
+    bob.add_to_group("g", "dave").await.unwrap();
+    carol.sync().await.unwrap();
+    carol.send_group("g", "on bob's branch").await.unwrap();
+
+    let report = alice.sync().await.unwrap();
+    assert!(texts(&report).is_empty(), "alice read the other branch");
+    let notices = alice.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("group g has forked: a message sent in epoch")),
+        "{notices:?}"
+    );
+    // Said once per epoch, not again on the next sync.
+    alice.sync().await.unwrap();
+    assert!(!alice.take_notices().iter().any(|n| n.contains("forked")));
 }

@@ -64,6 +64,7 @@ impl Session {
     pub(crate) fn sender(&self) -> Sender {
         Sender {
             device_pk: self.device.device_pk,
+            account_id: self.device.account_id,
             address: self.address(),
         }
     }

@@ -98,6 +98,7 @@ async fn post_crafted(
         payload: B64(crafted.welcome.clone()),
         recipients,
     });
+    request.group_info = Some(B64(crafted.group_info.clone()));
     let conversation = ConversationId(crafted.group_id);
     server
         .post(
@@ -142,9 +143,21 @@ async fn mallory_cannot_join_a_direct_conversation_as_a_third_account(backend: B
     kps.extend(claim_bytes(&server, &mallory, "bob").await);
     let mut evil = hostile(&mallory);
     let crafted = evil.create_group(SUITE, [0; 16], 1, &kps);
-    // First line of defence: the server validates the commit and refuses it.
+    // First line of defence: the server validates the commit (a well-formed PublicMessage,
+    // signed by mallory's registered device key, with its GroupInfo) against the conversation
+    // rules, and refuses it for what it does: a third account in a direct conversation.
     let (status, body) = post_crafted(&server, &mallory, &crafted).await;
-    assert!(status.is_client_error(), "the server took it: {body}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the server took it: {body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a direct conversation has exactly two accounts")),
+        "{body}"
+    );
 
     // Second line: a malicious server delivers mallory's Welcome anyway (here handed to the
     // engines exactly as a server would deliver it); neither victim joins.

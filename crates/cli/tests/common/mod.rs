@@ -25,10 +25,23 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub data: PathBuf,
+    /// Where the server serves `/metrics`, when it says so.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What the server prints once it is bound; the real address follows.
 pub const LISTENING: &str = "listening on http://";
+/// What follows on the same line when the metrics listener is bound.
+pub const METRICS: &str = "metrics on http://";
+
+/// The socket address written right after `marker` in `line`.
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let at = line.find(marker)?;
+    line[at + marker.len()..]
+        .split(|c: char| c.is_whitespace() || c == '/' || c == ',' || c == ')')
+        .next()
+        .and_then(|a| a.parse().ok())
+}
 
 impl Server {
     /// Starts a server on a port the kernel picks, so parallel tests never share one.
@@ -59,17 +72,14 @@ impl Server {
         });
         let mut seen = String::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
+        let (port, metrics) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match received.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(at) = line.find(LISTENING) {
-                        let addr: SocketAddr = line[at + LISTENING.len()..]
-                            .split_whitespace()
-                            .next()
-                            .and_then(|a| a.parse().ok())
+                    if line.contains(LISTENING) {
+                        let addr = address_after(&line, LISTENING)
                             .unwrap_or_else(|| panic!("no address in {line:?}"));
-                        break addr.port();
+                        break (addr.port(), address_after(&line, METRICS));
                     }
                     seen.push_str(&line);
                     seen.push('\n');
@@ -84,6 +94,7 @@ impl Server {
             child,
             port,
             data: data.to_path_buf(),
+            metrics,
         }
     }
 

@@ -363,12 +363,17 @@ async fn drive(
     // Acknowledgements commit in the background: an envelope accepted meanwhile is pushed at
     // once instead of waiting for the ack batch to commit.
     let mut acks = FuturesUnordered::new();
+    // Made once: a cancellation future registers with its token when first polled, and
+    // making new ones on every turn would register and unregister on every frame.
+    let shutdown = state.shutdown.cancelled();
+    let evicted = evicted.cancelled();
+    tokio::pin!(shutdown, evicted);
     loop {
         let step = tokio::select! {
             // Envelopes in memory before the id that announces them: usually no read at all.
             biased;
-            () = state.shutdown.cancelled() => Err(End::Shutdown),
-            () = evicted.cancelled() => Err(End::Evicted),
+            () = &mut shutdown => Err(End::Shutdown),
+            () = &mut evicted => Err(End::Evicted),
             Some(envelope) = subscription.envelopes.recv() => {
                 push_one(state, device_pk, socket, &mut cursor, envelope).await
             }

@@ -91,6 +91,12 @@ pub(crate) trait Backend: Database + HasStatementCache {
     /// Appends a filter `column` ∈ `ids` (at most [`MAX_IDS`]).
     fn push_id_filter(q: &mut QueryBuilder<Self>, column: &str, ids: &[i64]);
 
+    /// Appends a table of `(text, id)` rows with columns `column1` and `column2` (wrap it in
+    /// `FROM ... AS name`). The rows travel in bound parameters whose number does not depend
+    /// on theirs, so the statement's text is the same for any count and is prepared once per
+    /// connection (`persistent(true)`).
+    fn push_text_id_rows(q: &mut QueryBuilder<Self>, rows: &[(String, i64)]);
+
     /// Inserts queue rows in as few statements as the backend allows.
     fn insert_queue<'c>(
         conn: &'c mut Self::Connection,
@@ -166,6 +172,18 @@ impl Backend for Sqlite {
             list.push("NULL");
         }
         q.push(")");
+    }
+
+    fn push_text_id_rows(q: &mut QueryBuilder<Self>, rows: &[(String, i64)]) {
+        // One JSON array of pairs, unpacked by `json_each`.
+        let json = serde_json::Value::Array(
+            rows.iter()
+                .map(|(text, id)| serde_json::json!([text, id]))
+                .collect(),
+        );
+        q.push("(SELECT value ->> 0 AS column1, value ->> 1 AS column2 FROM json_each(")
+            .push_bind(json.to_string())
+            .push("))");
     }
 
     async fn insert_queue(
@@ -273,6 +291,15 @@ impl Backend for Postgres {
             .push(" = ANY(")
             .push_bind(ids.to_vec())
             .push(")");
+    }
+
+    fn push_text_id_rows(q: &mut QueryBuilder<Self>, rows: &[(String, i64)]) {
+        let (texts, ids): (Vec<String>, Vec<i64>) = rows.iter().cloned().unzip();
+        q.push("(SELECT * FROM unnest(")
+            .push_bind(texts)
+            .push("::text[], ")
+            .push_bind(ids)
+            .push("::int8[]) AS rows (column1, column2))");
     }
 
     async fn insert_queue(conn: &mut PgConnection, rows: &[QueueRow]) -> Result<(), sqlx::Error> {

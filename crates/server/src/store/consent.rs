@@ -1,9 +1,10 @@
 //! Consent in the database: accounts' decisions about each other, conversations' acceptance,
 //! message-request counters, reports, and the send path's view of them.
 //!
-//! The send path reads what it decides on once per batch: each member's acceptance of its
-//! conversation comes with the member rows the batch already reads (one more column), and the
-//! member accounts' decisions about the batch's senders with one more statement. Message-request
+//! The send path reads what it decides on once per batch, with the member rows the batch
+//! already reads: each member's acceptance of its conversation, and the member account's
+//! decision about each account sending in that conversation in the batch (the read is driven by
+//! the batch's (conversation, sender) pairs, one index probe each). No statement of its own. Message-request
 //! counters are read only for a recipient that accepted neither the sender nor the
 //! conversation, and a sender's share of a queue only when the queue is past
 //! `Limits::queue_share_after`. What a batch changes is written at its end, in key order.
@@ -64,14 +65,15 @@ pub(super) struct ConsentCache {
     ids: HashMap<String, i64>,
     /// The account of each member device, by device row id.
     devices: HashMap<i64, i64>,
-    /// (conversation, account) pairs where the account accepted the conversation.
-    accepted: HashSet<(String, i64)>,
+    /// The member accounts of each conversation whose consent the batch read, each with
+    /// whether it accepted the conversation.
+    accounts: HashMap<String, BTreeMap<i64, bool>>,
+    /// (conversation, account) acceptances made by the batch's earlier sends.
+    accepted_in_batch: HashSet<(String, i64)>,
     /// (owner, peer) → decision, for every pair read (absent: no decision).
     decisions: HashMap<(i64, i64), Decision>,
     /// (recipient, sender) → message requests queued, once read.
     requests: HashMap<(i64, i64), u32>,
-    /// Conversations whose consent the batch read.
-    loaded: HashSet<String>,
     /// Writes at the end of the batch: (conversation, account) → (inviter, accepted).
     conversation_writes: BTreeMap<(String, i64), (Option<i64>, bool)>,
     /// (recipient, sender) → new message-request count.
@@ -92,15 +94,63 @@ impl ConsentCache {
         if member.account_id == 0 {
             return;
         }
-        self.ids.insert(username.to_owned(), member.account_id);
+        if !self.ids.contains_key(username) {
+            self.ids.insert(username.to_owned(), member.account_id);
+        }
         if device_pk != 0 {
             self.devices.insert(device_pk, member.account_id);
         }
-        if member.conversation_accepted {
-            self.accepted
-                .insert((conversation.to_owned(), member.account_id));
+        let accepted = member.conversation_accepted;
+        match self.accounts.get_mut(conversation) {
+            Some(accounts) => {
+                *accounts.entry(member.account_id).or_default() |= accepted;
+            }
+            None => {
+                self.accounts.insert(
+                    conversation.to_owned(),
+                    BTreeMap::from([(member.account_id, accepted)]),
+                );
+            }
         }
-        self.loaded.insert(conversation.to_owned());
+    }
+
+    /// The (member account, sender account) pairs whose decisions a send from `sender` in
+    /// `conversation` needs, the sender's own account left out.
+    fn pairs_for(&self, conversation: &str, sender: &str) -> Vec<(i64, i64)> {
+        let (Some(peer), Some(accounts)) =
+            (self.account_of(sender), self.accounts.get(conversation))
+        else {
+            return Vec::new();
+        };
+        accounts
+            .keys()
+            .filter(|&&owner| owner != peer)
+            .map(|&owner| (owner, peer))
+            .collect()
+    }
+
+    /// Notes the decision `state` (as stored; `None`: none) of account `owner` about `peer`.
+    pub(super) fn decision(&mut self, owner: i64, peer: i64, state: Option<&str>) {
+        if owner == 0 || owner == peer {
+            return;
+        }
+        if let Some(d) = state.and_then(Decision::parse) {
+            self.decisions.insert((owner, peer), d);
+        }
+    }
+
+    /// Whether `account` accepted `conversation`, as read or as the batch changed it.
+    fn has_accepted(&self, conversation: &str, account: i64) -> bool {
+        let read = self
+            .accounts
+            .get(conversation)
+            .and_then(|accounts| accounts.get(&account))
+            .copied()
+            .unwrap_or(false);
+        read || (!self.accepted_in_batch.is_empty()
+            && self
+                .accepted_in_batch
+                .contains(&(conversation.to_owned(), account)))
     }
 
     fn account_of(&self, username: &str) -> Option<i64> {
@@ -128,7 +178,9 @@ impl ConsentPlan {
     pub(super) fn commit(self, cache: &mut ConsentCache) {
         for ((conversation, account), (inviter, accepted)) in self.conversation_writes {
             if accepted {
-                cache.accepted.insert((conversation.clone(), account));
+                cache
+                    .accepted_in_batch
+                    .insert((conversation.clone(), account));
             }
             cache
                 .conversation_writes
@@ -288,47 +340,27 @@ where
             .collect())
     }
 
-    /// Reads the decisions of the batch's member accounts about its senders (one statement
-    /// per chunk of members).
-    pub(super) async fn prefetch_decisions(
-        tx: &mut Transaction<'static, DB>,
-        senders: impl Iterator<Item = &str>,
-        cache: &mut ConsentCache,
-    ) -> Result<(), sqlx::Error> {
-        let mut peers: Vec<i64> = senders.filter_map(|s| cache.account_of(s)).collect();
-        peers.sort_unstable();
-        peers.dedup();
-        let mut owners: Vec<i64> = cache.ids.values().copied().collect();
-        owners.sort_unstable();
-        owners.dedup();
-        if peers.is_empty() || owners.is_empty() {
-            return Ok(());
-        }
-        Self::read_decisions(tx, &owners, &peers, cache).await
-    }
-
+    /// Reads the decisions of `(owner, peer)` pairs, each by its primary key.
     async fn read_decisions(
         tx: &mut Transaction<'static, DB>,
-        owners: &[i64],
-        peers: &[i64],
+        pairs: &[(i64, i64)],
         cache: &mut ConsentCache,
     ) -> Result<(), sqlx::Error> {
-        for peer_chunk in peers.chunks(MAX_IDS / 2) {
-            for owner_chunk in owners.chunks(MAX_IDS / 2) {
-                let mut q =
-                    QueryBuilder::<DB>::new("SELECT owner_id, peer_id, state FROM consent WHERE ");
-                DB::push_id_filter(&mut q, "peer_id", peer_chunk);
-                q.push(" AND ");
-                DB::push_id_filter(&mut q, "owner_id", owner_chunk);
-                let rows: Vec<(i64, i64, String)> = q
-                    .build_query_as()
-                    .persistent(false)
-                    .fetch_all(&mut **tx)
-                    .await?;
-                for (owner, peer, state) in rows {
-                    if let Some(d) = Decision::parse(&state) {
-                        cache.decisions.insert((owner, peer), d);
-                    }
+        for chunk in pairs.chunks(MAX_IDS / 2) {
+            // `VALUES` columns are named column1, column2 on both databases.
+            let mut q = QueryBuilder::<DB>::new("SELECT c.owner_id, c.peer_id, c.state FROM (");
+            q.push_values(chunk, |mut row, (owner, peer)| {
+                row.push_bind(*owner).push_bind(*peer);
+            });
+            q.push(") AS v JOIN consent c ON c.owner_id = v.column1 AND c.peer_id = v.column2");
+            let rows: Vec<(i64, i64, String)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?;
+            for (owner, peer, state) in rows {
+                if let Some(d) = Decision::parse(&state) {
+                    cache.decisions.insert((owner, peer), d);
                 }
             }
         }
@@ -354,9 +386,7 @@ where
         .bind(conversation)
         .fetch_all(&mut **tx)
         .await?;
-        let mut owners = Vec::with_capacity(rows.len());
         for (username, device_pk, account_id, state) in rows {
-            owners.push(account_id);
             cache.member(
                 conversation,
                 &username,
@@ -367,12 +397,8 @@ where
                 },
             );
         }
-        owners.sort_unstable();
-        owners.dedup();
-        if let Some(peer) = cache.account_of(sender) {
-            Self::read_decisions(tx, &owners, &[peer], cache).await?;
-        }
-        Ok(())
+        let pairs = cache.pairs_for(conversation, sender);
+        Self::read_decisions(tx, &pairs, cache).await
     }
 
     async fn requests_used(
@@ -406,7 +432,7 @@ where
         limits: RequestLimits,
         cache: &mut ConsentCache,
     ) -> Result<ConsentPlan, sqlx::Error> {
-        if !cache.loaded.contains(conversation) {
+        if !cache.accounts.contains_key(conversation) {
             Self::load_conversation(tx, conversation, &sender.username, cache).await?;
         }
         let mut plan = ConsentPlan::default();
@@ -416,10 +442,7 @@ where
             return Ok(plan);
         };
         // Sending in a conversation accepts it.
-        if !cache
-            .accepted
-            .contains(&(conversation.to_owned(), sender_id))
-        {
+        if !cache.has_accepted(conversation, sender_id) {
             plan.conversation_writes
                 .push(((conversation.to_owned(), sender_id), (None, true)));
         }
@@ -437,7 +460,7 @@ where
             }
             let mut view = RecipientView {
                 sender: cache.decisions.get(&(account, sender_id)).copied(),
-                conversation_accepted: cache.accepted.contains(&(conversation.to_owned(), account)),
+                conversation_accepted: cache.has_accepted(conversation, account),
                 requests_used: 0,
             };
             if view.sender.is_none() && !view.conversation_accepted {

@@ -12,6 +12,8 @@ use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
 #[derive(Debug, Clone)]
 pub(crate) struct Sender {
     pub(crate) device_pk: i64,
+    /// The row id of the device's account.
+    pub(crate) account_id: i64,
     pub(crate) address: DeviceAddress,
 }
 

@@ -412,6 +412,8 @@ async fn open_postgres(url: &str) -> Result<Db<Postgres>, ServerError> {
 }
 
 #[cfg(test)]
+mod plans;
+#[cfg(test)]
 mod test_schema;
 #[cfg(test)]
 pub(crate) mod test_support;

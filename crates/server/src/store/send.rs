@@ -29,6 +29,57 @@ pub(crate) struct Submission {
     pub(crate) quota: SendQuota,
 }
 
+/// One member device of a conversation in the batch, read for one account sending in it.
+#[derive(Debug)]
+struct MemberRow {
+    conversation: String,
+    username: String,
+    device_id: String,
+    /// The device's row id (`None`: not a registered device).
+    device_pk: Option<i64>,
+    queue_len: Option<i64>,
+    status: Option<String>,
+    /// The member's account row id (`None`: no such account).
+    account_id: Option<i64>,
+    /// The member account's acceptance of the conversation (`accepted`, `request`).
+    conversation_state: Option<String>,
+    /// The account sending in the conversation that `decision` is about.
+    sender_id: i64,
+    /// The member account's decision about that sender, if any.
+    decision: Option<String>,
+}
+
+/// [`MemberRow`] as the statement returns it.
+type MemberColumns = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+impl From<MemberColumns> for MemberRow {
+    fn from(c: MemberColumns) -> Self {
+        Self {
+            conversation: c.0,
+            username: c.1,
+            device_id: c.2,
+            device_pk: c.3,
+            queue_len: c.4,
+            status: c.5,
+            account_id: c.6,
+            conversation_state: c.7,
+            sender_id: c.8,
+            decision: c.9,
+        }
+    }
+}
+
 /// What applying one send inside the batch transaction decided.
 #[derive(Debug)]
 pub(super) enum Applied {
@@ -182,59 +233,68 @@ where
                     .map(|(id, epoch)| (id, (to_u64(epoch), HashSet::new(), Vec::new()))),
             );
         }
-        let existing: Vec<&String> = ids
-            .iter()
-            .filter(|id| conversations.contains_key(*id))
+        // Every (conversation, sending account) of the batch drives the member read: each
+        // member row comes with the member account's decision about that sender, so consent
+        // costs no statement of its own. A conversation with k sending accounts yields its
+        // members k times; the sets below keep each once.
+        let mut sends: Vec<(String, i64)> = requests
+            .clone()
+            .map(|r| (r.send.conversation.to_string(), r.sender.account_id))
+            .filter(|(c, _)| conversations.contains_key(c))
             .collect();
-        for chunk in existing.chunks(PREFETCH_ROWS) {
+        sends.sort_unstable();
+        sends.dedup();
+        for chunk in sends.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
-                "SELECT m.conversation_id, m.username, m.device_id, COALESCE(d.id, 0), \
-                 COALESCE(d.queue_len, 0), COALESCE(d.status, ''), COALESCE(a.id, 0), \
-                 COALESCE(cc.state, '') FROM conversation_members m \
+                "SELECT m.conversation_id AS conversation, m.username, m.device_id, \
+                 d.id AS device_pk, d.queue_len, d.status, a.id AS account_id, \
+                 cc.state AS conversation_state, s.column2 AS sender_id, c.state AS decision \
+                 FROM ",
+            );
+            DB::push_text_id_rows(&mut q, chunk);
+            q.push(
+                " AS s JOIN conversation_members m ON m.conversation_id = s.column1 \
                  LEFT JOIN accounts a ON a.username = m.username \
                  LEFT JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
                  LEFT JOIN conversation_consent cc ON cc.conversation_id = m.conversation_id \
                  AND cc.account_id = a.id \
-                 WHERE m.conversation_id IN (",
+                 LEFT JOIN consent c ON c.owner_id = a.id AND c.peer_id = s.column2",
             );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.as_str());
-            }
-            q.push(")");
-            type MemberRow = (String, String, String, i64, i64, String, i64, String);
-            let rows: Vec<MemberRow> = q
+            // Prepared once: the text is the same for every batch.
+            let rows: Vec<MemberColumns> = q
                 .build_query_as()
-                .persistent(false)
+                .persistent(true)
                 .fetch_all(&mut **tx)
                 .await?;
-            for (conversation, username, device_id, pk, len, status, account_id, accepted) in rows {
-                let Some((_, members, receiving)) = conversations.get_mut(&conversation) else {
+            for row in rows.into_iter().map(MemberRow::from) {
+                let Some((_, members, receiving)) = conversations.get_mut(&row.conversation) else {
                     continue;
                 };
+                let account_id = row.account_id.unwrap_or(0);
                 let member = MemberAccount {
                     account_id,
-                    conversation_accepted: accepted == "accepted",
+                    conversation_accepted: row.conversation_state.as_deref() == Some("accepted"),
                 };
-                consent.member(&conversation, &username, pk, member);
-                members.insert(DeviceAddress {
-                    username,
-                    device_id,
-                });
-                if pk != 0 && status == "active" {
-                    receiving.push((pk, len));
+                consent.member(
+                    &row.conversation,
+                    &row.username,
+                    row.device_pk.unwrap_or(0),
+                    member,
+                );
+                consent.decision(account_id, row.sender_id, row.decision.as_deref());
+                let active = row.status.as_deref() == Some("active");
+                let address = DeviceAddress {
+                    username: row.username,
+                    device_id: row.device_id,
+                };
+                if let (true, true, Some(pk)) = (members.insert(address), active, row.device_pk) {
+                    receiving.push((pk, row.queue_len.unwrap_or(0)));
                 }
             }
         }
         for (_, _, receiving) in conversations.values_mut() {
             *receiving = routable(std::mem::take(receiving));
         }
-        Self::prefetch_decisions(
-            tx,
-            requests.clone().map(|r| r.sender.address.username.as_str()),
-            &mut consent,
-        )
-        .await?;
 
         let mut keys: Vec<(i64, &str)> = requests
             .map(|r| (r.sender.device_pk, r.idempotency_key.as_str()))

@@ -129,6 +129,7 @@ pub(crate) async fn account(store: &Store, name: &str, device: &str, token: u16)
     let session = store.session(&hash, 2).await.unwrap().unwrap();
     Sender {
         device_pk: session.device_pk,
+        account_id: session.account_id,
         address: DeviceAddress {
             username: name.into(),
             device_id: device.into(),

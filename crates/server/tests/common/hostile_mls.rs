@@ -21,9 +21,10 @@ use openmls_traits::signatures::{Signer, SignerError};
 use openmls_traits::types::SignatureScheme;
 use tls_codec::Serialize as _;
 
-/// The wire format Nightjar clients use today; one place to change when handshake messages
-/// move to PublicMessage.
-pub const HOSTILE_WIRE_FORMAT: WireFormatPolicy = PURE_CIPHERTEXT_WIRE_FORMAT_POLICY;
+/// The wire format Nightjar clients use: handshakes as PublicMessages (which the server
+/// validates), application messages as PrivateMessages. A hostile device uses it too, or the
+/// server refuses its commits on their form before looking at what they do.
+pub const HOSTILE_WIRE_FORMAT: WireFormatPolicy = MIXED_PLAINTEXT_WIRE_FORMAT_POLICY;
 
 /// Nightjar's group-context extension for the conversation kind (1 = direct, 2 = group).
 pub const KIND_EXTENSION: u16 = 0xF1A1;
@@ -68,6 +69,9 @@ pub struct Crafted {
     pub epoch: u64,
     pub commit: Vec<u8>,
     pub welcome: Vec<u8>,
+    /// The GroupInfo of the new group before the commit, signed by its creator: the public
+    /// state the server validates the commit against (`SendRequest::group_info`).
+    pub group_info: Vec<u8>,
     pub recipients: Vec<DeviceCredential>,
 }
 
@@ -136,6 +140,11 @@ impl HostileDevice {
             self.credential(),
         )
         .unwrap();
+        let group_info = group
+            .export_group_info(self.provider.crypto(), &self.signer, true)
+            .unwrap()
+            .tls_serialize_detached()
+            .unwrap();
         let packages: Vec<KeyPackage> = key_packages
             .iter()
             .map(|bytes| {
@@ -162,6 +171,7 @@ impl HostileDevice {
             epoch: 0,
             commit: commit.tls_serialize_detached().unwrap(),
             welcome: welcome.tls_serialize_detached().unwrap(),
+            group_info,
             recipients,
         }
     }
