@@ -4,9 +4,9 @@
 //! The send path reads what it decides on once per batch, with the member rows the batch
 //! already reads: each member's acceptance of its conversation, and the member account's
 //! decision about each account sending in that conversation in the batch (the read is driven by
-//! the batch's (conversation, sender) pairs, one index probe each). No statement of its own. Message-request
-//! counters are read only for a recipient that accepted neither the sender nor the
-//! conversation, and a sender's share of a queue only when the queue is past
+//! the batch's (conversation, sender) pairs, one index probe each): no statement of its own.
+//! Message-request counters are read only for a recipient that accepted neither the sender nor
+//! the conversation, and a sender's share of a queue only when the queue is past
 //! `Limits::queue_share_after`. What a batch changes is written at its end, in key order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
