@@ -37,7 +37,8 @@ pub(crate) struct Held<'a> {
     slots: &'a StreamSlots,
     device: i64,
     id: u64,
-    /// Completes when this stream must close because its device opened too many.
+    /// Completes when this stream must close because its device opened too many, or the
+    /// server shuts down.
     pub(crate) evicted: CancellationToken,
 }
 
@@ -51,9 +52,10 @@ impl StreamSlots {
     }
 
     /// Takes a place for a new stream of `device`, evicting the device's oldest streams past
-    /// the cap (their `evicted` tokens are cancelled).
-    pub(crate) fn admit(&self, device: i64) -> Held<'_> {
-        let evicted = CancellationToken::new();
+    /// the cap (their `evicted` tokens are cancelled). The new stream's token is a child of
+    /// `shutdown`: it completes on eviction or on shutdown, so a stream waits on one token.
+    pub(crate) fn admit(&self, device: i64, shutdown: &CancellationToken) -> Held<'_> {
+        let evicted = shutdown.child_token();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let id = inner.next_id;
         inner.next_id += 1;
@@ -106,11 +108,11 @@ mod tests {
     #[test]
     fn the_oldest_stream_past_the_cap_is_evicted() {
         let slots = StreamSlots::new(2);
-        let a = slots.admit(7);
-        let b = slots.admit(7);
-        let other = slots.admit(8);
+        let a = slots.admit(7, &CancellationToken::new());
+        let b = slots.admit(7, &CancellationToken::new());
+        let other = slots.admit(8, &CancellationToken::new());
         assert!(!a.evicted.is_cancelled() && !b.evicted.is_cancelled());
-        let c = slots.admit(7);
+        let c = slots.admit(7, &CancellationToken::new());
         assert!(a.evicted.is_cancelled(), "the oldest goes");
         assert!(!b.evicted.is_cancelled() && !c.evicted.is_cancelled());
         assert!(
@@ -137,9 +139,23 @@ mod tests {
     #[test]
     fn a_cap_of_zero_still_admits_one() {
         let slots = StreamSlots::new(0);
-        let a = slots.admit(1);
+        let a = slots.admit(1, &CancellationToken::new());
         assert!(!a.evicted.is_cancelled());
-        let b = slots.admit(1);
+        let b = slots.admit(1, &CancellationToken::new());
         assert!(a.evicted.is_cancelled() && !b.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn shutdown_stops_every_stream_and_an_eviction_stops_only_its_own() {
+        let slots = StreamSlots::new(1);
+        let shutdown = CancellationToken::new();
+        let a = slots.admit(1, &shutdown);
+        let b = slots.admit(1, &shutdown);
+        let other = slots.admit(2, &shutdown);
+        assert!(a.evicted.is_cancelled(), "evicted by b");
+        assert!(!shutdown.is_cancelled(), "an eviction is not a shutdown");
+        assert!(!b.evicted.is_cancelled() && !other.evicted.is_cancelled());
+        shutdown.cancel();
+        assert!(b.evicted.is_cancelled() && other.evicted.is_cancelled());
     }
 }

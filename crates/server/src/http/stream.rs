@@ -160,7 +160,9 @@ async fn run(state: AppState, session: Option<Session>, mut socket: WebSocket) {
             }
         },
     };
-    let slot = state.stream_slots.admit(session.device.device_pk);
+    let slot = state
+        .stream_slots
+        .admit(session.device.device_pk, &state.shutdown);
     state.metrics.websockets.inc();
     let _connected = Connected(&state.metrics.websockets);
     let mut subscription = state.notifier.subscribe(session.device.device_pk);
@@ -348,7 +350,7 @@ async fn drive(
     session: &Session,
     socket: &mut WebSocket,
     subscription: &mut Subscription,
-    evicted: &CancellationToken,
+    stop: &CancellationToken,
 ) -> End {
     let device_pk = session.device.device_pk;
     let mut cursor = 0;
@@ -363,17 +365,20 @@ async fn drive(
     // Acknowledgements commit in the background: an envelope accepted meanwhile is pushed at
     // once instead of waiting for the ack batch to commit.
     let mut acks = FuturesUnordered::new();
-    // Made once: a cancellation future registers with its token when first polled, and
-    // making new ones on every turn would register and unregister on every frame.
-    let shutdown = state.shutdown.cancelled();
-    let evicted = evicted.cancelled();
-    tokio::pin!(shutdown, evicted);
+    // One token for shutdown and eviction (a child of the shutdown token), and its future made
+    // once: a cancellation future registers with its token when first polled, and making new
+    // ones on every turn would register and unregister on every frame.
+    let stop = stop.cancelled();
+    tokio::pin!(stop);
     loop {
         let step = tokio::select! {
             // Envelopes in memory before the id that announces them: usually no read at all.
             biased;
-            () = &mut shutdown => Err(End::Shutdown),
-            () = &mut evicted => Err(End::Evicted),
+            () = &mut stop => Err(if state.shutdown.is_cancelled() {
+                End::Shutdown
+            } else {
+                End::Evicted
+            }),
             Some(envelope) = subscription.envelopes.recv() => {
                 push_one(state, device_pk, socket, &mut cursor, envelope).await
             }
