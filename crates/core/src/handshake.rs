@@ -283,22 +283,11 @@ impl PublicState {
         bytes: &[u8],
         poster: &DeviceCredential,
     ) -> Result<CommitFacts, HandshakeError> {
-        let message = public_message(conversation, bytes)?;
-        if message.content_type() != ContentType::Commit {
-            return Err(HandshakeError::Malformed);
-        }
-        if message.epoch().as_u64() != self.epoch() {
-            return Err(HandshakeError::WrongEpoch);
-        }
-        let processed = self
-            .group
-            .process_message(&self.crypto, message)
-            .map_err(processing_error)?;
-        let Sender::Member(sender_leaf) = *processed.sender() else {
-            return Err(HandshakeError::Forged);
-        };
-        let sender =
-            device_credential(processed.credential()).map_err(|_| HandshakeError::Malformed)?;
+        let Verified {
+            processed,
+            sender_leaf,
+            sender,
+        } = self.verify(conversation, bytes, ContentType::Commit)?;
         if sender != *poster {
             return Err(HandshakeError::WrongSender);
         }
@@ -402,14 +391,16 @@ impl PublicState {
             .map_err(|_| HandshakeError::State)
     }
 
-    fn check_proposal(
+    /// Decodes a PublicMessage of `content_type` made in the current epoch and verifies it
+    /// against the public state: a member's signature and membership tag.
+    fn verify(
         &self,
         conversation: ConversationId,
         bytes: &[u8],
-        poster: Option<&DeviceCredential>,
-    ) -> Result<QueuedProposal, HandshakeError> {
+        content_type: ContentType,
+    ) -> Result<Verified, HandshakeError> {
         let message = public_message(conversation, bytes)?;
-        if message.content_type() != ContentType::Proposal {
+        if message.content_type() != content_type {
             return Err(HandshakeError::Malformed);
         }
         if message.epoch().as_u64() != self.epoch() {
@@ -424,6 +415,24 @@ impl PublicState {
         };
         let sender =
             device_credential(processed.credential()).map_err(|_| HandshakeError::Malformed)?;
+        Ok(Verified {
+            processed,
+            sender_leaf,
+            sender,
+        })
+    }
+
+    fn check_proposal(
+        &self,
+        conversation: ConversationId,
+        bytes: &[u8],
+        poster: Option<&DeviceCredential>,
+    ) -> Result<QueuedProposal, HandshakeError> {
+        let Verified {
+            processed,
+            sender_leaf,
+            sender,
+        } = self.verify(conversation, bytes, ContentType::Proposal)?;
         if poster.is_some_and(|p| *p != sender) {
             return Err(HandshakeError::WrongSender);
         }
@@ -437,6 +446,15 @@ impl PublicState {
             )),
         }
     }
+}
+
+/// A handshake message that passed [`PublicState::verify`].
+struct Verified {
+    processed: ProcessedMessage,
+    /// The sending member's leaf.
+    sender_leaf: LeafNodeIndex,
+    /// The sending member's device.
+    sender: DeviceCredential,
 }
 
 fn encode_entries(entries: &[Entry]) -> Vec<u8> {
