@@ -103,3 +103,16 @@ impl From<serde_json::Error> for Error {
 
 /// The SDK's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<nightjar_machine::Error> for Error {
+    fn from(e: nightjar_machine::Error) -> Self {
+        use nightjar_machine::Error as M;
+        match e {
+            M::Engine(e) => Error::Engine(e),
+            M::Store(e) => Error::Database(e.to_string()),
+            M::Usage(text) => Error::Usage(text),
+            M::IdentityChanged(name) => Error::IdentityChanged(name),
+            other => Error::Database(other.to_string()),
+        }
+    }
+}

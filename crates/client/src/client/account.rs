@@ -9,7 +9,7 @@ use nightjar_api::{
     LoginFinishRequest, LoginStartRequest, RegisterFinishRequest, RegisterStartRequest,
     SessionResponse, UploadKeyPackagesRequest,
 };
-use nightjar_core::identity::{DeviceId, IdentityError, SignedDeviceList, validate_username};
+use nightjar_core::identity::{DeviceId, SignedDeviceList, validate_username};
 use nightjar_core::provisioning::LinkOffer;
 use nightjar_core::safety::SafetyNumber;
 use nightjar_core::{Engine, Error as CoreError};
@@ -159,11 +159,11 @@ impl Client {
             Err(e) => {
                 drop(engine);
                 self.store.wipe()?;
-                self.engine = None;
+                self.machine = None;
                 return Err(e);
             }
         };
-        self.engine = Some(engine);
+        self.machine = Some(nightjar_machine::Machine::new(self.store.clone(), engine));
         self.save_session(server, &session)?;
         self.store.set_meta(meta::KEY_PACKAGES_UPLOADED, "1")?;
         if let Some(list) = self.engine()?.device_list(username) {
@@ -202,13 +202,11 @@ impl Client {
             .map_err(session_error)?;
         // The password is verified here, before any device state is created.
         let finalization = auth::login_finish(state, password, &start.credential_response.0)?;
-        let fresh = self.engine.is_none();
+        let fresh = self.machine.is_none();
         if fresh {
-            self.engine = Some(Engine::new_device(
-                self.store.clone(),
-                username,
-                self.options.engine.clone(),
-            )?);
+            let engine =
+                Engine::new_device(self.store.clone(), username, self.options.engine.clone())?;
+            self.machine = Some(nightjar_machine::Machine::new(self.store.clone(), engine));
         }
         let pending = !self.engine()?.has_account_identity();
         let offer = if pending {
@@ -240,7 +238,7 @@ impl Client {
             Ok(s) => s,
             Err(e) => {
                 if fresh {
-                    self.engine = None;
+                    self.machine = None;
                     self.store.wipe()?;
                 }
                 return Err(e);
@@ -496,28 +494,9 @@ impl Client {
     /// Accepts `signed` as `username`'s device list; an identity key change is recorded and
     /// surfaced, never accepted silently.
     pub(crate) fn accept_list(&mut self, username: &str, signed: &SignedDeviceList) -> Result<()> {
-        let now = now_ms();
-        match self.engine()?.accept_device_list(username, signed) {
-            Ok(_) => {
-                if let Some(list) = self.engine()?.device_list(username) {
-                    let (key, version) = (list.identity_key, list.version);
-                    self.store
-                        .record_contact(username, key.as_bytes(), version, now)?;
-                }
-                Ok(())
-            }
-            Err(CoreError::Identity(IdentityError::IdentityChanged(_))) => {
-                self.store
-                    .set_changed_identity(username, Some(&signed.encode()), now)?;
-                self.notice(format!(
-                    "WARNING: the identity key of {username} changed. Messages from and to {username} are held until you verify it: compare `nightjar safety-number {username}` with them, then run `nightjar trust {username}`"
-                ));
-                Err(Error::IdentityChanged(username.to_owned()))
-            }
-            // An older list than the one we know: keep ours (the server may be rolling back).
-            Err(CoreError::Identity(IdentityError::Rollback { .. })) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let result = self.machine()?.accept_list(now_ms(), username, signed);
+        self.take_machine_notifications()?;
+        Ok(result?)
     }
 
     /// Fetches `username`'s current device list from the server and accepts it.
@@ -613,7 +592,7 @@ impl Client {
             verified: Vec::new(),
         };
         status.verified = self.verified_contacts()?;
-        if self.engine.is_none() {
+        if self.machine.is_none() {
             return Ok(status);
         }
         match self.api() {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Client, now_ms};
 use crate::error::{Error, Result};
-use crate::store::{Consent, Store};
+use crate::store::Consent;
 
 /// A pending message request: an account this one has not accepted, in a conversation this
 /// one has not accepted.
@@ -25,41 +25,6 @@ pub struct MessageRequest {
     /// The latest held message's text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
-}
-
-/// What sync does with an incoming message from `sender` in `conversation` (already stored):
-/// holds it back if it is a request; returns a notice for the first one of a request.
-pub(crate) fn hold_if_request(
-    store: &Store,
-    conversation: &str,
-    sender: &str,
-    me: &str,
-    message_id: &str,
-) -> Result<Option<String>> {
-    if sender == me || !store.is_request(conversation, sender)? {
-        return Ok(None);
-    }
-    let first = store.hold_message(conversation, sender, message_id)?;
-    let blocked = store.consent(sender)? == Some(Consent::Blocked);
-    Ok((first && !blocked).then(|| request_notice(sender)))
-}
-
-/// What sync does when `inviter` added this account to `conversation`: a request unless this
-/// account accepted the inviter; returns a notice for a request.
-pub(crate) fn note_joined(
-    store: &Store,
-    conversation: &str,
-    inviter: &str,
-    me: &str,
-) -> Result<Option<String>> {
-    if inviter == me || store.joined_conversation(conversation, inviter)? {
-        return Ok(None);
-    }
-    Ok(Some(request_notice(inviter)))
-}
-
-fn request_notice(from: &str) -> String {
-    format!("new message request from {from}: run `nightjar requests`")
 }
 
 impl Client {

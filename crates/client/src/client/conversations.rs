@@ -4,14 +4,14 @@
 use std::collections::BTreeSet;
 
 use nightjar_api::{B64, ErrorCode};
-use nightjar_core::content::{Content, GroupMetadata, MAX_MESSAGE_BYTES, Message, MessageId};
-use nightjar_core::identity::DeviceCredential;
-use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine, Intent};
+use nightjar_core::content::{Content, MAX_MESSAGE_BYTES, Message, MessageId};
+use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine};
+use nightjar_machine::OperationError;
 
 use super::flush::session_expired;
-use super::{Client, address, meta, now_ms, random_hex};
+use super::{Client, now_ms, random_hex};
 use crate::error::{Error, Result};
-use crate::store::{ConversationRow, OutboxItem, OutboxKind, Store, StoredMessage};
+use crate::store::{ConversationRow, OutboxItem, Store, StoredMessage};
 
 /// What happened to a message handed to [`Client::send_direct`] or [`Client::send_group`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,56 +26,18 @@ pub struct SendOutcome {
     pub queued_because: Option<String>,
 }
 
-/// The index row for `conversation` as the engine now sees it. A direct conversation's peer
-/// is the engine's: the one other account, fixed when the conversation began and kept by every
-/// commit since (never a hint a Welcome or the server could set).
-pub(crate) fn conversation_row(
-    engine: &mut Engine<Store>,
-    conversation: ConversationId,
-) -> Result<ConversationRow> {
-    let info = engine.conversation(conversation)?;
-    let kind = match info.kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-    };
-    Ok(ConversationRow {
-        id: conversation.to_string(),
-        kind: kind.into(),
-        name: info.metadata.map(|m| m.name),
-        peer: info.peer,
-        active: info.active,
-    })
-}
-
-/// Queues a commit the engine just made (it stays pending in the engine until the verdict).
+/// Queues a commit the engine just made (see [`nightjar_machine::enqueue_commit`]).
 pub(crate) fn enqueue_commit(
     engine: &mut Engine<Store>,
     store: &Store,
     bundle: &CommitBundle,
 ) -> Result<()> {
-    let info = engine.conversation(bundle.conversation)?;
-    let mut members: BTreeSet<DeviceCredential> = info.members.into_iter().collect();
-    if let Some(Intent::RemoveDevices { devices }) = &info.pending {
-        for d in devices {
-            members.remove(d);
-        }
-    }
-    members.extend(bundle.welcome_recipients.iter().cloned());
-    let item = OutboxItem::Commit {
-        epoch: bundle.epoch,
-        commit: B64(bundle.commit.clone()),
-        welcome: bundle.welcome.clone().map(B64),
-        welcome_recipients: bundle.welcome_recipients.iter().map(address).collect(),
-        members: members.iter().map(address).collect(),
-        group_info: bundle.group_info.clone().map(B64),
-    };
-    store.push_outbox(
-        &bundle.conversation.to_string(),
-        &item,
-        &random_hex()?,
+    Ok(nightjar_machine::enqueue_commit(
+        engine,
+        store,
+        bundle,
         now_ms(),
-    )?;
-    Ok(())
+    )?)
 }
 
 fn parse_conversation(id: &str) -> Result<ConversationId> {
@@ -94,22 +56,11 @@ impl Client {
         }
     }
 
-    /// The pump of a send: what arrived first (so the message is encrypted in the current
-    /// epoch and reaches devices added meanwhile), then the outbox. One inbox read and one
-    /// post in the steady state; a full pump when commits or an epoch race remain.
+    /// The pump of a send: the machine reads what arrived first (so the message is encrypted
+    /// in the current epoch and reaches devices added meanwhile), then posts the outbox. One
+    /// inbox read and one post in the steady state.
     async fn send_pump(&mut self) -> Result<()> {
-        self.pull().await.map_err(session_expired)?;
-        self.reconcile_own_devices().await?;
-        let needs_sync = self.flush().await.map_err(session_expired)?;
-        let has_commits = self
-            .store
-            .outbox()?
-            .iter()
-            .any(|r| r.item.kind() == OutboxKind::Commit);
-        if needs_sync || has_commits {
-            return self.pump().await;
-        }
-        self.replenish_key_packages_when_due().await
+        self.pump().await.map_err(session_expired)
     }
 
     /// [`Self::send_pump`], treating an unreachable or rate-limiting server as "later".
@@ -219,34 +170,21 @@ impl Client {
         peers: &[String],
         name: Option<&str>,
     ) -> Result<String> {
-        let me = self.me()?.username;
-        self.fetch_account(&me).await?;
-        for peer in peers {
-            self.fetch_account(peer).await?;
+        let op = self
+            .machine()?
+            .create_conversation(now_ms(), kind, peers, name)?;
+        self.drive().await?;
+        match self.operations.remove(&op) {
+            Some(Ok(conversation)) => Ok(conversation.to_string()),
+            Some(Err(OperationError::NoAccount(name))) => {
+                Err(Error::Usage(format!("no account named {name}")))
+            }
+            Some(Err(OperationError::IdentityChanged(name))) => Err(Error::IdentityChanged(name)),
+            Some(Err(e)) => Err(Error::Protocol(e.to_string())),
+            None => Err(Error::Network(
+                "the conversation could not be created: the server did not answer".into(),
+            )),
         }
-        let mut key_packages = self.claim(&me).await?;
-        for peer in peers {
-            key_packages.extend(self.claim(peer).await?);
-        }
-        let metadata = name.map(|n| GroupMetadata {
-            name: n.to_owned(),
-            avatar: None,
-        });
-        let members: Vec<&str> = peers.iter().map(String::as_str).collect();
-        let now = now_ms();
-        self.atomic(|engine, store| {
-            let (conversation, bundle) = engine.create_conversation(
-                now,
-                kind,
-                &members,
-                metadata.as_ref(),
-                &key_packages,
-            )?;
-            enqueue_commit(engine, store, &bundle)?;
-            let row = conversation_row(engine, conversation)?;
-            store.upsert_conversation(&row, now)?;
-            Ok(conversation.to_string())
-        })
     }
 
     fn enqueue_message(&mut self, conversation: &str, body: &str) -> Result<String> {
@@ -420,98 +358,6 @@ impl Client {
             enqueue_commit(engine, store, &bundle)
         })?;
         self.pump().await
-    }
-
-    /// Keeps this account's devices and its conversations in step: a device in the account's
-    /// device list but missing from a conversation is added (from a claimed key package), a
-    /// conversation member no longer in the list is removed. Any device of the account does
-    /// this on sync; a race between two of them is settled by the server's epoch ordering.
-    pub(crate) async fn reconcile_own_devices(&mut self) -> Result<()> {
-        let me = self.me()?;
-        if !self.engine()?.has_account_identity() {
-            return Ok(());
-        }
-        let Some(list) = self.engine()?.device_list(&me.username).cloned() else {
-            return Ok(());
-        };
-        let listed: BTreeSet<DeviceCredential> = list
-            .devices
-            .iter()
-            .map(|d| DeviceCredential {
-                username: me.username.clone(),
-                device_id: d.device_id,
-            })
-            .collect();
-        let busy: BTreeSet<String> = self
-            .store
-            .outbox()?
-            .into_iter()
-            .filter(|r| r.item.kind() == OutboxKind::Commit)
-            .map(|r| r.conversation)
-            .collect();
-        let skip_until: u64 = self
-            .store
-            .meta(meta::RECONCILE_SKIP)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let rows = self.store.conversations()?;
-        for row in rows
-            .into_iter()
-            .filter(|r| r.active && !busy.contains(&r.id))
-        {
-            let conversation = parse_conversation(&row.id)?;
-            let Ok(info) = self.engine()?.conversation(conversation) else {
-                continue;
-            };
-            if !info.active || info.pending.is_some() {
-                continue;
-            }
-            let own: BTreeSet<DeviceCredential> = info
-                .members
-                .iter()
-                .filter(|m| m.username == me.username)
-                .cloned()
-                .collect();
-            let revoked: Vec<DeviceCredential> = own.difference(&listed).cloned().collect();
-            if !revoked.is_empty() {
-                self.atomic(|engine, store| {
-                    let bundle = engine.remove_devices(conversation, revoked)?;
-                    enqueue_commit(engine, store, &bundle)
-                })?;
-                continue;
-            }
-            let missing: Vec<DeviceCredential> = listed.difference(&own).cloned().collect();
-            if missing.is_empty() || now_ms() < skip_until {
-                continue;
-            }
-            let wanted: BTreeSet<String> =
-                missing.iter().map(|m| m.device_id.to_string()).collect();
-            let claimed = self.api()?.claim_key_packages(&me.username).await?;
-            let key_packages: Vec<Vec<u8>> = claimed
-                .key_packages
-                .into_iter()
-                .filter(|k| wanted.contains(&k.device_id))
-                .map(|k| k.key_package.0)
-                .collect();
-            if key_packages.is_empty() {
-                // The new device has not uploaded key packages yet; do not drain ours by
-                // claiming again on every command.
-                self.store
-                    .set_meta(meta::RECONCILE_SKIP, &(now_ms() + 30_000).to_string())?;
-                return Ok(());
-            }
-            let result = self.atomic(|engine, store| {
-                let bundle = engine.add_devices(conversation, &key_packages)?;
-                enqueue_commit(engine, store, &bundle)
-            });
-            if let Err(e) = result {
-                self.notice(format!(
-                    "could not add this account's new device to conversation {}: {e}",
-                    row.id
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

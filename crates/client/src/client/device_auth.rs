@@ -12,7 +12,7 @@ impl Client {
     /// Whether this profile holds a device of an account (active or pending), which can sign
     /// in with its own key.
     pub fn has_device(&self) -> bool {
-        self.engine.is_some()
+        self.machine.is_some()
     }
 
     /// Signs this profile's device in to `server` with its device key alone: the server's fresh
@@ -87,9 +87,10 @@ impl Client {
 
     /// Accounts whose current identity key the user verified.
     pub(crate) fn verified_contacts(&mut self) -> Result<Vec<String>> {
-        let Some(engine) = self.engine.as_ref() else {
+        let Some(machine) = self.machine.as_mut() else {
             return Ok(Vec::new());
         };
+        let engine = machine.engine();
         let mut names: Vec<String> = engine
             .pinned_contacts()?
             .into_iter()

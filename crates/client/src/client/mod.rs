@@ -9,6 +9,7 @@ mod account;
 mod consent;
 mod conversations;
 mod device_auth;
+mod drive;
 mod flush;
 mod sync;
 #[cfg(test)]
@@ -16,9 +17,9 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-use nightjar_api::DeviceAddress;
 use nightjar_core::identity::DeviceCredential;
 use nightjar_core::{Engine, EngineConfig};
+use nightjar_machine::Machine;
 
 pub use account::{LoginOutcome, Status};
 pub use consent::MessageRequest;
@@ -63,7 +64,6 @@ pub(crate) mod meta {
     pub(crate) const TOKEN_EXPIRES: &str = "token_expires_at_ms";
     pub(crate) const DEVICE_STATUS: &str = "device_status";
     pub(crate) const KEY_PACKAGES_UPLOADED: &str = "key_packages_uploaded";
-    pub(crate) const RECONCILE_SKIP: &str = "reconcile_skip_until_ms";
     pub(crate) const KEY_PACKAGES_CHECKED: &str = "key_packages_checked_at_ms";
 }
 
@@ -75,12 +75,18 @@ pub struct Client {
     dir: PathBuf,
     key_storage: KeyStorage,
     store: Store,
-    engine: Option<Engine<Store>>,
+    /// The client state machine (with the engine), once the profile holds a device.
+    machine: Option<Machine<Store>>,
     api: Option<Api>,
     options: ClientOptions,
     notices: Vec<String>,
     /// How long a gap in a sender's sequence numbers may stay open before it is reported.
     missing_after: std::time::Duration,
+    /// How the machine's operations ended, until the caller takes the result.
+    operations: std::collections::BTreeMap<
+        nightjar_machine::OperationId,
+        std::result::Result<nightjar_core::ConversationId, nightjar_machine::OperationError>,
+    >,
 }
 
 impl std::fmt::Debug for Client {
@@ -105,14 +111,6 @@ pub(crate) fn random_hex() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| Error::Database(format!("no randomness: {e}")))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-/// The routing address of a device.
-pub(crate) fn address(c: &DeviceCredential) -> DeviceAddress {
-    DeviceAddress {
-        username: c.username.clone(),
-        device_id: c.device_id.to_string(),
-    }
 }
 
 /// Name of the lock file inside the profile directory.
@@ -164,8 +162,8 @@ impl Client {
         let lock = lock_profile(dir)?;
         let (key, key_storage) = keys::load_or_create(dir, options.try_keyring)?;
         let store = Store::open(&dir.join(DB_FILE), &key)?;
-        let engine = if store.has_engine_state()? {
-            Some(Engine::load(store.clone())?)
+        let machine = if store.has_engine_state()? {
+            Some(Machine::load(store.clone())?)
         } else {
             None
         };
@@ -182,11 +180,12 @@ impl Client {
             dir: dir.to_path_buf(),
             key_storage,
             store,
-            engine,
+            machine,
             api,
             options,
             notices: Vec::new(),
             missing_after: DEFAULT_MISSING_AFTER,
+            operations: std::collections::BTreeMap::new(),
         })
     }
 
@@ -207,14 +206,12 @@ impl Client {
 
     /// The account name, once registered or logged in.
     pub fn username(&self) -> Option<String> {
-        self.engine.as_ref().map(|e| e.device().username.clone())
+        self.machine.as_ref().map(|m| m.me().username.clone())
     }
 
     /// This device's id (16 hex digits), once registered or logged in.
     pub fn device_id(&self) -> Option<String> {
-        self.engine
-            .as_ref()
-            .map(|e| e.device().device_id.to_string())
+        self.machine.as_ref().map(|m| m.me().device_id.to_string())
     }
 
     /// Things the user should know that happened during the last calls (someone added you to
@@ -234,7 +231,11 @@ impl Client {
     }
 
     pub(crate) fn engine(&mut self) -> Result<&mut Engine<Store>> {
-        self.engine.as_mut().ok_or_else(|| {
+        Ok(self.machine()?.engine())
+    }
+
+    pub(crate) fn machine(&mut self) -> Result<&mut Machine<Store>> {
+        self.machine.as_mut().ok_or_else(|| {
             Error::Profile(
                 "no account in this profile: run `nightjar register` or `nightjar login` first"
                     .into(),
@@ -257,34 +258,25 @@ impl Client {
         &mut self,
         f: impl FnOnce(&mut Engine<Store>, &Store) -> Result<T>,
     ) -> Result<T> {
-        self.store.begin()?;
-        let result = match self.engine.as_mut() {
-            Some(engine) => f(engine, &self.store),
-            None => Err(Error::Profile("no account in this profile".into())),
-        };
+        let mut failure = None;
+        let result = self.machine()?.atomic(|engine, store| {
+            f(engine, store).map_err(|e| {
+                let text = nightjar_machine::Error::Usage(e.to_string());
+                failure = Some(e);
+                text
+            })
+        });
         match result {
-            Ok(value) => match self.store.commit() {
-                Ok(()) => Ok(value),
-                Err(e) => {
-                    self.reload()?;
-                    Err(e)
-                }
-            },
-            Err(e) => {
-                self.store.rollback();
-                self.reload()?;
-                Err(e)
-            }
+            Ok(value) => Ok(value),
+            Err(e) => Err(failure.take().unwrap_or_else(|| e.into())),
         }
     }
 
     /// Reloads the engine from disk (after a rolled-back transaction).
     pub(crate) fn reload(&mut self) -> Result<()> {
-        self.engine = if self.store.has_engine_state()? {
-            Some(Engine::load(self.store.clone())?)
-        } else {
-            None
-        };
+        if let Some(machine) = self.machine.as_mut() {
+            machine.reload()?;
+        }
         Ok(())
     }
 

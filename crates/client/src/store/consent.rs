@@ -7,6 +7,7 @@
 //! `sync`; `requests` lists them; accepting the sender (or the account that added this one to
 //! the conversation) releases them to the next `sync`.
 
+pub use nightjar_machine::rows::Consent;
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, to_i64};
@@ -27,32 +28,6 @@ CREATE TABLE IF NOT EXISTS conversation_consent (
 
 /// `messages.shown` of a held message request.
 const HELD: i64 = 2;
-
-/// What this account decided about another account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consent {
-    /// Its messages are shown.
-    Accepted,
-    /// Its messages are refused by the server and never shown.
-    Blocked,
-}
-
-impl Consent {
-    fn as_str(self) -> &'static str {
-        match self {
-            Consent::Accepted => "accepted",
-            Consent::Blocked => "blocked",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "accepted" => Some(Consent::Accepted),
-            "blocked" => Some(Consent::Blocked),
-            _ => None,
-        }
-    }
-}
 
 /// Held messages of one sender in one conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,57 +1,10 @@
 //! Decrypted message history, the local conversation index and contacts.
 
+pub use nightjar_machine::rows::{ContactRecord, ConversationRow, StoredMessage};
 use rusqlite::{OptionalExtension as _, params};
-use serde::Serialize;
 
 use super::{Store, to_i64, to_u64};
 use crate::error::Result;
-
-/// One message in the local history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StoredMessage {
-    /// The conversation (32 hex digits).
-    pub conversation: String,
-    /// The sender-chosen message id (32 hex digits).
-    pub id: String,
-    /// The sending account.
-    pub from: String,
-    /// The sending device (16 hex digits).
-    pub device: String,
-    /// The sender's clock at sending (ms since the Unix epoch).
-    pub sent_at: u64,
-    /// The content kind (`text`, `reply`, `reaction`, ...).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The text, for text-like content.
-    pub text: Option<String>,
-    /// Whether this device's account sent it.
-    pub outgoing: bool,
-}
-
-/// One conversation in the local index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConversationRow {
-    /// The conversation id (32 hex digits).
-    pub id: String,
-    /// `direct` or `group`.
-    pub kind: String,
-    /// The group name, for groups.
-    pub name: Option<String>,
-    /// The other account, for direct conversations.
-    pub peer: Option<String>,
-    /// Whether this device is still a member.
-    pub active: bool,
-}
-
-/// What this device remembers about another account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContactRecord {
-    /// The account.
-    pub username: String,
-    /// A device list signed by a different identity key than the pinned one, awaiting the
-    /// user's decision (`trust`).
-    pub changed_list: Option<Vec<u8>>,
-}
 
 impl Store {
     /// Adds a message to the history; returns false if it was already there (same conversation,

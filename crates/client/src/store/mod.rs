@@ -8,6 +8,7 @@
 
 mod consent;
 mod history;
+mod machine;
 mod outbox;
 
 use std::path::Path;

@@ -4,109 +4,11 @@
 //! Application messages keep their plaintext until acknowledged, so one whose epoch is gone
 //! after a commit race can be encrypted again (same message id: receivers drop duplicates).
 
-use nightjar_api::{B64, DeviceAddress};
-use nightjar_core::Intent;
+pub use nightjar_machine::rows::{OutboxItem, OutboxKind, OutboxRow};
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
 
 use super::{Store, to_i64, to_u64};
 use crate::error::Result;
-
-/// What an outbox entry will send.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OutboxItem {
-    /// An application message.
-    Message {
-        /// The encoded `nightjar_core::content::Message` (kept until acknowledged).
-        plaintext: B64,
-        /// Its message id (32 hex digits).
-        message_id: String,
-        /// The MLS ciphertext, once encrypted.
-        ciphertext: Option<B64>,
-        /// The epoch it was encrypted in.
-        epoch: Option<u64>,
-    },
-    /// A commit with its Welcome; the engine holds it as pending until the server's verdict.
-    Commit {
-        /// The epoch the commit was made in.
-        epoch: u64,
-        /// The MLS commit.
-        commit: B64,
-        /// The Welcome for added devices.
-        welcome: Option<B64>,
-        /// Who the Welcome is for.
-        welcome_recipients: Vec<DeviceAddress>,
-        /// Every member device after the commit (sent for older servers; the server derives
-        /// it from the commit).
-        members: Vec<DeviceAddress>,
-        /// For the commit creating a conversation: the GroupInfo of epoch 0 for the server.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        group_info: Option<B64>,
-    },
-    /// An operation whose commit lost an epoch race: make a new commit once the winner is in.
-    Retry {
-        /// What the lost commit wanted.
-        intent: Intent,
-    },
-    /// Commit queued leave requests of other members.
-    CommitProposals,
-}
-
-/// The kind of an outbox entry, for counting and ordering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutboxKind {
-    /// An application message.
-    Message,
-    /// A commit or something that becomes one.
-    Commit,
-}
-
-impl OutboxItem {
-    /// Whether this is an application message or a commit.
-    pub fn kind(&self) -> OutboxKind {
-        match self {
-            OutboxItem::Message { .. } => OutboxKind::Message,
-            _ => OutboxKind::Commit,
-        }
-    }
-
-    /// What the entry is, in one word (`message`, `commit`, `retry`, ...).
-    pub fn label(&self) -> &'static str {
-        match self {
-            OutboxItem::Message { .. } => "message",
-            OutboxItem::Commit { .. } => "commit",
-            OutboxItem::Retry { .. } => "retry",
-            OutboxItem::CommitProposals => "proposals",
-        }
-    }
-
-    /// Commits go before application messages: a pending commit blocks sending.
-    fn priority(&self) -> i64 {
-        match self.kind() {
-            OutboxKind::Commit => 0,
-            OutboxKind::Message => 1,
-        }
-    }
-}
-
-/// One stored outbox entry.
-#[derive(Clone, Debug)]
-pub struct OutboxRow {
-    /// Position (insertion order).
-    pub seq: i64,
-    /// The conversation (32 hex digits).
-    pub conversation: String,
-    /// The key that makes re-posting this entry a no-op on the server.
-    pub idempotency_key: String,
-    /// What it sends.
-    pub item: OutboxItem,
-    /// How many times posting it failed.
-    pub attempts: u64,
-    /// Why the server refused it, if it did: a refused entry stays queued, is not posted
-    /// again by itself, and waits for the user (`Store::retry_refused`, `remove_outbox`).
-    pub refused: Option<String>,
-}
 
 /// An outbox row as read, before its body is decoded.
 struct RawRow {
@@ -263,6 +165,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nightjar_api::B64;
 
     #[test]
     fn outbox_survives_reopen_in_order_with_commits_first() {

@@ -1,0 +1,325 @@
+//! Starting a conversation: the device lists of every account in it are fetched and accepted
+//! (an identity change stops the creation, for the user to verify), one key package is claimed
+//! for every device of them (this device excepted), and the creating commit is queued. Several
+//! requests, one operation: the caller gets an [`OperationId`] and, at the end,
+//! [`Notification::Created`] or [`Notification::OperationFailed`].
+
+use std::collections::BTreeSet;
+
+use nightjar_core::ConversationKind;
+use nightjar_core::content::GroupMetadata;
+use nightjar_core::identity::{SignedDeviceList, validate_username};
+
+use super::outbox::enqueue_commit;
+use super::{Machine, Notification, Pending, conversation_row};
+use crate::error::{Error, Result};
+use crate::store::ClientStore;
+use crate::transport::{Failure, Request, Response};
+
+/// Names one multi-request operation until it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OperationId(pub u64);
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OperationError {
+    /// There is no such account.
+    #[error("no account named {0}")]
+    NoAccount(String),
+    /// The account's identity key changed: the user must verify it first.
+    #[error("the identity key of {0} changed")]
+    IdentityChanged(String),
+    /// The server refused, or could not be reached.
+    #[error("{0}")]
+    Server(String),
+    /// What the server sent, or the engine made of it, is not valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A conversation being created.
+#[derive(Debug)]
+pub(super) struct Creation {
+    kind: ConversationKind,
+    peers: Vec<String>,
+    name: Option<String>,
+    /// Accounts whose device list or key packages are still asked for.
+    waiting: BTreeSet<String>,
+    /// Device lists accepted so far: claims start once all are in.
+    claiming: bool,
+    key_packages: Vec<Vec<u8>>,
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// Starts a 1:1 conversation with `peer`, or a group named `name` with `peers`. Check with
+    /// [`Self::direct_conversation`] first: this always creates a new one.
+    pub fn create_conversation(
+        &mut self,
+        _now: u64,
+        kind: ConversationKind,
+        peers: &[String],
+        name: Option<&str>,
+    ) -> Result<OperationId> {
+        let me = self.me.username.clone();
+        let mut accounts: Vec<String> = Vec::new();
+        for p in peers {
+            validate_username(p)?;
+            if *p == me {
+                return Err(Error::Usage("that is your own account".into()));
+            }
+            if self
+                .store
+                .contact(p)?
+                .is_some_and(|c| c.changed_list.is_some())
+            {
+                return Err(Error::IdentityChanged(p.clone()));
+            }
+            if !accounts.contains(p) {
+                accounts.push(p.clone());
+            }
+        }
+        match kind {
+            ConversationKind::Direct if accounts.len() != 1 => {
+                return Err(Error::Usage(
+                    "a 1:1 conversation has exactly one other account".into(),
+                ));
+            }
+            ConversationKind::Group if accounts.is_empty() => {
+                return Err(Error::Usage("name at least one other account".into()));
+            }
+            ConversationKind::Group if name.is_none_or(|n| n.trim().is_empty()) => {
+                return Err(Error::Usage("a group needs a name".into()));
+            }
+            _ => {}
+        }
+        let op = OperationId(self.next_operation);
+        self.next_operation += 1;
+        let everyone: BTreeSet<String> = accounts.iter().cloned().chain([me]).collect();
+        for account in &everyone {
+            self.request(
+                Request::Account {
+                    username: account.clone(),
+                },
+                Pending::CreateAccount {
+                    op,
+                    username: account.clone(),
+                },
+            );
+        }
+        self.creations.insert(
+            op,
+            Creation {
+                kind,
+                peers: accounts,
+                name: name.map(str::to_owned),
+                waiting: everyone,
+                claiming: false,
+                key_packages: Vec::new(),
+            },
+        );
+        Ok(op)
+    }
+
+    /// The active 1:1 conversation with `peer`, if there is one: a direct conversation whose
+    /// member accounts are exactly this account and `peer` (or only this account while its
+    /// creating commit waits for the server), as the engine verified them on every Welcome and
+    /// commit. If a race made two, the lowest id, so both sides pick the same.
+    pub fn direct_conversation(
+        &mut self,
+        peer: &str,
+    ) -> Result<Option<nightjar_core::ConversationId>> {
+        let me = self.me.username.clone();
+        let mut found = Vec::new();
+        for row in self.store.conversations()? {
+            if !row.active || row.kind != "direct" {
+                continue;
+            }
+            let Some(id) = nightjar_core::ConversationId::parse(&row.id) else {
+                continue;
+            };
+            let Ok(info) = self.engine.conversation(id) else {
+                continue;
+            };
+            let exact = info.kind == ConversationKind::Direct
+                && info.active
+                && info.peer.as_deref() == Some(peer)
+                && info
+                    .members
+                    .iter()
+                    .all(|m| m.username == me || m.username == peer);
+            if exact {
+                found.push(id);
+            }
+        }
+        Ok(found.into_iter().min())
+    }
+
+    fn fail_creation(&mut self, op: OperationId, reason: OperationError) {
+        if self.creations.remove(&op).is_some() {
+            self.notifications.push_back(Notification::OperationFailed {
+                operation: op,
+                reason,
+            });
+        }
+    }
+
+    /// A device list for a creation.
+    pub(super) fn on_create_account(
+        &mut self,
+        now: u64,
+        op: OperationId,
+        username: &str,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        if !self.creations.contains_key(&op) {
+            return Ok(());
+        }
+        let signed = match outcome {
+            Ok(Response::Account(account)) => SignedDeviceList::decode(&account.device_list.0),
+            Err(Failure::Refused(e)) if e.code == nightjar_api::ErrorCode::NotFound => {
+                self.fail_creation(op, OperationError::NoAccount(username.to_owned()));
+                return Ok(());
+            }
+            Err(f) => {
+                self.fail_creation(op, OperationError::Server(f.to_string()));
+                return Ok(());
+            }
+            Ok(_) => {
+                let text = "unexpected answer from the server".to_owned();
+                self.fail_creation(op, OperationError::Invalid(text));
+                return Ok(());
+            }
+        };
+        let accepted = match signed {
+            Ok(signed) => self.accept_list(now, username, &signed),
+            Err(e) => Err(Error::Engine(e.into())),
+        };
+        match accepted {
+            Ok(()) => {}
+            Err(Error::IdentityChanged(name)) => {
+                self.fail_creation(op, OperationError::IdentityChanged(name));
+                return Ok(());
+            }
+            Err(Error::Engine(e)) => {
+                self.fail_creation(
+                    op,
+                    OperationError::Invalid(format!(
+                        "the device list of {username} is invalid: {e}"
+                    )),
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let Some(creation) = self.creations.get_mut(&op) else {
+            return Ok(());
+        };
+        creation.waiting.remove(username);
+        if !creation.waiting.is_empty() || creation.claiming {
+            return Ok(());
+        }
+        creation.claiming = true;
+        let everyone: Vec<String> = creation
+            .peers
+            .iter()
+            .cloned()
+            .chain([self.me.username.clone()])
+            .collect();
+        creation.waiting = everyone.iter().cloned().collect();
+        for account in everyone {
+            self.request(
+                Request::ClaimKeyPackages {
+                    username: account.clone(),
+                },
+                Pending::CreateClaim {
+                    op,
+                    username: account,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Key packages for a creation; the last one makes the conversation.
+    pub(super) fn on_create_claim(
+        &mut self,
+        now: u64,
+        op: OperationId,
+        username: &str,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        let me = self.me.clone();
+        let Some(creation) = self.creations.get_mut(&op) else {
+            return Ok(());
+        };
+        match outcome {
+            Ok(Response::Claimed(claimed)) => {
+                creation.key_packages.extend(
+                    claimed
+                        .key_packages
+                        .into_iter()
+                        .filter(|k| {
+                            !(username == me.username && k.device_id == me.device_id.to_string())
+                        })
+                        .map(|k| k.key_package.0),
+                );
+            }
+            Err(f) => {
+                self.fail_creation(op, OperationError::Server(f.to_string()));
+                return Ok(());
+            }
+            Ok(_) => {
+                let text = "unexpected answer from the server".to_owned();
+                self.fail_creation(op, OperationError::Invalid(text));
+                return Ok(());
+            }
+        }
+        creation.waiting.remove(username);
+        if !creation.waiting.is_empty() {
+            return Ok(());
+        }
+        let Some(creation) = self.creations.remove(&op) else {
+            return Ok(());
+        };
+        let metadata = creation.name.map(|n| GroupMetadata {
+            name: n,
+            avatar: None,
+        });
+        let members: Vec<&str> = creation.peers.iter().map(String::as_str).collect();
+        let result = self.atomic(|engine, store| {
+            let (conversation, bundle) = engine.create_conversation(
+                now,
+                creation.kind,
+                &members,
+                metadata.as_ref(),
+                &creation.key_packages,
+            )?;
+            enqueue_commit(engine, store, &bundle, now)?;
+            let row = conversation_row(engine, conversation)?;
+            store.upsert_conversation(&row, now)?;
+            Ok(conversation)
+        });
+        match result {
+            Ok(conversation) => {
+                self.notifications.push_back(Notification::Created {
+                    operation: op,
+                    conversation,
+                });
+                self.notifications
+                    .push_back(Notification::ConversationChanged(conversation));
+            }
+            Err(Error::Engine(e)) => {
+                self.fail_creation_done(op, OperationError::Invalid(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn fail_creation_done(&mut self, op: OperationId, reason: OperationError) {
+        self.notifications.push_back(Notification::OperationFailed {
+            operation: op,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,218 @@
+//! Device lists: accepting a peer's signed list (an identity change is held for the user,
+//! never accepted silently), and keeping this account's devices and its conversations in step.
+
+use std::collections::BTreeSet;
+
+use nightjar_core::identity::{DeviceCredential, IdentityError, SignedDeviceList};
+use nightjar_core::{ConversationId, Error as CoreError};
+
+use super::outbox::enqueue_commit;
+use super::{Machine, Notification, Pending, meta};
+use crate::error::{Error, Result};
+use crate::rows::OutboxKind;
+use crate::store::ClientStore;
+use crate::transport::{Failure, Request, Response};
+
+/// How long reconciliation waits before claiming again for a new device that had no key
+/// packages (so it does not drain this account's stock on every sync).
+const RECONCILE_RETRY_MS: u64 = 30_000;
+
+impl<S: ClientStore> Machine<S> {
+    /// Accepts `signed` as `username`'s device list. An identity key change is recorded and
+    /// surfaced ([`Notification::IdentityChanged`]), and refused with
+    /// [`Error::IdentityChanged`]; an older list than the one known is ignored (the server may
+    /// be rolling back).
+    pub fn accept_list(
+        &mut self,
+        now: u64,
+        username: &str,
+        signed: &SignedDeviceList,
+    ) -> Result<()> {
+        match self.engine.accept_device_list(username, signed) {
+            Ok(_) => {
+                if let Some(list) = self.engine.device_list(username) {
+                    let (key, version) = (list.identity_key, list.version);
+                    self.store
+                        .record_contact(username, key.as_bytes(), version, now)?;
+                }
+                Ok(())
+            }
+            Err(CoreError::Identity(IdentityError::IdentityChanged(_))) => {
+                self.store
+                    .set_changed_identity(username, Some(&signed.encode()), now)?;
+                self.notifications.push_back(Notification::IdentityChanged {
+                    username: username.to_owned(),
+                });
+                Err(Error::IdentityChanged(username.to_owned()))
+            }
+            Err(CoreError::Identity(IdentityError::Rollback { .. })) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The conversations where this account's devices and its device list disagree: devices
+    /// to remove (revoked) and devices to add (approved), one conversation per call.
+    fn own_device_gap(&mut self) -> Result<Option<DeviceGap>> {
+        let me = self.me.clone();
+        if !self.engine.has_account_identity() {
+            return Ok(None);
+        }
+        let Some(list) = self.engine.device_list(&me.username).cloned() else {
+            return Ok(None);
+        };
+        let listed: BTreeSet<DeviceCredential> = list
+            .devices
+            .iter()
+            .map(|d| DeviceCredential {
+                username: me.username.clone(),
+                device_id: d.device_id,
+            })
+            .collect();
+        let busy: BTreeSet<String> = self
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|r| r.item.kind() == OutboxKind::Commit)
+            .map(|r| r.conversation)
+            .collect();
+        for row in self.store.conversations()? {
+            if !row.active || busy.contains(&row.id) {
+                continue;
+            }
+            let Some(conversation) = ConversationId::parse(&row.id) else {
+                continue;
+            };
+            let Ok(info) = self.engine.conversation(conversation) else {
+                continue;
+            };
+            if !info.active || info.pending.is_some() {
+                continue;
+            }
+            let own: BTreeSet<DeviceCredential> = info
+                .members
+                .iter()
+                .filter(|m| m.username == me.username)
+                .cloned()
+                .collect();
+            let revoked: Vec<DeviceCredential> = own.difference(&listed).cloned().collect();
+            let missing: Vec<DeviceCredential> = listed.difference(&own).cloned().collect();
+            if !revoked.is_empty() || !missing.is_empty() {
+                return Ok(Some(DeviceGap {
+                    conversation,
+                    revoked,
+                    missing,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps this account's devices in every conversation it is in: a device in the
+    /// account's list but missing from a conversation is added (from a claimed key package),
+    /// a member no longer in the list is removed. Any device of the account does this once
+    /// its inbox is drained; a race between two of them is settled by the server's epoch
+    /// ordering.
+    pub(super) fn reconcile_own_devices(&mut self, now: u64) -> Result<()> {
+        if self.claiming {
+            return Ok(());
+        }
+        let skip_until: u64 = self
+            .store
+            .meta(meta::RECONCILE_SKIP)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        // Removals need nothing from the server: make them all.
+        while let Some(gap) = self.own_device_gap()? {
+            if gap.revoked.is_empty() {
+                if now >= skip_until {
+                    self.claiming = true;
+                    self.request(
+                        Request::ClaimKeyPackages {
+                            username: self.me.username.clone(),
+                        },
+                        Pending::Claim {
+                            conversation: gap.conversation,
+                        },
+                    );
+                }
+                return Ok(());
+            }
+            let conversation = gap.conversation;
+            let result = self.atomic(|engine, store| {
+                let bundle = engine.remove_devices(conversation, gap.revoked)?;
+                enqueue_commit(engine, store, &bundle, now)
+            });
+            if let Err(e) = result {
+                self.notice(format!(
+                    "could not remove a revoked device of this account from conversation {conversation}: {e}"
+                ));
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Key packages claimed for this account's devices missing from `conversation`.
+    pub(super) fn on_claimed(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        let Ok(Response::Claimed(claimed)) = outcome else {
+            self.store.set_meta(
+                meta::RECONCILE_SKIP,
+                &(now + RECONCILE_RETRY_MS).to_string(),
+            )?;
+            return Ok(());
+        };
+        let Some(gap) = self.own_device_gap()? else {
+            return Ok(());
+        };
+        if gap.conversation != conversation || !gap.revoked.is_empty() {
+            // Something changed meanwhile: start over.
+            return self.reconcile_own_devices(now);
+        }
+        let wanted: BTreeSet<String> = gap
+            .missing
+            .iter()
+            .map(|m| m.device_id.to_string())
+            .collect();
+        let key_packages: Vec<Vec<u8>> = claimed
+            .key_packages
+            .into_iter()
+            .filter(|k| wanted.contains(&k.device_id))
+            .map(|k| k.key_package.0)
+            .collect();
+        if key_packages.is_empty() {
+            // The new device has not uploaded key packages yet.
+            self.store.set_meta(
+                meta::RECONCILE_SKIP,
+                &(now + RECONCILE_RETRY_MS).to_string(),
+            )?;
+            return Ok(());
+        }
+        let result = self.atomic(|engine, store| {
+            let bundle = engine.add_devices(conversation, &key_packages)?;
+            enqueue_commit(engine, store, &bundle, now)
+        });
+        if let Err(e) = result {
+            self.notice(format!(
+                "could not add this account's new device to conversation {conversation}: {e}"
+            ));
+            self.store.set_meta(
+                meta::RECONCILE_SKIP,
+                &(now + RECONCILE_RETRY_MS).to_string(),
+            )?;
+            return Ok(());
+        }
+        self.reconcile_own_devices(now)
+    }
+}
+
+/// Where this account's devices and one conversation's members disagree.
+struct DeviceGap {
+    conversation: ConversationId,
+    revoked: Vec<DeviceCredential>,
+    missing: Vec<DeviceCredential>,
+}

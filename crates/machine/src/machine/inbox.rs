@@ -1,0 +1,551 @@
+//! Receiving: the server's queue is read page by page (and pushed envelopes join it), each
+//! envelope is processed in order with its decrypted content stored in the same transaction as
+//! the engine state, and acknowledged only then. Unknown accounts and unlisted devices make
+//! the machine fetch device lists and process the same bytes again; an identity key change is
+//! held and surfaced, never accepted silently.
+
+use nightjar_api::Envelope;
+use nightjar_core::content::Content;
+use nightjar_core::{
+    ConversationError, ConversationId, ConversationKind, Engine, Error as CoreError, Incoming,
+};
+
+use super::{Hold, Machine, Notification, Pending, Pull, conversation_row, meta, random_hex};
+use crate::backoff;
+use crate::error::{Error, Result};
+use crate::rows::{OutboxItem, StoredMessage};
+use crate::store::ClientStore;
+use crate::transport::{Failure, Request, Response};
+
+/// Envelopes asked for per inbox page.
+pub const INBOX_PAGE: u32 = 200;
+
+/// Processed envelope ids are remembered this long: well beyond the server's envelope
+/// lifetime (30 days), so a redelivered id is always recognised.
+const PROCESSED_KEPT_MS: u64 = 90 * 24 * 3600 * 1000;
+
+/// What processing the envelope at the front of the queue led to.
+enum Outcome {
+    /// Stored (or dropped for good): acknowledge it.
+    Done,
+    /// Held (an identity change awaits the user): leave it queued on the server.
+    Held,
+    /// Waiting for device lists.
+    Waiting,
+}
+
+/// How a content is kept in the history: its kind and text; `None` for content that is an
+/// event, not a message (typing, receipts).
+pub(crate) fn describe(content: &Content) -> Option<(String, Option<String>)> {
+    Some(match content {
+        Content::Typing { .. } | Content::ReadReceipt { .. } => return None,
+        Content::Text { body } => ("text".into(), Some(body.clone())),
+        Content::Reply { body, .. } => ("reply".into(), Some(body.clone())),
+        Content::Edit { body, .. } => ("edit".into(), Some(body.clone())),
+        Content::Reaction { emoji, .. } => ("reaction".into(), Some(emoji.clone())),
+        other => (other.kind().into(), None),
+    })
+}
+
+/// How a conversation is named in notices.
+pub(crate) fn label<S: ClientStore>(
+    engine: &mut Engine<S>,
+    conversation: ConversationId,
+) -> String {
+    match engine.conversation(conversation) {
+        Ok(info) => match (info.kind, info.metadata.clone()) {
+            (ConversationKind::Group, Some(m)) => format!("group {}", m.name),
+            (ConversationKind::Direct, _) => format!(
+                "your conversation with {}",
+                info.peer.as_deref().unwrap_or("nobody")
+            ),
+            _ => format!("conversation {conversation}"),
+        },
+        Err(_) => format!("conversation {conversation}"),
+    }
+}
+
+/// Applies what an incoming message means to the client's rows (inside the engine's
+/// transaction); returns the notifications for the user.
+fn record_incoming<S: ClientStore>(
+    engine: &mut Engine<S>,
+    store: &S,
+    incoming: &Incoming,
+    now: u64,
+) -> Result<Vec<Notification>> {
+    let me = engine.device().clone();
+    let mut out = Vec::new();
+    match incoming {
+        Incoming::Message {
+            conversation,
+            sender,
+            message,
+            ..
+        } => {
+            let id = conversation.to_string();
+            match &message.content {
+                Content::Typing { active } => out.push(Notification::Typing {
+                    conversation: *conversation,
+                    from: sender.username.clone(),
+                    active: *active,
+                }),
+                Content::ReadReceipt { message_ids } => out.push(Notification::Read {
+                    conversation: *conversation,
+                    from: sender.username.clone(),
+                    message_ids: message_ids.clone(),
+                }),
+                _ => {}
+            }
+            if let Some((kind, text)) = describe(&message.content) {
+                let stored = StoredMessage {
+                    conversation: id.clone(),
+                    id: message.id.to_hex(),
+                    from: sender.username.clone(),
+                    device: sender.device_id.to_string(),
+                    sent_at: message.sent_at_ms,
+                    kind,
+                    text,
+                    outgoing: sender.username == me.username,
+                };
+                if store.insert_message(&stored, now, false)? {
+                    let held = sender.username != me.username
+                        && store.is_request(&id, &sender.username)?;
+                    if held {
+                        let first = store.hold_message(&id, &sender.username, &stored.id)?;
+                        let blocked =
+                            store.consent(&sender.username)? == Some(crate::rows::Consent::Blocked);
+                        if first && !blocked {
+                            out.push(Notification::MessageRequest {
+                                conversation: *conversation,
+                                from: sender.username.clone(),
+                            });
+                        }
+                    } else {
+                        out.push(Notification::Received(stored));
+                    }
+                }
+            }
+            if store.conversation_row(&id)?.is_none() {
+                let row = conversation_row(engine, *conversation)?;
+                store.upsert_conversation(&row, now)?;
+                out.push(Notification::ConversationChanged(*conversation));
+            }
+        }
+        Incoming::Commit {
+            conversation,
+            sender,
+            added,
+            removed,
+            metadata_changed,
+            superseded,
+            ..
+        } => {
+            let row = conversation_row(engine, *conversation)?;
+            store.upsert_conversation(&row, now)?;
+            out.push(Notification::ConversationChanged(*conversation));
+            let name = label(engine, *conversation);
+            let mut accounts: Vec<&str> = added
+                .iter()
+                .filter(|d| d.username != sender.username && d.username != me.username)
+                .map(|d| d.username.as_str())
+                .collect();
+            accounts.dedup();
+            for a in accounts {
+                out.push(Notification::Notice(format!(
+                    "{} added {a} to {name}",
+                    sender.username
+                )));
+            }
+            let mut gone: Vec<&str> = removed.iter().map(|d| d.username.as_str()).collect();
+            gone.dedup();
+            let info = engine.conversation(*conversation)?;
+            for a in gone {
+                if !info.members.iter().any(|m| m.username == a) {
+                    out.push(Notification::Notice(format!(
+                        "{} removed {a} from {name}",
+                        sender.username
+                    )));
+                }
+            }
+            if *metadata_changed && let Some(group) = row.name {
+                out.push(Notification::Notice(format!(
+                    "{} renamed the group to {group}",
+                    sender.username
+                )));
+            }
+            if superseded.is_some() {
+                // Our commit for that epoch lost: retry it on the new epoch.
+                let id = conversation.to_string();
+                for r in store.outbox()? {
+                    if r.conversation == id && matches!(r.item, OutboxItem::Commit { .. }) {
+                        store.remove_outbox(r.seq)?;
+                    }
+                }
+                if let Some(intent) = engine.commit_rejected(*conversation)? {
+                    store.push_outbox(&id, &OutboxItem::Retry { intent }, &random_hex()?, now)?;
+                }
+            }
+        }
+        Incoming::Joined {
+            conversation,
+            kind,
+            sender,
+            ..
+        } => {
+            let row = conversation_row(engine, *conversation)?;
+            store.upsert_conversation(&row, now)?;
+            out.push(Notification::ConversationChanged(*conversation));
+            let name = label(engine, *conversation);
+            out.push(Notification::Notice(if sender.username == me.username {
+                format!("this device joined {name}")
+            } else if *kind == ConversationKind::Group {
+                format!("{} added you to {name}", sender.username)
+            } else {
+                format!("{} started a conversation with you", sender.username)
+            }));
+            let id = conversation.to_string();
+            if sender.username != me.username
+                && !store.joined_conversation(&id, &sender.username)?
+            {
+                out.push(Notification::MessageRequest {
+                    conversation: *conversation,
+                    from: sender.username.clone(),
+                });
+            }
+        }
+        Incoming::Removed { conversation, by } => {
+            let id = conversation.to_string();
+            if let Some(mut row) = store.conversation_row(&id)? {
+                row.active = false;
+                store.upsert_conversation(&row, now)?;
+                let name = row.name.unwrap_or_else(|| id.clone());
+                out.push(Notification::Notice(format!(
+                    "{} removed you from {name}",
+                    by.username
+                )));
+                out.push(Notification::ConversationChanged(*conversation));
+            }
+            store.clear_outbox_for(&id)?;
+        }
+        Incoming::LeaveRequested {
+            conversation,
+            member,
+        } => {
+            store.push_outbox(
+                &conversation.to_string(),
+                &OutboxItem::CommitProposals,
+                &random_hex()?,
+                now,
+            )?;
+            out.push(Notification::Notice(format!(
+                "{} left a conversation",
+                member.username
+            )));
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// Envelopes pushed on the stream: processed in order after anything queued before them;
+    /// a duplicate (already queued or processed) is acknowledged and dropped.
+    pub fn handle_pushed(&mut self, now: u64, envelopes: Vec<Envelope>) {
+        self.enqueue(envelopes);
+        self.work(now);
+    }
+
+    fn enqueue(&mut self, envelopes: Vec<Envelope>) {
+        for e in envelopes {
+            if !self.queue.iter().any(|q| q.id == e.id) {
+                self.queue.push_back(e);
+            }
+        }
+    }
+
+    /// The answer to an inbox page.
+    pub(super) fn on_inbox(&mut self, now: u64, outcome: Result<Response, Failure>) -> Result<()> {
+        let Pull::Asking { after } = self.pull else {
+            return Ok(());
+        };
+        match outcome {
+            Ok(Response::Inbox(envelopes)) => {
+                let fresh: Vec<Envelope> = envelopes.into_iter().filter(|e| e.id > after).collect();
+                match fresh.iter().map(|e| e.id).max() {
+                    // Envelopes held back (an identity change awaits the user) stay queued on
+                    // the server: only ever move forward, so the reading ends.
+                    None => {
+                        self.pull = Pull::Idle;
+                        self.drained(now)?;
+                    }
+                    Some(last) => {
+                        self.pull = Pull::Processing { after: last };
+                        self.enqueue(fresh);
+                    }
+                }
+            }
+            Ok(_) => self.pull = Pull::Idle,
+            Err(Failure::Network(_)) => {
+                self.network_failures += 1;
+                self.inbox_paused_until = Some(now + backoff::retry_delay(self.network_failures));
+                self.pull = Pull::Idle;
+                self.pull_wanted = true;
+            }
+            Err(Failure::Refused(e)) => {
+                self.pull = Pull::Idle;
+                self.notice(format!("could not read the inbox: {}", e.message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next page once the previous one is processed.
+    pub(super) fn advance_pull(&mut self, now: u64) -> Result<()> {
+        if self.inbox_paused_until.is_some() {
+            return Ok(());
+        }
+        let after = match self.pull {
+            Pull::Asking { .. } => return Ok(()),
+            Pull::Processing { after } if self.queue.is_empty() && self.fetching.is_empty() => {
+                after
+            }
+            Pull::Processing { .. } => return Ok(()),
+            Pull::Idle if self.pull_wanted => {
+                self.pull_wanted = false;
+                self.store
+                    .prune_processed(now.saturating_sub(PROCESSED_KEPT_MS))?;
+                0
+            }
+            Pull::Idle => return Ok(()),
+        };
+        self.pull = Pull::Asking { after };
+        self.request(
+            Request::Inbox {
+                after,
+                limit: INBOX_PAGE,
+            },
+            Pending::Inbox,
+        );
+        Ok(())
+    }
+
+    /// The queue is drained: epoch races may be retried, missing messages reported, and this
+    /// account's devices reconciled.
+    fn drained(&mut self, now: u64) -> Result<()> {
+        self.holds.retain(|_, h| *h != Hold::AfterSync);
+        self.report_missing(now)?;
+        self.reconcile_own_devices(now)?;
+        self.notifications.push_back(Notification::Synced);
+        Ok(())
+    }
+
+    pub(super) fn send_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.acks);
+        self.request(Request::Ack { ids }, Pending::Ack);
+    }
+
+    /// Processes the queue from the front until it is empty or waits for device lists.
+    pub(super) fn process_queue(&mut self, now: u64) -> Result<()> {
+        while self.fetching.is_empty()
+            && self.inbox_paused_until.is_none()
+            && let Some(envelope) = self.queue.front().cloned()
+        {
+            match self.process_front(now, &envelope)? {
+                Outcome::Done => {
+                    self.acks.push(envelope.id);
+                    self.queue.pop_front();
+                    self.fetched.clear();
+                }
+                Outcome::Held => {
+                    self.queue.pop_front();
+                    self.fetched.clear();
+                }
+                Outcome::Waiting => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn process_front(&mut self, now: u64, envelope: &Envelope) -> Result<Outcome> {
+        if self.store.is_processed(envelope.id)? {
+            return Ok(Outcome::Done);
+        }
+        let id = envelope.id;
+        let result = self.atomic(|engine, store| {
+            let incoming = engine.process(now, &envelope.payload.0)?;
+            let notes = record_incoming(engine, store, &incoming, now)?;
+            store.mark_processed(id, now)?;
+            Ok(notes)
+        });
+        let error = match result {
+            Ok(notes) => {
+                self.notifications.extend(notes);
+                return Ok(Outcome::Done);
+            }
+            Err(e) => e,
+        };
+        let needed: Vec<String> = match &error {
+            Error::Engine(CoreError::Conversation(ConversationError::UnknownAccounts(names))) => {
+                names.clone()
+            }
+            Error::Engine(CoreError::Conversation(ConversationError::DeviceNotInList(who))) => {
+                vec![who.split('/').next().unwrap_or_default().to_owned()]
+            }
+            Error::Engine(CoreError::Conversation(
+                ConversationError::OwnMessage
+                | ConversationError::Replayed
+                | ConversationError::Duplicate,
+            )) => {
+                // A copy of something already processed (an echo, a replayed ciphertext, or
+                // the same message encrypted twice): dropped without a word.
+                self.store.mark_processed(id, now)?;
+                return Ok(Outcome::Done);
+            }
+            Error::Engine(CoreError::Conversation(ConversationError::Forked { epoch })) => {
+                self.report_fork(envelope, *epoch)?;
+                self.store.mark_processed(id, now)?;
+                return Ok(Outcome::Done);
+            }
+            Error::Engine(_) => Vec::new(),
+            _ => return Err(error),
+        };
+        let fresh: Vec<String> = needed
+            .into_iter()
+            .filter(|n| !n.is_empty() && !self.fetched.contains(n))
+            .collect();
+        if fresh.is_empty() {
+            if self.held_for_identity(&error)? {
+                return Ok(Outcome::Held);
+            }
+            // Nothing authenticated the sender (MLS did not get that far): the name is only
+            // what the server claims, and is shown as such.
+            self.notice(format!(
+                "dropped a message the server attributed to {} that could not be processed: {error}",
+                envelope.sender.username
+            ));
+            self.store.mark_processed(id, now)?;
+            return Ok(Outcome::Done);
+        }
+        for name in fresh {
+            self.fetched.insert(name.clone());
+            self.fetching.insert(name.clone());
+            self.request(
+                Request::Account {
+                    username: name.clone(),
+                },
+                Pending::Account { username: name },
+            );
+        }
+        Ok(Outcome::Waiting)
+    }
+
+    /// Whether the envelope needs an account whose identity change awaits the user.
+    fn held_for_identity(&self, error: &Error) -> Result<bool> {
+        let names: Vec<String> = match error {
+            Error::Engine(CoreError::Conversation(ConversationError::UnknownAccounts(names))) => {
+                names.clone()
+            }
+            Error::Engine(CoreError::Conversation(ConversationError::DeviceNotInList(who))) => {
+                vec![who.split('/').next().unwrap_or_default().to_owned()]
+            }
+            _ => return Ok(false),
+        };
+        for n in names {
+            if self
+                .store
+                .contact(&n)?
+                .is_some_and(|c| c.changed_list.is_some())
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The answer to a device-list fetch made for the envelope at the front of the queue.
+    pub(super) fn on_account(
+        &mut self,
+        now: u64,
+        username: &str,
+        outcome: Result<Response, Failure>,
+    ) -> Result<()> {
+        self.fetching.remove(username);
+        match outcome {
+            Ok(Response::Account(account)) => {
+                match nightjar_core::identity::SignedDeviceList::decode(&account.device_list.0) {
+                    Ok(signed) => match self.accept_list(now, username, &signed) {
+                        Ok(()) | Err(Error::IdentityChanged(_)) => {}
+                        Err(Error::Engine(e)) => {
+                            self.notice(format!("the device list of {username} is invalid: {e}"));
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) => {
+                        self.notice(format!("the device list of {username} is invalid: {e}"));
+                    }
+                }
+            }
+            Ok(_) | Err(Failure::Refused(_)) => {}
+            Err(Failure::Network(_)) => {
+                // Ask again after a while: the envelope stays at the front.
+                self.fetched.remove(username);
+                self.network_failures += 1;
+                self.inbox_paused_until = Some(now + backoff::retry_delay(self.network_failures));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns gaps in senders' sequence numbers that stayed open for the grace time into
+    /// notices, once each.
+    pub fn report_missing(&mut self, now: u64) -> Result<()> {
+        let grace = self.missing_after_ms;
+        let notes = self.atomic(|engine, _| {
+            let missing = engine.missing_messages(now, grace)?;
+            Ok(missing
+                .into_iter()
+                .map(|m| {
+                    let name = label(engine, m.conversation);
+                    let (noun, verb) = if m.count == 1 {
+                        ("message", "is")
+                    } else {
+                        ("messages", "are")
+                    };
+                    format!(
+                        "{} {noun} from {} {verb} missing in {name} (sent by its device {}; the server did not deliver them)",
+                        m.count, m.sender.username, m.sender.device_id
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        for n in notes {
+            self.notice(n);
+        }
+        Ok(())
+    }
+
+    /// Says, once per conversation and epoch, that a message showed the conversation forked.
+    fn report_fork(&mut self, envelope: &Envelope, epoch: u64) -> Result<()> {
+        let Some(conversation) = nightjar_core::wire::inspect(&envelope.payload.0)
+            .ok()
+            .and_then(|info| info.conversation)
+        else {
+            return Ok(());
+        };
+        let key = format!("{}{conversation}", meta::FORK_REPORTED);
+        if self.store.meta(&key)? == Some(epoch.to_string()) {
+            return Ok(());
+        }
+        self.store.set_meta(&key, &epoch.to_string())?;
+        let name = label(&mut self.engine, conversation);
+        self.notice(format!(
+            "{name} has forked: a message sent in epoch {epoch} does not match this device's \
+             view of that epoch, so members were given different changes to the conversation \
+             (by the server, or a broken client); messages from the other branch cannot be read"
+        ));
+        Ok(())
+    }
+}

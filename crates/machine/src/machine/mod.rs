@@ -1,0 +1,556 @@
+//! [`Machine`]: one device's client logic, as events in and requests and notifications out.
+//!
+//! The driver owns the IO. It hands the machine user intents ([`Machine::send_message`]),
+//! pushed envelopes ([`Machine::handle_pushed`]), the outcome of every request
+//! ([`Machine::handle_response`]) and the time ([`Machine::tick`]); after each call it takes
+//! the requests to make ([`Machine::poll_request`]) and the notifications to show
+//! ([`Machine::poll_notification`]), and calls [`Machine::tick`] again at
+//! [`Machine::next_wakeup`]. Every call takes `now` (ms since the Unix epoch); the machine
+//! never reads a clock, never sleeps and never touches a socket.
+//!
+//! State changes go through [`ClientStore`] transactions: the engine's state and the client's
+//! rows (history, outbox, conversation index) commit together or not at all, and an envelope
+//! is acknowledged only after its transaction committed. What the machine keeps only in memory
+//! (requests in flight, waits) is rebuilt from the store after a restart: an outbox entry
+//! posted before a crash is posted again with the same idempotency key, which the server
+//! answers as the first time.
+
+mod create;
+mod devices;
+mod inbox;
+pub(crate) mod outbox;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use nightjar_api::{B64, Envelope, ErrorCode};
+use nightjar_core::content::{Content, MAX_MESSAGE_BYTES, Message, MessageId};
+use nightjar_core::identity::DeviceCredential;
+use nightjar_core::{ConversationId, ConversationKind, Engine};
+
+use crate::error::{Error, Result};
+use crate::rows::{ConversationRow, OutboxItem, StoredMessage};
+use crate::store::ClientStore;
+use crate::transport::{Failure, Request, RequestId, Response};
+
+pub use create::{OperationError, OperationId};
+pub use inbox::INBOX_PAGE;
+
+/// Settings keys the machine keeps in the store's settings table.
+pub mod meta {
+    /// Until when (ms) reconciliation does not claim key packages again for this account's
+    /// new devices (they had none).
+    pub const RECONCILE_SKIP: &str = "reconcile_skip_until_ms";
+    /// `conversation/epoch` a fork was last reported for, per conversation (prefix).
+    pub const FORK_REPORTED: &str = "fork_reported/";
+}
+
+/// How long a message missing from a sender's sequence may stay missing before it is reported.
+pub const DEFAULT_MISSING_AFTER_MS: u64 = 600_000;
+
+/// Something the user should see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// A message was stored in the history (incoming, or sent by another device of this
+    /// account).
+    Received(StoredMessage),
+    /// Someone started or stopped typing.
+    Typing {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        from: String,
+        /// Started (true) or stopped.
+        active: bool,
+    },
+    /// Someone read messages.
+    Read {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        from: String,
+        /// Which.
+        message_ids: Vec<MessageId>,
+    },
+    /// The server accepted a queued message (it is durably queued for every recipient).
+    Sent {
+        /// Where.
+        conversation: ConversationId,
+        /// Which.
+        message_id: MessageId,
+    },
+    /// The server refused a queued message for good; it stays in the outbox for the user.
+    Failed {
+        /// Where.
+        conversation: ConversationId,
+        /// Which.
+        message_id: MessageId,
+        /// The server's reason.
+        reason: String,
+    },
+    /// An account this one has not accepted wrote (or added this account to a conversation):
+    /// its messages are held back until the user accepts it.
+    MessageRequest {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        from: String,
+    },
+    /// The identity key of an account changed: messages from and to it are held until the
+    /// user verifies the new safety number and trusts it.
+    IdentityChanged {
+        /// The account.
+        username: String,
+    },
+    /// A conversation's index row changed (created, joined, renamed, members, left).
+    ConversationChanged(ConversationId),
+    /// A conversation asked for with [`Machine::create_conversation`] exists (its creating
+    /// commit is queued; messages to it may be sent at once).
+    Created {
+        /// The operation.
+        operation: OperationId,
+        /// The new conversation.
+        conversation: ConversationId,
+    },
+    /// A multi-request operation failed; nothing was created.
+    OperationFailed {
+        /// The operation.
+        operation: OperationId,
+        /// Why.
+        reason: OperationError,
+    },
+    /// Everything queued on the server was processed.
+    Synced,
+    /// The session is no longer valid (expired, or this device was removed): log in again.
+    SessionExpired,
+    /// A sentence for the user (someone added you, an identity key changed, a fork, ...).
+    Notice(String),
+}
+
+/// Why an outbox conversation waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// Until this time (a 429's wait, or a backoff after a server error).
+    Until(u64),
+    /// Until the inbox has been drained (an epoch race: the winner must be processed first).
+    AfterSync,
+}
+
+/// What a request in flight was for.
+#[derive(Clone, Debug)]
+enum Pending {
+    /// An outbox entry.
+    Post { seq: i64 },
+    /// An inbox page.
+    Inbox,
+    /// Acknowledgements.
+    Ack,
+    /// A device list the envelope at the front of the queue needs.
+    Account { username: String },
+    /// Key packages for this account's devices missing from a conversation.
+    Claim { conversation: ConversationId },
+    /// A device list for a conversation being created.
+    CreateAccount { op: OperationId, username: String },
+    /// Key packages for a conversation being created.
+    CreateClaim { op: OperationId, username: String },
+}
+
+/// The state of reading the server's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pull {
+    /// Not reading (pushed envelopes still arrive).
+    Idle,
+    /// A page was asked for, after this queue id.
+    Asking { after: u64 },
+    /// A page arrived; the next is asked for after this id once the queue is processed.
+    Processing { after: u64 },
+}
+
+/// One device's client logic (see the module documentation).
+pub struct Machine<S: ClientStore> {
+    store: S,
+    engine: Engine<S>,
+    me: DeviceCredential,
+    next_request: u64,
+    requests: VecDeque<(RequestId, Request)>,
+    notifications: VecDeque<Notification>,
+    in_flight: BTreeMap<RequestId, Pending>,
+    /// Outbox: the entry being posted, waits per conversation, and a pause of all sending
+    /// after network failures.
+    posting: Option<i64>,
+    holds: BTreeMap<String, Hold>,
+    paused_until: Option<u64>,
+    network_failures: u32,
+    session_expired: bool,
+    /// Inbox: envelopes received and not yet processed, in order.
+    queue: VecDeque<Envelope>,
+    pull: Pull,
+    pull_wanted: bool,
+    acks: Vec<u64>,
+    /// Accounts fetched for the envelope at the front of the queue, and those in flight.
+    fetched: BTreeSet<String>,
+    fetching: BTreeSet<String>,
+    inbox_paused_until: Option<u64>,
+    claiming: bool,
+    missing_after_ms: u64,
+    /// Conversations being created.
+    creations: BTreeMap<OperationId, create::Creation>,
+    next_operation: u64,
+}
+
+impl<S: ClientStore> std::fmt::Debug for Machine<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("me", &self.me)
+            .field("in_flight", &self.in_flight.len())
+            .field("queue", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh random token (idempotency keys) as 32 hex digits.
+pub(crate) fn random_hex() -> Result<String> {
+    Ok(MessageId(random_bytes()?).to_hex())
+}
+
+fn random_bytes() -> Result<[u8; 16]> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Error::Randomness(e.to_string()))?;
+    Ok(b)
+}
+
+/// The index row for `conversation` as the engine now sees it. A direct conversation's peer
+/// is the engine's: the one other account, fixed when the conversation began and kept by every
+/// commit since (never a hint a Welcome or the server could set).
+pub fn conversation_row<S: ClientStore>(
+    engine: &mut Engine<S>,
+    conversation: ConversationId,
+) -> Result<ConversationRow> {
+    let info = engine.conversation(conversation)?;
+    let kind = match info.kind {
+        ConversationKind::Direct => "direct",
+        ConversationKind::Group => "group",
+    };
+    Ok(ConversationRow {
+        id: conversation.to_string(),
+        kind: kind.into(),
+        name: info.metadata.map(|m| m.name),
+        peer: info.peer,
+        active: info.active,
+    })
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// The machine of the device whose engine state is in `store`.
+    pub fn load(store: S) -> Result<Self> {
+        let engine = Engine::load(store.clone())?;
+        Ok(Self::new(store, engine))
+    }
+
+    /// The machine over an engine the caller just created (registration, a linked device).
+    pub fn new(store: S, engine: Engine<S>) -> Self {
+        let me = engine.device().clone();
+        Self {
+            store,
+            engine,
+            me,
+            next_request: 0,
+            requests: VecDeque::new(),
+            notifications: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            posting: None,
+            holds: BTreeMap::new(),
+            paused_until: None,
+            network_failures: 0,
+            session_expired: false,
+            queue: VecDeque::new(),
+            pull: Pull::Idle,
+            pull_wanted: false,
+            acks: Vec::new(),
+            fetched: BTreeSet::new(),
+            fetching: BTreeSet::new(),
+            inbox_paused_until: None,
+            claiming: false,
+            missing_after_ms: DEFAULT_MISSING_AFTER_MS,
+            creations: BTreeMap::new(),
+            next_operation: 0,
+        }
+    }
+
+    /// This device.
+    pub fn me(&self) -> &DeviceCredential {
+        &self.me
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The engine, for reads and for operations outside the machine's loop (its writes must
+    /// go through [`Self::atomic`]).
+    pub fn engine(&mut self) -> &mut Engine<S> {
+        &mut self.engine
+    }
+
+    /// Sets how long a gap in a sender's sequence numbers may stay open before it is reported.
+    pub fn set_missing_after(&mut self, ms: u64) {
+        self.missing_after_ms = ms;
+    }
+
+    /// Runs `f` with the engine and the store inside one store transaction; on failure the
+    /// transaction is rolled back and the engine reloaded, so memory never runs ahead of what
+    /// is stored.
+    pub fn atomic<T>(&mut self, f: impl FnOnce(&mut Engine<S>, &S) -> Result<T>) -> Result<T> {
+        self.store.begin()?;
+        match f(&mut self.engine, &self.store) {
+            Ok(value) => match self.store.commit() {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    self.reload()?;
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                self.store.rollback();
+                self.reload()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the engine from the store (after the caller rolled back a transaction of its own).
+    pub fn reload(&mut self) -> Result<()> {
+        self.engine = Engine::load(self.store.clone())?;
+        Ok(())
+    }
+
+    /// The next request to make, if any.
+    pub fn poll_request(&mut self) -> Option<(RequestId, Request)> {
+        self.requests.pop_front()
+    }
+
+    /// The next thing to show the user, if any.
+    pub fn poll_notification(&mut self) -> Option<Notification> {
+        self.notifications.pop_front()
+    }
+
+    /// When [`Self::tick`] should be called next (a wait ends), if anything waits.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let holds = self.holds.values().filter_map(|h| match h {
+            Hold::Until(t) => Some(*t),
+            Hold::AfterSync => None,
+        });
+        holds
+            .chain(self.paused_until)
+            .chain(self.inbox_paused_until)
+            .min()
+    }
+
+    /// Whether nothing is left to do before some wait ends: no request in flight or to make,
+    /// nothing received unprocessed, no outbox entry that could be posted now.
+    pub fn is_settled(&self, now: u64) -> bool {
+        self.in_flight.is_empty()
+            && self.requests.is_empty()
+            && self.queue.is_empty()
+            && !self.pull_wanted
+            && self.pull == Pull::Idle
+            && !self.can_post(now)
+    }
+
+    /// Whether the session was refused as expired or revoked (everything waits for a login).
+    pub fn session_expired(&self) -> bool {
+        self.session_expired
+    }
+
+    /// A new session: requests may go out again.
+    pub fn session_renewed(&mut self, now: u64) {
+        self.session_expired = false;
+        self.work(now);
+    }
+
+    /// The network is back (the driver saw the connection return): retry at once instead of
+    /// waiting for the backoff.
+    pub fn online(&mut self, now: u64) {
+        self.paused_until = None;
+        self.inbox_paused_until = None;
+        self.network_failures = 0;
+        self.work(now);
+    }
+
+    /// Time passed: waits that ended let their work go on.
+    pub fn tick(&mut self, now: u64) {
+        self.work(now);
+    }
+
+    /// Asks for everything queued on the server (after a start, a reconnect, or when told).
+    pub fn sync(&mut self, now: u64) {
+        self.pull_wanted = true;
+        self.work(now);
+    }
+
+    /// Queues a message and returns its id; it is encrypted and posted as soon as the
+    /// conversation allows, and stays queued across restarts until the server accepts it.
+    pub fn send_message(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        content: Content,
+    ) -> Result<MessageId> {
+        let info = self.engine.conversation(conversation)?;
+        if !info.active {
+            return Err(Error::Usage(
+                "this device is no longer a member of that conversation".into(),
+            ));
+        }
+        let message = Message {
+            id: MessageId(random_bytes()?),
+            sent_at_ms: now,
+            expires_after_secs: None,
+            content,
+        };
+        let plaintext = message.encode();
+        if plaintext.len() > MAX_MESSAGE_BYTES {
+            return Err(Error::Usage("the message is too long".into()));
+        }
+        let id = message.id;
+        let item = OutboxItem::Message {
+            plaintext: B64(plaintext),
+            message_id: id.to_hex(),
+            ciphertext: None,
+            epoch: None,
+        };
+        let conversation_text = conversation.to_string();
+        let stored = inbox::describe(&message.content).map(|(kind, text)| StoredMessage {
+            conversation: conversation_text.clone(),
+            id: id.to_hex(),
+            from: self.me.username.clone(),
+            device: self.me.device_id.to_string(),
+            sent_at: now,
+            kind,
+            text,
+            outgoing: true,
+        });
+        self.atomic(|_, store| {
+            store.push_outbox(&conversation_text, &item, &random_hex()?, now)?;
+            if let Some(stored) = &stored {
+                store.insert_message(stored, now, true)?;
+            }
+            // Sending in a conversation accepts it (the server does the same).
+            store.accept_conversation(&conversation_text)?;
+            Ok(())
+        })?;
+        self.work(now);
+        Ok(id)
+    }
+
+    /// Queues a commit the engine made in [`Self::atomic`] (see [`outbox::enqueue_commit`])
+    /// and goes on.
+    pub fn committed(&mut self, now: u64) {
+        self.work(now);
+    }
+
+    /// Hands back the outcome of a request.
+    pub fn handle_response(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        let Some(pending) = self.in_flight.remove(&id) else {
+            return Ok(());
+        };
+        if let Err(Failure::Refused(e)) = &outcome
+            && e.code == ErrorCode::Unauthorized
+        {
+            self.session_expired = true;
+            self.notifications.push_back(Notification::SessionExpired);
+            if let Pending::Post { .. } = pending {
+                self.posting = None;
+            }
+            self.release(&pending);
+            return Ok(());
+        }
+        if outcome.is_ok() {
+            self.network_failures = 0;
+        }
+        match pending {
+            Pending::Post { seq } => {
+                self.posting = None;
+                self.on_posted(now, seq, outcome)?;
+            }
+            Pending::Inbox => self.on_inbox(now, outcome)?,
+            Pending::Ack => {}
+            Pending::Account { username } => self.on_account(now, &username, outcome)?,
+            Pending::Claim { conversation } => {
+                self.claiming = false;
+                self.on_claimed(now, conversation, outcome)?;
+            }
+            Pending::CreateAccount { op, username } => {
+                self.on_create_account(now, op, &username, outcome)?;
+            }
+            Pending::CreateClaim { op, username } => {
+                self.on_create_claim(now, op, &username, outcome)?;
+            }
+        }
+        self.work(now);
+        Ok(())
+    }
+
+    /// Undoes the in-memory effect of a request that will not be answered as asked.
+    fn release(&mut self, pending: &Pending) {
+        match pending {
+            Pending::Inbox => self.pull = Pull::Idle,
+            Pending::Account { username } => {
+                self.fetching.remove(username);
+            }
+            Pending::Claim { .. } => self.claiming = false,
+            Pending::CreateAccount { op, .. } | Pending::CreateClaim { op, .. } => {
+                self.creations.remove(op);
+            }
+            Pending::Post { .. } | Pending::Ack => {}
+        }
+    }
+
+    fn request(&mut self, request: Request, pending: Pending) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.in_flight.insert(id, pending);
+        self.requests.push_back((id, request));
+    }
+
+    fn notice(&mut self, text: impl Into<String>) {
+        self.notifications
+            .push_back(Notification::Notice(text.into()));
+    }
+
+    /// Does whatever can be done now: process what arrived, acknowledge it, read the next
+    /// page, reconcile this account's devices once the inbox is drained, post the outbox.
+    fn work(&mut self, now: u64) {
+        if self.session_expired {
+            return;
+        }
+        if let Err(e) = self.work_inner(now) {
+            self.notice(format!("local profile error: {e}"));
+        }
+    }
+
+    fn work_inner(&mut self, now: u64) -> Result<()> {
+        self.expire_waits(now);
+        self.process_queue(now)?;
+        self.send_acks();
+        self.advance_pull(now)?;
+        self.flush(now)?;
+        Ok(())
+    }
+
+    fn expire_waits(&mut self, now: u64) {
+        self.holds
+            .retain(|_, h| !matches!(h, Hold::Until(t) if *t <= now));
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+        }
+        if self.inbox_paused_until.is_some_and(|t| t <= now) {
+            self.inbox_paused_until = None;
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! What a client keeps besides the engine's own state: the outbox, the decrypted history, the
+//! conversation index, contacts and consent decisions. Plain data; [`crate::ClientStore`] says
+//! how they are stored.
+
+use nightjar_api::{B64, DeviceAddress};
+use nightjar_core::Intent;
+use serde::{Deserialize, Serialize};
+
+/// What an outbox entry will send.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutboxItem {
+    /// An application message.
+    Message {
+        /// The encoded `nightjar_core::content::Message` (kept until acknowledged).
+        plaintext: B64,
+        /// Its message id (32 hex digits).
+        message_id: String,
+        /// The MLS ciphertext, once encrypted.
+        ciphertext: Option<B64>,
+        /// The epoch it was encrypted in.
+        epoch: Option<u64>,
+    },
+    /// A commit with its Welcome; the engine holds it as pending until the server's verdict.
+    Commit {
+        /// The epoch the commit was made in.
+        epoch: u64,
+        /// The MLS commit.
+        commit: B64,
+        /// The Welcome for added devices.
+        welcome: Option<B64>,
+        /// Who the Welcome is for.
+        welcome_recipients: Vec<DeviceAddress>,
+        /// Every member device after the commit (sent for older servers; the server derives
+        /// it from the commit).
+        members: Vec<DeviceAddress>,
+        /// For the commit creating a conversation: the GroupInfo of epoch 0 for the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_info: Option<B64>,
+    },
+    /// An operation whose commit lost an epoch race: make a new commit once the winner is in.
+    Retry {
+        /// What the lost commit wanted.
+        intent: Intent,
+    },
+    /// Commit queued leave requests of other members.
+    CommitProposals,
+}
+
+/// The kind of an outbox entry, for counting and ordering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// An application message.
+    Message,
+    /// A commit or something that becomes one.
+    Commit,
+}
+
+impl OutboxItem {
+    /// Whether this is an application message or a commit.
+    pub fn kind(&self) -> OutboxKind {
+        match self {
+            OutboxItem::Message { .. } => OutboxKind::Message,
+            _ => OutboxKind::Commit,
+        }
+    }
+
+    /// What the entry is, in one word (`message`, `commit`, `retry`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            OutboxItem::Message { .. } => "message",
+            OutboxItem::Commit { .. } => "commit",
+            OutboxItem::Retry { .. } => "retry",
+            OutboxItem::CommitProposals => "proposals",
+        }
+    }
+
+    /// Sending order: commits go before application messages (a pending commit blocks
+    /// sending in its conversation), then by position.
+    pub fn priority(&self) -> i64 {
+        match self.kind() {
+            OutboxKind::Commit => 0,
+            OutboxKind::Message => 1,
+        }
+    }
+}
+
+/// One stored outbox entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Position (insertion order).
+    pub seq: i64,
+    /// The conversation (32 hex digits).
+    pub conversation: String,
+    /// The key that makes re-posting this entry a no-op on the server.
+    pub idempotency_key: String,
+    /// What it sends.
+    pub item: OutboxItem,
+    /// How many times posting it failed.
+    pub attempts: u64,
+    /// Why the server refused it, if it did: a refused entry stays queued, is not posted
+    /// again by itself, and waits for the user.
+    pub refused: Option<String>,
+}
+
+/// One message in the local history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The conversation (32 hex digits).
+    pub conversation: String,
+    /// The sender-chosen message id (32 hex digits).
+    pub id: String,
+    /// The sending account.
+    pub from: String,
+    /// The sending device (16 hex digits).
+    pub device: String,
+    /// The sender's clock at sending (ms since the Unix epoch).
+    pub sent_at: u64,
+    /// The content kind (`text`, `reply`, `reaction`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text, for text-like content.
+    pub text: Option<String>,
+    /// Whether this device's account sent it.
+    pub outgoing: bool,
+}
+
+/// One conversation in the local index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRow {
+    /// The conversation id (32 hex digits).
+    pub id: String,
+    /// `direct` or `group`.
+    pub kind: String,
+    /// The group name, for groups.
+    pub name: Option<String>,
+    /// The other account, for direct conversations.
+    pub peer: Option<String>,
+    /// Whether this device is still a member.
+    pub active: bool,
+}
+
+/// What this device remembers about another account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    /// The account.
+    pub username: String,
+    /// A device list signed by a different identity key than the pinned one, awaiting the
+    /// user's decision (`trust`).
+    pub changed_list: Option<Vec<u8>>,
+}
+
+/// What this account decided about another account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    /// Its messages are shown.
+    Accepted,
+    /// Its messages are refused by the server and never shown.
+    Blocked,
+}
+
+impl Consent {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::Accepted => "accepted",
+            Consent::Blocked => "blocked",
+        }
+    }
+
+    /// Parses the stored word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(Consent::Accepted),
+            "blocked" => Some(Consent::Blocked),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,765 @@
+//! Deterministic simulation of the client state machine against an in-memory delivery service
+//! that behaves as the real one does (one commit per epoch, idempotency keys, per-device
+//! queues acknowledged by id) and misbehaves on demand: 429 with `Retry-After`, 5xx, requests
+//! lost before or after the server applied them, duplicate pushes. No sockets, no clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use nightjar_api::{
+    AccountResponse, ApiError, B64, ClaimKeyPackagesResponse, ClaimedKeyPackage, DeviceAddress,
+    Envelope, EnvelopeKind, ErrorCode, SendResponse,
+};
+use nightjar_core::content::Content;
+use nightjar_core::identity::SignedDeviceList;
+use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::{ConversationId, ConversationKind, Engine, EngineConfig, Suite, UpdatePolicy};
+use nightjar_machine::rows::Consent;
+use nightjar_machine::{
+    ClientStore, Failure, Machine, MemoryClientStore, Notification, OperationError, Request,
+    Response, enqueue_commit,
+};
+
+const T0: u64 = 1_800_000_000_000;
+
+/// How the server treats the next request of one kind from one account.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// 429 asking to wait this many ms.
+    RateLimited(u64),
+    /// 500.
+    Internal,
+    /// Lost on the way: never reaches the server.
+    LostBefore,
+    /// Applied by the server, but the answer is lost.
+    LostAfter,
+}
+
+/// The in-memory delivery service.
+#[derive(Default)]
+struct Ds {
+    lists: HashMap<String, SignedDeviceList>,
+    key_packages: HashMap<DeviceAddress, Vec<Vec<u8>>>,
+    epochs: HashMap<ConversationId, u64>,
+    members: HashMap<ConversationId, Vec<DeviceAddress>>,
+    queues: BTreeMap<DeviceAddress, Vec<Envelope>>,
+    next_envelope: u64,
+    answered: HashMap<(DeviceAddress, String), SendResponse>,
+    send_faults: HashMap<String, VecDeque<Fault>>,
+    /// Every accepted application message, per conversation, for the no-loss checks.
+    accepted: Vec<(ConversationId, DeviceAddress)>,
+    sends_seen: Vec<(u64, String)>,
+}
+
+enum Answer {
+    Now(Result<Response, Failure>),
+    Lost,
+}
+
+fn refused(code: ErrorCode, message: &str) -> Result<Response, Failure> {
+    Err(Failure::Refused(ApiError::new(code, message)))
+}
+
+impl Ds {
+    fn enqueue(
+        &mut self,
+        to: &DeviceAddress,
+        from: &DeviceAddress,
+        kind: EnvelopeKind,
+        conversation: Option<ConversationId>,
+        payload: &[u8],
+        now: u64,
+    ) {
+        self.next_envelope += 1;
+        let envelope = Envelope {
+            id: self.next_envelope,
+            conversation_id: conversation.map(|c| c.to_string()),
+            sender: from.clone(),
+            kind,
+            payload: B64(payload.to_vec()),
+            server_time_ms: now,
+        };
+        self.queues.entry(to.clone()).or_default().push(envelope);
+    }
+
+    fn handle(&mut self, from: &DeviceAddress, request: Request, now: u64) -> Answer {
+        match request {
+            Request::Send { conversation, body } => {
+                self.sends_seen.push((now, from.username.clone()));
+                let fault = self
+                    .send_faults
+                    .get_mut(&from.username)
+                    .and_then(VecDeque::pop_front);
+                match fault {
+                    Some(Fault::RateLimited(ms)) => {
+                        let mut e = ApiError::new(ErrorCode::RateLimited, "slow down");
+                        e.retry_after_ms = Some(ms);
+                        return Answer::Now(Err(Failure::Refused(e)));
+                    }
+                    Some(Fault::Internal) => {
+                        return Answer::Now(refused(ErrorCode::Internal, "server error"));
+                    }
+                    Some(Fault::LostBefore) => return Answer::Lost,
+                    Some(Fault::LostAfter) => {
+                        let _ = self.send(from, conversation, &body, now);
+                        return Answer::Lost;
+                    }
+                    None => {}
+                }
+                Answer::Now(self.send(from, conversation, &body, now))
+            }
+            Request::Inbox { after, limit } => {
+                let page: Vec<Envelope> = self
+                    .queues
+                    .get(from)
+                    .map(|q| {
+                        q.iter()
+                            .filter(|e| e.id > after)
+                            .take(limit as usize)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Answer::Now(Ok(Response::Inbox(page)))
+            }
+            Request::Ack { ids } => {
+                if let Some(q) = self.queues.get_mut(from) {
+                    q.retain(|e| !ids.contains(&e.id));
+                }
+                Answer::Now(Ok(Response::Acked))
+            }
+            Request::Account { username } => Answer::Now(match self.lists.get(&username) {
+                Some(list) => Ok(Response::Account(AccountResponse {
+                    username: username.clone(),
+                    identity_key: B64(list.verify().unwrap().identity_key.as_bytes().to_vec()),
+                    device_list: B64(list.encode()),
+                })),
+                None => refused(ErrorCode::NotFound, "no such account"),
+            }),
+            Request::ClaimKeyPackages { username } => {
+                let list = self.lists[&username].verify().unwrap();
+                let mut out = Vec::new();
+                for d in &list.devices {
+                    let address = DeviceAddress {
+                        username: username.clone(),
+                        device_id: d.device_id.to_string(),
+                    };
+                    if let Some(kp) = self.key_packages.get_mut(&address).and_then(Vec::pop) {
+                        out.push(ClaimedKeyPackage {
+                            device_id: address.device_id,
+                            key_package: B64(kp),
+                            last_resort: false,
+                        });
+                    }
+                }
+                Answer::Now(Ok(Response::Claimed(ClaimKeyPackagesResponse {
+                    key_packages: out,
+                })))
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        from: &DeviceAddress,
+        conversation: ConversationId,
+        body: &nightjar_api::SendRequest,
+        now: u64,
+    ) -> Result<Response, Failure> {
+        let key = (from.clone(), body.idempotency_key.clone());
+        if let Some(answer) = self.answered.get(&key) {
+            return Ok(Response::Sent(answer.clone()));
+        }
+        let current = self.epochs.get(&conversation).copied().unwrap_or(0);
+        if body.epoch != current {
+            let mut e = ApiError::new(ErrorCode::EpochConflict, "the conversation moved on");
+            e.current_epoch = Some(current);
+            return Err(Failure::Refused(e));
+        }
+        let before = self.members.get(&conversation).cloned().unwrap_or_default();
+        match body.kind {
+            EnvelopeKind::Commit => {
+                for m in before.iter().filter(|m| *m != from) {
+                    self.enqueue(
+                        m,
+                        from,
+                        EnvelopeKind::Commit,
+                        Some(conversation),
+                        &body.payload.0,
+                        now,
+                    );
+                }
+                if let Some(w) = &body.welcome {
+                    for r in &w.recipients {
+                        self.enqueue(r, from, EnvelopeKind::Welcome, None, &w.payload.0, now);
+                    }
+                }
+                self.members
+                    .insert(conversation, body.members.clone().unwrap());
+                self.epochs.insert(conversation, current + 1);
+            }
+            _ => {
+                if !before.contains(from) {
+                    return refused(ErrorCode::NotAMember, "not a member");
+                }
+                for m in before.iter().filter(|m| *m != from) {
+                    self.enqueue(m, from, body.kind, Some(conversation), &body.payload.0, now);
+                }
+                self.accepted.push((conversation, from.clone()));
+            }
+        }
+        let answer = SendResponse {
+            message_id: self.next_envelope,
+            epoch: self.epochs[&conversation],
+        };
+        self.answered.insert(key, answer.clone());
+        Ok(Response::Sent(answer))
+    }
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        suite: Suite::Classic,
+        update_policy: UpdatePolicy {
+            max_received: 1_000,
+            max_age_ms: u64::MAX,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+struct Device {
+    machine: Machine<MemoryClientStore>,
+    address: DeviceAddress,
+    seen: Vec<Notification>,
+}
+
+impl Device {
+    fn store(&self) -> MemoryClientStore {
+        self.machine.store().clone()
+    }
+
+    /// Texts in the history of `conversation`, in stored order.
+    fn texts(&self, conversation: ConversationId) -> Vec<String> {
+        self.store()
+            .messages(&conversation.to_string())
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| m.text)
+            .collect()
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|n| match n {
+                Notification::Received(m) => m.text.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn restart(&mut self) {
+        let store = self.store();
+        self.machine = Machine::load(store).unwrap();
+    }
+}
+
+fn address_of(engine: &Engine<MemoryClientStore>) -> DeviceAddress {
+    nightjar_machine::address(engine.device())
+}
+
+fn publish_key_packages(ds: &mut Ds, engine: &mut Engine<MemoryClientStore>) {
+    let kps = engine.generate_key_packages(10, false).unwrap();
+    ds.key_packages.insert(address_of(engine), kps);
+}
+
+/// A new account whose user has accepted message requests from everyone in the simulation
+/// (requests are tested on their own).
+fn new_account(ds: &mut Ds, name: &str) -> Device {
+    let store = MemoryClientStore::new();
+    for other in ["alice", "bob", "carol", "dave"] {
+        store.set_consent(other, Some(Consent::Accepted)).unwrap();
+    }
+    let (mut engine, list) = Engine::create_account(store.clone(), name, config(), T0).unwrap();
+    ds.lists.insert(name.into(), list);
+    publish_key_packages(ds, &mut engine);
+    let address = address_of(&engine);
+    Device {
+        machine: Machine::new(store, engine),
+        address,
+        seen: Vec::new(),
+    }
+}
+
+/// A second device of `first`'s account, linked and approved by `first` (which learns the new
+/// list at once, as the approving device does).
+fn link_device(ds: &mut Ds, first: &mut Device) -> Device {
+    let name = first.machine.me().username.clone();
+    let store = MemoryClientStore::new();
+    let mut engine = Engine::new_device(store.clone(), &name, config()).unwrap();
+    let offer = LinkOffer::decode(&engine.link_offer(T0).unwrap().encode()).unwrap();
+    let code = engine.link_code().unwrap().display();
+    let (list, sealed) = first
+        .machine
+        .atomic(|engine, _| Ok(engine.approve_link(&offer, &code)?))
+        .unwrap();
+    engine.complete_link(&sealed).unwrap();
+    first.machine.accept_list(T0, &name, &list).unwrap();
+    ds.lists.insert(name, list);
+    publish_key_packages(ds, &mut engine);
+    let address = address_of(&engine);
+    Device {
+        machine: Machine::new(store, engine),
+        address,
+        seen: Vec::new(),
+    }
+}
+
+/// Carries every request of `d` to the server and back until it has nothing to ask.
+fn run(ds: &mut Ds, d: &mut Device, now: u64) {
+    for _ in 0..10_000 {
+        let Some((id, request)) = d.machine.poll_request() else {
+            break;
+        };
+        let outcome = match ds.handle(&d.address, request, now) {
+            Answer::Now(outcome) => outcome,
+            Answer::Lost => Err(Failure::Network("connection reset".into())),
+        };
+        d.machine.handle_response(now, id, outcome).unwrap();
+    }
+    while let Some(n) = d.machine.poll_notification() {
+        d.seen.push(n);
+    }
+}
+
+fn sync(ds: &mut Ds, d: &mut Device, now: u64) {
+    d.machine.sync(now);
+    run(ds, d, now);
+}
+
+/// Creates a conversation from `creator` with `peers`: the machine fetches the device lists,
+/// claims key packages and queues the creating commit.
+fn create(
+    ds: &mut Ds,
+    creator: &mut Device,
+    kind: ConversationKind,
+    peers: &[&str],
+    name: Option<&str>,
+    now: u64,
+) -> ConversationId {
+    let peers: Vec<String> = peers.iter().map(|p| (*p).to_owned()).collect();
+    let op = creator
+        .machine
+        .create_conversation(now, kind, &peers, name)
+        .unwrap();
+    run(ds, creator, now);
+    let created = creator.seen.iter().find_map(|n| match n {
+        Notification::Created {
+            operation,
+            conversation,
+        } if *operation == op => Some(*conversation),
+        _ => None,
+    });
+    let conversation = created.expect("created");
+    assert_eq!(
+        ds.epochs.get(&conversation),
+        Some(&1),
+        "the creating commit was posted"
+    );
+    conversation
+}
+
+fn text(body: &str) -> Content {
+    Content::Text { body: body.into() }
+}
+
+fn send(ds: &mut Ds, d: &mut Device, conversation: ConversationId, body: &str, now: u64) {
+    d.machine
+        .send_message(now, conversation, text(body))
+        .unwrap();
+    run(ds, d, now);
+}
+
+#[test]
+fn two_accounts_chat_both_ways_and_every_message_is_stored_and_acknowledged_once() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "hi bob", T0 + 1);
+    sync(&mut ds, &mut bob, T0 + 2);
+    send(&mut ds, &mut bob, c, "hi alice", T0 + 3);
+    sync(&mut ds, &mut alice, T0 + 4);
+    send(&mut ds, &mut alice, c, "how are you", T0 + 5);
+    sync(&mut ds, &mut bob, T0 + 6);
+
+    assert_eq!(bob.received(), ["hi bob", "how are you"]);
+    assert_eq!(alice.received(), ["hi alice"]);
+    assert_eq!(bob.texts(c), ["hi bob", "hi alice", "how are you"]);
+    assert_eq!(alice.texts(c), ["hi bob", "hi alice", "how are you"]);
+    assert!(
+        ds.queues.values().all(Vec::is_empty),
+        "everything acknowledged"
+    );
+    assert!(alice.machine.is_settled(T0 + 6) && bob.machine.is_settled(T0 + 6));
+    assert!(
+        alice
+            .seen
+            .iter()
+            .any(|n| matches!(n, Notification::Sent { .. }))
+    );
+    assert!(bob.seen.iter().any(
+        |n| matches!(n, Notification::Notice(t) if t.contains("alice started a conversation"))
+    ));
+}
+
+#[test]
+fn a_429_is_waited_out_as_long_as_the_server_asked_and_nothing_is_lost() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    ds.send_faults
+        .insert("alice".into(), VecDeque::from([Fault::RateLimited(3_000)]));
+    send(&mut ds, &mut alice, c, "patience", T0 + 10);
+    // Refused once; the machine waits exactly as told.
+    assert_eq!(ds.accepted.len(), 0);
+    assert_eq!(alice.machine.next_wakeup(), Some(T0 + 10 + 3_000));
+    let posts_before = ds.sends_seen.len();
+    for t in [T0 + 1_000, T0 + 2_000, T0 + 3_009] {
+        alice.machine.tick(t);
+        run(&mut ds, &mut alice, t);
+    }
+    assert_eq!(
+        ds.sends_seen.len(),
+        posts_before,
+        "no post before the wait ended"
+    );
+    assert!(!alice.machine.is_settled(T0 + 3_009) || alice.machine.next_wakeup().is_some());
+    alice.machine.tick(T0 + 3_010);
+    run(&mut ds, &mut alice, T0 + 3_010);
+    assert_eq!(ds.accepted.len(), 1);
+    sync(&mut ds, &mut bob, T0 + 3_020);
+    assert_eq!(bob.received(), ["patience"]);
+}
+
+#[test]
+fn server_errors_and_lost_connections_are_retried_with_backoff_and_delivered_once() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    ds.send_faults.insert(
+        "alice".into(),
+        VecDeque::from([Fault::Internal, Fault::LostBefore, Fault::LostAfter]),
+    );
+    alice.machine.send_message(T0 + 1, c, text("one")).unwrap();
+    alice.machine.send_message(T0 + 1, c, text("two")).unwrap();
+    let mut now = T0 + 1;
+    run(&mut ds, &mut alice, now);
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let Some(wake) = alice.machine.next_wakeup() else {
+            break;
+        };
+        waits.push(wake - now);
+        now = wake;
+        alice.machine.tick(now);
+        run(&mut ds, &mut alice, now);
+    }
+    assert!(alice.machine.is_settled(now));
+    assert!(
+        waits.windows(2).all(|w| w[0] <= w[1]),
+        "backoff grows: {waits:?}"
+    );
+    sync(&mut ds, &mut bob, now + 1);
+    // "one" reached the server twice (the answer to the first post was lost); bob shows it once.
+    assert_eq!(bob.received(), ["one", "two"]);
+    assert_eq!(bob.texts(c), ["one", "two"]);
+}
+
+#[test]
+fn the_network_coming_back_retries_at_once() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let _bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    ds.send_faults
+        .insert("alice".into(), VecDeque::from([Fault::LostBefore; 6]));
+    send(&mut ds, &mut alice, c, "offline", T0 + 1);
+    assert_eq!(ds.accepted.len(), 0);
+    assert!(alice.machine.next_wakeup().is_some());
+    ds.send_faults.clear();
+    alice.machine.online(T0 + 2);
+    run(&mut ds, &mut alice, T0 + 2);
+    assert_eq!(ds.accepted.len(), 1);
+}
+
+#[test]
+fn a_restart_mid_send_posts_again_with_the_same_key_and_the_message_arrives_once() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    alice
+        .machine
+        .send_message(T0 + 1, c, text("survives"))
+        .unwrap();
+    // The post reaches the server, then the process dies before the answer.
+    let (_, request) = alice.machine.poll_request().unwrap();
+    let Answer::Now(Ok(_)) = ds.handle(&alice.address, request, T0 + 1) else {
+        panic!("accepted")
+    };
+    alice.restart();
+    sync(&mut ds, &mut alice, T0 + 2);
+    assert!(alice.store().outbox().unwrap().is_empty());
+    assert_eq!(
+        ds.accepted.len(),
+        1,
+        "the retry was answered from the idempotency key"
+    );
+
+    // bob stores the message, then dies before his acknowledgement reaches the server.
+    bob.machine.sync(T0 + 3);
+    while let Some((id, request)) = bob.machine.poll_request() {
+        if let Request::Ack { .. } = request {
+            break;
+        }
+        let Answer::Now(outcome) = ds.handle(&bob.address, request, T0 + 3) else {
+            panic!()
+        };
+        bob.machine.handle_response(T0 + 3, id, outcome).unwrap();
+    }
+    while let Some(n) = bob.machine.poll_notification() {
+        bob.seen.push(n);
+    }
+    assert_eq!(bob.received(), ["survives"]);
+    bob.restart();
+    bob.seen.clear();
+    sync(&mut ds, &mut bob, T0 + 4);
+    assert!(
+        bob.received().is_empty(),
+        "redelivered, recognised, not shown again"
+    );
+    assert_eq!(bob.texts(c), ["survives"]);
+    assert!(ds.queues.values().all(Vec::is_empty));
+}
+
+#[test]
+fn duplicate_pushes_are_stored_and_shown_once() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "once", T0 + 1);
+    let queued = ds.queues[&bob.address].clone();
+    bob.machine.handle_pushed(T0 + 2, queued.clone());
+    bob.machine.handle_pushed(T0 + 2, queued.clone());
+    run(&mut ds, &mut bob, T0 + 2);
+    // The stream reconnects and replays; the inbox read returns them too.
+    bob.machine.handle_pushed(T0 + 3, queued);
+    sync(&mut ds, &mut bob, T0 + 3);
+    assert_eq!(bob.received(), ["once"]);
+    assert_eq!(bob.texts(c), ["once"]);
+}
+
+#[test]
+fn an_epoch_race_is_settled_and_the_loser_retries_after_the_winner() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let mut carol = new_account(&mut ds, "carol");
+    let mut dave = new_account(&mut ds, "dave");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Group,
+        &["bob", "carol"],
+        Some("g"),
+        T0,
+    );
+    sync(&mut ds, &mut bob, T0 + 1);
+    sync(&mut ds, &mut carol, T0 + 1);
+    // alice and bob each add dave in the same epoch, and each sends a message after it.
+    for d in [&mut alice, &mut bob] {
+        let list = ds.lists["dave"].clone();
+        d.machine.accept_list(T0 + 2, "dave", &list).unwrap();
+        let Answer::Now(Ok(Response::Claimed(claimed))) = ds.handle(
+            &d.address,
+            Request::ClaimKeyPackages {
+                username: "dave".into(),
+            },
+            T0 + 2,
+        ) else {
+            panic!()
+        };
+        let kps: Vec<Vec<u8>> = claimed
+            .key_packages
+            .into_iter()
+            .map(|k| k.key_package.0)
+            .collect();
+        d.machine
+            .atomic(|engine, store| {
+                let bundle = engine.add_member(c, "dave", &kps)?;
+                enqueue_commit(engine, store, &bundle, T0 + 2)
+            })
+            .unwrap();
+    }
+    alice
+        .machine
+        .send_message(T0 + 3, c, text("from alice"))
+        .unwrap();
+    bob.machine
+        .send_message(T0 + 3, c, text("from bob"))
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 3);
+    run(&mut ds, &mut bob, T0 + 3);
+    // bob lost: he processes alice's commit, drops his own add (dave is in), sends his message.
+    for t in 4..8 {
+        for d in [&mut alice, &mut bob, &mut carol, &mut dave] {
+            sync(&mut ds, d, T0 + t);
+        }
+    }
+    for d in [&alice, &bob, &carol, &dave] {
+        assert!(
+            d.store().outbox().unwrap().is_empty(),
+            "{} has nothing queued",
+            d.address.username
+        );
+    }
+    assert_eq!(carol.received(), ["from alice", "from bob"]);
+    assert_eq!(dave.received(), ["from alice", "from bob"]);
+    assert_eq!(alice.received(), ["from bob"]);
+    assert_eq!(bob.received(), ["from alice"]);
+    let members = ds.members[&c]
+        .iter()
+        .filter(|m| m.username == "dave")
+        .count();
+    assert_eq!(members, 1, "dave was added once");
+}
+
+#[test]
+fn a_device_approved_during_a_send_gets_the_message() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    sync(&mut ds, &mut bob, T0 + 1);
+    // bob's message waits out a 429 while bob approves a new device of his own.
+    ds.send_faults
+        .insert("bob".into(), VecDeque::from([Fault::RateLimited(1_000)]));
+    send(&mut ds, &mut bob, c, "to every device", T0 + 2);
+    assert_eq!(ds.accepted.len(), 0);
+    let mut bob2 = link_device(&mut ds, &mut bob);
+    bob.machine.tick(T0 + 1_002);
+    bob.machine.sync(T0 + 1_002);
+    run(&mut ds, &mut bob, T0 + 1_002);
+    // The new device was added first, then the message went out in the new epoch.
+    assert!(bob.store().outbox().unwrap().is_empty());
+    sync(&mut ds, &mut bob2, T0 + 1_003);
+    sync(&mut ds, &mut alice, T0 + 1_003);
+    assert_eq!(alice.received(), ["to every device"], "{:?}", bob.seen);
+    assert_eq!(
+        alice.received(),
+        ["to every device"],
+        "bob: {:?}\nalice: {:?}\nbob2: {:?}",
+        bob.seen,
+        alice.seen,
+        bob2.seen
+    );
+}
+
+#[test]
+fn a_conversation_is_not_created_with_a_swapped_identity_key() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let _bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    assert_eq!(alice.machine.direct_conversation("bob").unwrap(), Some(c));
+    // The server now answers for bob with an account key of its own.
+    let (_, forged) =
+        Engine::create_account(MemoryClientStore::new(), "bob", config(), T0).unwrap();
+    ds.lists.insert("bob".into(), forged);
+    let op = alice
+        .machine
+        .create_conversation(T0 + 1, ConversationKind::Group, &["bob".into()], Some("g"))
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 1);
+    assert!(alice.seen.iter().any(|n| matches!(n,
+        Notification::OperationFailed { operation, reason } if *operation == op && *reason == OperationError::IdentityChanged("bob".into()))));
+    assert!(
+        alice
+            .seen
+            .iter()
+            .any(|n| matches!(n, Notification::IdentityChanged { username } if username == "bob"))
+    );
+    assert_eq!(
+        alice.store().conversations().unwrap().len(),
+        1,
+        "nothing created"
+    );
+    // Until the user verifies the change, nothing new starts with bob.
+    assert!(
+        alice
+            .machine
+            .create_conversation(T0 + 2, ConversationKind::Direct, &["bob".into()], None)
+            .is_err()
+    );
+}
