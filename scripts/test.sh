@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit/property/simulation tests, the adversarial
-# suites, the API document checked against the server (schemathesis), and the wasm32 build of
-# the core engine. Usage: scripts/test.sh
+# suites, the API document checked against the server (schemathesis), the wasm32 build of
+# the core engine, and the web app in a real browser. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +24,11 @@ export NIGHTJAR_SCHEMATHESIS="$venv/bin/st"
 echo "== cargo test"
 cargo test --workspace
 
-echo "== wasm32 build of nightjar-core"
+echo "== wasm32 build of nightjar-core and nightjar-machine"
 scripts/check-wasm.sh
+
+echo "== web app: build, then browser tests (Playwright driving the system's Chromium)"
+scripts/build-web.sh
+scripts/test-web.sh
 
 echo "== all checks passed"

@@ -84,13 +84,19 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             node_id,
             opaque_key_file,
             metrics_listen,
+            web_dir,
         } => {
+            let web_dir = web_dir.or_else(|| {
+                let built = std::path::PathBuf::from("web/dist");
+                built.join("index.html").is_file().then_some(built)
+            });
             let config = nightjar_server::ServerConfig {
                 database_url,
                 nats_url,
                 node_id,
                 opaque_key_file,
                 metrics_listen: metrics_listen.0,
+                web_dir,
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -121,6 +127,7 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     let nats = config.nats_url.as_deref().map_or_else(String::new, |url| {
         format!(", notifications via {}", redact_password(url))
     });
+    let web = config.web_dir.is_some();
     let server = nightjar_server::start(config)
         .await
         .map_err(|e| format!("server: {e}"))?;
@@ -131,6 +138,15 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     );
     eprintln!(
         "nightjar server: data in {storage}{nats}, listening on http://{} ({metrics}; Ctrl-C to stop)",
+        server.local_addr()
+    );
+    eprintln!(
+        "nightjar server: {} http://{}/ in a browser",
+        if web {
+            "web app: open"
+        } else {
+            "the web app is not built (scripts/build-web.sh); API at"
+        },
         server.local_addr()
     );
     server

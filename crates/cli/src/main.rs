@@ -77,6 +77,10 @@ pub(crate) enum Command {
             value_parser = metrics_listen
         )]
         metrics_listen: MetricsListen,
+        /// The web app's built assets, served at / (build them with scripts/build-web.sh)
+        /// [default: web/dist if it exists].
+        #[arg(long, value_name = "DIR", env = "NIGHTJAR_WEB_DIR")]
+        web_dir: Option<PathBuf>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {

@@ -116,3 +116,14 @@ impl From<nightjar_machine::Error> for Error {
         }
     }
 }
+
+impl From<nightjar_machine::auth::AuthError> for Error {
+    fn from(e: nightjar_machine::auth::AuthError) -> Self {
+        match e {
+            nightjar_machine::auth::AuthError::WrongPassword => Error::WrongPassword,
+            nightjar_machine::auth::AuthError::Protocol(text) => {
+                Error::Protocol(format!("OPAQUE: {text}"))
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`Request`], [`Response`] and [`Failure`] are the requests the machine asks its driver to
 //!   make and their outcomes.
 
+pub mod auth;
 pub mod backoff;
 mod error;
 mod machine;

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// default (see [`crate::RunningServer::metrics_addr`]); a fixed address for a scraper,
     /// e.g. `127.0.0.1:9464` (the CLI's `--metrics-listen`); `None` serves no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// The web app's built assets (`index.html`, the wasm module, its JavaScript glue and
+    /// style sheet), served at `/`; `None` serves a page that says how to build them.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(20),
             opaque_key_file: None,
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            web_dir: None,
         }
     }
 }

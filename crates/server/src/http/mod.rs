@@ -10,6 +10,7 @@ mod messages;
 mod ops;
 mod sessions;
 mod stream;
+mod web;
 
 use std::any::Any;
 use std::sync::OnceLock;
@@ -176,7 +177,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     let (router, _) = routes().split_for_parts();
     router
-        .fallback(unknown_route)
+        .fallback(web::fallback)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
@@ -187,7 +188,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn unknown_route() -> Error {
+pub(crate) async fn unknown_route() -> Error {
     Error::not_found("no such route")
 }
 

@@ -1,0 +1,22 @@
+//! Nightjar in the browser: the client state machine (`nightjar-machine`) and the end-to-end
+//! encryption engine (`nightjar-core`) compiled to wasm, driven by [`driver`] over `fetch` and
+//! the WebSocket stream, with the profile in IndexedDB encrypted under non-extractable
+//! WebCrypto keys ([`vault`]) and a Leptos UI ([`ui`]).
+
+mod account;
+mod driver;
+mod js;
+mod net;
+// Leptos's `#[component]` makes each component's props type `pub`.
+#[allow(unreachable_pub)]
+mod ui;
+mod ui_state;
+mod vault;
+
+use wasm_bindgen::prelude::wasm_bindgen;
+
+/// Mounts the app (called by the page's module script).
+#[wasm_bindgen(start)]
+pub fn start() {
+    leptos::mount::mount_to_body(ui::App);
+}

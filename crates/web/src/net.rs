@@ -1,0 +1,149 @@
+//! The web driver's transport: `fetch` for the HTTP API (same origin), mapping every outcome to
+//! what the state machine expects ([`Response`] or [`Failure`]).
+
+use nightjar_api::{ApiError, ErrorCode, InboxResponse};
+use nightjar_machine::backoff::requested_wait;
+use nightjar_machine::{Failure, Request, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasm_bindgen::{JsCast as _, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::js;
+
+/// Percent-encodes a path segment.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The error body of a refusal, or one made up from the status.
+fn api_error(status: u16, bytes: &[u8], retry_after: Option<&str>) -> ApiError {
+    let mut error = serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| {
+        let code = match status {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            413 => ErrorCode::TooLarge,
+            429 => ErrorCode::RateLimited,
+            400..=499 => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        };
+        ApiError::new(code, format!("HTTP {status}"))
+    });
+    if status == 429 {
+        error.retry_after_ms = Some(requested_wait(retry_after, error.retry_after_ms));
+    }
+    error
+}
+
+/// One HTTP call; the body of a success.
+pub(crate) async fn call(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> Result<Vec<u8>, Failure> {
+    let network = |e: JsValue| Failure::Network(js::describe(&e));
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let headers = web_sys::Headers::new().map_err(network)?;
+    if let Some(token) = token {
+        headers
+            .set("authorization", &format!("Bearer {token}"))
+            .map_err(network)?;
+    }
+    if let Some(body) = body {
+        headers
+            .set("content-type", "application/json")
+            .map_err(network)?;
+        init.set_body(&JsValue::from_str(&body));
+    }
+    init.set_headers(&headers);
+    let request = web_sys::Request::new_with_str_and_init(path, &init).map_err(network)?;
+    let window = js::window().map_err(Failure::Network)?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(network)?
+        .dyn_into()
+        .map_err(network)?;
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let buffer = JsFuture::from(response.array_buffer().map_err(network)?)
+        .await
+        .map_err(network)?;
+    let bytes = js::bytes(&buffer);
+    if (200..300).contains(&status) {
+        Ok(bytes)
+    } else {
+        Err(Failure::Refused(api_error(
+            status,
+            &bytes,
+            retry_after.as_deref(),
+        )))
+    }
+}
+
+/// A JSON call.
+pub(crate) async fn json<T: DeserializeOwned>(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&impl Serialize>,
+) -> Result<T, Failure> {
+    let body = match body {
+        Some(b) => Some(serde_json::to_string(b).map_err(|e| Failure::Network(e.to_string()))?),
+        None => None,
+    };
+    let bytes = call(method, path, token, body).await?;
+    let bytes = if bytes.is_empty() {
+        b"null".to_vec()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::Network(format!("unexpected answer to {path}: {e}")))
+}
+
+/// Carries one of the machine's requests.
+pub(crate) async fn execute(token: Option<&str>, request: Request) -> Result<Response, Failure> {
+    match request {
+        Request::Send { conversation, body } => {
+            let path = format!("/v1/conversations/{conversation}/messages");
+            json("POST", &path, token, Some(&body))
+                .await
+                .map(Response::Sent)
+        }
+        Request::Inbox { after, limit } => {
+            let path = format!("/v1/messages?after={after}&limit={limit}");
+            json::<InboxResponse>("GET", &path, token, None::<&()>)
+                .await
+                .map(|r| Response::Inbox(r.envelopes))
+        }
+        Request::Ack { ids } => {
+            let body = nightjar_api::AckRequest { ids };
+            let body = serde_json::to_string(&body).map_err(|e| Failure::Network(e.to_string()))?;
+            call("POST", "/v1/messages/ack", token, Some(body))
+                .await
+                .map(|_| Response::Acked)
+        }
+        Request::Account { username } => {
+            let path = format!("/v1/accounts/{}", segment(&username));
+            json("GET", &path, token, None::<&()>)
+                .await
+                .map(Response::Account)
+        }
+        Request::ClaimKeyPackages { username } => {
+            let path = format!("/v1/accounts/{}/key-packages/claim", segment(&username));
+            json("POST", &path, token, None::<&()>)
+                .await
+                .map(Response::Claimed)
+        }
+    }
+}

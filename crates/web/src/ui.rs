@@ -1,0 +1,301 @@
+//! The screens (Leptos, client-side rendered).
+
+use leptos::prelude::*;
+use nightjar_core::ConversationKind;
+use nightjar_core::content::Content;
+use nightjar_machine::ClientStore as _;
+
+use crate::account;
+use crate::driver::Driver;
+use crate::ui_state::{Delivery, Phase, Ui};
+use crate::vault::Vault;
+
+/// The time of day of `ms`, in the user's time zone and locale.
+fn clock(ms: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+    let options = crate::js::object(&[("hour", "2-digit".into()), ("minute", "2-digit".into())]);
+    String::from(date.to_locale_time_string_with_options("default", &options))
+}
+
+type DriverCell = StoredValue<Option<Driver>, LocalStorage>;
+type VaultCell = StoredValue<Option<Vault>, LocalStorage>;
+
+/// The whole app.
+#[component]
+pub(crate) fn App() -> impl IntoView {
+    let ui = Ui::new();
+    let driver: DriverCell = StoredValue::new_local(None);
+    let vault: VaultCell = StoredValue::new_local(None);
+    leptos::task::spawn_local(async move {
+        if let Some((v, d)) = account::boot(ui).await {
+            vault.set_value(Some(v));
+            driver.set_value(d);
+        }
+    });
+    view! {
+        <div class="app">
+            {move || match ui.phase.get() {
+                Phase::Loading => view! { <p class="center" role="status">"Opening your encrypted profile…"</p> }.into_any(),
+                Phase::Broken(why) => view! { <p class="center error" role="alert">{why}</p> }.into_any(),
+                Phase::Welcome => view! { <Register ui=ui driver=driver vault=vault/> }.into_any(),
+                Phase::Ready => view! { <Main ui=ui driver=driver vault=vault/> }.into_any(),
+            }}
+        </div>
+    }
+}
+
+#[component]
+fn Register(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
+    let username = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(v) = vault.get_value() else { return };
+        busy.set(true);
+        error.set(None);
+        let (name, pass) = (username.get_untracked(), password.get_untracked());
+        leptos::task::spawn_local(async move {
+            match account::register(v, name.trim().to_lowercase(), pass, ui).await {
+                Ok(d) => driver.set_value(Some(d)),
+                Err(e) => error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <main class="welcome">
+            <h1>"Nightjar"</h1>
+            <p class="lede">"Private messages, end-to-end encrypted. Reach people by username."</p>
+            <form on:submit=submit aria-label="Create an account">
+                <label for="username">"Username"</label>
+                <input id="username" name="username" autocomplete="username" required
+                    prop:value=move || username.get()
+                    on:input=move |ev| username.set(event_target_value(&ev))/>
+                <label for="password">"Password"</label>
+                <input id="password" name="password" type="password" autocomplete="new-password" required
+                    prop:value=move || password.get()
+                    on:input=move |ev| password.set(event_target_value(&ev))/>
+                <button type="submit" disabled=move || busy.get()>
+                    {move || if busy.get() { "Creating your keys…" } else { "Create account" }}
+                </button>
+                <Show when=move || error.get().is_some()>
+                    <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
+                </Show>
+            </form>
+            <p class="fine">"Your password never leaves this page (OPAQUE). Your keys and messages are stored in this browser, encrypted."</p>
+        </main>
+    }
+}
+
+#[component]
+fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
+    let logout = move || {
+        let (Some(d), Some(v)) = (driver.get_value(), vault.get_value()) else {
+            return;
+        };
+        d.intent(move |machine, _, _| {
+            let token = machine.store().meta(account::TOKEN).ok().flatten();
+            leptos::task::spawn_local(account::logout(v, token));
+        });
+    };
+    let peer = RwSignal::new(String::new());
+    let start_chat = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = peer.get_untracked().trim().to_lowercase();
+        if name.is_empty() {
+            return;
+        }
+        peer.set(String::new());
+        if let Some(d) = driver.get_value() {
+            d.intent(
+                move |machine, now, ui| match machine.direct_conversation(&name) {
+                    Ok(Some(existing)) => ui.selected.set(Some(existing)),
+                    Ok(None) => {
+                        if let Err(e) = machine.create_conversation(
+                            now,
+                            ConversationKind::Direct,
+                            &[name],
+                            None,
+                        ) {
+                            ui.error(e.to_string());
+                        }
+                    }
+                    Err(e) => ui.error(e.to_string()),
+                },
+            );
+        }
+    };
+    let select = move |id| {
+        ui.selected.set(Some(id));
+        if let Some(d) = driver.get_value() {
+            d.intent(|_, _, _| {});
+        }
+    };
+    let notice_items = move || {
+        let list: Vec<(usize, String)> = ui.notices.get().into_iter().enumerate().collect();
+        list
+    };
+    view! {
+        <header class="top">
+            <span class="brand">"Nightjar"</span>
+            <span class="me" aria-label="Signed in as">{move || ui.me.get()}</span>
+            <span class="conn" role="status" class:offline=move || !ui.online.get()>
+                {move || if ui.online.get() { "online" } else { "offline: messages wait and go out when you're back" }}
+            </span>
+            <button class="logout" on:click=move |_| logout()>"Log out"</button>
+        </header>
+        <Show when=move || ui.expired.get()>
+            <p class="error banner" role="alert">"This device's session ended (it was removed, or the session expired)."</p>
+        </Show>
+        <div class="layout" class:chatting=move || ui.selected.get().is_some()>
+            <nav class="sidebar" aria-label="Conversations">
+                <form class="new-chat" on:submit=start_chat>
+                    <label for="peer" class="sr">"Start a chat with username"</label>
+                    <input id="peer" placeholder="Start a chat: username" autocomplete="off"
+                        prop:value=move || peer.get()
+                        on:input=move |ev| peer.set(event_target_value(&ev))/>
+                    <button type="submit" aria-label="Start chat">"+"</button>
+                </form>
+                <ul class="conversations">
+                    <For each=move || ui.conversations.get() key=|c| (c.id, c.unread, c.title.clone()) let:c>
+                        {
+                            let id = c.id;
+                            let label = if c.unread > 0 { format!("{}, {} unread", c.title, c.unread) } else { c.title.clone() };
+                            view! {
+                                <li>
+                                    <button class="conversation" aria-label=label
+                                        class:active=move || ui.selected.get() == Some(id)
+                                        on:click=move |_| select(id)>
+                                        <span class="title">{if c.group { "# " } else { "" }}{c.title.clone()}</span>
+                                        <Show when=move || { c.unread > 0 }>
+                                            <span class="badge">{c.unread}</span>
+                                        </Show>
+                                    </button>
+                                </li>
+                            }
+                        }
+                    </For>
+                </ul>
+            </nav>
+            <Chat ui=ui driver=driver/>
+        </div>
+        <ul class="notices" role="status" aria-live="polite">
+            <For each=notice_items key=|n| n.clone() let:n>
+                <li>{n.1}</li>
+            </For>
+        </ul>
+    }
+}
+
+#[component]
+fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
+    let draft = RwSignal::new(String::new());
+    let send = move || {
+        let text = draft.get_untracked();
+        if text.trim().is_empty() {
+            return;
+        }
+        let Some(conversation) = ui.selected.get_untracked() else {
+            return;
+        };
+        draft.set(String::new());
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, now, ui| {
+                if let Err(e) =
+                    machine.send_message(now, conversation, Content::Text { body: text })
+                {
+                    ui.error(e.to_string());
+                }
+            });
+        }
+    };
+    let keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+            ev.prevent_default();
+            send();
+        }
+    };
+    let current = move || {
+        let selected = ui.selected.get();
+        ui.conversations
+            .get()
+            .into_iter()
+            .find(|c| Some(c.id) == selected)
+    };
+    let title = move || current().map(|c| c.title).unwrap_or_default();
+    let request_from = move || current().and_then(|c| c.request_from);
+    let decide = move |accept: bool| {
+        let (Some(d), Some(from)) = (driver.get_value(), request_from()) else {
+            return;
+        };
+        let again = d.clone();
+        d.intent(move |machine, _, ui| {
+            let token = machine.store().meta(account::TOKEN).ok().flatten();
+            let ui = *ui;
+            leptos::task::spawn_local(async move {
+                match account::decide(token, &from, accept).await {
+                    Ok(consent) => again.intent(move |machine, _, _| {
+                        let _ = machine.store().set_consent(&from, Some(consent));
+                    }),
+                    Err(e) => ui.error(e),
+                }
+            });
+        });
+    };
+    view! {
+        <section class="chat" aria-label="Chat">
+            <Show when=move || ui.selected.get().is_some() fallback=|| view! { <p class="empty">"Pick a conversation, or start one with a username."</p> }>
+                <header class="chat-head">
+                    <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
+                    <h2>{title}</h2>
+                    <span class="e2ee" title="Only the people in this conversation can read its messages">
+                        <svg class="lock" viewBox="0 0 16 16" width="12" height="12" aria-hidden="true"><path d="M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z" fill="currentColor"/></svg>
+                        " end-to-end encrypted"
+                    </span>
+                </header>
+                <Show when=move || request_from().is_some()>
+                    <div class="request" role="region" aria-label="Message request">
+                        <p>{move || format!("{} is not in your contacts yet. Accept to reply and see their messages as usual, or block them: the server will refuse their messages.", request_from().unwrap_or_default())}</p>
+                        <button type="submit" on:click=move |_| decide(true)>"Accept"</button>
+                        <button class="danger" on:click=move |_| decide(false)>"Block"</button>
+                    </div>
+                </Show>
+                <ol class="messages" role="log" aria-live="polite" aria-label="Messages">
+                    <For each=move || ui.messages.get() key=|m| (m.key.clone(), format!("{:?}", m.delivery)) let:m>
+                        {
+                            let mine = m.from == ui.me.get_untracked();
+                            let state = match &m.delivery {
+                                Delivery::Sending => "sending".to_owned(),
+                                Delivery::Sent => "sent".to_owned(),
+                                Delivery::Failed(why) => format!("failed: {why}"),
+                                Delivery::Incoming => String::new(),
+                            };
+                            let data_state = state.clone();
+                            view! {
+                                <li class="message" class:mine=mine data-state=data_state>
+                                    <span class="from">{m.from.clone()}</span>
+                                    <p class="text">{m.text.clone()}</p>
+                                    <span class="meta">
+                                        <time>{clock(m.sent_at)}</time>
+                                        <span class="state">{state}</span>
+                                    </span>
+                                </li>
+                            }
+                        }
+                    </For>
+                </ol>
+                <form class="composer" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
+                    <label for="draft" class="sr">"Message"</label>
+                    <textarea id="draft" rows="1" placeholder="Message" title="Enter sends; Shift+Enter starts a new line"
+                        prop:value=move || draft.get()
+                        on:input=move |ev| draft.set(event_target_value(&ev))
+                        on:keydown=keydown></textarea>
+                    <button type="submit" aria-label="Send">"Send"</button>
+                </form>
+            </Show>
+        </section>
+    }
+}

@@ -1,0 +1,225 @@
+//! What the screens show, as reactive signals the driver updates after every event.
+
+use leptos::prelude::*;
+use nightjar_core::ConversationId;
+use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification};
+
+/// The settings key of how many incoming messages of a conversation the user has seen.
+fn read_mark(conversation: &str) -> String {
+    format!("web/read/{conversation}")
+}
+
+/// Where the app is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Opening this browser's vault.
+    Loading,
+    /// No account in this browser: register.
+    Welcome,
+    /// Signed in.
+    Ready,
+    /// Something this browser cannot do.
+    Broken(String),
+}
+
+/// A message's delivery state, as its sender sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Waiting in the outbox.
+    Sending,
+    /// The server has it, for every recipient device.
+    Sent,
+    /// The server refused it; it stays in the outbox.
+    Failed(String),
+    /// Someone else's message.
+    Incoming,
+}
+
+/// One conversation in the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ConversationView {
+    pub(crate) id: ConversationId,
+    pub(crate) title: String,
+    pub(crate) group: bool,
+    pub(crate) unread: usize,
+    /// A message request: the account that wrote, which this one has not accepted.
+    pub(crate) request_from: Option<String>,
+}
+
+/// One message in the chat view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MessageView {
+    pub(crate) key: String,
+    pub(crate) from: String,
+    pub(crate) text: String,
+    pub(crate) sent_at: u64,
+    pub(crate) delivery: Delivery,
+}
+
+/// The app's signals.
+#[derive(Clone, Copy)]
+pub(crate) struct Ui {
+    pub(crate) phase: RwSignal<Phase>,
+    pub(crate) me: RwSignal<String>,
+    pub(crate) conversations: RwSignal<Vec<ConversationView>>,
+    pub(crate) selected: RwSignal<Option<ConversationId>>,
+    pub(crate) messages: RwSignal<Vec<MessageView>>,
+    pub(crate) notices: RwSignal<Vec<String>>,
+    pub(crate) online: RwSignal<bool>,
+    pub(crate) expired: RwSignal<bool>,
+}
+
+impl Ui {
+    pub(crate) fn new() -> Self {
+        Self {
+            phase: RwSignal::new(Phase::Loading),
+            me: RwSignal::new(String::new()),
+            conversations: RwSignal::new(Vec::new()),
+            selected: RwSignal::new(None),
+            messages: RwSignal::new(Vec::new()),
+            notices: RwSignal::new(Vec::new()),
+            online: RwSignal::new(false),
+            expired: RwSignal::new(false),
+        }
+    }
+
+    pub(crate) fn error(&self, text: String) {
+        self.show(text);
+    }
+
+    /// Shows a short notice for a few seconds (once, however often it is raised meanwhile).
+    pub(crate) fn show(&self, text: String) {
+        if self.notices.get_untracked().contains(&text) {
+            return;
+        }
+        self.notices.update(|list| list.push(text.clone()));
+        let notices = self.notices;
+        set_timeout(
+            move || notices.update(|list| list.retain(|n| *n != text)),
+            std::time::Duration::from_secs(8),
+        );
+    }
+
+    pub(crate) fn set_online(&self, online: bool) {
+        self.online.set(online);
+    }
+
+    pub(crate) fn session_expired(&self) {
+        self.expired.set(true);
+    }
+
+    /// Shows what the machine says the user should know.
+    pub(crate) fn notify(&self, n: &Notification) {
+        let text = match n {
+            Notification::Notice(text) => text.clone(),
+            Notification::MessageRequest { from, .. } => {
+                format!("{from} sent you a message request")
+            }
+            Notification::IdentityChanged { username } => format!(
+                "The safety number with {username} changed: their identity key is new. \
+                 Messages with {username} wait until you verify it."
+            ),
+            Notification::OperationFailed { reason, .. } => reason.to_string(),
+            Notification::Created { conversation, .. } => {
+                self.selected.set(Some(*conversation));
+                return;
+            }
+            Notification::SessionExpired => {
+                self.expired.set(true);
+                return;
+            }
+            _ => return,
+        };
+        self.show(text);
+    }
+
+    /// Reads the lists back from the store.
+    pub(crate) fn refresh(&self, machine: &mut Machine<MemoryClientStore>) {
+        let me = machine.me().clone();
+        let store = machine.store().clone();
+        let selected = self.selected.get_untracked();
+        let mut conversations = Vec::new();
+        for row in store.conversations().unwrap_or_default() {
+            let Some(id) = ConversationId::parse(&row.id) else {
+                continue;
+            };
+            if !row.active {
+                continue;
+            }
+            let incoming = store
+                .messages(&row.id)
+                .unwrap_or_default()
+                .iter()
+                .filter(|m| !m.outgoing)
+                .count();
+            let seen: usize = store
+                .meta(&read_mark(&row.id))
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let unread = if selected == Some(id) {
+                if seen != incoming {
+                    let _ = store.set_meta(&read_mark(&row.id), &incoming.to_string());
+                }
+                0
+            } else {
+                incoming.saturating_sub(seen)
+            };
+            let group = row.kind == "group";
+            let title = if group {
+                row.name.clone().unwrap_or_else(|| "group".into())
+            } else {
+                row.peer.clone().unwrap_or_else(|| "conversation".into())
+            };
+            let request_from = row
+                .peer
+                .clone()
+                .filter(|peer| !group && store.is_request(&row.id, peer).unwrap_or(false));
+            conversations.push(ConversationView {
+                id,
+                title,
+                group,
+                unread,
+                request_from,
+            });
+        }
+        if conversations != self.conversations.get_untracked() {
+            self.conversations.set(conversations);
+        }
+        let messages = match selected {
+            Some(id) => {
+                let outbox = store.outbox().unwrap_or_default();
+                store
+                    .messages(&id.to_string())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| {
+                        let queued = outbox.iter().find(|r| {
+                            matches!(&r.item, nightjar_machine::rows::OutboxItem::Message { message_id, .. } if *message_id == m.id)
+                        });
+                        let delivery = match queued {
+                            Some(r) => match &r.refused {
+                                Some(reason) => Delivery::Failed(reason.clone()),
+                                None => Delivery::Sending,
+                            },
+                            None if m.from == me.username => Delivery::Sent,
+                            None => Delivery::Incoming,
+                        };
+                        MessageView {
+                            key: format!("{}/{}", m.from, m.id),
+                            from: m.from,
+                            text: m.text.unwrap_or_default(),
+                            sent_at: m.sent_at,
+                            delivery,
+                        }
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        if messages != self.messages.get_untracked() {
+            self.messages.set(messages);
+        }
+    }
+}

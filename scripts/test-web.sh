@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Browser tests of the web app (web/tests): a real `nightjar server` serving web/dist, and
+# Debian's Chromium driven by playwright-core from npm. No browser is ever downloaded: the
+# system's /usr/bin/chromium is required (Debian package `chromium`; .ci/run installs it).
+# Expects the debug `nightjar` binary (cargo build -p nightjar-cli) and a built web/dist
+# (scripts/build-web.sh). Screenshots land in web/tests/screenshots.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+  echo "browser tests need Chromium: apt-get install chromium" >&2
+  exit 1
+fi
+cargo build -p nightjar-cli
+cd web/tests
+if [ ! -d node_modules/playwright-core ]; then
+  npm install --no-audit --no-fund
+fi
+node --test --test-concurrency=1 .

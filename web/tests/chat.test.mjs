@@ -1,0 +1,54 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import {
+  startServer, launchBrowser, openApp, register, openChat, send, seeMessage, screenshots,
+} from "./harness.mjs";
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("two browser users register and chat both ways", async () => {
+  const alice = await openApp(browser, server.url);
+  const bob = await openApp(browser, server.url);
+  await alice.page.screenshot({ path: path.join(screenshots, "welcome.png") });
+  await register(alice.page, "alice");
+  await register(bob.page, "bob");
+
+  await openChat(alice.page, "bob");
+  await send(alice.page, "hello bob");
+  await seeMessage(alice.page, "hello bob");
+  await alice.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+
+  // bob sees the conversation with one unread message, opens it and answers.
+  const row = bob.page.getByRole("button", { name: /^alice, 1 unread$/ });
+  await row.waitFor({ timeout: 30_000 });
+  await bob.page.screenshot({ path: path.join(screenshots, "unread.png") });
+  await row.click();
+  await seeMessage(bob.page, "hello bob");
+  // alice is a stranger to bob: a message request, until bob accepts.
+  const request = bob.page.getByRole("region", { name: "Message request" });
+  await request.waitFor({ timeout: 10_000 });
+  await bob.page.screenshot({ path: path.join(screenshots, "request.png") });
+  await request.getByRole("button", { name: "Accept" }).click();
+  await request.waitFor({ state: "detached", timeout: 10_000 });
+  await send(bob.page, "hi alice\nsecond line");
+  await seeMessage(alice.page, "second line");
+  const text = await alice.page.locator(".message .text", { hasText: "second line" }).innerText();
+  assert.equal(text, "hi alice\nsecond line", "Shift+Enter-free text keeps its new line");
+  await alice.page.screenshot({ path: path.join(screenshots, "chat-desktop.png") });
+  await alice.page.setViewportSize({ width: 360, height: 720 });
+  await alice.page.screenshot({ path: path.join(screenshots, "chat-360.png") });
+
+  // Each message shows once on each side.
+  assert.equal(await alice.page.locator(".message").count(), 2);
+  assert.equal(await bob.page.locator(".message").count(), 2);
+});

@@ -1,0 +1,85 @@
+// Shared test harness: a real `nightjar server` process serving the built web app, and
+// Debian's Chromium driven by playwright-core (never a downloaded browser).
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, "../..");
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
+export const nightjarBin = process.env.NIGHTJAR_BIN ?? path.join(targetDir, "debug", "nightjar");
+export const screenshots = path.join(here, "screenshots");
+mkdirSync(screenshots, { recursive: true });
+
+/** Starts a server on a free port; resolves with { url, stop }. */
+export async function startServer() {
+  const data = mkdtempSync(path.join(tmpdir(), "nightjar-web-"));
+  const child = spawn(
+    nightjarBin,
+    ["server", "--data-dir", data, "--listen", "127.0.0.1:0", "--metrics-listen", "off",
+     "--web-dir", path.join(root, "web", "dist")],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  const url = await new Promise((resolve, reject) => {
+    let seen = "";
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 30_000);
+    child.stderr.on("data", (chunk) => {
+      seen += chunk;
+      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on("exit", (code) => reject(new Error(`server exited ${code}: ${seen}`)));
+  });
+  return {
+    url, data,
+    stop: () => new Promise((resolve) => { child.on("exit", resolve); child.kill("SIGTERM"); }),
+  };
+}
+
+/** Debian's Chromium, headless. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+  });
+}
+
+/** A new browser profile (its own IndexedDB) at the app. */
+export async function openApp(browser, url, viewport = { width: 1100, height: 720 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(url);
+  return { context, page };
+}
+
+/** Registers `username` in `page`. */
+export async function register(page, username, password = "correct horse battery") {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.getByLabel("Signed in as").filter({ hasText: username }).waitFor({ timeout: 60_000 });
+  await page.getByText("online", { exact: true }).waitFor({ timeout: 30_000 });
+}
+
+/** Opens (or starts) the 1:1 chat with `peer`. */
+export async function openChat(page, peer) {
+  await page.getByLabel("Start a chat with username").fill(peer);
+  await page.getByRole("button", { name: "Start chat" }).click();
+  await page.getByRole("heading", { name: peer }).waitFor({ timeout: 30_000 });
+}
+
+/** Types and sends `text` with Enter. */
+export async function send(page, text) {
+  const box = page.getByLabel("Message", { exact: true });
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+/** Waits until the chat shows a message with `text`. */
+export async function seeMessage(page, text, timeout = 30_000) {
+  await page.locator(".message .text", { hasText: text }).first().waitFor({ timeout });
+}
