@@ -62,6 +62,7 @@ pub(crate) fn start(
     let (tx, rx) = unbounded();
     let socket: Rc<RefCell<Option<web_sys::WebSocket>>> = Rc::new(RefCell::new(None));
     connect(token.clone(), tx.clone(), socket.clone());
+    watch_network(&tx, &socket);
     wasm_bindgen_futures::spawn_local(run(machine, vault, token, rx, tx.clone(), socket, ui));
     Driver { tx }
 }
@@ -154,6 +155,31 @@ fn schedule_reconnect(
             RECONNECT_MS,
         );
     }
+}
+
+/// The browser's own word on the network: back online retries at once (and reopens the
+/// stream); offline closes the stream so it is reopened, and caught up, on return.
+fn watch_network(tx: &UnboundedSender<Event>, socket: &Rc<RefCell<Option<web_sys::WebSocket>>>) {
+    let Ok(window) = js::window() else { return };
+    let on_online = {
+        let tx = tx.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            let _ = tx.unbounded_send(Event::Connected);
+        })
+    };
+    let on_offline = {
+        let socket = socket.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(ws) = socket.borrow().as_ref() {
+                let _ = ws.close();
+            }
+        })
+    };
+    let _ = window.add_event_listener_with_callback("online", on_online.as_ref().unchecked_ref());
+    let _ = window.add_event_listener_with_callback("offline", on_offline.as_ref().unchecked_ref());
+    // For the page's lifetime.
+    on_online.forget();
+    on_offline.forget();
 }
 
 /// Sends an acknowledgement on the stream, if it is open.
