@@ -32,6 +32,7 @@ export async function startServer() {
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
     child.on("exit", (code) => reject(new Error(`server exited ${code}: ${seen}`)));
+    child.on("error", (e) => { clearTimeout(timer); reject(new Error(`cannot run ${nightjarBin}: ${e.message}`)); });
   });
   return {
     url, data,
@@ -82,4 +83,23 @@ export async function send(page, text) {
 /** Waits until the chat shows a message with `text`. */
 export async function seeMessage(page, text, timeout = 30_000) {
   await page.locator(".message .text", { hasText: text }).first().waitFor({ timeout });
+}
+
+/** Runs the `nightjar` command line with its own profile; resolves with stdout. */
+export async function cli(profile, args, serverUrl) {
+  const { execFile } = await import("node:child_process");
+  return new Promise((resolve, reject) => {
+    execFile(
+      nightjarBin,
+      ["--profile", profile, ...args],
+      {
+        env: { ...process.env, NIGHTJAR_PASSWORD: "correct horse battery", NIGHTJAR_KEYRING: "off" },
+        timeout: 60_000,
+      },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`nightjar ${args.join(" ")}: ${stderr || error.message}`));
+        else resolve(stdout);
+      },
+    );
+  });
 }

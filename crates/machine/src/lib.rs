@@ -26,7 +26,7 @@ pub use error::{Error, Result};
 pub use machine::outbox::{address, enqueue_commit};
 pub use machine::{
     DEFAULT_MISSING_AFTER_MS, INBOX_PAGE, Machine, Notification, OperationError, OperationId,
-    conversation_row, meta,
+    SafetyView, conversation_row, meta,
 };
 pub use memory::{JournalEntry, MemoryClientStore};
 pub use store::{ClientStore, StoreResult};

@@ -355,7 +355,7 @@ fn create(
         .unwrap();
     run(ds, creator, now);
     let created = creator.seen.iter().find_map(|n| match n {
-        Notification::Created {
+        Notification::Completed {
             operation,
             conversation,
         } if *operation == op => Some(*conversation),

@@ -128,6 +128,31 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             );
         }
     };
+    let group_open = RwSignal::new(false);
+    let group_name = RwSignal::new(String::new());
+    let group_members = RwSignal::new(String::new());
+    let create_group = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = group_name.get_untracked().trim().to_owned();
+        let members: Vec<String> = group_members
+            .get_untracked()
+            .split([',', ' '])
+            .map(|m| m.trim().to_lowercase())
+            .filter(|m| !m.is_empty())
+            .collect();
+        group_name.set(String::new());
+        group_members.set(String::new());
+        group_open.set(false);
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, now, ui| {
+                if let Err(e) =
+                    machine.create_conversation(now, ConversationKind::Group, &members, Some(&name))
+                {
+                    ui.error(e.to_string());
+                }
+            });
+        }
+    };
     let select = move |id| {
         ui.selected.set(Some(id));
         if let Some(d) = driver.get_value() {
@@ -159,6 +184,19 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
                         on:input=move |ev| peer.set(event_target_value(&ev))/>
                     <button type="submit" aria-label="Start chat">"+"</button>
                 </form>
+                <details class="new-group" prop:open=move || group_open.get()
+                    on:toggle=move |ev| group_open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
+                    <summary>"New group"</summary>
+                    <form on:submit=create_group aria-label="New group">
+                        <label for="group-name">"Group name"</label>
+                        <input id="group-name" autocomplete="off" prop:value=move || group_name.get()
+                            on:input=move |ev| group_name.set(event_target_value(&ev))/>
+                        <label for="group-members">"Members (usernames, comma-separated)"</label>
+                        <input id="group-members" autocomplete="off" prop:value=move || group_members.get()
+                            on:input=move |ev| group_members.set(event_target_value(&ev))/>
+                        <button type="submit">"Create group"</button>
+                    </form>
+                </details>
                 <ul class="conversations">
                     <For each=move || ui.conversations.get() key=|c| (c.id, c.unread, c.title.clone()) let:c>
                         {
@@ -227,6 +265,22 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     };
     let title = move || current().map(|c| c.title).unwrap_or_default();
     let request_from = move || current().and_then(|c| c.request_from);
+    let members_open = RwSignal::new(false);
+    let safety_for = move |peer: Option<String>| {
+        let (Some(d), Some(peer)) = (driver.get_value(), peer) else {
+            return;
+        };
+        d.intent(move |machine, _, ui| ui.show_safety(machine, &peer));
+    };
+    let trust = move |peer: String| {
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, now, ui| {
+                if let Err(e) = machine.trust(now, &peer) {
+                    ui.error(e.to_string());
+                }
+            });
+        }
+    };
     let decide = move |accept: bool| {
         let (Some(d), Some(from)) = (driver.get_value(), request_from()) else {
             return;
@@ -251,11 +305,35 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <header class="chat-head">
                     <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
                     <h2>{title}</h2>
+                    <Show when=move || current().is_some_and(|c| !c.group)>
+                        <button class="small" on:click=move |_| safety_for(current().and_then(|c| c.peer))>"Safety number"</button>
+                    </Show>
+                    <Show when=move || current().is_some_and(|c| c.group)>
+                        <button class="small" aria-expanded=move || members_open.get().to_string()
+                            on:click=move |_| members_open.update(|o| *o = !*o)>"Members"</button>
+                    </Show>
                     <span class="e2ee" title="Only the people in this conversation can read its messages">
                         <svg class="lock" viewBox="0 0 16 16" width="12" height="12" aria-hidden="true"><path d="M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z" fill="currentColor"/></svg>
                         " end-to-end encrypted"
                     </span>
                 </header>
+                <For each=move || current().map(|c| c.changed).unwrap_or_default() key=|n| n.clone() let:name>
+                    {
+                        let who = name.clone();
+                        let trust_who = name.clone();
+                        view! {
+                            <div class="warning" role="alert">
+                                <p><strong>{format!("The safety number with {name} changed.")}</strong>
+                                   {format!(" {name}'s identity key is new: they may have reinstalled, or someone may be trying to read your messages. Messages with {name} wait until you compare the new safety number with them.")}</p>
+                                <button on:click=move |_| safety_for(Some(who.clone()))>"Compare safety numbers"</button>
+                                <button on:click=move |_| trust(trust_who.clone())>"I compared them: trust the new key"</button>
+                            </div>
+                        }
+                    }
+                </For>
+                <Show when=move || members_open.get() && current().is_some_and(|c| c.group)>
+                    <Members ui=ui driver=driver/>
+                </Show>
                 <Show when=move || request_from().is_some()>
                     <div class="request" role="region" aria-label="Message request">
                         <p>{move || format!("{} is not in your contacts yet. Accept to reply and see their messages as usual, or block them: the server will refuse their messages.", request_from().unwrap_or_default())}</p>
@@ -296,6 +374,123 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     <button type="submit" aria-label="Send">"Send"</button>
                 </form>
             </Show>
+            <Safety ui=ui driver=driver/>
         </section>
+    }
+}
+
+#[component]
+fn Safety(ui: Ui, driver: DriverCell) -> impl IntoView {
+    let verify = move |_| {
+        let (Some(d), Some(panel)) = (driver.get_value(), ui.safety.get_untracked()) else {
+            return;
+        };
+        d.intent(
+            move |machine, _, ui| match machine.mark_verified(&panel.peer) {
+                Ok(()) => ui.show_safety(machine, &panel.peer),
+                Err(e) => ui.error(e.to_string()),
+            },
+        );
+    };
+    view! {
+        <Show when=move || ui.safety.get().is_some()>
+            <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="safety-title">
+                <h3 id="safety-title">{move || format!("Safety number with {}", ui.safety.get().map(|p| p.peer).unwrap_or_default())}</h3>
+                <p class="fine">"Compare these digits with the ones on their device, in person or on a call, or scan their code. If they match, nobody is between you."</p>
+                <p class="digits" aria-label="Safety number">{move || ui.safety.get().map(|p| p.grouped).unwrap_or_default()}</p>
+                <div class="qr" inner_html=move || ui.safety.get().map(|p| p.qr_svg).unwrap_or_default()></div>
+                <Show when=move || ui.safety.get().is_some_and(|p| p.changed.is_some())>
+                    <p class="warning">{move || format!("Their new identity key would give: {}", ui.safety.get().and_then(|p| p.changed).unwrap_or_default())}</p>
+                </Show>
+                <p class="verified" role="status">{move || if ui.safety.get().is_some_and(|p| p.verified) { "✓ Verified" } else { "Not verified" }}</p>
+                <div class="actions">
+                    <Show when=move || !ui.safety.get().is_some_and(|p| p.verified)>
+                        <button type="submit" on:click=verify>"Mark as verified"</button>
+                    </Show>
+                    <button on:click=move |_| ui.safety.set(None)>"Close"</button>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+#[component]
+fn Members(ui: Ui, driver: DriverCell) -> impl IntoView {
+    let add_name = RwSignal::new(String::new());
+    let new_name = RwSignal::new(String::new());
+    let current = move || {
+        let selected = ui.selected.get();
+        ui.conversations
+            .get()
+            .into_iter()
+            .find(|c| Some(c.id) == selected)
+    };
+    let act = move |f: Box<
+        dyn FnOnce(
+            &mut nightjar_machine::Machine<nightjar_machine::MemoryClientStore>,
+            u64,
+            nightjar_core::ConversationId,
+        ) -> nightjar_machine::Result<()>,
+    >| {
+        let (Some(d), Some(c)) = (driver.get_value(), ui.selected.get_untracked()) else {
+            return;
+        };
+        d.intent(move |machine, now, ui| {
+            if let Err(e) = f(machine, now, c) {
+                ui.error(e.to_string());
+            }
+        });
+    };
+    let add = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = add_name.get_untracked().trim().to_lowercase();
+        add_name.set(String::new());
+        act(Box::new(move |m, now, c| {
+            m.add_member(now, c, &name).map(drop)
+        }));
+    };
+    let rename = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = new_name.get_untracked();
+        new_name.set(String::new());
+        act(Box::new(move |m, now, c| m.rename_group(now, c, &name)));
+    };
+    view! {
+        <div class="members" role="region" aria-label="Group members">
+            <ul>
+                <For each=move || current().map(|c| c.members).unwrap_or_default() key=|m| m.clone() let:member>
+                    {
+                        let me = member == ui.me.get_untracked();
+                        let gone = member.clone();
+                        view! {
+                            <li>
+                                <span>{member.clone()}{if me { " (you)" } else { "" }}</span>
+                                <Show when=move || !me>
+                                    {
+                                        let gone = gone.clone();
+                                        view! {
+                                            <button class="small danger" aria-label=format!("Remove {gone}")
+                                                on:click=move |_| { let g = gone.clone(); act(Box::new(move |m, now, c| m.remove_member(now, c, &g))) }>"Remove"</button>
+                                        }
+                                    }
+                                </Show>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+            <form on:submit=add>
+                <label for="add-member" class="sr">"Add member by username"</label>
+                <input id="add-member" placeholder="Add a member: username" autocomplete="off"
+                    prop:value=move || add_name.get() on:input=move |ev| add_name.set(event_target_value(&ev))/>
+                <button type="submit">"Add"</button>
+            </form>
+            <form on:submit=rename>
+                <label for="rename" class="sr">"New group name"</label>
+                <input id="rename" placeholder="Rename the group" autocomplete="off"
+                    prop:value=move || new_name.get() on:input=move |ev| new_name.set(event_target_value(&ev))/>
+                <button type="submit">"Rename"</button>
+            </form>
+        </div>
     }
 }

@@ -44,6 +44,37 @@ pub(crate) struct ConversationView {
     pub(crate) unread: usize,
     /// A message request: the account that wrote, which this one has not accepted.
     pub(crate) request_from: Option<String>,
+    /// The other account of a 1:1 conversation.
+    pub(crate) peer: Option<String>,
+    /// The member accounts (this one included), for groups.
+    pub(crate) members: Vec<String>,
+    /// Accounts in it whose identity key changed and awaits the user's verification.
+    pub(crate) changed: Vec<String>,
+}
+
+/// The safety number panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SafetyPanel {
+    pub(crate) peer: String,
+    /// 60 digits in groups of five.
+    pub(crate) grouped: String,
+    /// The QR code to scan, as SVG.
+    pub(crate) qr_svg: String,
+    pub(crate) verified: bool,
+    /// The number a changed identity key would give, waiting for the user.
+    pub(crate) changed: Option<String>,
+}
+
+/// A QR code of `payload` as an SVG document.
+fn qr_svg(payload: &[u8]) -> String {
+    match qrcode::QrCode::new(payload) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(180, 180)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
 }
 
 /// One message in the chat view.
@@ -67,6 +98,7 @@ pub(crate) struct Ui {
     pub(crate) notices: RwSignal<Vec<String>>,
     pub(crate) online: RwSignal<bool>,
     pub(crate) expired: RwSignal<bool>,
+    pub(crate) safety: RwSignal<Option<SafetyPanel>>,
 }
 
 impl Ui {
@@ -80,6 +112,7 @@ impl Ui {
             notices: RwSignal::new(Vec::new()),
             online: RwSignal::new(false),
             expired: RwSignal::new(false),
+            safety: RwSignal::new(None),
         }
     }
 
@@ -120,7 +153,7 @@ impl Ui {
                  Messages with {username} wait until you verify it."
             ),
             Notification::OperationFailed { reason, .. } => reason.to_string(),
-            Notification::Created { conversation, .. } => {
+            Notification::Completed { conversation, .. } => {
                 self.selected.set(Some(*conversation));
                 return;
             }
@@ -131,6 +164,20 @@ impl Ui {
             _ => return,
         };
         self.show(text);
+    }
+
+    /// Shows the safety number with `peer`.
+    pub(crate) fn show_safety(&self, machine: &mut Machine<MemoryClientStore>, peer: &str) {
+        match machine.safety(peer) {
+            Ok(view) => self.safety.set(Some(SafetyPanel {
+                peer: peer.to_owned(),
+                grouped: view.current.grouped(),
+                qr_svg: qr_svg(&view.current.qr_payload()),
+                verified: view.verified,
+                changed: view.changed.map(|c| c.grouped()),
+            })),
+            Err(e) => self.error(format!("no safety number with {peer} yet: {e}")),
+        }
     }
 
     /// Reads the lists back from the store.
@@ -176,12 +223,28 @@ impl Ui {
                 .peer
                 .clone()
                 .filter(|peer| !group && store.is_request(&row.id, peer).unwrap_or(false));
+            let mut members: Vec<String> = machine
+                .engine()
+                .conversation(id)
+                .map(|info| info.members.into_iter().map(|m| m.username).collect())
+                .unwrap_or_default();
+            members.sort();
+            members.dedup();
+            let changed = members
+                .iter()
+                .chain(row.peer.iter())
+                .filter(|m| machine.identity_changed(m).unwrap_or(false))
+                .cloned()
+                .collect();
             conversations.push(ConversationView {
                 id,
                 title,
                 group,
                 unread,
                 request_from,
+                peer: row.peer.clone(),
+                members,
+                changed,
             });
         }
         if conversations != self.conversations.get_untracked() {

@@ -123,7 +123,7 @@ impl Client {
                     "the server refused a message to conversation {conversation}: {reason}; it \
                      stays in the outbox (`nightjar outbox --retry` or `--drop`)"
                 )),
-                Notification::Created {
+                Notification::Completed {
                     operation,
                     conversation,
                 } => {

@@ -1,14 +1,16 @@
-//! Starting a conversation: the device lists of every account in it are fetched and accepted
-//! (an identity change stops the creation, for the user to verify), one key package is claimed
-//! for every device of them (this device excepted), and the creating commit is queued. Several
+//! Membership changes that need the server first: starting a conversation, and adding an
+//! account to a group. The device lists of the accounts involved are fetched and accepted (an
+//! identity change stops the operation, for the user to verify), one key package is claimed
+//! for every device of them (this device excepted), and the commit is queued. Several
 //! requests, one operation: the caller gets an [`OperationId`] and, at the end,
-//! [`Notification::Created`] or [`Notification::OperationFailed`].
+//! [`Notification::Completed`] or [`Notification::OperationFailed`]. Changes that need nothing
+//! from the server (removing a member, renaming) are queued at once.
 
 use std::collections::BTreeSet;
 
-use nightjar_core::ConversationKind;
 use nightjar_core::content::GroupMetadata;
 use nightjar_core::identity::{SignedDeviceList, validate_username};
+use nightjar_core::{ConversationId, ConversationKind};
 
 use super::outbox::enqueue_commit;
 use super::{Machine, Notification, Pending, conversation_row};
@@ -37,12 +39,23 @@ pub enum OperationError {
     Invalid(String),
 }
 
-/// A conversation being created.
+/// What an operation makes once it has the device lists and key packages.
+#[derive(Debug)]
+enum Goal {
+    /// A new conversation.
+    Create {
+        kind: ConversationKind,
+        name: Option<String>,
+    },
+    /// The peer's devices added to an existing group.
+    Add { conversation: ConversationId },
+}
+
+/// A membership change waiting for the server's answers.
 #[derive(Debug)]
 pub(super) struct Creation {
-    kind: ConversationKind,
+    goal: Goal,
     peers: Vec<String>,
-    name: Option<String>,
     /// Accounts whose device list or key packages are still asked for.
     waiting: BTreeSet<String>,
     /// Device lists accepted so far: claims start once all are in.
@@ -109,15 +122,102 @@ impl<S: ClientStore> Machine<S> {
         self.creations.insert(
             op,
             Creation {
-                kind,
+                goal: Goal::Create {
+                    kind,
+                    name: name.map(str::to_owned),
+                },
                 peers: accounts,
-                name: name.map(str::to_owned),
                 waiting: everyone,
                 claiming: false,
                 key_packages: Vec::new(),
             },
         );
         Ok(op)
+    }
+
+    /// Adds every device of `username` to the group `conversation`.
+    pub fn add_member(
+        &mut self,
+        _now: u64,
+        conversation: ConversationId,
+        username: &str,
+    ) -> Result<OperationId> {
+        validate_username(username)?;
+        let info = self.engine.conversation(conversation)?;
+        if info.kind != ConversationKind::Group || !info.active {
+            return Err(Error::Usage(
+                "members are added to groups this device is in".into(),
+            ));
+        }
+        if info.members.iter().any(|m| m.username == username) {
+            return Err(Error::Usage(format!("{username} is already a member")));
+        }
+        if self
+            .store
+            .contact(username)?
+            .is_some_and(|c| c.changed_list.is_some())
+        {
+            return Err(Error::IdentityChanged(username.to_owned()));
+        }
+        let op = OperationId(self.next_operation);
+        self.next_operation += 1;
+        self.request(
+            Request::Account {
+                username: username.to_owned(),
+            },
+            Pending::CreateAccount {
+                op,
+                username: username.to_owned(),
+            },
+        );
+        self.creations.insert(
+            op,
+            Creation {
+                goal: Goal::Add { conversation },
+                peers: vec![username.to_owned()],
+                waiting: BTreeSet::from([username.to_owned()]),
+                claiming: false,
+                key_packages: Vec::new(),
+            },
+        );
+        Ok(op)
+    }
+
+    /// Removes every device of `username` from the group `conversation` (queued at once).
+    pub fn remove_member(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        username: &str,
+    ) -> Result<()> {
+        self.atomic(|engine, store| {
+            let bundle = engine.remove_member(conversation, username)?;
+            enqueue_commit(engine, store, &bundle, now)
+        })?;
+        self.work(now);
+        Ok(())
+    }
+
+    /// Renames the group `conversation` (queued at once).
+    pub fn rename_group(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        name: &str,
+    ) -> Result<()> {
+        if name.trim().is_empty() {
+            return Err(Error::Usage("a group needs a name".into()));
+        }
+        let metadata = GroupMetadata {
+            name: name.trim().to_owned(),
+            avatar: None,
+        };
+        self.atomic(|engine, store| {
+            let bundle = engine.set_metadata(conversation, &metadata)?;
+            enqueue_commit(engine, store, &bundle, now)
+        })?;
+        self.work(now);
+        Ok(())
     }
 
     /// The active 1:1 conversation with `peer`, if there is one: a direct conversation whose
@@ -134,7 +234,7 @@ impl<S: ClientStore> Machine<S> {
             if !row.active || row.kind != "direct" {
                 continue;
             }
-            let Some(id) = nightjar_core::ConversationId::parse(&row.id) else {
+            let Some(id) = ConversationId::parse(&row.id) else {
                 continue;
             };
             let Ok(info) = self.engine.conversation(id) else {
@@ -219,12 +319,8 @@ impl<S: ClientStore> Machine<S> {
             return Ok(());
         }
         creation.claiming = true;
-        let everyone: Vec<String> = creation
-            .peers
-            .iter()
-            .cloned()
-            .chain([self.me.username.clone()])
-            .collect();
+        let mine = matches!(creation.goal, Goal::Create { .. }).then(|| self.me.username.clone());
+        let everyone: Vec<String> = creation.peers.iter().cloned().chain(mine).collect();
         creation.waiting = everyone.iter().cloned().collect();
         for account in everyone {
             self.request(
@@ -281,27 +377,40 @@ impl<S: ClientStore> Machine<S> {
         let Some(creation) = self.creations.remove(&op) else {
             return Ok(());
         };
-        let metadata = creation.name.map(|n| GroupMetadata {
-            name: n,
-            avatar: None,
-        });
-        let members: Vec<&str> = creation.peers.iter().map(String::as_str).collect();
-        let result = self.atomic(|engine, store| {
-            let (conversation, bundle) = engine.create_conversation(
-                now,
-                creation.kind,
-                &members,
-                metadata.as_ref(),
-                &creation.key_packages,
-            )?;
-            enqueue_commit(engine, store, &bundle, now)?;
-            let row = conversation_row(engine, conversation)?;
-            store.upsert_conversation(&row, now)?;
-            Ok(conversation)
-        });
+        let key_packages = creation.key_packages;
+        let result = match creation.goal {
+            Goal::Create { kind, name } => {
+                let metadata = name.map(|n| GroupMetadata {
+                    name: n,
+                    avatar: None,
+                });
+                let members: Vec<&str> = creation.peers.iter().map(String::as_str).collect();
+                self.atomic(|engine, store| {
+                    let (conversation, bundle) = engine.create_conversation(
+                        now,
+                        kind,
+                        &members,
+                        metadata.as_ref(),
+                        &key_packages,
+                    )?;
+                    enqueue_commit(engine, store, &bundle, now)?;
+                    let row = conversation_row(engine, conversation)?;
+                    store.upsert_conversation(&row, now)?;
+                    Ok(conversation)
+                })
+            }
+            Goal::Add { conversation } => {
+                let peer = creation.peers.first().cloned().unwrap_or_default();
+                self.atomic(|engine, store| {
+                    let bundle = engine.add_member(conversation, &peer, &key_packages)?;
+                    enqueue_commit(engine, store, &bundle, now)?;
+                    Ok(conversation)
+                })
+            }
+        };
         match result {
             Ok(conversation) => {
-                self.notifications.push_back(Notification::Created {
+                self.notifications.push_back(Notification::Completed {
                     operation: op,
                     conversation,
                 });
@@ -309,7 +418,7 @@ impl<S: ClientStore> Machine<S> {
                     .push_back(Notification::ConversationChanged(conversation));
             }
             Err(Error::Engine(e)) => {
-                self.fail_creation_done(op, OperationError::Invalid(e.to_string()))
+                self.fail_creation_done(op, OperationError::Invalid(e.to_string()));
             }
             Err(e) => return Err(e),
         }

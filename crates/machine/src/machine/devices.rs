@@ -216,3 +216,79 @@ struct DeviceGap {
     revoked: Vec<DeviceCredential>,
     missing: Vec<DeviceCredential>,
 }
+
+/// The safety number with one account, as the user compares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafetyView {
+    /// The number for the identity key this device trusts.
+    pub current: nightjar_core::safety::SafetyNumber,
+    /// The number a changed (not yet trusted) identity key would give, if one is waiting.
+    pub changed: Option<nightjar_core::safety::SafetyNumber>,
+    /// Whether the user verified the trusted key.
+    pub verified: bool,
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// The safety number with `peer` (whose device list this device must know), and the one
+    /// a waiting identity change would give.
+    pub fn safety(&mut self, peer: &str) -> Result<SafetyView> {
+        let current = self.engine.safety_number(peer)?;
+        let me = self.me.username.clone();
+        let changed = match self.store.contact(peer)?.and_then(|c| c.changed_list) {
+            Some(bytes) => {
+                let list = SignedDeviceList::decode(&bytes)?.verify()?;
+                let mine = self
+                    .engine
+                    .identity_key(&me)
+                    .ok_or_else(|| Error::Usage("this account's device list is unknown".into()))?;
+                Some(nightjar_core::safety::SafetyNumber::new(
+                    &me,
+                    mine.as_bytes(),
+                    peer,
+                    list.identity_key.as_bytes(),
+                ))
+            }
+            None => None,
+        };
+        let verified = self.engine.is_verified(peer)?;
+        Ok(SafetyView {
+            current,
+            changed,
+            verified,
+        })
+    }
+
+    /// Marks `peer`'s trusted identity key as verified (the user compared safety numbers).
+    pub fn mark_verified(&mut self, peer: &str) -> Result<()> {
+        self.atomic(|engine, _| Ok(engine.mark_verified(peer)?))
+    }
+
+    /// Whether an identity change of `peer` waits for the user.
+    pub fn identity_changed(&self, peer: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .contact(peer)?
+            .is_some_and(|c| c.changed_list.is_some()))
+    }
+
+    /// Trusts `peer`'s changed identity key after the user verified the new safety number;
+    /// the messages held meanwhile are read again.
+    pub fn trust(&mut self, now: u64, peer: &str) -> Result<()> {
+        let bytes = self
+            .store
+            .contact(peer)?
+            .and_then(|c| c.changed_list)
+            .ok_or_else(|| Error::Usage(format!("no identity change of {peer} is waiting")))?;
+        let signed = SignedDeviceList::decode(&bytes)?;
+        self.atomic(|engine, store| {
+            engine.trust_new_identity(peer, &signed)?;
+            store.set_changed_identity(peer, None, now)?;
+            if let Some(list) = engine.device_list(peer) {
+                store.record_contact(peer, list.identity_key.as_bytes(), list.version, now)?;
+            }
+            Ok(())
+        })?;
+        self.sync(now);
+        Ok(())
+    }
+}

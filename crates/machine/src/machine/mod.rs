@@ -33,6 +33,7 @@ use crate::store::ClientStore;
 use crate::transport::{Failure, Request, RequestId, Response};
 
 pub use create::{OperationError, OperationId};
+pub use devices::SafetyView;
 pub use inbox::INBOX_PAGE;
 
 /// Settings keys the machine keeps in the store's settings table.
@@ -103,12 +104,12 @@ pub enum Notification {
     },
     /// A conversation's index row changed (created, joined, renamed, members, left).
     ConversationChanged(ConversationId),
-    /// A conversation asked for with [`Machine::create_conversation`] exists (its creating
-    /// commit is queued; messages to it may be sent at once).
-    Created {
+    /// An operation ([`Machine::create_conversation`], [`Machine::add_member`]) made its commit;
+    /// it is queued, and messages to the conversation may be sent at once.
+    Completed {
         /// The operation.
         operation: OperationId,
-        /// The new conversation.
+        /// The conversation.
         conversation: ConversationId,
     },
     /// A multi-request operation failed; nothing was created.
