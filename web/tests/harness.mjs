@@ -53,6 +53,7 @@ export async function openApp(browser, url, viewport = { width: 1100, height: 72
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
+  if (process.env.NIGHTJAR_WEB_DEBUG) page.on("console", (m) => console.error("page:", m.text()));
   await page.goto(url);
   return { context, page };
 }
@@ -64,6 +65,17 @@ export async function register(page, username, password = "correct horse battery
   await page.getByRole("button", { name: "Create account" }).click();
   await page.getByLabel("Signed in as").filter({ hasText: username }).waitFor({ timeout: 60_000 });
   await page.getByText("online", { exact: true }).waitFor({ timeout: 30_000 });
+}
+
+/** Signs in as an existing account in `page`: a new device, which shows its approval code. */
+export async function signInNewDevice(page, username, password = "correct horse battery") {
+  await page.getByRole("tab", { name: "I have an account" }).click();
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const code = page.getByLabel("Approval code");
+  await code.waitFor({ timeout: 60_000 });
+  return (await code.innerText()).trim();
 }
 
 /** Opens (or starts) the 1:1 chat with `peer`. */

@@ -763,3 +763,34 @@ fn a_conversation_is_not_created_with_a_swapped_identity_key() {
             .is_err()
     );
 }
+
+#[test]
+fn a_new_device_without_key_packages_yet_is_added_once_it_has_some() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    sync(&mut ds, &mut bob, T0 + 1);
+    let mut bob2 = link_device(&mut ds, &mut bob);
+    // bob2 has not uploaded its key packages when bob first reconciles.
+    let kps = ds.key_packages.remove(&bob2.address).unwrap();
+    sync(&mut ds, &mut bob, T0 + 2);
+    assert_eq!(ds.epochs[&c], 1, "nothing to add bob2 with yet");
+    let wake = bob.machine.next_wakeup().expect("a retry is scheduled");
+    ds.key_packages.insert(bob2.address.clone(), kps);
+    bob.machine.tick(wake);
+    run(&mut ds, &mut bob, wake);
+    assert_eq!(ds.epochs[&c], 2, "bob2 was added");
+    sync(&mut ds, &mut bob2, wake + 1);
+    send(&mut ds, &mut alice, c, "to both of bob's devices", wake + 2);
+    sync(&mut ds, &mut alice, wake + 2);
+    sync(&mut ds, &mut bob2, wake + 3);
+    assert_eq!(bob2.received(), ["to both of bob's devices"]);
+}

@@ -17,17 +17,18 @@ use crate::vault::Vault;
 
 /// The settings key of the session token.
 pub(crate) const TOKEN: &str = "web/token";
+/// The settings key of the account's name.
+pub(crate) const USERNAME: &str = "web/username";
 
 /// Settings keys of the browser profile.
 mod meta {
-    pub(super) use super::TOKEN;
-    pub(super) const USERNAME: &str = "web/username";
+    pub(super) use super::{TOKEN, USERNAME};
 }
 
 /// One-time key packages uploaded at registration.
-const KEY_PACKAGES: usize = 20;
+pub(crate) const KEY_PACKAGES: usize = 20;
 
-fn failure_text(f: Failure) -> String {
+pub(crate) fn failure_text(f: Failure) -> String {
     match f {
         Failure::Network(e) => format!("the server could not be reached ({e})"),
         Failure::Refused(e) => e.message,
@@ -59,6 +60,11 @@ pub(crate) async fn boot(ui: Ui) -> Option<(Vault, Option<Driver>)> {
         ui.phase.set(Phase::Welcome);
         return Some((vault, None));
     };
+    ui.me.set(username.clone());
+    if store.meta(crate::link::PENDING).ok().flatten().is_some() {
+        crate::link::resume(vault.clone(), store, token, ui);
+        return Some((vault, None));
+    }
     match Machine::load(store) {
         Ok(machine) => {
             ui.me.set(username);

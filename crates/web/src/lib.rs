@@ -6,6 +6,7 @@
 mod account;
 mod driver;
 mod js;
+mod link;
 mod net;
 // Leptos's `#[component]` makes each component's props type `pub`.
 #[allow(unreachable_pub)]

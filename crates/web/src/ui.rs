@@ -25,7 +25,7 @@ type VaultCell = StoredValue<Option<Vault>, LocalStorage>;
 #[component]
 pub(crate) fn App() -> impl IntoView {
     let ui = Ui::new();
-    let driver: DriverCell = StoredValue::new_local(None);
+    let driver: DriverCell = ui.driver;
     let vault: VaultCell = StoredValue::new_local(None);
     leptos::task::spawn_local(async move {
         if let Some((v, d)) = account::boot(ui).await {
@@ -39,6 +39,7 @@ pub(crate) fn App() -> impl IntoView {
                 Phase::Loading => view! { <p class="center" role="status">"Opening your encrypted profile…"</p> }.into_any(),
                 Phase::Broken(why) => view! { <p class="center error" role="alert">{why}</p> }.into_any(),
                 Phase::Welcome => view! { <Register ui=ui driver=driver vault=vault/> }.into_any(),
+                Phase::Pending(code) => view! { <Waiting ui=ui code=code/> }.into_any(),
                 Phase::Ready => view! { <Main ui=ui driver=driver vault=vault/> }.into_any(),
             }}
         </div>
@@ -51,16 +52,27 @@ fn Register(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
+    let signing_in = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let Some(v) = vault.get_value() else { return };
         busy.set(true);
         error.set(None);
-        let (name, pass) = (username.get_untracked(), password.get_untracked());
+        let (name, pass) = (
+            username.get_untracked().trim().to_lowercase(),
+            password.get_untracked(),
+        );
+        let existing = signing_in.get_untracked();
         leptos::task::spawn_local(async move {
-            match account::register(v, name.trim().to_lowercase(), pass, ui).await {
-                Ok(d) => driver.set_value(Some(d)),
-                Err(e) => error.set(Some(e)),
+            let result = if existing {
+                crate::link::login(v, name, pass, ui).await
+            } else {
+                account::register(v, name, pass, ui)
+                    .await
+                    .map(|d| driver.set_value(Some(d)))
+            };
+            if let Err(e) = result {
+                error.set(Some(e));
             }
             busy.set(false);
         });
@@ -69,17 +81,26 @@ fn Register(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
         <main class="welcome">
             <h1>"Nightjar"</h1>
             <p class="lede">"Private messages, end-to-end encrypted. Reach people by username."</p>
-            <form on:submit=submit aria-label="Create an account">
+            <div class="tabs" role="tablist">
+                <button role="tab" aria-selected=move || (!signing_in.get()).to_string() on:click=move |_| signing_in.set(false)>"New account"</button>
+                <button role="tab" aria-selected=move || signing_in.get().to_string() on:click=move |_| signing_in.set(true)>"I have an account"</button>
+            </div>
+            <form on:submit=submit aria-label=move || if signing_in.get() { "Sign in" } else { "Create an account" }>
                 <label for="username">"Username"</label>
                 <input id="username" name="username" autocomplete="username" required
                     prop:value=move || username.get()
                     on:input=move |ev| username.set(event_target_value(&ev))/>
                 <label for="password">"Password"</label>
-                <input id="password" name="password" type="password" autocomplete="new-password" required
+                <input id="password" name="password" type="password" required
+                    autocomplete=move || if signing_in.get() { "current-password" } else { "new-password" }
                     prop:value=move || password.get()
                     on:input=move |ev| password.set(event_target_value(&ev))/>
                 <button type="submit" disabled=move || busy.get()>
-                    {move || if busy.get() { "Creating your keys…" } else { "Create account" }}
+                    {move || match (busy.get(), signing_in.get()) {
+                        (true, _) => "Creating your keys…",
+                        (false, false) => "Create account",
+                        (false, true) => "Sign in",
+                    }}
                 </button>
                 <Show when=move || error.get().is_some()>
                     <p class="error" role="alert">{move || error.get().unwrap_or_default()}</p>
@@ -87,6 +108,90 @@ fn Register(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             </form>
             <p class="fine">"Your password never leaves this page (OPAQUE). Your keys and messages are stored in this browser, encrypted."</p>
         </main>
+    }
+}
+
+#[component]
+fn Waiting(ui: Ui, code: String) -> impl IntoView {
+    let qr = crate::ui_state::qr_svg(code.as_bytes());
+    view! {
+        <main class="welcome">
+            <h1>"Approve this browser"</h1>
+            <p class="lede">{move || format!("Signed in as {}. This browser is a new device of your account: it can read nothing until one of your devices approves it.", ui.me.get())}</p>
+            <p>"On a device that is already signed in, open " <strong>"Devices"</strong> " and enter this code, or run " <code>"nightjar approve CODE"</code> ":"</p>
+            <p class="code" aria-label="Approval code">{code.clone()}</p>
+            <div class="qr" inner_html=qr></div>
+            <p class="fine" role="status">"Waiting for approval…"</p>
+        </main>
+    }
+}
+
+#[component]
+fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
+    let code = RwSignal::new(String::new());
+    let approve = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let typed = code.get_untracked();
+        code.set(String::new());
+        if let Some(d) = driver.get_value() {
+            let again = d.clone();
+            d.intent(move |machine, _, ui| {
+                let token = machine
+                    .store()
+                    .meta(account::TOKEN)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                leptos::task::spawn_local(crate::link::approve(again, token, typed, *ui));
+            });
+        }
+    };
+    let remove = move |device_id: String| {
+        if let Some(d) = driver.get_value() {
+            let again = d.clone();
+            d.intent(move |machine, _, _| {
+                let token = machine
+                    .store()
+                    .meta(account::TOKEN)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                crate::link::remove(&again, token, device_id);
+            });
+        }
+    };
+    view! {
+        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="devices-title">
+            <h3 id="devices-title">"Your devices"</h3>
+            <ul class="devices">
+                <For each=move || ui.devices.get().unwrap_or_default() key=|d| (d.device_id.clone(), d.current, format!("{:?}", d.status)) let:device>
+                    {
+                        let id = device.device_id.clone();
+                        let current = device.current;
+                        let label = format!("{}{}", device.device_id, if current { " (this browser)" } else { "" });
+                        let status = format!("{:?}", device.status).to_lowercase();
+                        view! {
+                            <li>
+                                <span class="device">{label}</span>
+                                <span class="fine">{status}</span>
+                                <Show when=move || !current>
+                                    {
+                                        let id = id.clone();
+                                        view! { <button class="small danger" aria-label=format!("Remove device {id}") on:click=move |_| remove(id.clone())>"Remove"</button> }
+                                    }
+                                </Show>
+                            </li>
+                        }
+                    }
+                </For>
+            </ul>
+            <form class="approve" on:submit=approve>
+                <label for="approve-code">"Approve a new device: the code it shows"</label>
+                <input id="approve-code" autocomplete="off" prop:value=move || code.get() on:input=move |ev| code.set(event_target_value(&ev))/>
+                <button type="submit">"Approve"</button>
+            </form>
+            <div class="actions"><button on:click=move |_| ui.devices.set(None)>"Close"</button></div>
+        </div>
     }
 }
 
@@ -100,6 +205,20 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             let token = machine.store().meta(account::TOKEN).ok().flatten();
             leptos::task::spawn_local(account::logout(v, token));
         });
+    };
+    let open_devices = move || {
+        if let Some(d) = driver.get_value() {
+            let again = d.clone();
+            d.intent(move |machine, _, ui| {
+                let token = machine
+                    .store()
+                    .meta(account::TOKEN)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                leptos::task::spawn_local(crate::link::devices(again, token, *ui));
+            });
+        }
     };
     let peer = RwSignal::new(String::new());
     let start_chat = move |ev: leptos::ev::SubmitEvent| {
@@ -170,7 +289,8 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             <span class="conn" role="status" class:offline=move || !ui.online.get()>
                 {move || if ui.online.get() { "online" } else { "offline: messages wait and go out when you're back" }}
             </span>
-            <button class="logout" on:click=move |_| logout()>"Log out"</button>
+            <button class="small" on:click=move |_| open_devices()>"Devices"</button>
+            <button class="logout small" on:click=move |_| logout()>"Log out"</button>
         </header>
         <Show when=move || ui.expired.get()>
             <p class="error banner" role="alert">"This device's session ended (it was removed, or the session expired)."</p>
@@ -220,6 +340,9 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             </nav>
             <Chat ui=ui driver=driver/>
         </div>
+        <Show when=move || ui.devices.get().is_some()>
+            <Devices ui=ui driver=driver/>
+        </Show>
         <ul class="notices" role="status" aria-live="polite">
             <For each=notice_items key=|n| n.clone() let:n>
                 <li>{n.1}</li>

@@ -16,6 +16,8 @@ pub(crate) enum Phase {
     Loading,
     /// No account in this browser: register.
     Welcome,
+    /// A new device of an account, waiting for approval: shows this code.
+    Pending(String),
     /// Signed in.
     Ready,
     /// Something this browser cannot do.
@@ -66,7 +68,7 @@ pub(crate) struct SafetyPanel {
 }
 
 /// A QR code of `payload` as an SVG document.
-fn qr_svg(payload: &[u8]) -> String {
+pub(crate) fn qr_svg(payload: &[u8]) -> String {
     match qrcode::QrCode::new(payload) {
         Ok(code) => code
             .render::<qrcode::render::svg::Color<'_>>()
@@ -99,6 +101,10 @@ pub(crate) struct Ui {
     pub(crate) online: RwSignal<bool>,
     pub(crate) expired: RwSignal<bool>,
     pub(crate) safety: RwSignal<Option<SafetyPanel>>,
+    /// The account's devices, while the devices panel is open.
+    pub(crate) devices: RwSignal<Option<Vec<nightjar_api::DeviceInfo>>>,
+    /// The running driver, once signed in.
+    pub(crate) driver: StoredValue<Option<crate::driver::Driver>, LocalStorage>,
 }
 
 impl Ui {
@@ -113,7 +119,14 @@ impl Ui {
             online: RwSignal::new(false),
             expired: RwSignal::new(false),
             safety: RwSignal::new(None),
+            devices: RwSignal::new(None),
+            driver: StoredValue::new_local(None),
         }
+    }
+
+    /// The app is signed in and its driver runs.
+    pub(crate) fn driver_ready(&self, driver: crate::driver::Driver) {
+        self.driver.set_value(Some(driver));
     }
 
     pub(crate) fn error(&self, text: String) {
@@ -122,6 +135,8 @@ impl Ui {
 
     /// Shows a short notice for a few seconds (once, however often it is raised meanwhile).
     pub(crate) fn show(&self, text: String) {
+        // Also on the page's console, for whoever debugs this browser (it stays local).
+        web_sys::console::info_1(&text.as_str().into());
         if self.notices.get_untracked().contains(&text) {
             return;
         }

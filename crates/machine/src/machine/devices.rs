@@ -15,7 +15,7 @@ use crate::transport::{Failure, Request, Response};
 
 /// How long reconciliation waits before claiming again for a new device that had no key
 /// packages (so it does not drain this account's stock on every sync).
-const RECONCILE_RETRY_MS: u64 = 30_000;
+const RECONCILE_RETRY_MS: u64 = 10_000;
 
 impl<S: ClientStore> Machine<S> {
     /// Accepts `signed` as `username`'s device list. An identity key change is recorded and
@@ -160,10 +160,7 @@ impl<S: ClientStore> Machine<S> {
         outcome: std::result::Result<Response, Failure>,
     ) -> Result<()> {
         let Ok(Response::Claimed(claimed)) = outcome else {
-            self.store.set_meta(
-                meta::RECONCILE_SKIP,
-                &(now + RECONCILE_RETRY_MS).to_string(),
-            )?;
+            self.reconcile_later(now)?;
             return Ok(());
         };
         let Some(gap) = self.own_device_gap()? else {
@@ -186,10 +183,7 @@ impl<S: ClientStore> Machine<S> {
             .collect();
         if key_packages.is_empty() {
             // The new device has not uploaded key packages yet.
-            self.store.set_meta(
-                meta::RECONCILE_SKIP,
-                &(now + RECONCILE_RETRY_MS).to_string(),
-            )?;
+            self.reconcile_later(now)?;
             return Ok(());
         }
         let result = self.atomic(|engine, store| {
@@ -200,13 +194,19 @@ impl<S: ClientStore> Machine<S> {
             self.notice(format!(
                 "could not add this account's new device to conversation {conversation}: {e}"
             ));
-            self.store.set_meta(
-                meta::RECONCILE_SKIP,
-                &(now + RECONCILE_RETRY_MS).to_string(),
-            )?;
+            self.reconcile_later(now)?;
             return Ok(());
         }
         self.reconcile_own_devices(now)
+    }
+
+    /// Tries reconciling again after a while (a new device had no key packages yet), whether
+    /// or not anything arrives meanwhile.
+    fn reconcile_later(&mut self, now: u64) -> Result<()> {
+        let at = now + RECONCILE_RETRY_MS;
+        self.store.set_meta(meta::RECONCILE_SKIP, &at.to_string())?;
+        self.reconcile_at = Some(at);
+        Ok(())
     }
 }
 

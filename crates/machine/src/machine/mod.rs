@@ -192,6 +192,8 @@ pub struct Machine<S: ClientStore> {
     fetching: BTreeSet<String>,
     inbox_paused_until: Option<u64>,
     claiming: bool,
+    /// When to reconcile this account's devices again without waiting for a sync.
+    reconcile_at: Option<u64>,
     missing_after_ms: u64,
     /// Conversations being created.
     creations: BTreeMap<OperationId, create::Creation>,
@@ -271,6 +273,7 @@ impl<S: ClientStore> Machine<S> {
             fetching: BTreeSet::new(),
             inbox_paused_until: None,
             claiming: false,
+            reconcile_at: None,
             missing_after_ms: DEFAULT_MISSING_AFTER_MS,
             creations: BTreeMap::new(),
             next_operation: 0,
@@ -344,6 +347,7 @@ impl<S: ClientStore> Machine<S> {
         holds
             .chain(self.paused_until)
             .chain(self.inbox_paused_until)
+            .chain(self.reconcile_at)
             .min()
     }
 
@@ -537,6 +541,10 @@ impl<S: ClientStore> Machine<S> {
 
     fn work_inner(&mut self, now: u64) -> Result<()> {
         self.expire_waits(now);
+        if self.reconcile_at.is_some_and(|t| t <= now) {
+            self.reconcile_at = None;
+            self.reconcile_own_devices(now)?;
+        }
         self.process_queue(now)?;
         self.send_acks();
         self.advance_pull(now)?;
