@@ -19,6 +19,15 @@ fn clock(ms: u64) -> String {
 }
 
 type DriverCell = StoredValue<Option<Driver>, LocalStorage>;
+
+/// A change to the selected group, run against the machine.
+type GroupChange = Box<
+    dyn FnOnce(
+        &mut nightjar_machine::Machine<nightjar_machine::MemoryClientStore>,
+        u64,
+        nightjar_core::ConversationId,
+    ) -> nightjar_machine::Result<()>,
+>;
 type VaultCell = StoredValue<Option<Vault>, LocalStorage>;
 
 /// The whole app.
@@ -548,13 +557,7 @@ fn Members(ui: Ui, driver: DriverCell) -> impl IntoView {
             .into_iter()
             .find(|c| Some(c.id) == selected)
     };
-    let act = move |f: Box<
-        dyn FnOnce(
-            &mut nightjar_machine::Machine<nightjar_machine::MemoryClientStore>,
-            u64,
-            nightjar_core::ConversationId,
-        ) -> nightjar_machine::Result<()>,
-    >| {
+    let act = move |f: GroupChange| {
         let (Some(d), Some(c)) = (driver.get_value(), ui.selected.get_untracked()) else {
             return;
         };
