@@ -44,11 +44,17 @@ test("two browser users register and chat both ways", async () => {
   await seeMessage(alice.page, "second line");
   const text = await alice.page.locator(".message .text", { hasText: "second line" }).innerText();
   assert.equal(text, "hi alice\nsecond line", "Shift+Enter-free text keeps its new line");
+  // bob has the chat open: alice's next message comes back read, and bob's typing shows.
+  await send(alice.page, "are you there?");
+  await seeMessage(bob.page, "are you there?");
+  await alice.page.locator('.message[data-state="read"]', { hasText: "are you there?" }).waitFor({ timeout: 30_000 });
+  await bob.page.getByLabel("Message", { exact: true }).fill("typing a long answer");
+  await alice.page.getByText("bob is typing…").waitFor({ timeout: 30_000 });
   await alice.page.screenshot({ path: path.join(screenshots, "chat-desktop.png") });
   await alice.page.setViewportSize({ width: 360, height: 720 });
   await alice.page.screenshot({ path: path.join(screenshots, "chat-360.png") });
 
   // Each message shows once on each side.
-  assert.equal(await alice.page.locator(".message").count(), 2);
-  assert.equal(await bob.page.locator(".message").count(), 2);
+  assert.equal(await alice.page.locator(".message").count(), 3);
+  assert.equal(await bob.page.locator(".message").count(), 3);
 });

@@ -55,6 +55,8 @@ export async function openApp(browser, url, viewport = { width: 1100, height: 72
   page.on("pageerror", (e) => console.error("page error:", e.message));
   if (process.env.NIGHTJAR_WEB_DEBUG) page.on("console", (m) => console.error("page:", m.text()));
   await page.goto(url);
+  // The wasm module compiles before anything shows; on a busy machine that takes a while.
+  await page.locator(".app").waitFor({ timeout: 90_000 });
   return { context, page };
 }
 

@@ -794,3 +794,47 @@ fn a_new_device_without_key_packages_yet_is_added_once_it_has_some() {
     sync(&mut ds, &mut bob2, wake + 3);
     assert_eq!(bob2.received(), ["to both of bob's devices"]);
 }
+
+#[test]
+fn typing_and_read_receipts_are_events_not_history() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "read me", T0 + 1);
+    sync(&mut ds, &mut bob, T0 + 2);
+    bob.machine
+        .send_message(T0 + 3, c, Content::Typing { active: true })
+        .unwrap();
+    let read = nightjar_core::content::MessageId::from_hex(
+        &bob.store().messages(&c.to_string()).unwrap()[0].id,
+    )
+    .unwrap();
+    bob.machine
+        .send_message(
+            T0 + 3,
+            c,
+            Content::ReadReceipt {
+                message_ids: vec![read],
+            },
+        )
+        .unwrap();
+    run(&mut ds, &mut bob, T0 + 3);
+    sync(&mut ds, &mut alice, T0 + 4);
+    assert!(alice.seen.iter().any(|n| matches!(n,
+        Notification::Typing { conversation, from, active: true } if *conversation == c && from == "bob")));
+    assert!(alice.seen.iter().any(|n| matches!(n,
+        Notification::Read { from, message_ids, .. } if from == "bob" && *message_ids == [read])));
+    assert_eq!(
+        alice.texts(c),
+        ["read me"],
+        "neither is kept in the history"
+    );
+}

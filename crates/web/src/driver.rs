@@ -10,7 +10,9 @@ use std::rc::Rc;
 use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures_util::StreamExt as _;
 use nightjar_api::{ClientFrame, Envelope, ErrorCode, ServerFrame, StreamToken};
-use nightjar_machine::{Failure, Machine, MemoryClientStore, Request, RequestId, Response};
+use nightjar_machine::{
+    ClientStore as _, Failure, Machine, MemoryClientStore, Request, RequestId, Response,
+};
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::closure::Closure;
 
@@ -238,9 +240,21 @@ async fn run(
             }
         }
         while let Some(n) = machine.poll_notification() {
+            if let nightjar_machine::Notification::Read {
+                message_ids, from, ..
+            } = &n
+            {
+                for id in message_ids {
+                    let _ = store.set_meta(&crate::ui_state::read_by(&id.to_hex()), from);
+                }
+            }
             ui.notify(&n);
         }
         ui.refresh(&mut machine);
+        if machine.has_requests() {
+            // Showing the conversation sent read receipts: carry them out first.
+            continue;
+        }
         // Wake up when the next wait ends.
         if let Ok(window) = js::window() {
             if let Some(t) = timer.take() {

@@ -363,6 +363,38 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
 #[component]
 fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     let draft = RwSignal::new(String::new());
+    // Typing indicators: at most one every few seconds while the user types.
+    let last_typing = StoredValue::new(0u64);
+    let typing_now = move || {
+        let now = crate::js::now_ms();
+        if now.saturating_sub(last_typing.get_value()) < 4_000 {
+            return;
+        }
+        last_typing.set_value(now);
+        let (Some(d), Some(conversation)) = (driver.get_value(), ui.selected.get_untracked())
+        else {
+            return;
+        };
+        d.intent(move |machine, now, _| {
+            let _ = machine.send_message(now, conversation, Content::Typing { active: true });
+        });
+    };
+    let typing_line = move || {
+        let selected = ui.selected.get();
+        let now = crate::js::now_ms();
+        let names: Vec<String> = ui
+            .typing
+            .get()
+            .into_iter()
+            .filter(|(c, _, until)| Some(*c) == selected && *until > now)
+            .map(|(_, from, _)| from)
+            .collect();
+        match names.as_slice() {
+            [] => String::new(),
+            [one] => format!("{one} is typing…"),
+            more => format!("{} are typing…", more.join(", ")),
+        }
+    };
     let send = move || {
         let text = draft.get_untracked();
         if text.trim().is_empty() {
@@ -372,6 +404,8 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
             return;
         };
         draft.set(String::new());
+        // Typing after this message is news again.
+        last_typing.set_value(0);
         if let Some(d) = driver.get_value() {
             d.intent(move |machine, now, ui| {
                 if let Err(e) =
@@ -480,6 +514,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                             let state = match &m.delivery {
                                 Delivery::Sending => "sending".to_owned(),
                                 Delivery::Sent => "sent".to_owned(),
+                                Delivery::Read => "read".to_owned(),
                                 Delivery::Failed(why) => format!("failed: {why}"),
                                 Delivery::Incoming => String::new(),
                             };
@@ -497,11 +532,12 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                         }
                     </For>
                 </ol>
+                <p class="typing" aria-live="polite">{typing_line}</p>
                 <form class="composer" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
                     <label for="draft" class="sr">"Message"</label>
                     <textarea id="draft" rows="1" placeholder="Message" title="Enter sends; Shift+Enter starts a new line"
                         prop:value=move || draft.get()
-                        on:input=move |ev| draft.set(event_target_value(&ev))
+                        on:input=move |ev| { draft.set(event_target_value(&ev)); typing_now(); }
                         on:keydown=keydown></textarea>
                     <button type="submit" aria-label="Send">"Send"</button>
                 </form>

@@ -2,6 +2,7 @@
 
 use leptos::prelude::*;
 use nightjar_core::ConversationId;
+use nightjar_core::content::{Content, MessageId};
 use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification};
 
 /// The settings key of how many incoming messages of a conversation the user has seen.
@@ -35,7 +36,17 @@ pub(crate) enum Delivery {
     Failed(String),
     /// Someone else's message.
     Incoming,
+    /// A recipient read it (a read receipt came back).
+    Read,
 }
+
+/// The settings key recording that someone read one of this account's messages.
+pub(crate) fn read_by(message_id: &str) -> String {
+    format!("web/read-by/{message_id}")
+}
+
+/// How long a typing indicator lasts without news.
+const TYPING_SHOWN_MS: u64 = 6_000;
 
 /// One conversation in the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +114,8 @@ pub(crate) struct Ui {
     pub(crate) safety: RwSignal<Option<SafetyPanel>>,
     /// The account's devices, while the devices panel is open.
     pub(crate) devices: RwSignal<Option<Vec<nightjar_api::DeviceInfo>>>,
+    /// Who is typing where, until when (ms).
+    pub(crate) typing: RwSignal<Vec<(ConversationId, String, u64)>>,
     /// The running driver, once signed in.
     pub(crate) driver: StoredValue<Option<crate::driver::Driver>, LocalStorage>,
 }
@@ -120,6 +133,7 @@ impl Ui {
             expired: RwSignal::new(false),
             safety: RwSignal::new(None),
             devices: RwSignal::new(None),
+            typing: RwSignal::new(Vec::new()),
             driver: StoredValue::new_local(None),
         }
     }
@@ -176,6 +190,34 @@ impl Ui {
                 self.expired.set(true);
                 return;
             }
+            Notification::Typing {
+                conversation,
+                from,
+                active,
+            } => {
+                let (conversation, from, active) = (*conversation, from.clone(), *active);
+                let until = crate::js::now_ms() + TYPING_SHOWN_MS;
+                self.typing.update(|t| {
+                    t.retain(|(c, f, _)| !(*c == conversation && *f == from));
+                    if active {
+                        t.push((conversation, from.clone(), until));
+                    }
+                });
+                let typing = self.typing;
+                set_timeout(
+                    move || typing.update(|t| t.retain(|(_, _, u)| *u > crate::js::now_ms())),
+                    std::time::Duration::from_millis(TYPING_SHOWN_MS + 50),
+                );
+                return;
+            }
+            Notification::Received(m) => {
+                // A message ends its sender's typing.
+                let (conversation, from) = (m.conversation.clone(), m.from.clone());
+                self.typing.update(|t| {
+                    t.retain(|(c, f, _)| !(c.to_string() == conversation && *f == from));
+                });
+                return;
+            }
             _ => return,
         };
         self.show(text);
@@ -220,24 +262,43 @@ impl Ui {
                 .flatten()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
+            let group = row.kind == "group";
+            let request_from = row
+                .peer
+                .clone()
+                .filter(|peer| !group && store.is_request(&row.id, peer).unwrap_or(false));
             let unread = if selected == Some(id) {
-                if seen != incoming {
+                if seen < incoming {
                     let _ = store.set_meta(&read_mark(&row.id), &incoming.to_string());
+                    // Tell the senders (a read receipt, end-to-end encrypted like any message).
+                    let newly_read: Vec<MessageId> = store
+                        .messages(&row.id)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|m| !m.outgoing)
+                        .skip(seen)
+                        .filter_map(|m| MessageId::from_hex(&m.id))
+                        .collect();
+                    // Not to a stranger: a receipt would tell them, and sending accepts.
+                    if !newly_read.is_empty() && request_from.is_none() {
+                        let _ = machine.send_message(
+                            crate::js::now_ms(),
+                            id,
+                            Content::ReadReceipt {
+                                message_ids: newly_read,
+                            },
+                        );
+                    }
                 }
                 0
             } else {
                 incoming.saturating_sub(seen)
             };
-            let group = row.kind == "group";
             let title = if group {
                 row.name.clone().unwrap_or_else(|| "group".into())
             } else {
                 row.peer.clone().unwrap_or_else(|| "conversation".into())
             };
-            let request_from = row
-                .peer
-                .clone()
-                .filter(|peer| !group && store.is_request(&row.id, peer).unwrap_or(false));
             let mut members: Vec<String> = machine
                 .engine()
                 .conversation(id)
@@ -281,7 +342,13 @@ impl Ui {
                                 Some(reason) => Delivery::Failed(reason.clone()),
                                 None => Delivery::Sending,
                             },
-                            None if m.from == me.username => Delivery::Sent,
+                            None if m.from == me.username => {
+                                if store.meta(&read_by(&m.id)).ok().flatten().is_some() {
+                                    Delivery::Read
+                                } else {
+                                    Delivery::Sent
+                                }
+                            }
                             None => Delivery::Incoming,
                         };
                         MessageView {

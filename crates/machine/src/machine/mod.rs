@@ -333,6 +333,11 @@ impl<S: ClientStore> Machine<S> {
         self.requests.pop_front()
     }
 
+    /// Whether requests wait to be taken with [`Self::poll_request`].
+    pub fn has_requests(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
     /// The next thing to show the user, if any.
     pub fn poll_notification(&mut self) -> Option<Notification> {
         self.notifications.pop_front()
