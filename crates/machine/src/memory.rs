@@ -506,6 +506,17 @@ impl ClientStore for MemoryClientStore {
         self.update_outbox(seq, |r| r.refused = Some(reason.to_owned()))
     }
 
+    fn retry_refused(&self) -> StoreResult<u64> {
+        let mut n = 0;
+        for row in self.outbox()? {
+            if row.refused.is_some() {
+                self.update_outbox(row.seq, |r| r.refused = None)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn is_processed(&self, envelope_id: u64) -> StoreResult<bool> {
         Ok(self
             .lock()?

@@ -52,6 +52,9 @@ pub trait ClientStore: KvStore + Clone {
     /// Marks an entry as refused for good: it stays queued for the user to retry or drop.
     fn mark_outbox_refused(&self, seq: i64, reason: &str, now_ms: u64) -> StoreResult<()>;
 
+    /// Clears every refusal mark, so the refused entries are posted again; how many there were.
+    fn retry_refused(&self) -> StoreResult<u64>;
+
     /// Whether the envelope with this queue id was already processed and committed.
     fn is_processed(&self, envelope_id: u64) -> StoreResult<bool>;
     /// Records that an envelope is processed (in the caller's transaction).

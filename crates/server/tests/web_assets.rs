@@ -3,7 +3,13 @@
 //! when there is none.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// Only the HTTP client is used here; the rest of the shared helpers serve the backend suites.
+#[allow(unused_imports)]
+mod common;
+
 use std::time::Duration;
+
+use common::*;
 
 use reqwest::StatusCode;
 
@@ -29,7 +35,7 @@ async fn the_app_is_served_from_its_directory_and_nothing_else_is() {
     std::fs::write(web.join("app.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let (running, _data) = server(Some(web)).await;
     let base = format!("http://{}", running.local_addr());
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     let page = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
@@ -75,9 +81,10 @@ async fn the_app_is_served_from_its_directory_and_nothing_else_is() {
 async fn without_a_built_app_the_root_says_how_to_build_it() {
     let (running, _data) = server(None).await;
     let base = format!("http://{}", running.local_addr());
-    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    let http = http_client();
+    let page = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("scripts/build-web.sh"));
-    let other = reqwest::get(format!("{base}/index.html")).await.unwrap();
+    let other = http.get(format!("{base}/index.html")).send().await.unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
 }

@@ -416,6 +416,15 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
             });
         }
     };
+    let retry = move || {
+        if let Some(d) = driver.get_value() {
+            d.intent(|machine, now, ui| {
+                if let Err(e) = machine.retry_refused(now) {
+                    ui.error(e.to_string());
+                }
+            });
+        }
+    };
     let keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
@@ -519,6 +528,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                                 Delivery::Incoming => String::new(),
                             };
                             let data_state = state.clone();
+                            let failed = matches!(m.delivery, Delivery::Failed(_));
                             view! {
                                 <li class="message" class:mine=mine data-state=data_state>
                                     <span class="from">{m.from.clone()}</span>
@@ -526,6 +536,9 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                                     <span class="meta">
                                         <time>{clock(m.sent_at)}</time>
                                         <span class="state">{state}</span>
+                                        <Show when=move || failed>
+                                            <button class="small" on:click=move |_| retry()>"Retry"</button>
+                                        </Show>
                                     </span>
                                 </li>
                             }

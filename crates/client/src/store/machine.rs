@@ -62,6 +62,9 @@ impl nightjar_machine::ClientStore for Store {
     fn mark_outbox_refused(&self, seq: i64, reason: &str, now_ms: u64) -> Result<(), StoreError> {
         Store::mark_outbox_refused(self, seq, reason, now_ms).map_err(store_error)
     }
+    fn retry_refused(&self) -> Result<u64, StoreError> {
+        Store::retry_refused(self).map_err(store_error)
+    }
     fn is_processed(&self, envelope_id: u64) -> Result<bool, StoreError> {
         Store::is_processed(self, envelope_id).map_err(store_error)
     }

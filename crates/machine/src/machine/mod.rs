@@ -412,6 +412,22 @@ impl<S: ClientStore> Machine<S> {
                 "this device is no longer a member of that conversation".into(),
             ));
         }
+        // Nothing goes to an account whose identity key changed until the user verified it.
+        for member in info
+            .members
+            .iter()
+            .map(|m| m.username.as_str())
+            .chain(info.peer.as_deref())
+        {
+            if member != self.me.username
+                && self
+                    .store
+                    .contact(member)?
+                    .is_some_and(|c| c.changed_list.is_some())
+            {
+                return Err(Error::IdentityChanged(member.to_owned()));
+            }
+        }
         let message = Message {
             id: MessageId(random_bytes()?),
             sent_at_ms: now,
@@ -451,6 +467,14 @@ impl<S: ClientStore> Machine<S> {
         })?;
         self.work(now);
         Ok(id)
+    }
+
+    /// Posts the messages the server refused again (the user fixed the cause: was unblocked,
+    /// was accepted); how many there were. What is refused again is marked again.
+    pub fn retry_refused(&mut self, now: u64) -> Result<u64> {
+        let n = self.store.retry_refused()?;
+        self.work(now);
+        Ok(n)
     }
 
     /// Queues a commit the engine made in [`Self::atomic`] (see [`outbox::enqueue_commit`])
