@@ -54,7 +54,17 @@ test("two browser users register and chat both ways", async () => {
   await alice.page.setViewportSize({ width: 360, height: 720 });
   await alice.page.screenshot({ path: path.join(screenshots, "chat-360.png") });
 
+  // bob steps back to his list: his device still stores alice's next message and says so
+  // (delivered), and it turns read when he opens the chat.
+  await bob.page.setViewportSize({ width: 360, height: 720 });
+  await bob.page.getByRole("button", { name: "Back to conversations" }).click();
+  await send(alice.page, "for later");
+  const later = alice.page.locator(".message", { hasText: "for later" });
+  await later.and(alice.page.locator('[data-state="delivered"]')).waitFor({ timeout: 30_000 });
+  await bob.page.getByRole("button", { name: /^alice/ }).click();
+  await later.and(alice.page.locator('[data-state="read"]')).waitFor({ timeout: 30_000 });
+
   // Each message shows once on each side.
-  assert.equal(await alice.page.locator(".message").count(), 3);
-  assert.equal(await bob.page.locator(".message").count(), 3);
+  assert.equal(await alice.page.locator(".message").count(), 4);
+  assert.equal(await bob.page.locator(".message").count(), 4);
 });

@@ -50,6 +50,7 @@
 //! | 7 | `Typing` | `bool active` |
 //! | 8 | `Attachment` | `opaque blob_id<V>; opaque key[32]; opaque digest[32]; uint64 size; opaque media_type<V>; optional<opaque file_name<V>>; optional<opaque caption<V>>` |
 //! | 9 | `DisappearingTimer` | `uint32 seconds` |
+//! | 11 | `DeliveryReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
 //! | 10 | `Call` | `opaque call_id[16]; uint8 signal; ...` where signal 1 = offer (`opaque sdp<V>; bool video`), 2 = answer (`opaque sdp<V>`), 3 = ICE candidate (`opaque candidate<V>; optional<opaque sdp_mid<V>>; optional<uint16 sdp_m_line_index>`), 4 = ringing, 5 = busy, 6 = hangup |
 //! | other | `Unknown` | kept as opaque bytes |
 //!
@@ -107,6 +108,7 @@ const TYPE_TYPING: u16 = 7;
 const TYPE_ATTACHMENT: u16 = 8;
 const TYPE_DISAPPEARING_TIMER: u16 = 9;
 const TYPE_CALL: u16 = 10;
+const TYPE_DELIVERY_RECEIPT: u16 = 11;
 
 const SIGNAL_OFFER: u8 = 1;
 const SIGNAL_ANSWER: u8 = 2;
@@ -435,6 +437,11 @@ pub enum Content {
         /// The messages read.
         message_ids: Vec<MessageId>,
     },
+    /// Tells the group which messages reached this device (stored, not necessarily read).
+    DeliveryReceipt {
+        /// The messages received.
+        message_ids: Vec<MessageId>,
+    },
     /// Starts or stops the typing indicator.
     Typing {
         /// True while the sender is typing.
@@ -471,6 +478,7 @@ impl Content {
             Self::Edit { .. } => TYPE_EDIT,
             Self::Delete { .. } => TYPE_DELETE,
             Self::ReadReceipt { .. } => TYPE_READ_RECEIPT,
+            Self::DeliveryReceipt { .. } => TYPE_DELIVERY_RECEIPT,
             Self::Typing { .. } => TYPE_TYPING,
             Self::Attachment(_) => TYPE_ATTACHMENT,
             Self::DisappearingTimer { .. } => TYPE_DISAPPEARING_TIMER,
@@ -488,6 +496,7 @@ impl Content {
             Self::Edit { .. } => "edit",
             Self::Delete { .. } => "delete",
             Self::ReadReceipt { .. } => "read_receipt",
+            Self::DeliveryReceipt { .. } => "delivery_receipt",
             Self::Typing { .. } => "typing",
             Self::Attachment(_) => "attachment",
             Self::DisappearingTimer { .. } => "disappearing_timer",
@@ -518,7 +527,7 @@ impl Content {
                 w.bool(*remove);
             }
             Self::Delete { target } => w.raw(target.as_bytes()),
-            Self::ReadReceipt { message_ids } => {
+            Self::ReadReceipt { message_ids } | Self::DeliveryReceipt { message_ids } => {
                 let ids: Vec<u8> = message_ids.iter().flat_map(|id| id.0).collect();
                 w.opaque(&ids);
             }
@@ -551,13 +560,16 @@ impl Content {
             TYPE_DELETE => Self::Delete {
                 target: r.message_id()?,
             },
-            TYPE_READ_RECEIPT => {
+            TYPE_READ_RECEIPT | TYPE_DELIVERY_RECEIPT => {
                 let (ids, rest) = r.opaque()?.as_chunks::<16>();
                 if !rest.is_empty() {
                     return Err(ContentError::Malformed);
                 }
-                Self::ReadReceipt {
-                    message_ids: ids.iter().copied().map(MessageId).collect(),
+                let message_ids = ids.iter().copied().map(MessageId).collect();
+                if content_type == TYPE_READ_RECEIPT {
+                    Self::ReadReceipt { message_ids }
+                } else {
+                    Self::DeliveryReceipt { message_ids }
                 }
             }
             TYPE_TYPING => Self::Typing { active: r.bool()? },
@@ -962,6 +974,9 @@ mod tests {
             Content::ReadReceipt {
                 message_ids: vec![],
             },
+            Content::DeliveryReceipt {
+                message_ids: vec![id(8)],
+            },
             Content::Typing { active: true },
             Content::Attachment(pointer()),
             Content::DisappearingTimer { seconds: 86_400 },
@@ -1220,6 +1235,11 @@ mod tests {
                 Malformed,
             ),
             (
+                "partial id in delivery receipt",
+                with_body(TYPE_DELIVERY_RECEIPT, &[17; 18]),
+                Malformed,
+            ),
+            (
                 "call signal 7",
                 with_body(TYPE_CALL, &[[0; 16].as_slice(), &[7]].concat()),
                 Malformed,
@@ -1339,6 +1359,7 @@ mod tests {
             (arb_id(), ".*").prop_map(|(target, body)| Content::Edit { target, body }),
             arb_id().prop_map(|target| Content::Delete { target }),
             vec(arb_id(), 0..8).prop_map(|message_ids| Content::ReadReceipt { message_ids }),
+            vec(arb_id(), 0..8).prop_map(|message_ids| Content::DeliveryReceipt { message_ids }),
             any::<bool>().prop_map(|active| Content::Typing { active }),
             arb_pointer().prop_map(Content::Attachment),
             any::<u32>().prop_map(|seconds| Content::DisappearingTimer { seconds }),

@@ -838,3 +838,68 @@ fn typing_and_read_receipts_are_events_not_history() {
         "neither is kept in the history"
     );
 }
+
+#[test]
+fn delivery_receipts_come_back_to_the_sender_and_never_go_to_a_stranger() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    bob.machine.set_delivery_receipts(true);
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "one", T0 + 1);
+    send(&mut ds, &mut alice, c, "two", T0 + 2);
+    sync(&mut ds, &mut bob, T0 + 3);
+    sync(&mut ds, &mut alice, T0 + 4);
+    let ids: Vec<String> = alice
+        .seen
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Delivered {
+                from, message_ids, ..
+            } if from == "bob" => Some(message_ids.iter().map(|m| m.to_hex()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let sent: Vec<String> = alice
+        .store()
+        .messages(&c.to_string())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids, sent,
+        "one receipt for both, after one read of the inbox"
+    );
+    assert_eq!(alice.texts(c), ["one", "two"], "receipts are not history");
+
+    // A stranger's message is a request: no receipt tells them it arrived.
+    let mut mallory = new_account(&mut ds, "mallory");
+    let before = ds.accepted.len();
+    bob.machine.store().set_consent("mallory", None).unwrap();
+    let m = create(
+        &mut ds,
+        &mut mallory,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0 + 5,
+    );
+    send(&mut ds, &mut mallory, m, "hi, remember me?", T0 + 6);
+    let bob_posts = ds.sends_seen.iter().filter(|(_, who)| who == "bob").count();
+    sync(&mut ds, &mut bob, T0 + 7);
+    assert_eq!(
+        ds.sends_seen.iter().filter(|(_, who)| who == "bob").count(),
+        bob_posts,
+        "bob sent nothing to mallory"
+    );
+    assert_eq!(ds.accepted.len(), before + 1);
+}

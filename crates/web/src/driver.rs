@@ -210,6 +210,7 @@ async fn run(
 ) {
     let store = machine.store().clone();
     let mut timer: Option<i32> = None;
+    machine.set_delivery_receipts(true);
     machine.sync(js::now_ms());
     loop {
         // Carry out what the last event produced: the journal first, then the requests.
@@ -240,13 +241,22 @@ async fn run(
             }
         }
         while let Some(n) = machine.poll_notification() {
-            if let nightjar_machine::Notification::Read {
-                message_ids, from, ..
-            } = &n
-            {
-                for id in message_ids {
-                    let _ = store.set_meta(&crate::ui_state::read_by(&id.to_hex()), from);
+            match &n {
+                nightjar_machine::Notification::Read {
+                    message_ids, from, ..
+                } => {
+                    for id in message_ids {
+                        let _ = store.set_meta(&crate::ui_state::read_by(&id.to_hex()), from);
+                    }
                 }
+                nightjar_machine::Notification::Delivered {
+                    message_ids, from, ..
+                } => {
+                    for id in message_ids {
+                        let _ = store.set_meta(&crate::ui_state::delivered_to(&id.to_hex()), from);
+                    }
+                }
+                _ => {}
             }
             ui.notify(&n);
         }

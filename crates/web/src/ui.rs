@@ -523,6 +523,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                             let state = match &m.delivery {
                                 Delivery::Sending => "sending".to_owned(),
                                 Delivery::Sent => "sent".to_owned(),
+                                Delivery::Delivered => "delivered".to_owned(),
                                 Delivery::Read => "read".to_owned(),
                                 Delivery::Failed(why) => format!("failed: {why}"),
                                 Delivery::Incoming => String::new(),

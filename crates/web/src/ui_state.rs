@@ -36,8 +36,15 @@ pub(crate) enum Delivery {
     Failed(String),
     /// Someone else's message.
     Incoming,
+    /// A recipient's device has it (a delivery receipt came back).
+    Delivered,
     /// A recipient read it (a read receipt came back).
     Read,
+}
+
+/// The settings key recording that one of this account's messages reached someone's device.
+pub(crate) fn delivered_to(message_id: &str) -> String {
+    format!("web/delivered-to/{message_id}")
 }
 
 /// The settings key recording that someone read one of this account's messages.
@@ -345,6 +352,8 @@ impl Ui {
                             None if m.from == me.username => {
                                 if store.meta(&read_by(&m.id)).ok().flatten().is_some() {
                                     Delivery::Read
+                                } else if store.meta(&delivered_to(&m.id)).ok().flatten().is_some() {
+                                    Delivery::Delivered
                                 } else {
                                     Delivery::Sent
                                 }

@@ -135,6 +135,7 @@ impl Client {
                 Notification::Received(_)
                 | Notification::Typing { .. }
                 | Notification::Read { .. }
+                | Notification::Delivered { .. }
                 | Notification::Sent { .. }
                 | Notification::ConversationChanged(_)
                 | Notification::Synced

@@ -38,7 +38,9 @@ enum Outcome {
 /// event, not a message (typing, receipts).
 pub(crate) fn describe(content: &Content) -> Option<(String, Option<String>)> {
     Some(match content {
-        Content::Typing { .. } | Content::ReadReceipt { .. } => return None,
+        Content::Typing { .. } | Content::ReadReceipt { .. } | Content::DeliveryReceipt { .. } => {
+            return None;
+        }
         Content::Text { body } => ("text".into(), Some(body.clone())),
         Content::Reply { body, .. } => ("reply".into(), Some(body.clone())),
         Content::Edit { body, .. } => ("edit".into(), Some(body.clone())),
@@ -90,6 +92,11 @@ fn record_incoming<S: ClientStore>(
                     active: *active,
                 }),
                 Content::ReadReceipt { message_ids } => out.push(Notification::Read {
+                    conversation: *conversation,
+                    from: sender.username.clone(),
+                    message_ids: message_ids.clone(),
+                }),
+                Content::DeliveryReceipt { message_ids } => out.push(Notification::Delivered {
                     conversation: *conversation,
                     from: sender.username.clone(),
                     message_ids: message_ids.clone(),
@@ -347,8 +354,37 @@ impl<S: ClientStore> Machine<S> {
         self.request(Request::Ack { ids }, Pending::Ack);
     }
 
-    /// Processes the queue from the front until it is empty or waits for device lists.
+    /// Processes the queue from the front until it is empty or waits for device lists; then
+    /// tells the senders what arrived, if delivery receipts are on.
     pub(super) fn process_queue(&mut self, now: u64) -> Result<()> {
+        self.process_envelopes(now)?;
+        if self.queue.is_empty() {
+            self.send_delivery_receipts(now)?;
+        }
+        Ok(())
+    }
+
+    /// One delivery receipt per conversation for the messages stored since the last one
+    /// (never for message requests: a receipt would tell a stranger, and sending accepts).
+    fn send_delivery_receipts(&mut self, now: u64) -> Result<()> {
+        for (conversation, ids) in std::mem::take(&mut self.delivered) {
+            if ids.is_empty() {
+                continue;
+            }
+            match self.send_message(
+                now,
+                conversation,
+                Content::DeliveryReceipt { message_ids: ids },
+            ) {
+                Ok(_) | Err(Error::IdentityChanged(_) | Error::Usage(_)) => {}
+                Err(Error::Engine(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn process_envelopes(&mut self, now: u64) -> Result<()> {
         while self.fetching.is_empty()
             && self.inbox_paused_until.is_none()
             && let Some(envelope) = self.queue.front().cloned()
@@ -382,6 +418,19 @@ impl<S: ClientStore> Machine<S> {
         });
         let error = match result {
             Ok(notes) => {
+                if self.delivery_receipts {
+                    for n in &notes {
+                        if let Notification::Received(m) = n
+                            && !m.outgoing
+                            && let (Some(c), Some(id)) = (
+                                ConversationId::parse(&m.conversation),
+                                nightjar_core::content::MessageId::from_hex(&m.id),
+                            )
+                        {
+                            self.delivered.entry(c).or_default().push(id);
+                        }
+                    }
+                }
                 self.notifications.extend(notes);
                 return Ok(Outcome::Done);
             }

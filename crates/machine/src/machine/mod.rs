@@ -72,6 +72,15 @@ pub enum Notification {
         /// Which.
         message_ids: Vec<MessageId>,
     },
+    /// Someone's device received messages (a delivery receipt).
+    Delivered {
+        /// Where.
+        conversation: ConversationId,
+        /// Who.
+        from: String,
+        /// Which.
+        message_ids: Vec<MessageId>,
+    },
     /// The server accepted a queued message (it is durably queued for every recipient).
     Sent {
         /// Where.
@@ -195,6 +204,9 @@ pub struct Machine<S: ClientStore> {
     /// When to reconcile this account's devices again without waiting for a sync.
     reconcile_at: Option<u64>,
     missing_after_ms: u64,
+    /// Whether stored messages are answered with a delivery receipt, and those waiting for one.
+    delivery_receipts: bool,
+    delivered: BTreeMap<ConversationId, Vec<MessageId>>,
     /// Conversations being created.
     creations: BTreeMap<OperationId, create::Creation>,
     next_operation: u64,
@@ -275,6 +287,8 @@ impl<S: ClientStore> Machine<S> {
             claiming: false,
             reconcile_at: None,
             missing_after_ms: DEFAULT_MISSING_AFTER_MS,
+            delivery_receipts: false,
+            delivered: BTreeMap::new(),
             creations: BTreeMap::new(),
             next_operation: 0,
         }
@@ -294,6 +308,12 @@ impl<S: ClientStore> Machine<S> {
     /// go through [`Self::atomic`]).
     pub fn engine(&mut self) -> &mut Engine<S> {
         &mut self.engine
+    }
+
+    /// Answers every stored message (not message requests) with a delivery receipt, one per
+    /// conversation for what one read of the inbox brought. Off by default.
+    pub fn set_delivery_receipts(&mut self, on: bool) {
+        self.delivery_receipts = on;
     }
 
     /// Sets how long a gap in a sender's sequence numbers may stay open before it is reported.
