@@ -50,8 +50,8 @@
 //! | 7 | `Typing` | `bool active` |
 //! | 8 | `Attachment` | `opaque blob_id<V>; opaque key[32]; opaque digest[32]; uint64 size; opaque media_type<V>; optional<opaque file_name<V>>; optional<opaque caption<V>>` |
 //! | 9 | `DisappearingTimer` | `uint32 seconds` |
-//! | 11 | `DeliveryReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
 //! | 10 | `Call` | `opaque call_id[16]; uint8 signal; ...` where signal 1 = offer (`opaque sdp<V>; bool video`), 2 = answer (`opaque sdp<V>`), 3 = ICE candidate (`opaque candidate<V>; optional<opaque sdp_mid<V>>; optional<uint16 sdp_m_line_index>`), 4 = ringing, 5 = busy, 6 = hangup |
+//! | 11 | `DeliveryReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
 //! | other | `Unknown` | kept as opaque bytes |
 //!
 //! # Why TLS encoding
@@ -1024,8 +1024,8 @@ mod tests {
             .map(|c| format!("{}:{}", c.content_type(), c.kind()))
             .collect();
         let expected = "1:text 2:reply 3:reaction 4:edit 5:delete 6:read_receipt 6:read_receipt \
-            7:typing 8:attachment 9:disappearing_timer 10:call 10:call 10:call 10:call 10:call \
-            10:call 999:unknown";
+            11:delivery_receipt 7:typing 8:attachment 9:disappearing_timer 10:call 10:call 10:call \
+            10:call 10:call 10:call 999:unknown";
         assert_eq!(pairs.join(" "), expected);
     }
 
@@ -1133,7 +1133,7 @@ mod tests {
 
     #[test]
     fn unknown_content_type_is_preserved_byte_for_byte() {
-        for content_type in [0, 11, 0x7fff, u16::MAX] {
+        for content_type in [0, 12, 0x7fff, u16::MAX] {
             let bytes = with_body(content_type, &[0xff, 0, 0x80]);
             let decoded = Message::decode(&bytes);
             let unknown = Content::Unknown {
