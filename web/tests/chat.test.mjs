@@ -2,23 +2,14 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import {
-  startServer, launchBrowser, openApp, register, openChat, send, seeMessage, screenshots,
+  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots,
 } from "./harness.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const world = serverAndBrowser({ before, after });
 
 test("two browser users register and chat both ways", async () => {
-  const alice = await openApp(browser, server.url);
-  const bob = await openApp(browser, server.url);
+  const alice = await openApp(world.browser, world.server.url);
+  const bob = await openApp(world.browser, world.server.url);
   await alice.page.screenshot({ path: path.join(screenshots, "welcome.png") });
   await register(alice.page, "alice");
   await register(bob.page, "bob");

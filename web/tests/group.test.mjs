@@ -4,25 +4,16 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  startServer, launchBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
+  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
 } from "./harness.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const world = serverAndBrowser({ before, after });
 
 test("a group of two browsers and one CLI user: messages interoperate, safety numbers match", async () => {
   const carol = mkdtempSync(path.join(tmpdir(), "nightjar-cli-carol-"));
-  await cli(carol, ["register", "--server", server.url, "carol"]);
-  const alice = await openApp(browser, server.url);
-  const bob = await openApp(browser, server.url);
+  await cli(carol, ["register", "--server", world.server.url, "carol"]);
+  const alice = await openApp(world.browser, world.server.url);
+  const bob = await openApp(world.browser, world.server.url);
   await register(alice.page, "alice");
   await register(bob.page, "bob");
   await cli(carol, ["accept", "alice"]);

@@ -55,8 +55,15 @@ export async function openApp(browser, url, viewport = { width: 1100, height: 72
   page.on("pageerror", (e) => console.error("page error:", e.message));
   if (process.env.NIGHTJAR_WEB_DEBUG) page.on("console", (m) => console.error("page:", m.text()));
   await page.goto(url);
-  // The wasm module compiles before anything shows; on a busy machine that takes a while.
-  await page.locator(".app").waitFor({ timeout: 90_000 });
+  // The wasm module compiles before anything shows; on a busy machine that takes a while. A
+  // load that never mounts the app (seen once under heavy load) gets one reload.
+  try {
+    await page.locator(".app").waitFor({ timeout: 45_000 });
+  } catch {
+    console.error("the app did not mount in 45 s; reloading once");
+    await page.reload();
+    await page.locator(".app").waitFor({ timeout: 45_000 });
+  }
   return { context, page };
 }
 
@@ -116,4 +123,21 @@ export async function cli(profile, args, serverUrl) {
       },
     );
   });
+}
+
+/**
+ * A server and a browser for the tests of one file, started before them and stopped after;
+ * `world.server` and `world.browser` are set once `before` ran.
+ */
+export function serverAndBrowser({ before, after }) {
+  const world = {};
+  before(async () => {
+    world.server = await startServer();
+    world.browser = await launchBrowser();
+  });
+  after(async () => {
+    await world.browser?.close();
+    await world.server?.stop();
+  });
+  return world;
 }

@@ -2,24 +2,15 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import {
-  startServer, launchBrowser, openApp, register, openChat, send, seeMessage, screenshots,
+  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots,
   signInNewDevice,
 } from "./harness.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const world = serverAndBrowser({ before, after });
 
 test("a second browser is linked, approved from the first, and reads new messages", async () => {
-  const first = await openApp(browser, server.url);
-  const bob = await openApp(browser, server.url);
+  const first = await openApp(world.browser, world.server.url);
+  const bob = await openApp(world.browser, world.server.url);
   await register(first.page, "alice");
   await register(bob.page, "bob");
   await openChat(bob.page, "alice");
@@ -27,7 +18,7 @@ test("a second browser is linked, approved from the first, and reads new message
   await first.page.getByRole("button", { name: /^bob/ }).click();
   await seeMessage(first.page, "before the new device");
 
-  const second = await openApp(browser, server.url);
+  const second = await openApp(world.browser, world.server.url);
   const code = await signInNewDevice(second.page, "alice");
   assert.match(code, /^[A-Z0-9-]{10,}$/);
   await second.page.screenshot({ path: path.join(screenshots, "link-code.png") });

@@ -2,19 +2,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import {
-  startServer, launchBrowser, openApp, register, openChat, send, seeMessage, screenshots,
+  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots,
 } from "./harness.mjs";
 
-let server;
-let browser;
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const world = serverAndBrowser({ before, after });
 
 /** Everything IndexedDB holds for the app, as the page's own script can read it. */
 async function dumpIndexedDb(page) {
@@ -49,8 +40,8 @@ async function dumpIndexedDb(page) {
 }
 
 test("a reload keeps history, and IndexedDB holds no plaintext and no usable key", async () => {
-  const alice = await openApp(browser, server.url);
-  const bob = await openApp(browser, server.url);
+  const alice = await openApp(world.browser, world.server.url);
+  const bob = await openApp(world.browser, world.server.url);
   await register(alice.page, "alice");
   await register(bob.page, "bob");
   await openChat(alice.page, "bob");
@@ -86,8 +77,8 @@ test("a reload keeps history, and IndexedDB holds no plaintext and no usable key
 });
 
 test("offline and back: everything is delivered once and in order", async () => {
-  const carol = await openApp(browser, server.url);
-  const dave = await openApp(browser, server.url);
+  const carol = await openApp(world.browser, world.server.url);
+  const dave = await openApp(world.browser, world.server.url);
   await register(carol.page, "carol");
   await register(dave.page, "dave");
   await openChat(carol.page, "dave");

@@ -523,25 +523,8 @@ impl Client {
         if self.engine()?.identity_key(peer).is_none() {
             self.fetch_account(peer).await?;
         }
-        let current = self.engine()?.safety_number(peer)?;
-        let changed = match self.store.contact(peer)?.and_then(|c| c.changed_list) {
-            Some(bytes) => {
-                let list = SignedDeviceList::decode(&bytes)?.verify()?;
-                let me = self.me()?.username;
-                let mine = self
-                    .engine()?
-                    .identity_key(&me)
-                    .ok_or_else(|| Error::Profile("own device list unknown".into()))?;
-                Some(SafetyNumber::new(
-                    &me,
-                    mine.as_bytes(),
-                    peer,
-                    list.identity_key.as_bytes(),
-                ))
-            }
-            None => None,
-        };
-        Ok((current, changed))
+        let view = self.machine()?.safety(peer)?;
+        Ok((view.current, view.changed))
     }
 
     /// Accepts a changed identity key of `peer` after the user verified the new safety number.

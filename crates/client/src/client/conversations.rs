@@ -1,8 +1,6 @@
 //! Conversations: finding or creating a 1:1 conversation, groups (create, add, remove), queueing
 //! messages, and keeping this account's own devices in every conversation it is in.
 
-use std::collections::BTreeSet;
-
 use nightjar_api::{B64, ErrorCode};
 use nightjar_core::content::{Content, MAX_MESSAGE_BYTES, Message, MessageId};
 use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine};
@@ -86,31 +84,10 @@ impl Client {
     /// creating commit waits for the server), as the engine verified them on every Welcome and
     /// commit. If a race made two, the lowest id, so both sides pick the same.
     pub fn direct_conversation(&mut self, peer: &str) -> Result<Option<String>> {
-        let me = self.me()?.username;
-        let wanted = BTreeSet::from([me.as_str(), peer]);
-        let mut found = Vec::new();
-        for row in self.store.conversations()? {
-            if !row.active || row.kind != "direct" {
-                continue;
-            }
-            let Some(id) = ConversationId::parse(&row.id) else {
-                continue;
-            };
-            let Ok(info) = self.engine()?.conversation(id) else {
-                continue;
-            };
-            let exact = info.kind == ConversationKind::Direct
-                && info.active
-                && info.peer.as_deref() == Some(peer)
-                && info
-                    .members
-                    .iter()
-                    .all(|m| wanted.contains(m.username.as_str()));
-            if exact {
-                found.push(row.id);
-            }
-        }
-        Ok(found.into_iter().min())
+        Ok(self
+            .machine()?
+            .direct_conversation(peer)?
+            .map(|c| c.to_string()))
     }
 
     /// Finds a group by conversation id or by name.
