@@ -53,7 +53,11 @@ export async function openApp(browser, url, viewport = { width: 1100, height: 72
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
-  if (process.env.NIGHTJAR_WEB_DEBUG) page.on("console", (m) => console.error("page:", m.text()));
+  if (process.env.NIGHTJAR_WEB_DEBUG) {
+    page.on("console", (m) => console.error("page:", m.text()));
+    page.on("response", (r) => { if (r.status() >= 400) console.error("http:", r.status(), r.url()); });
+    page.on("requestfailed", (r) => console.error("failed:", r.url(), r.failure()?.errorText));
+  }
   await page.goto(url);
   // The wasm module compiles before anything shows; on a busy machine that takes a while. A
   // load that never mounts the app (seen once under heavy load) gets one reload.
