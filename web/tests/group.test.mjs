@@ -52,6 +52,15 @@ test("a group of two browsers and one CLI user: messages interoperate, safety nu
   }
   await alice.page.screenshot({ path: path.join(screenshots, "group.png") });
 
+  // bob leaves: the group disappears from his list, and alice's members panel loses him.
+  await bob.page.getByRole("button", { name: "Members" }).click();
+  await bob.page.getByRole("button", { name: "Leave group" }).click();
+  await bob.page.getByRole("button", { name: /trio/ }).waitFor({ state: "detached", timeout: 30_000 });
+  await send(alice.page, "bob has gone");
+  await members.getByText("bob").waitFor({ state: "detached", timeout: 30_000 });
+  const carolSees = await cli(carol, ["sync", "--json"]);
+  assert.ok(carolSees.includes("bob has gone"), carolSees);
+
   // Safety numbers: alice's browser and carol's terminal show the same 60 digits.
   await openChat(alice.page, "carol");
   await alice.page.getByRole("button", { name: "Safety number" }).click();

@@ -45,6 +45,9 @@ pub enum OutboxItem {
     },
     /// Commit queued leave requests of other members.
     CommitProposals,
+    /// This device asks to leave the group (a proposal another member commits); made when
+    /// posted, in the epoch the group is at then.
+    Leave,
 }
 
 /// The kind of an outbox entry, for counting and ordering.
@@ -72,6 +75,7 @@ impl OutboxItem {
             OutboxItem::Commit { .. } => "commit",
             OutboxItem::Retry { .. } => "retry",
             OutboxItem::CommitProposals => "proposals",
+            OutboxItem::Leave => "leave",
         }
     }
 

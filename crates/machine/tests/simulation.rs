@@ -903,3 +903,66 @@ fn delivery_receipts_come_back_to_the_sender_and_never_go_to_a_stranger() {
     );
     assert_eq!(ds.accepted.len(), before + 1);
 }
+
+#[test]
+fn leaving_a_group_takes_every_device_of_the_account_out_and_none_comes_back() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut alice2 = link_device(&mut ds, &mut alice);
+    let mut bob = new_account(&mut ds, "bob");
+    let mut carol = new_account(&mut ds, "carol");
+    let g = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Group,
+        &["bob", "carol"],
+        Some("g"),
+        T0,
+    );
+    for t in 1..3 {
+        for d in [&mut alice2, &mut bob, &mut carol, &mut alice] {
+            sync(&mut ds, d, T0 + t);
+        }
+    }
+    let members = |ds: &Ds| {
+        ds.members[&g]
+            .iter()
+            .filter(|m| m.username == "alice")
+            .count()
+    };
+    assert_eq!(members(&ds), 2, "both of alice's devices are in");
+
+    alice.machine.leave_group(T0 + 10, g).unwrap();
+    run(&mut ds, &mut alice, T0 + 10);
+    for t in 11..16 {
+        for d in [&mut bob, &mut carol, &mut alice2, &mut alice] {
+            sync(&mut ds, d, T0 + t);
+        }
+    }
+    // (The fake server routes by the commit's `members` list, which still names a device whose
+    // leave proposal the commit applies; the real one routes by the group's state.)
+    let in_group: Vec<String> = bob
+        .machine
+        .engine()
+        .conversation(g)
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    assert!(
+        !in_group.contains(&"alice".to_owned()),
+        "alice is still in: {in_group:?}"
+    );
+    for d in [&alice, &alice2] {
+        let row = d.store().conversation_row(&g.to_string()).unwrap().unwrap();
+        assert!(!row.active, "{} still shows the group", d.address.device_id);
+        assert!(d.store().outbox().unwrap().is_empty());
+    }
+    // The group goes on without her.
+    send(&mut ds, &mut bob, g, "after alice left", T0 + 20);
+    sync(&mut ds, &mut carol, T0 + 21);
+    assert_eq!(carol.received(), ["after alice left"]);
+    sync(&mut ds, &mut alice, T0 + 21);
+    assert!(!alice.received().contains(&"after alice left".to_owned()));
+}

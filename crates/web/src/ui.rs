@@ -625,6 +625,10 @@ fn Members(ui: Ui, driver: DriverCell) -> impl IntoView {
             m.add_member(now, c, &name).map(drop)
         }));
     };
+    let leave = move || {
+        act(Box::new(|m, now, c| m.leave_group(now, c)));
+        ui.selected.set(None);
+    };
     let rename = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = new_name.get_untracked();
@@ -661,6 +665,7 @@ fn Members(ui: Ui, driver: DriverCell) -> impl IntoView {
                     prop:value=move || add_name.get() on:input=move |ev| add_name.set(event_target_value(&ev))/>
                 <button type="submit">"Add"</button>
             </form>
+            <button class="small danger" on:click=move |_| leave()>"Leave group"</button>
             <form on:submit=rename>
                 <label for="rename" class="sr">"New group name"</label>
                 <input id="rename" placeholder="Rename the group" autocomplete="off"

@@ -15,6 +15,7 @@ use nightjar_core::{ConversationId, ConversationKind};
 use super::outbox::enqueue_commit;
 use super::{Machine, Notification, Pending, conversation_row};
 use crate::error::{Error, Result};
+use crate::rows::OutboxItem;
 use crate::store::ClientStore;
 use crate::transport::{Failure, Request, Response};
 
@@ -193,6 +194,37 @@ impl<S: ClientStore> Machine<S> {
         self.atomic(|engine, store| {
             let bundle = engine.remove_member(conversation, username)?;
             enqueue_commit(engine, store, &bundle, now)
+        })?;
+        self.work(now);
+        Ok(())
+    }
+
+    /// This account leaves the group `conversation`: its other devices are removed at once
+    /// (a commit), then this device asks to leave (a proposal the other members commit). The
+    /// account's devices stop reconciling the group, so none of them adds another back.
+    pub fn leave_group(&mut self, now: u64, conversation: ConversationId) -> Result<()> {
+        let info = self.engine.conversation(conversation)?;
+        if info.kind != ConversationKind::Group || !info.active {
+            return Err(Error::Usage(
+                "only a group this device is in can be left".into(),
+            ));
+        }
+        let me = self.me.clone();
+        let others: Vec<_> = info
+            .members
+            .iter()
+            .filter(|m| m.username == me.username && **m != me)
+            .cloned()
+            .collect();
+        let id = conversation.to_string();
+        self.atomic(|engine, store| {
+            if !others.is_empty() {
+                let bundle = engine.remove_devices(conversation, others)?;
+                enqueue_commit(engine, store, &bundle, now)?;
+            }
+            store.set_meta(&format!("{}{id}", super::meta::LEAVING), "1")?;
+            store.push_outbox(&id, &OutboxItem::Leave, &super::random_hex()?, now)?;
+            Ok(())
         })?;
         self.work(now);
         Ok(())

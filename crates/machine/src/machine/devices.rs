@@ -79,6 +79,13 @@ impl<S: ClientStore> Machine<S> {
             if !row.active || busy.contains(&row.id) {
                 continue;
             }
+            if self
+                .store
+                .meta(&format!("{}{}", meta::LEAVING, row.id))?
+                .is_some()
+            {
+                continue;
+            }
             let Some(conversation) = ConversationId::parse(&row.id) else {
                 continue;
             };

@@ -43,6 +43,8 @@ pub mod meta {
     pub const RECONCILE_SKIP: &str = "reconcile_skip_until_ms";
     /// `conversation/epoch` a fork was last reported for, per conversation (prefix).
     pub const FORK_REPORTED: &str = "fork_reported/";
+    /// Groups this account is leaving, per conversation (prefix): not reconciled any more.
+    pub const LEAVING: &str = "leaving/";
 }
 
 /// How long a message missing from a sender's sequence may stay missing before it is reported.

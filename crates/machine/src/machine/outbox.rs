@@ -171,6 +171,7 @@ impl<S: ClientStore> Machine<S> {
                     });
                 self.settle_local(&row, result)
             }
+            OutboxItem::Leave => self.step_leave(&row, conversation),
             OutboxItem::CommitProposals => {
                 let seq = row.seq;
                 let result = self.atomic(|engine, store| {
@@ -181,6 +182,33 @@ impl<S: ClientStore> Machine<S> {
                 self.settle_local(&row, result)
             }
         }
+    }
+
+    /// The leave proposal, made in the epoch the group is at now (after this device's own
+    /// commits, which go first).
+    fn step_leave(&mut self, row: &OutboxRow, conversation: ConversationId) -> Result<Step> {
+        let info = match self.engine.conversation(conversation) {
+            Ok(info) if info.active => info,
+            _ => {
+                self.store.remove_outbox(row.seq)?;
+                return Ok(Step::Continue);
+            }
+        };
+        if info.pending.is_some() {
+            return Ok(Step::Block);
+        }
+        let proposal = self.atomic(|engine, _| Ok(engine.leave(conversation)?))?;
+        let body = SendRequest {
+            idempotency_key: random_hex()?,
+            kind: EnvelopeKind::Proposal,
+            epoch: info.epoch,
+            payload: B64(proposal),
+            welcome: None,
+            members: None,
+            group_info: None,
+        };
+        self.post(row.seq, conversation, body);
+        Ok(Step::Posted)
     }
 
     fn post(&mut self, seq: i64, conversation: ConversationId, body: SendRequest) {
@@ -363,6 +391,16 @@ impl<S: ClientStore> Machine<S> {
             (OutboxItem::Retry { .. } | OutboxItem::CommitProposals, Ok(_)) => {
                 self.store.remove_outbox(seq)?;
             }
+            (OutboxItem::Leave, Ok(_)) => {
+                // Out of the list now; the members' next commit removes this device.
+                self.store.remove_outbox(seq)?;
+                if let Some(mut r) = self.store.conversation_row(&row.conversation)? {
+                    r.active = false;
+                    self.store.upsert_conversation(&r, now)?;
+                }
+                self.notifications
+                    .push_back(Notification::ConversationChanged(conversation));
+            }
             (_, Err(Failure::Network(_))) => {
                 // It may or may not have arrived: the same idempotency key makes the retry
                 // safe either way.
@@ -399,6 +437,10 @@ impl<S: ClientStore> Machine<S> {
                             epoch: None,
                         };
                         self.store.replace_outbox(seq, &item, &random_hex()?)?;
+                        self.after_sync(&row.conversation);
+                    }
+                    OutboxItem::Leave => {
+                        self.store.bump_outbox_attempts(seq)?;
                         self.after_sync(&row.conversation);
                     }
                     OutboxItem::Commit { .. } => {
