@@ -443,6 +443,12 @@ async fn group(client: &mut Client, command: GroupCommand) -> Outcome {
                 .map_err(e)?;
             output::line(&format!("removed {username} from {group}"));
         }
+        GroupCommand::Leave { group } => {
+            client.leave_group(&group).await.map_err(e)?;
+            output::line(&format!(
+                "left {group}: the other members' next commit takes this account out"
+            ));
+        }
     }
     Ok(())
 }

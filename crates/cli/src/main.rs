@@ -226,6 +226,11 @@ pub(crate) enum GroupCommand {
         /// The account to remove.
         username: String,
     },
+    /// Leave a group: every device of this account goes.
+    Leave {
+        /// Group name or conversation id.
+        group: String,
+    },
 }
 
 /// mimalloc instead of the system allocator: about 10 % more messages per second through the

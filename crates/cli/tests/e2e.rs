@@ -263,3 +263,37 @@ fn offline_send_waits_in_the_outbox_and_is_delivered_once() {
     alice.ok(&["sync"]);
     assert!(bob.texts().is_empty(), "no duplicate");
 }
+
+/// `nightjar group leave`: the account is out of the group, the others go on without it, and
+/// nothing sent afterwards reaches it.
+#[test]
+fn leaving_a_group_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"));
+    let alice = Device::new(tmp.path(), "alice");
+    let bob = Device::new(tmp.path(), "bob");
+    let carol = Device::new(tmp.path(), "carol");
+    for (d, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+        d.ok(&["register", "--server", &server.url(), name]);
+    }
+    bob.ok(&["accept", "alice"]);
+    carol.ok(&["accept", "alice"]);
+    alice.ok(&["group", "create", "club", "bob", "carol"]);
+    alice.ok(&["send", "--group", "club", "welcome"]);
+    assert_eq!(bob.texts(), ["welcome"]);
+    assert_eq!(carol.texts(), ["welcome"]);
+
+    let out = bob.ok(&["group", "leave", "club"]);
+    assert!(out.starts_with("left club"), "{out}");
+    // The others' next sync commits bob's leave request.
+    alice.ok(&["sync"]);
+    carol.ok(&["sync"]);
+    alice.ok(&["send", "--group", "club", "after bob left"]);
+    assert_eq!(carol.texts(), ["after bob left"]);
+    assert!(!bob.texts().contains(&"after bob left".to_owned()));
+    let err = bob.fails(&["send", "--group", "club", "still here?"]);
+    assert!(
+        err.contains("no longer a member") || err.contains("no group"),
+        "{err}"
+    );
+}

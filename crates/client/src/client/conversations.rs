@@ -324,6 +324,17 @@ impl Client {
         self.pump().await
     }
 
+    /// Leaves a group: this account's other devices are removed at once, then this device
+    /// asks to leave (see `nightjar_machine::Machine::leave_group`).
+    pub async fn leave_group(&mut self, group: &str) -> Result<()> {
+        self.ensure_ready().await?;
+        self.pump().await?;
+        let row = self.resolve_group(group)?;
+        let conversation = parse_conversation(&row.id)?;
+        self.machine()?.leave_group(now_ms(), conversation)?;
+        self.pump_tolerant().await
+    }
+
     /// Removes every device of `username` from a group.
     pub async fn remove_from_group(&mut self, group: &str, username: &str) -> Result<()> {
         self.ensure_ready().await?;
