@@ -28,7 +28,8 @@ export async function startServer() {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${seen}`)), 30_000);
     child.stderr.on("data", (chunk) => {
       seen += chunk;
-      const m = seen.match(/listening on (http:\/\/[0-9.:]+)/);
+      // The whole address: stderr may arrive cut anywhere, even inside the port number.
+      const m = seen.match(/listening on (http:\/\/[0-9.]+:[0-9]+) /);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
     child.on("exit", (code) => reject(new Error(`server exited ${code}: ${seen}`)));
@@ -59,15 +60,8 @@ export async function openApp(browser, url, viewport = { width: 1100, height: 72
     page.on("requestfailed", (r) => console.error("failed:", r.url(), r.failure()?.errorText));
   }
   await page.goto(url);
-  // The wasm module compiles before anything shows; on a busy machine that takes a while. A
-  // load that never mounts the app (seen once under heavy load) gets one reload.
-  try {
-    await page.locator(".app").waitFor({ timeout: 45_000 });
-  } catch {
-    console.error("the app did not mount in 45 s; reloading once");
-    await page.reload();
-    await page.locator(".app").waitFor({ timeout: 45_000 });
-  }
+  // The wasm module compiles before anything shows; on a busy machine that takes a while.
+  await page.locator(".app").waitFor({ timeout: 90_000 });
   return { context, page };
 }
 
