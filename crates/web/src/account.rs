@@ -17,6 +17,11 @@ use crate::vault::Vault;
 
 /// The settings key of the session token.
 pub(crate) const TOKEN: &str = "web/token";
+/// This device's session token, as the profile keeps it.
+pub(crate) fn token(machine: &Machine<MemoryClientStore>) -> Option<String> {
+    machine.store().meta(TOKEN).ok().flatten()
+}
+
 /// The settings key of the account's name.
 pub(crate) const USERNAME: &str = "web/username";
 

@@ -3,7 +3,6 @@
 use leptos::prelude::*;
 use nightjar_core::ConversationKind;
 use nightjar_core::content::Content;
-use nightjar_machine::ClientStore as _;
 
 use crate::account;
 use crate::driver::Driver;
@@ -145,12 +144,7 @@ fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
         if let Some(d) = driver.get_value() {
             let again = d.clone();
             d.intent(move |machine, _, ui| {
-                let token = machine
-                    .store()
-                    .meta(account::TOKEN)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                let token = account::token(machine).unwrap_or_default();
                 leptos::task::spawn_local(crate::link::approve(again, token, typed, *ui));
             });
         }
@@ -159,12 +153,7 @@ fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
         if let Some(d) = driver.get_value() {
             let again = d.clone();
             d.intent(move |machine, _, _| {
-                let token = machine
-                    .store()
-                    .meta(account::TOKEN)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                let token = account::token(machine).unwrap_or_default();
                 crate::link::remove(&again, token, device_id);
             });
         }
@@ -211,7 +200,7 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             return;
         };
         d.intent(move |machine, _, _| {
-            let token = machine.store().meta(account::TOKEN).ok().flatten();
+            let token = account::token(machine);
             leptos::task::spawn_local(account::logout(v, token));
         });
     };
@@ -219,12 +208,7 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
         if let Some(d) = driver.get_value() {
             let again = d.clone();
             d.intent(move |machine, _, ui| {
-                let token = machine
-                    .store()
-                    .meta(account::TOKEN)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                let token = account::token(machine).unwrap_or_default();
                 leptos::task::spawn_local(crate::link::devices(again, token, *ui));
             });
         }
@@ -462,7 +446,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
         };
         let again = d.clone();
         d.intent(move |machine, _, ui| {
-            let token = machine.store().meta(account::TOKEN).ok().flatten();
+            let token = account::token(machine);
             let ui = *ui;
             leptos::task::spawn_local(async move {
                 match account::decide(token, &from, accept).await {
