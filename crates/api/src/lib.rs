@@ -11,12 +11,14 @@ mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
 mod stream;
+mod transparency;
 
 pub use auth::*;
 pub use bytes::{B64, B64_PATTERN};
 pub use consent::*;
 pub use error::{ApiError, ErrorCode};
 pub use stream::*;
+pub use transparency::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -83,6 +83,8 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             nats_url,
             node_id,
             opaque_key_file,
+            kt_key_file,
+            kt_interval_ms,
             metrics_listen,
             web_dir,
         } => {
@@ -95,12 +97,20 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 nats_url,
                 node_id,
                 opaque_key_file,
+                kt_key_file,
+                kt_interval: std::time::Duration::from_millis(kt_interval_ms.max(10)),
                 metrics_listen: metrics_listen.0,
                 web_dir,
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
         }
+        Command::Audit {
+            server,
+            from,
+            watch,
+            key,
+        } => crate::audit::run(&server, from, watch, key.as_deref()).await,
         command => {
             let create = matches!(command, Command::Register { .. } | Command::Login { .. });
             let mut client = open(profile, create)?;
@@ -197,7 +207,7 @@ fn redact_password(url: &str) -> String {
 async fn user_command(client: &mut Client, command: Command) -> Outcome {
     let e = |e: nightjar_client::Error| e.to_string();
     match command {
-        Command::Server { .. } => Ok(()),
+        Command::Server { .. } | Command::Audit { .. } => Ok(()),
         Command::Register { server, username } => {
             let password = password(&username, true)?;
             client

@@ -2,6 +2,7 @@
 //! client SDK from a local encrypted profile (`--profile DIR`, env `NIGHTJAR_PROFILE`, default
 //! `~/.nightjar`, or `./nightjar-profile` when there is no home directory).
 
+mod audit;
 mod commands;
 mod consent;
 mod output;
@@ -66,6 +67,20 @@ pub(crate) enum Command {
         /// [default: DATA_DIR/opaque-server-setup.key, created with mode 0600].
         #[arg(long, value_name = "PATH", env = "NIGHTJAR_OPAQUE_KEY_FILE")]
         opaque_key_file: Option<PathBuf>,
+        /// File holding the key-transparency directory's secrets (the VRF key and the key
+        /// that signs epoch roots), kept out of the database; every node sharing a database
+        /// needs the same file [default: DATA_DIR/directory.key, created with mode 0600].
+        #[arg(long, value_name = "PATH", env = "NIGHTJAR_KT_KEY_FILE")]
+        kt_key_file: Option<PathBuf>,
+        /// How often the key-transparency directory publishes a new epoch when accounts'
+        /// keys or devices changed, in milliseconds.
+        #[arg(
+            long,
+            value_name = "MS",
+            env = "NIGHTJAR_KT_INTERVAL_MS",
+            default_value_t = 2000
+        )]
+        kt_interval_ms: u64,
         /// Where Prometheus metrics (GET /metrics) are served: a listener of their own, never
         /// the public one. Loopback on a free port by default (the address is printed at
         /// start); give a fixed address for a scraper, e.g. 127.0.0.1:9464, or `off`.
@@ -182,6 +197,25 @@ pub(crate) enum Command {
     Verify {
         /// The other account.
         username: String,
+    },
+    /// Audit a server's key-transparency directory, as a third party with no account: check
+    /// that every epoch's root is signed by the directory key and that each epoch only
+    /// added to the one before (AKD append-only proofs). Prints a one-line verdict; exits
+    /// non-zero if the directory fails.
+    Audit {
+        /// Server URL, e.g. https://chat.example
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// Start at this epoch instead of the first (its root is taken as signed).
+        #[arg(long, value_name = "EPOCH")]
+        from: Option<u64>,
+        /// Keep auditing as new epochs appear (every few seconds) until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// The directory's root key (base64url) as printed by an earlier audit: fail if the
+        /// server now signs with another.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
     },
     /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.
     #[command(flatten)]

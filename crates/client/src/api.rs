@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use nightjar_api::{
     AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
-    DeviceListUpdate, DevicesResponse, ErrorCode, InboxResponse, KeyPackageCount,
-    LinkStatusResponse, LoginFinishRequest, LoginStartRequest, LoginStartResponse,
-    PendingDevicesResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
-    SendRequest, SendResponse, SessionResponse, UploadKeyPackagesRequest,
+    DeviceListUpdate, DevicesResponse, DirectoryKeysResponse, EpochResponse, EpochRoot, ErrorCode,
+    InboxResponse, KeyPackageCount, LinkStatusResponse, LoginFinishRequest, LoginStartRequest,
+    LoginStartResponse, PendingDevicesResponse, RegisterFinishRequest, RegisterStartRequest,
+    RegisterStartResponse, SendRequest, SendResponse, SessionResponse, UploadKeyPackagesRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -340,6 +340,23 @@ impl Api {
         )
         .await
         .map(drop)
+    }
+
+    /// The keys that check the server's key-transparency directory.
+    pub async fn kt_keys(&self) -> Result<DirectoryKeysResponse> {
+        self.call(Method::GET, "/v1/kt/keys", None::<&()>).await
+    }
+
+    /// The directory's newest signed epoch root.
+    pub async fn kt_latest(&self) -> Result<EpochRoot> {
+        self.call(Method::GET, "/v1/kt/epochs/latest", None::<&()>)
+            .await
+    }
+
+    /// One epoch's signed root and the append-only proof from the epoch before.
+    pub async fn kt_epoch(&self, epoch: u64) -> Result<EpochResponse> {
+        self.call(Method::GET, &format!("/v1/kt/epochs/{epoch}"), None::<&()>)
+            .await
     }
 
     /// `GET /v1/accounts/{username}`.

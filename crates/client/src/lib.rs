@@ -20,6 +20,7 @@
 //!   conversations by the next sync of any existing device of the account.
 
 pub mod api;
+pub mod audit;
 mod auth;
 mod backoff;
 mod client;

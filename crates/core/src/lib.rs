@@ -20,6 +20,7 @@ pub mod provisioning;
 pub mod safety;
 pub mod sequence;
 pub mod storage;
+pub mod transparency;
 pub mod wire;
 
 pub use config::{EngineConfig, Suite, UpdatePolicy};

@@ -53,6 +53,14 @@ pub struct ServerConfig {
     /// nodes sharing one database must share this file (the CLI's `--opaque-key-file`, env
     /// `NIGHTJAR_OPAQUE_KEY_FILE`).
     pub opaque_key_file: Option<PathBuf>,
+    /// The file holding the key-transparency directory's secrets: the VRF key that places
+    /// usernames in the tree and the key that signs epoch roots (clients pin the public
+    /// halves). `None` means `directory.key` in `data_dir` (mode 0600, created with the
+    /// directory). Nodes sharing a database share this file (the CLI's `--kt-key-file`).
+    pub kt_key_file: Option<PathBuf>,
+    /// How often the directory publishes a new epoch when entries changed (the CLI's
+    /// `--kt-interval-ms`).
+    pub kt_interval: Duration,
     /// Where Prometheus metrics (`GET /metrics`) are served: a listener of their own, never the
     /// public one, because they tell anyone the server's traffic. Loopback on a free port by
     /// default (see [`crate::RunningServer::metrics_addr`]); a fixed address for a scraper,
@@ -81,6 +89,8 @@ impl Default for ServerConfig {
             sweep_interval: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
             opaque_key_file: None,
+            kt_key_file: None,
+            kt_interval: Duration::from_secs(2),
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             web_dir: None,
         }

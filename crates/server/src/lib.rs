@@ -33,6 +33,7 @@ mod session_cache;
 mod state;
 mod store;
 mod stream_slots;
+mod transparency;
 
 pub use config::{GroupCommit, Limits, ServerConfig};
 pub use error::ServerError;

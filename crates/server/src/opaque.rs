@@ -64,8 +64,8 @@ fn parse_setup(bytes: &[u8]) -> Result<OpaqueSetup, ServerError> {
         .map_err(|_| ServerError::Corrupt("OPAQUE server setup"))
 }
 
-/// Reads the key file: the setup in base64url on one line. `None` if there is no file.
-fn read_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, ServerError> {
+/// Reads a key file: the secret in base64url on one line. `None` if there is no file.
+pub(crate) fn read_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, ServerError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => Zeroizing::new(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -78,17 +78,17 @@ fn read_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, ServerError>
         if mode & 0o077 != 0 {
             tracing::warn!(
                 path = %path.display(),
-                "the OPAQUE key file is readable by other users; chmod 600 it"
+                "a key file is readable by other users; chmod 600 it"
             );
         }
     }
     B64::decode(text.trim())
         .map(|bytes| Some(Zeroizing::new(bytes)))
-        .ok_or(ServerError::Corrupt("OPAQUE key file"))
+        .ok_or(ServerError::Corrupt("key file"))
 }
 
 /// Creates the key file with mode 0600; `false` if it exists already (another node won).
-fn create_key_file(path: &Path, setup: &[u8]) -> Result<bool, ServerError> {
+pub(crate) fn create_key_file(path: &Path, setup: &[u8]) -> Result<bool, ServerError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -111,6 +111,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     )
     .await?;
     let opaque = crate::opaque::load_setup(&store, &config).await?;
+    let transparency = crate::transparency::Transparency::open(&store, &config).await?;
     if let Some(url) = &config.nats_url {
         let cluster = store
             .init_server_state(CLUSTER_ID, random_hex(8).as_bytes())
@@ -128,7 +129,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let state = AppState::new(config, store, opaque, notifier, metrics);
+    let state = AppState::new(config, store, opaque, transparency, notifier, metrics);
     let depth = state.store.queue_depth().await?;
     state
         .metrics
@@ -184,6 +185,10 @@ pub async fn shutdown_signal() {
 
 async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError> {
     let sweeper = tokio::spawn(sweep_loop(state.clone()));
+    let publisher = tokio::spawn(crate::transparency::run_publisher(
+        state.clone(),
+        state.shutdown.clone(),
+    ));
     // Other nodes write to the same queues: bound what a lost notification costs.
     let poller = (state.store.kind() == DatabaseKind::Postgres)
         .then(|| tokio::spawn(poll_loop(state.clone())));
@@ -212,6 +217,7 @@ async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError
         tracing::warn!("WebSocket streams did not close in time");
     }
     sweeper.abort();
+    publisher.abort();
     if let Some(poller) = poller {
         poller.abort();
     }

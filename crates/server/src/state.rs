@@ -17,6 +17,7 @@ use crate::rate_limit::{TokenBuckets, attempts_per_window};
 use crate::session_cache::SessionCache;
 use crate::store::Store;
 use crate::stream_slots::StreamSlots;
+use crate::transparency::Transparency;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) store: Store,
     pub(crate) opaque: OpaqueSetup,
+    /// The key-transparency directory.
+    pub(crate) transparency: Transparency,
     /// Well-formed password login attempts per account (slowed, never locked out).
     pub(crate) login_by_account: TokenBuckets<String>,
     /// Well-formed password login and registration attempts per address group (IPv6 /64).
@@ -63,6 +66,7 @@ impl AppState {
         config: ServerConfig,
         store: Store,
         opaque: OpaqueSetup,
+        transparency: Transparency,
         notifier: Notifier,
         metrics: Metrics,
     ) -> Self {
@@ -95,6 +99,7 @@ impl AppState {
             config,
             store,
             opaque,
+            transparency,
         };
         Self(Arc::new(shared))
     }

@@ -10,6 +10,7 @@ mod messages;
 mod ops;
 mod sessions;
 mod stream;
+mod transparency;
 mod web;
 
 use std::any::Any;
@@ -159,6 +160,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(sessions::router())
         .merge(consent::router())
+        .merge(transparency::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -236,6 +238,11 @@ mod tests {
             ("/v1/stream", "get"),
             ("/v1/openapi.json", "get"),
             ("/healthz", "get"),
+            ("/v1/kt/keys", "get"),
+            ("/v1/kt/epochs/latest", "get"),
+            ("/v1/kt/epochs/{epoch}", "get"),
+            ("/v1/kt/lookup/{username}", "get"),
+            ("/v1/kt/history", "get"),
             ("/v1/device-login/start", "post"),
             ("/v1/device-login/finish", "post"),
             ("/v1/sessions", "get"),
@@ -254,6 +261,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 28, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 33, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

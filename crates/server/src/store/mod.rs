@@ -45,6 +45,7 @@ mod send;
 mod server_state;
 mod sessions;
 mod sweep;
+mod transparency;
 mod writer_thread;
 
 use std::path::Path;
@@ -68,6 +69,7 @@ pub(crate) use key_packages::{ClaimQuota, KeyPackageStock, UploadOutcome};
 pub(crate) use logins::{LoginCaps, StoredLogin};
 pub(crate) use send::Submission;
 pub(crate) use sessions::SessionRow;
+pub(crate) use transparency::{KtStorage, StoredEpoch};
 
 use crate::config::GroupCommit;
 use crate::error::ServerError;
