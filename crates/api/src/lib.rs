@@ -227,6 +227,10 @@ pub struct AccountResponse {
     pub identity_key: B64,
     /// The current signed device list.
     pub device_list: B64,
+    /// Proof that the key-transparency directory holds exactly this identity key and device
+    /// list as the account's current entry. Clients refuse a list without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparency: Option<Box<AccountTransparency>>,
 }
 
 // ---------------------------------------------------------------- key packages

@@ -47,3 +47,13 @@ pub struct ProofResponse {
     /// AKD `LookupProof` or `HistoryProof` (protobuf).
     pub proof: B64,
 }
+
+/// The transparency part of an account answer: the directory's keys (which the client pins
+/// the first time and compares with ever after) and a lookup proof of the account's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountTransparency {
+    /// The directory's keys.
+    pub keys: DirectoryKeysResponse,
+    /// The lookup proof against the newest signed root.
+    pub lookup: ProofResponse,
+}

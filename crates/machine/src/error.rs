@@ -19,6 +19,14 @@ pub enum Error {
     /// A peer's identity key changed; the user must verify it before it is trusted.
     #[error("the identity key of {0} changed")]
     IdentityChanged(String),
+    /// The server showed keys its key-transparency directory contradicts (or signed with
+    /// another directory key than the pinned one): never accepted.
+    #[error("key transparency: {0}")]
+    Transparency(String),
+    /// The directory does not prove these keys yet (it publishes every few seconds): ask
+    /// again later.
+    #[error("not yet in the key-transparency directory: {0}")]
+    NotYetProven(String),
     /// No randomness was available.
     #[error("no randomness: {0}")]
     Randomness(String),

@@ -35,6 +35,9 @@ mod store;
 mod stream_slots;
 mod transparency;
 
+#[doc(hidden)]
+pub mod bench_support;
+
 pub use config::{GroupCommit, Limits, ServerConfig};
 pub use error::ServerError;
 pub use server::{RunningServer, run, shutdown_signal, start};

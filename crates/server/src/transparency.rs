@@ -100,6 +100,8 @@ pub(crate) struct Transparency {
     akd: Akd,
     /// One publishing round at a time in this process.
     publishing: tokio::sync::Mutex<()>,
+    /// Wakes the publisher before its interval ends (someone waits for an entry).
+    kick: tokio::sync::Notify,
     root_key: SigningKey,
     vrf_public_key: Vec<u8>,
     interval: Duration,
@@ -174,15 +176,16 @@ impl Transparency {
         let kt = Self {
             akd,
             publishing: tokio::sync::Mutex::new(()),
+            kick: tokio::sync::Notify::new(),
             root_key,
             vrf_public_key,
             interval: config.kt_interval,
         };
         // A new directory's empty epoch 0 is signed at once, so auditors start from it.
-        if let Some(_lock) = store.kt_publish_lock().await? {
-            kt.sign_unsigned(store)
-                .await
-                .map_err(|e| ServerError::Config(format!("signing the directory: {e}")))?;
+        if let Some(lock) = store.kt_publish_lock().await? {
+            let signed = kt.sign_unsigned(store).await;
+            lock.release().await;
+            signed.map_err(|e| ServerError::Config(format!("signing the directory: {e}")))?;
         }
         Ok(kt)
     }
@@ -252,9 +255,15 @@ impl Transparency {
     /// was due (or another node is publishing).
     pub(crate) async fn publish_due(&self, store: &Store) -> Result<Option<u64>, KtFailure> {
         let _round = self.publishing.lock().await;
-        let Some(_lock) = store.kt_publish_lock().await? else {
+        let Some(lock) = store.kt_publish_lock().await? else {
             return Ok(None);
         };
+        let published = self.publish_locked(store).await;
+        lock.release().await;
+        published
+    }
+
+    async fn publish_locked(&self, store: &Store) -> Result<Option<u64>, KtFailure> {
         // A round that crashed after AKD's commit left an unsigned epoch: sign it first.
         self.sign_unsigned(store).await?;
         let due = store.kt_due(MAX_PER_EPOCH).await?;
@@ -289,16 +298,53 @@ impl Transparency {
 
     /// A lookup proof of `username`'s current entry, against the newest signed root.
     pub(crate) async fn lookup(&self, store: &Store, username: &str) -> Result<Proven, KtFailure> {
+        self.lookup_value(store, username).await.map(|(p, _)| p)
+    }
+
+    async fn lookup_value(
+        &self,
+        store: &Store,
+        username: &str,
+    ) -> Result<(Proven, Vec<u8>), KtFailure> {
         let (proof, hash) = self
             .akd
             .lookup(AkdLabel::from(username))
             .await
             .map_err(akd_error)?;
         let root = self.signed(store, hash).await?;
-        Ok(Proven {
+        let value = proof.value.0.clone();
+        let proven = Proven {
             root,
             proof: nightjar_core::transparency::encode_lookup_proof(&proof),
-        })
+        };
+        Ok((proven, value))
+    }
+
+    /// A lookup proof that the directory holds `expected` as `username`'s entry. An entry
+    /// not published yet (the account or its devices just changed) is published first: the
+    /// publisher is woken and the answer waits for it, up to two intervals, so that clients
+    /// always get a list and a proof that agree. After that the newest proof is returned as
+    /// it is (and the client refuses the list).
+    pub(crate) async fn prove_current(
+        &self,
+        store: &Store,
+        username: &str,
+        expected: &DirectoryEntry,
+    ) -> Result<Proven, KtFailure> {
+        let deadline = tokio::time::Instant::now() + self.interval * 2 + Duration::from_secs(1);
+        let wanted = expected.encode();
+        loop {
+            let found = self.lookup_value(store, username).await;
+            match found {
+                Ok((proven, value)) if value == wanted => return Ok(proven),
+                Ok((proven, _)) if tokio::time::Instant::now() >= deadline => return Ok(proven),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Ok(_) | Err(KtFailure::NotFound | KtFailure::NotReady) => {}
+                Err(e) => return Err(e),
+            }
+            self.kick.notify_one();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// A proof of `username`'s complete history, against the newest signed root.
@@ -343,6 +389,7 @@ pub(crate) async fn run_publisher(state: AppState, shutdown: CancellationToken) 
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(kt.interval()) => {}
+            () = kt.kick.notified() => {}
         }
     }
 }
@@ -485,7 +532,7 @@ mod tests {
                 && store.kind() == crate::store::DatabaseKind::Postgres
             {
                 assert!(other_store.kt_publish_lock().await.unwrap().is_none());
-                drop(lock);
+                lock.release().await;
             }
             assert_eq!(first.publish_due(&store).await.unwrap(), Some(1));
             let proven = second.lookup(&other_store, "alice").await.unwrap();

@@ -21,6 +21,7 @@ const NODE_NATS: &str = "NIGHTJAR_TEST_NODE_NATS";
 const NODE_ID: &str = "NIGHTJAR_TEST_NODE_ID";
 /// The OPAQUE key file the nodes of one test share (it is not in the database).
 const NODE_OPAQUE_KEY: &str = "NIGHTJAR_TEST_NODE_OPAQUE_KEY";
+const NODE_KT_KEY: &str = "NIGHTJAR_TEST_NODE_KT_KEY";
 /// The line a node process prints once it listens.
 const LISTENING: &str = "nightjar test node listening on ";
 
@@ -38,6 +39,7 @@ async fn node_process() {
     config.nats_url = std::env::var(NODE_NATS).ok();
     config.node_id = Some(node);
     config.opaque_key_file = std::env::var(NODE_OPAQUE_KEY).ok().map(Into::into);
+    config.kt_key_file = std::env::var(NODE_KT_KEY).ok().map(Into::into);
     config.limits = test_limits();
     let server = nightjar_server::start(config).await.unwrap();
     println!("{LISTENING}{}", server.local_addr());
@@ -49,14 +51,14 @@ async fn node_process() {
     server.shutdown().await.unwrap();
 }
 
-/// The OPAQUE key file shared by the nodes on `database` (nodes sharing a database must share
-/// it, as in production).
-fn shared_key_file(database: &str) -> std::path::PathBuf {
+/// The key file of `kind` (OPAQUE setup, directory keys) shared by the nodes on `database`
+/// (nodes sharing a database must share it, as in production).
+fn shared_key_file(database: &str, kind: &str) -> std::path::PathBuf {
     let name: String = database
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect();
-    std::env::temp_dir().join(format!("nightjar-test-opaque-{name}.key"))
+    std::env::temp_dir().join(format!("nightjar-test-{kind}-{name}.key"))
 }
 
 /// A server node in a process of its own.
@@ -72,7 +74,8 @@ impl Node {
             .env(NODE_DATABASE, database)
             .env(NODE_NATS, nats)
             .env(NODE_ID, id)
-            .env(NODE_OPAQUE_KEY, shared_key_file(database))
+            .env(NODE_OPAQUE_KEY, shared_key_file(database, "opaque"))
+            .env(NODE_KT_KEY, shared_key_file(database, "directory"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

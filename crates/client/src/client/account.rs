@@ -508,8 +508,9 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let signed = SignedDeviceList::decode(&account.device_list.0)?;
-        self.accept_list(username, &signed)
+        let result = self.machine()?.accept_account(now_ms(), &account);
+        self.take_machine_notifications()?;
+        Ok(result?)
     }
 
     /// The safety number between this account and `peer`, plus the number a pending

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use nightjar_core::content::GroupMetadata;
-use nightjar_core::identity::{SignedDeviceList, validate_username};
+use nightjar_core::identity::validate_username;
 use nightjar_core::{ConversationId, ConversationKind};
 
 use super::outbox::enqueue_commit;
@@ -306,8 +306,8 @@ impl<S: ClientStore> Machine<S> {
         if !self.creations.contains_key(&op) {
             return Ok(());
         }
-        let signed = match outcome {
-            Ok(Response::Account(account)) => SignedDeviceList::decode(&account.device_list.0),
+        let account = match outcome {
+            Ok(Response::Account(account)) => account,
             Err(Failure::Refused(e)) if e.code == nightjar_api::ErrorCode::NotFound => {
                 self.fail_creation(op, OperationError::NoAccount(username.to_owned()));
                 return Ok(());
@@ -322,12 +322,15 @@ impl<S: ClientStore> Machine<S> {
                 return Ok(());
             }
         };
-        let accepted = match signed {
-            Ok(signed) => self.accept_list(now, username, &signed),
-            Err(e) => Err(Error::Engine(e.into())),
-        };
-        match accepted {
+        match self.accept_account(now, &account) {
             Ok(()) => {}
+            Err(Error::Transparency(why) | Error::NotYetProven(why)) => {
+                self.fail_creation(
+                    op,
+                    OperationError::Invalid(format!("refused the keys of {username}: {why}")),
+                );
+                return Ok(());
+            }
             Err(Error::IdentityChanged(name)) => {
                 self.fail_creation(op, OperationError::IdentityChanged(name));
                 return Ok(());

@@ -523,20 +523,23 @@ impl<S: ClientStore> Machine<S> {
     ) -> Result<()> {
         self.fetching.remove(username);
         match outcome {
-            Ok(Response::Account(account)) => {
-                match nightjar_core::identity::SignedDeviceList::decode(&account.device_list.0) {
-                    Ok(signed) => match self.accept_list(now, username, &signed) {
-                        Ok(()) | Err(Error::IdentityChanged(_)) => {}
-                        Err(Error::Engine(e)) => {
-                            self.notice(format!("the device list of {username} is invalid: {e}"));
-                        }
-                        Err(e) => return Err(e),
-                    },
-                    Err(e) => {
-                        self.notice(format!("the device list of {username} is invalid: {e}"));
-                    }
+            Ok(Response::Account(account)) => match self.accept_account(now, &account) {
+                Ok(()) | Err(Error::IdentityChanged(_)) => {}
+                Err(Error::NotYetProven(_)) => {
+                    // The directory catches up within seconds: ask again after a while.
+                    self.fetched.remove(username);
+                    self.network_failures += 1;
+                    self.inbox_paused_until =
+                        Some(now + backoff::retry_delay(self.network_failures));
                 }
-            }
+                Err(Error::Transparency(why)) => {
+                    self.notice(format!("refused the keys of {username}: {why}"));
+                }
+                Err(Error::Engine(e)) => {
+                    self.notice(format!("the device list of {username} is invalid: {e}"));
+                }
+                Err(e) => return Err(e),
+            },
             Ok(_) | Err(Failure::Refused(_)) => {}
             Err(Failure::Network(_)) => {
                 // Ask again after a while: the envelope stays at the front.

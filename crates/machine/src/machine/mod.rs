@@ -19,6 +19,7 @@ mod create;
 mod devices;
 mod inbox;
 pub(crate) mod outbox;
+mod transparency;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -45,6 +46,10 @@ pub mod meta {
     pub const FORK_REPORTED: &str = "fork_reported/";
     /// Groups this account is leaving, per conversation (prefix): not reconciled any more.
     pub const LEAVING: &str = "leaving/";
+    /// The key-transparency directory keys pinned at first use (`root key:VRF key`).
+    pub const KT_KEYS: &str = "kt_keys";
+    /// The newest directory root verified (`epoch:root:signature`).
+    pub const KT_ROOT: &str = "kt_root";
 }
 
 /// How long a message missing from a sender's sequence may stay missing before it is reported.
@@ -206,6 +211,8 @@ pub struct Machine<S: ClientStore> {
     /// When to reconcile this account's devices again without waiting for a sync.
     reconcile_at: Option<u64>,
     missing_after_ms: u64,
+    /// Whether peers' device lists need a directory proof.
+    require_transparency: bool,
     /// Whether stored messages are answered with a delivery receipt, and those waiting for one.
     delivery_receipts: bool,
     delivered: BTreeMap<ConversationId, Vec<MessageId>>,
@@ -289,6 +296,7 @@ impl<S: ClientStore> Machine<S> {
             claiming: false,
             reconcile_at: None,
             missing_after_ms: DEFAULT_MISSING_AFTER_MS,
+            require_transparency: true,
             delivery_receipts: false,
             delivered: BTreeMap::new(),
             creations: BTreeMap::new(),

@@ -7,13 +7,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use nightjar_api::opaque::Suite;
 use nightjar_api::{
-    AccountResponse, ApiError, B64, DeviceStatus, ErrorCode, LoginFinishRequest, LoginStartRequest,
-    LoginStartResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
-    SessionResponse,
+    AccountResponse, AccountTransparency, ApiError, B64, DeviceStatus, ErrorCode,
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, RegisterFinishRequest,
+    RegisterStartRequest, RegisterStartResponse, SessionResponse,
 };
 use nightjar_core::device_auth::LoginProof;
 use nightjar_core::identity::{DeviceCredential, DeviceId, validate_username};
 use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::transparency::DirectoryEntry;
 use opaque_ke::{
     CredentialFinalization, CredentialRequest, RegistrationRequest, RegistrationUpload,
     ServerLogin, ServerLoginParameters, ServerRegistration,
@@ -411,9 +412,34 @@ async fn account(
         .account(&username)
         .await?
         .ok_or_else(|| Error::not_found("no such account"))?;
+    let transparency = account_proof(&state, &account.username, &account.device_list).await;
     Ok(axum::Json(AccountResponse {
         username: account.username,
         identity_key: B64(account.identity_key),
         device_list: B64(account.device_list),
+        transparency,
     }))
+}
+
+/// The directory's proof for an account's stored list (published first if it is new), or
+/// `None` if the directory cannot give one now (the client then refuses the list and asks
+/// again later).
+async fn account_proof(
+    state: &AppState,
+    username: &str,
+    signed: &[u8],
+) -> Option<Box<AccountTransparency>> {
+    let (_, list) = device_list::verify(signed).ok()?;
+    let expected = DirectoryEntry::for_list(list.identity_key, list.version, signed);
+    let kt = &state.transparency;
+    match kt.prove_current(&state.store, username, &expected).await {
+        Ok(proven) => Some(Box::new(AccountTransparency {
+            keys: super::transparency::keys_view(kt),
+            lookup: super::transparency::proof_view(proven),
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "no directory proof for an account answer");
+            None
+        }
+    }
 }

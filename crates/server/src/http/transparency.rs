@@ -45,23 +45,32 @@ fn failure(state: &AppState, e: KtFailure) -> Error {
     }
 }
 
-fn proof_response(p: Proven) -> axum::Json<ProofResponse> {
-    axum::Json(ProofResponse {
+/// A proof as it travels.
+pub(super) fn proof_view(p: Proven) -> ProofResponse {
+    ProofResponse {
         root: root_view(&p.root),
         proof: B64(p.proof),
-    })
+    }
+}
+
+fn proof_response(p: Proven) -> axum::Json<ProofResponse> {
+    axum::Json(proof_view(p))
+}
+
+/// The directory's keys as they travel.
+pub(super) fn keys_view(kt: &crate::transparency::Transparency) -> DirectoryKeysResponse {
+    DirectoryKeysResponse {
+        root_key: B64(kt.root_public_key().to_vec()),
+        vrf_public_key: B64(kt.vrf_public_key().to_vec()),
+        interval_ms: u64::try_from(kt.interval().as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 /// The keys that check the directory: the root-signing key and AKD's VRF public key.
 #[utoipa::path(get, path = "/v1/kt/keys", tag = "transparency",
     responses((status = 200, body = DirectoryKeysResponse)))]
 async fn keys(State(state): State<AppState>) -> axum::Json<DirectoryKeysResponse> {
-    let kt = &state.transparency;
-    axum::Json(DirectoryKeysResponse {
-        root_key: B64(kt.root_public_key().to_vec()),
-        vrf_public_key: B64(kt.vrf_public_key().to_vec()),
-        interval_ms: u64::try_from(kt.interval().as_millis()).unwrap_or(u64::MAX),
-    })
+    axum::Json(keys_view(&state.transparency))
 }
 
 /// The newest signed epoch root.

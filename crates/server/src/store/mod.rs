@@ -60,7 +60,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub(crate) use accounts::NewAccount;
 pub(crate) use backend::Backend;
-pub(crate) use batch::{CommitSink, Queued, QueuedMessage};
+pub(crate) use batch::{CommitSink, NoSink, Queued, QueuedMessage};
 pub(crate) use consent::SendQuota;
 pub(crate) use delivery::{SendOutcome, Sender};
 pub(crate) use devices::{ListUpdate, LoginOutcome};

@@ -13,7 +13,6 @@ use nightjar_core::ConversationId;
 use super::test_schema::{POSTGRES_ENV, Schema};
 use super::*;
 use crate::rules::delivery::CheckedSend;
-use crate::store::batch::NoSink;
 
 /// A store under test and what keeps its database alive.
 pub(crate) struct TestStore {

@@ -50,7 +50,21 @@ pub(crate) struct KtStorage {
 /// Held while this node publishes: on PostgreSQL a session-level advisory lock on a
 /// connection of its own (released when the connection closes, also if the node dies).
 #[derive(Debug)]
-pub(crate) struct KtPublishLock(#[allow(dead_code)] Option<sqlx::PgConnection>);
+pub(crate) struct KtPublishLock(Option<sqlx::PgConnection>);
+
+impl KtPublishLock {
+    /// Releases the lock at once (dropping it releases it when the server notices the closed
+    /// connection, which may take a moment).
+    pub(crate) async fn release(mut self) {
+        if let Some(mut conn) = self.0.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
+                .bind(PUBLISH_LOCK_CLASS)
+                .execute(&mut conn)
+                .await;
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+}
 
 /// The advisory lock class of the directory's publisher ("njkt"); the second key is the
 /// schema's, so directories in different schemas of one database do not exclude each other.
@@ -73,6 +87,26 @@ impl Store {
                 Ok(got.then_some(KtPublishLock(Some(conn))))
             }
         }
+    }
+
+    /// Benchmarks: inserts accounts `bench_{first}..` in bulk, each due for publication.
+    pub(crate) async fn bench_insert_accounts(
+        &self,
+        first: usize,
+        count: usize,
+    ) -> Result<(), sqlx::Error> {
+        dispatch!(self, db => db.bench_insert_accounts(first, count).await)
+    }
+
+    /// Benchmarks: gives every account a new device-list version.
+    pub(crate) async fn bench_bump_lists(&self) -> Result<(), sqlx::Error> {
+        dispatch!(self, db => {
+            let mut w = db.write().await?;
+            sqlx::query("UPDATE accounts SET device_list_version = device_list_version + 1")
+                .execute(&mut *w.tx)
+                .await?;
+            w.commit().await
+        })
     }
 
     /// The directory's storage on this database.
@@ -404,6 +438,29 @@ where
         }
         q.push(")");
         q.build_query_as().fetch_all(self.reader()).await
+    }
+
+    async fn bench_insert_accounts(&self, first: usize, count: usize) -> Result<(), sqlx::Error> {
+        let mut w = self.write().await?;
+        let rows: Vec<usize> = (first..first + count).collect();
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO accounts (username, opaque_record, identity_key, device_list, \
+                 device_list_version, created_at_ms) ",
+            );
+            q.push_values(chunk, |mut row, i| {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&(*i as u64).to_be_bytes());
+                row.push_bind(format!("bench_{i}"))
+                    .push_bind(vec![0u8; 1])
+                    .push_bind(key.to_vec())
+                    .push_bind(vec![(*i % 251) as u8; 200])
+                    .push_bind(1i64)
+                    .push_bind(0i64);
+            });
+            q.build().execute(&mut *w.tx).await?;
+        }
+        w.commit().await
     }
 
     async fn kt_due(&self, limit: usize) -> Result<Vec<DueEntry>, sqlx::Error> {

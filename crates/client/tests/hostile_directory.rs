@@ -1,0 +1,187 @@
+//! A malicious server against the key-transparency checks of real clients: it serves a peer's
+//! keys its directory does not hold, strips the proof, serves a stale device list, or rolls
+//! the directory back. Real `nightjar_client::Client`s, a real in-process server, and the
+//! testkit's proxy as the server's lying front.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use nightjar_api::B64;
+use nightjar_client::{Client, ClientOptions, Password};
+use nightjar_core::identity::{AccountIdentity, DeviceList};
+use nightjar_core::{EngineConfig, Suite};
+use nightjar_server::{RunningServer, ServerConfig};
+use nightjar_testkit::{Mitm, Verdict};
+use serde_json::json;
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        try_keyring: false,
+        engine: EngineConfig {
+            suite: Suite::Classic,
+            ..EngineConfig::default()
+        },
+    }
+}
+
+async fn server(data: &Path) -> (RunningServer, String) {
+    let config = ServerConfig {
+        kt_interval: std::time::Duration::from_millis(100),
+        ..ServerConfig::new(data, "127.0.0.1:0".parse().unwrap())
+    };
+    let running = nightjar_server::start(config).await.unwrap();
+    let url = format!("http://{}", running.local_addr());
+    (running, url)
+}
+
+async fn account(root: &Path, url: &str, name: &str) -> Client {
+    let mut c = Client::open(&root.join(name), options()).unwrap();
+    c.register(url, name, &Password::new("pw".into()))
+        .await
+        .unwrap();
+    c
+}
+
+/// A device list for `username` under an identity key the server made up.
+fn forged_list(username: &str, version: u64) -> (String, String) {
+    let fake = AccountIdentity::generate().unwrap();
+    let list = fake
+        .sign(&DeviceList {
+            username: username.as_bytes().to_vec(),
+            identity_key: fake.public(),
+            version,
+            devices: vec![],
+        })
+        .unwrap();
+    (
+        B64::encode(fake.public().as_bytes()),
+        B64::encode(&list.encode()),
+    )
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    _server: RunningServer,
+    mitm: Mitm,
+    alice: Client,
+    /// bob reaches the server through the proxy.
+    bob: Client,
+}
+
+async fn world() -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, url) = server(&tmp.path().join("server")).await;
+    let mitm = Mitm::start(&url).await;
+    let alice = account(tmp.path(), &url, "alice").await;
+    let bob = account(tmp.path(), &mitm.base, "bob").await;
+    World {
+        _tmp: tmp,
+        _server: server,
+        mitm,
+        alice,
+        bob,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_directory_does_not_hold_is_refused_at_first_contact() {
+    let mut w = world().await;
+    // bob has never seen alice: without transparency he would pin whatever he is shown.
+    let (key, list) = forged_list("alice", 1);
+    w.mitm.on_response(move |request, response| {
+        if request.path == "/v1/accounts/alice"
+            && let Some(mut body) = response.json()
+        {
+            body["identity_key"] = json!(key.clone());
+            body["device_list"] = json!(list.clone());
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    let refused = w.bob.send_direct("alice", "for alice only").await;
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains(
+            "an identity key for alice that its key-transparency directory does not hold"
+        ),
+        "{refused}"
+    );
+    // Nothing was encrypted to the server's key, and the real alice is reachable once the
+    // server stops lying.
+    w.mitm.clear();
+    w.bob.send_direct("alice", "hello alice").await.unwrap();
+    w.alice.accept("bob").await.unwrap();
+    let report = w.alice.sync().await.unwrap();
+    let texts: Vec<_> = report
+        .messages
+        .iter()
+        .filter_map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, ["hello alice"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_without_a_proof_is_not_accepted() {
+    let mut w = world().await;
+    w.mitm.on_response(|request, response| {
+        if request.path == "/v1/accounts/alice"
+            && let Some(mut body) = response.json()
+        {
+            body.as_object_mut().unwrap().remove("transparency");
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    let refused = format!("{:?}", w.bob.send_direct("alice", "hi").await);
+    assert!(refused.contains("gave no directory proof"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_signs_with_another_key_is_refused() {
+    let mut w = world().await;
+    // bob pins the directory at first contact (his own account answer during sync, or a
+    // peer's): make one honest contact first.
+    w.bob.safety_number("alice").await.unwrap();
+    let other = B64::encode(&[7u8; 32]);
+    w.mitm.on_response(move |request, response| {
+        if request.path.starts_with("/v1/accounts/")
+            && let Some(mut body) = response.json()
+        {
+            body["transparency"]["keys"]["root_key"] = json!(other.clone());
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    let refused = format!("{:?}", w.bob.send_direct("alice", "hi").await);
+    assert!(refused.contains("signs with another key"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_older_root_is_refused_as_a_rollback() {
+    let mut w = world().await;
+    // bob looks alice up and keeps the answer, proof included.
+    let saved = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = saved.clone();
+    w.mitm.on_response(move |request, response| {
+        if request.path == "/v1/accounts/alice" {
+            *keep.lock().unwrap() = response.json();
+        }
+        Verdict::Forward
+    });
+    w.bob.safety_number("alice").await.unwrap();
+    let old = saved.lock().unwrap().clone().unwrap();
+    // carol registers: a newer epoch, which bob verifies when he looks her up.
+    let _carol = account(w._tmp.path(), w.mitm.upstream(), "carol").await;
+    w.bob.safety_number("carol").await.unwrap();
+    // Now the server answers for alice from the older epoch (a restored backup, or a fork
+    // where carol does not exist yet).
+    w.mitm.on_response(move |request, response| {
+        if request.path == "/v1/accounts/alice" {
+            response.set_json(&old);
+        }
+        Verdict::Forward
+    });
+    let refused = format!("{:?}", w.bob.send_direct("alice", "hi").await);
+    assert!(refused.contains("went back from epoch"), "{refused}");
+}
