@@ -12,8 +12,9 @@ use nightjar_api::{
     AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
     DeviceListUpdate, DevicesResponse, DirectoryKeysResponse, EpochResponse, EpochRoot, ErrorCode,
     InboxResponse, KeyPackageCount, LinkStatusResponse, LoginFinishRequest, LoginStartRequest,
-    LoginStartResponse, PendingDevicesResponse, RegisterFinishRequest, RegisterStartRequest,
-    RegisterStartResponse, SendRequest, SendResponse, SessionResponse, UploadKeyPackagesRequest,
+    LoginStartResponse, PendingDevicesResponse, ProofResponse, RegisterFinishRequest,
+    RegisterStartRequest, RegisterStartResponse, SendRequest, SendResponse, SessionResponse,
+    UploadKeyPackagesRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -357,6 +358,11 @@ impl Api {
     pub async fn kt_epoch(&self, epoch: u64) -> Result<EpochResponse> {
         self.call(Method::GET, &format!("/v1/kt/epochs/{epoch}"), None::<&()>)
             .await
+    }
+
+    /// This account's complete key-transparency history, with its proof.
+    pub async fn kt_history(&self) -> Result<ProofResponse> {
+        self.call(Method::GET, "/v1/kt/history", None::<&()>).await
     }
 
     /// `GET /v1/accounts/{username}`.

@@ -185,3 +185,47 @@ async fn a_replayed_older_root_is_refused_as_a_rollback() {
     let refused = format!("{:?}", w.bob.send_direct("alice", "hi").await);
     assert!(refused.contains("went back from epoch"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_operator_puts_in_the_directory_alarms_the_account_and_shows_to_peers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let (_server, url) = server(&data).await;
+    let mut alice = account(tmp.path(), &url, "alice").await;
+    let mut bob = account(tmp.path(), &url, "bob").await;
+    // The operator rewrites alice's account in its own database with a key of its own; its
+    // directory publishes that as alice's entry (that is what it takes for peers to accept it).
+    let (key, list) = forged_list("alice", 1);
+    {
+        let db = rusqlite::Connection::open(data.join("nightjar.db")).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        db.execute(
+            "UPDATE accounts SET identity_key = ?1, device_list = ?2, kt_published_version = 0 \
+             WHERE username = 'alice'",
+            (B64::decode(&key).unwrap(), B64::decode(&list).unwrap()),
+        )
+        .unwrap();
+    }
+    // bob, who never saw alice, now meets a proven key: it is in the directory, so it is
+    // public, and alice's own device finds it there at its next sync.
+    bob.safety_number("alice").await.unwrap();
+    alice.safety_number("bob").await.unwrap();
+    alice.sync().await.unwrap();
+    let notices = alice.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("KEY TRANSPARENCY ALARM")
+                && n.contains("another identity key for your account alice")),
+        "{notices:?}"
+    );
+    // Once: the next check does not repeat it.
+    alice.sync().await.unwrap();
+    assert!(
+        !alice
+            .take_notices()
+            .iter()
+            .any(|n| n.starts_with("KEY TRANSPARENCY ALARM"))
+    );
+}

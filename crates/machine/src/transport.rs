@@ -3,7 +3,8 @@
 //! stream is open) and hand the outcome to [`crate::Machine::handle_response`].
 
 use nightjar_api::{
-    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, SendRequest, SendResponse,
+    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, ProofResponse, SendRequest,
+    SendResponse,
 };
 use nightjar_core::ConversationId;
 
@@ -43,6 +44,8 @@ pub enum Request {
         /// The account.
         username: String,
     },
+    /// `GET /v1/kt/history`: this account's complete key-transparency history.
+    OwnHistory,
 }
 
 /// A successful answer to a [`Request`] of the same kind.
@@ -58,6 +61,8 @@ pub enum Response {
     Account(AccountResponse),
     /// To [`Request::ClaimKeyPackages`].
     Claimed(ClaimKeyPackagesResponse),
+    /// To [`Request::OwnHistory`].
+    OwnHistory(ProofResponse),
 }
 
 /// Why a request failed.

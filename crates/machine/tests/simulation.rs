@@ -139,6 +139,8 @@ impl Ds {
                 })),
                 None => refused(ErrorCode::NotFound, "no such account"),
             }),
+            // No directory here (machines take lists unproven and never ask).
+            Request::OwnHistory => Answer::Now(refused(ErrorCode::NotFound, "no directory")),
             Request::ClaimKeyPackages { username } => {
                 let list = self.lists[&username].verify().unwrap();
                 let mut out = Vec::new();

@@ -1,8 +1,12 @@
 //! Key transparency: publishing an epoch of 1k and 10k changed entries on a directory of 10k
-//! accounts (SQLite on disk; PostgreSQL too with `NIGHTJAR_BENCH_POSTGRES_URL`), generating
+//! accounts (SQLite on disk; PostgreSQL too, in a fresh schema dropped afterwards, with
+//! `NIGHTJAR_TEST_POSTGRES_URL`), generating
 //! lookup and history proofs, and verifying them as a client does (`akd_core`, native).
 //! Proof sizes are printed. `cargo bench -p nightjar-server --bench transparency`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../src/store/test_schema.rs"]
+mod test_schema;
 
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,9 @@ fn root(p: &BenchProof) -> SignedRoot {
 fn publish(c: &mut Criterion) {
     let rt = runtime();
     let mut backends: Vec<(&str, Option<String>)> = vec![("sqlite", None)];
-    if let Ok(url) = std::env::var("NIGHTJAR_BENCH_POSTGRES_URL") {
-        backends.push(("postgres", Some(url)));
+    let schema = rt.block_on(test_schema::Schema::create_if_configured());
+    if let Some(schema) = &schema {
+        backends.push(("postgres", Some(schema.url.clone())));
     }
     let mut group = c.benchmark_group("kt_publish");
     group.sampling_mode(SamplingMode::Flat);
@@ -68,6 +73,9 @@ fn publish(c: &mut Criterion) {
         rt.block_on(bench.close());
     }
     group.finish();
+    if let Some(schema) = schema {
+        schema.drop_blocking();
+    }
 }
 
 fn proofs(c: &mut Criterion) {

@@ -139,6 +139,9 @@ pub(crate) async fn execute(token: Option<&str>, request: Request) -> Result<Res
                 .await
                 .map(Response::Account)
         }
+        Request::OwnHistory => json("GET", "/v1/kt/history", token, None::<&()>)
+            .await
+            .map(Response::OwnHistory),
         Request::ClaimKeyPackages { username } => {
             let path = format!("/v1/accounts/{}/key-packages/claim", segment(&username));
             json("POST", &path, token, None::<&()>)

@@ -181,6 +181,7 @@ impl Ui {
     pub(crate) fn notify(&self, n: &Notification) {
         let text = match n {
             Notification::Notice(text) => text.clone(),
+            Notification::TransparencyAlarm(text) => format!("Key transparency alarm: {text}"),
             Notification::MessageRequest { from, .. } => {
                 format!("{from} sent you a message request")
             }

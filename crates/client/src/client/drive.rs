@@ -52,6 +52,7 @@ impl Client {
                 .claim_key_packages(&username)
                 .await
                 .map(Response::Claimed),
+            Request::OwnHistory => api.kt_history().await.map(Response::OwnHistory),
         };
         result.map_err(failure)
     }
@@ -107,6 +108,9 @@ impl Client {
         while let Some(n) = self.machine()?.poll_notification() {
             match n {
                 Notification::Notice(text) => self.notice(text),
+                Notification::TransparencyAlarm(text) => {
+                    self.notice(format!("KEY TRANSPARENCY ALARM: {text}"));
+                }
                 Notification::MessageRequest { from, .. } => {
                     self.notice(format!(
                         "new message request from {from}: run `nightjar requests`"

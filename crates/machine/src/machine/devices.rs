@@ -30,6 +30,9 @@ impl<S: ClientStore> Machine<S> {
     ) -> Result<()> {
         match self.engine.accept_device_list(username, signed) {
             Ok(_) => {
+                if username == self.me.username {
+                    self.record_own_list(signed)?;
+                }
                 if let Some(list) = self.engine.device_list(username) {
                     let (key, version) = (list.identity_key, list.version);
                     self.store

@@ -50,6 +50,13 @@ pub mod meta {
     pub const KT_KEYS: &str = "kt_keys";
     /// The newest directory root verified (`epoch:root:signature`).
     pub const KT_ROOT: &str = "kt_root";
+    /// When (ms) this account's directory history was last checked.
+    pub const KT_HISTORY_AT: &str = "kt_history_at_ms";
+    /// Hashes of this account's device lists this device accepted, per version (prefix).
+    pub const KT_OWN_LIST: &str = "kt_own_list/";
+    /// Directory entries already reported as not made by this account (`epoch/version`,
+    /// prefix), so each alarm is raised once.
+    pub const KT_ALARMED: &str = "kt_alarmed/";
 }
 
 /// How long a message missing from a sender's sequence may stay missing before it is reported.
@@ -141,6 +148,10 @@ pub enum Notification {
     SessionExpired,
     /// A sentence for the user (someone added you, an identity key changed, a fork, ...).
     Notice(String),
+    /// The key-transparency directory holds something for this account that none of its
+    /// devices made (another identity key, a device list no device of it signed): the server
+    /// may be impersonating the account to others. Shown prominently.
+    TransparencyAlarm(String),
 }
 
 /// Why an outbox conversation waits.
@@ -169,6 +180,8 @@ enum Pending {
     CreateAccount { op: OperationId, username: String },
     /// Key packages for a conversation being created.
     CreateClaim { op: OperationId, username: String },
+    /// This account's directory history.
+    OwnHistory,
 }
 
 /// The state of reading the server's queue.
@@ -213,6 +226,8 @@ pub struct Machine<S: ClientStore> {
     missing_after_ms: u64,
     /// Whether peers' device lists need a directory proof.
     require_transparency: bool,
+    /// Whether this account's directory history is being fetched.
+    checking_history: bool,
     /// Whether stored messages are answered with a delivery receipt, and those waiting for one.
     delivery_receipts: bool,
     delivered: BTreeMap<ConversationId, Vec<MessageId>>,
@@ -297,6 +312,7 @@ impl<S: ClientStore> Machine<S> {
             reconcile_at: None,
             missing_after_ms: DEFAULT_MISSING_AFTER_MS,
             require_transparency: true,
+            checking_history: false,
             delivery_receipts: false,
             delivered: BTreeMap::new(),
             creations: BTreeMap::new(),
@@ -425,6 +441,9 @@ impl<S: ClientStore> Machine<S> {
     /// Asks for everything queued on the server (after a start, a reconnect, or when told).
     pub fn sync(&mut self, now: u64) {
         self.pull_wanted = true;
+        if let Err(e) = self.check_own_history(now) {
+            self.notice(format!("local profile error: {e}"));
+        }
         self.work(now);
     }
 
@@ -545,6 +564,7 @@ impl<S: ClientStore> Machine<S> {
             Pending::Inbox => self.on_inbox(now, outcome)?,
             Pending::Ack => {}
             Pending::Account { username } => self.on_account(now, &username, outcome)?,
+            Pending::OwnHistory => self.on_own_history(now, outcome)?,
             Pending::Claim { conversation } => {
                 self.claiming = false;
                 self.on_claimed(now, conversation, outcome)?;
@@ -571,6 +591,7 @@ impl<S: ClientStore> Machine<S> {
             Pending::CreateAccount { op, .. } | Pending::CreateClaim { op, .. } => {
                 self.creations.remove(op);
             }
+            Pending::OwnHistory => self.checking_history = false,
             Pending::Post { .. } | Pending::Ack => {}
         }
     }

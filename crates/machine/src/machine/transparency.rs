@@ -10,12 +10,17 @@
 use nightjar_api::{AccountResponse, AccountTransparency, B64, EpochRoot};
 use nightjar_core::identity::SignedDeviceList;
 use nightjar_core::transparency::{
-    DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_lookup,
+    DirectoryEntry, DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_history,
+    verify_lookup,
 };
 
-use super::{Machine, meta};
+use super::{Machine, Notification, Pending, meta};
 use crate::error::{Error, Result};
 use crate::store::ClientStore;
+use crate::transport::{Failure, Request, Response};
+
+/// How often (at most) a sync checks this account's directory history.
+pub(super) const HISTORY_EVERY_MS: u64 = 60_000;
 
 /// Why a device list was not accepted on the directory's word.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +186,151 @@ impl<S: ClientStore> Machine<S> {
             Err(Unproven::NotYet(why)) => Err(Error::NotYetProven(why)),
             Err(Unproven::Refused(why)) => Err(Error::Transparency(why)),
         }
+    }
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// Remembers a device list of this account that this device accepted, so its directory
+    /// history can be told apart from lists no device of the account made.
+    pub(crate) fn record_own_list(&mut self, signed: &SignedDeviceList) -> Result<()> {
+        let Ok(list) = signed.verify() else {
+            return Ok(());
+        };
+        let entry = DirectoryEntry::for_list(list.identity_key, list.version, &signed.encode());
+        let key = format!("{}{:020}", meta::KT_OWN_LIST, list.version);
+        Ok(self.store.set_meta(&key, &B64::encode(&entry.list_hash))?)
+    }
+
+    /// Asks for this account's directory history, at most every [`HISTORY_EVERY_MS`].
+    pub(crate) fn check_own_history(&mut self, now: u64) -> Result<()> {
+        if !self.require_transparency || self.checking_history {
+            return Ok(());
+        }
+        let last: u64 = self
+            .store
+            .meta(meta::KT_HISTORY_AT)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if last != 0 && now.saturating_sub(last) < HISTORY_EVERY_MS {
+            return Ok(());
+        }
+        self.checking_history = true;
+        self.request(Request::OwnHistory, Pending::OwnHistory);
+        Ok(())
+    }
+
+    fn alarm(&mut self, id: &str, text: String) -> Result<()> {
+        let key = format!("{}{id}", meta::KT_ALARMED);
+        if self.store.meta(&key)?.is_some() {
+            return Ok(());
+        }
+        self.store.set_meta(&key, "1")?;
+        self.notifications
+            .push_back(Notification::TransparencyAlarm(text));
+        Ok(())
+    }
+
+    /// Checks this account's directory history: every entry must carry this account's
+    /// identity key, and a device list this device accepted must be the one the directory
+    /// holds for its version. A newer list than this device knows is fetched (with its
+    /// lookup proof) and accepted as usual.
+    pub(crate) fn on_own_history(
+        &mut self,
+        now: u64,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        self.checking_history = false;
+        let proof = match outcome {
+            Ok(Response::OwnHistory(proof)) => proof,
+            // Not published yet, or the server is away: the next sync asks again.
+            _ => return Ok(()),
+        };
+        let Some(keys) = self.pinned_directory_keys()? else {
+            // Pinned at the first account answer; until then there is nothing to check against.
+            return Ok(());
+        };
+        let me = self.me.username.clone();
+        let root = match signed_root(&proof.root) {
+            Ok(root) => root,
+            Err(e) => {
+                return self.alarm(
+                    "malformed",
+                    format!("this account's directory history: {e}"),
+                );
+            }
+        };
+        if let Some(seen) = self.verified_root()?
+            && let Err(e) = root.follows(&seen)
+        {
+            return self.alarm(
+                &format!("root/{}", root.epoch),
+                format!("the key-transparency directory: {e}"),
+            );
+        }
+        let history = match verify_history(&keys, &root, &me, &proof.proof.0) {
+            Ok(history) => history,
+            Err(e) => {
+                return self.alarm(
+                    &format!("proof/{}", root.epoch),
+                    format!("the server's proof of this account's directory history is false: {e}"),
+                );
+            }
+        };
+        self.store.set_meta(meta::KT_HISTORY_AT, &now.to_string())?;
+        if self
+            .verified_root()?
+            .is_none_or(|seen| root.epoch > seen.epoch)
+        {
+            self.store.set_meta(meta::KT_ROOT, &encode_root(&root))?;
+        }
+        let Some(own) = self.engine.identity_key(&me) else {
+            return Ok(());
+        };
+        let known_max = self.engine.device_list(&me).map_or(0, |l| l.version);
+        for item in &history {
+            let id = format!("{}/{}", item.published, item.version);
+            if item.entry.identity_key != own {
+                self.alarm(
+                    &id,
+                    format!(
+                        "the key-transparency directory shows another identity key for your \
+                         account {me} (published in epoch {}): the server may be impersonating \
+                         you to others. Your contacts see a changed safety number for you.",
+                        item.published
+                    ),
+                )?;
+                continue;
+            }
+            let key = format!("{}{:020}", meta::KT_OWN_LIST, item.entry.list_version);
+            if let Some(known) = self.store.meta(&key)?
+                && known != B64::encode(&item.entry.list_hash)
+            {
+                self.alarm(
+                    &id,
+                    format!(
+                        "the key-transparency directory holds a device list version {} for \
+                         your account {me} that differs from the one your devices made",
+                        item.entry.list_version
+                    ),
+                )?;
+            }
+        }
+        // A newer list (a device added or removed on another device of this account): fetch
+        // it with its proof, which also lets the account's conversations catch up.
+        if history
+            .first()
+            .is_some_and(|newest| newest.entry.list_version > known_max)
+            && !self.fetching.contains(&me)
+        {
+            self.fetching.insert(me.clone());
+            self.request(
+                Request::Account {
+                    username: me.clone(),
+                },
+                Pending::Account { username: me },
+            );
+        }
+        Ok(())
     }
 }
 
