@@ -30,6 +30,18 @@ pub struct BenchProof {
     pub proof: Vec<u8>,
 }
 
+fn bench_proof(
+    proven: Result<crate::transparency::Proven, crate::transparency::KtFailure>,
+) -> Result<BenchProof, ServerError> {
+    let proven = proven.map_err(|e| ServerError::Config(e.to_string()))?;
+    Ok(BenchProof {
+        epoch: proven.root.epoch,
+        root: proven.root.root,
+        signature: proven.root.signature,
+        proof: proven.proof,
+    })
+}
+
 impl KtBench {
     /// Opens (creating) the database and directory in `data_dir` (SQLite), or at
     /// `database_url`.
@@ -80,32 +92,12 @@ impl KtBench {
 
     /// A lookup proof of `username`.
     pub async fn lookup(&self, username: &str) -> Result<BenchProof, ServerError> {
-        let proven = self
-            .kt
-            .lookup(&self.store, username)
-            .await
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        Ok(BenchProof {
-            epoch: proven.root.epoch,
-            root: proven.root.root,
-            signature: proven.root.signature,
-            proof: proven.proof,
-        })
+        bench_proof(self.kt.lookup(&self.store, username).await)
     }
 
     /// A history proof of `username`.
     pub async fn history(&self, username: &str) -> Result<BenchProof, ServerError> {
-        let proven = self
-            .kt
-            .history(&self.store, username)
-            .await
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        Ok(BenchProof {
-            epoch: proven.root.epoch,
-            root: proven.root.root,
-            signature: proven.root.signature,
-            proof: proven.proof,
-        })
+        bench_proof(self.kt.history(&self.store, username).await)
     }
 
     /// Closes the database.

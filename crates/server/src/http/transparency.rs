@@ -90,9 +90,10 @@ async fn latest_epoch(State(state): State<AppState>) -> Result<axum::Json<EpochR
 
 /// One epoch's signed root and the append-only proof from the epoch before.
 #[utoipa::path(get, path = "/v1/kt/epochs/{epoch}", tag = "transparency",
-    params(("epoch" = u64, Path, minimum = 1, description = "the epoch")),
+    params(("epoch" = u64, Path, minimum = 0, description = "the epoch (0: the empty directory)")),
     responses(
         (status = 200, body = EpochResponse),
+        (status = 400, description = "the epoch is not a number", body = ApiError),
         (status = 404, description = "no such epoch", body = ApiError),
     ))]
 async fn epoch(
