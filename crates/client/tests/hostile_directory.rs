@@ -229,3 +229,21 @@ async fn a_key_the_operator_puts_in_the_directory_alarms_the_account_and_shows_t
             .any(|n| n.starts_with("KEY TRANSPARENCY ALARM"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_about_another_account_is_refused() {
+    let mut w = world().await;
+    let _carol = account(w._tmp.path(), w.mitm.upstream(), "carol").await;
+    // Asked for alice, the server answers with carol's real account and proof.
+    w.mitm.on_request(|request| {
+        if request.path == "/v1/accounts/alice" {
+            request.path = "/v1/accounts/carol".into();
+        }
+        Verdict::Forward
+    });
+    let refused = format!("{:?}", w.bob.send_direct("alice", "hi").await);
+    assert!(
+        refused.contains("answered for carol when asked for alice"),
+        "{refused}"
+    );
+}

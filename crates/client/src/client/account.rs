@@ -508,7 +508,7 @@ impl Client {
             }
             Err(e) => return Err(e),
         };
-        let result = self.machine()?.accept_account(now_ms(), &account);
+        let result = self.machine()?.accept_account(now_ms(), username, &account);
         self.take_machine_notifications()?;
         Ok(result?)
     }

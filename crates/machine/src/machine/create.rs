@@ -322,7 +322,7 @@ impl<S: ClientStore> Machine<S> {
                 return Ok(());
             }
         };
-        match self.accept_account(now, &account) {
+        match self.accept_account(now, username, &account) {
             Ok(()) => {}
             Err(Error::Transparency(why) | Error::NotYetProven(why)) => {
                 self.fail_creation(

@@ -523,7 +523,7 @@ impl<S: ClientStore> Machine<S> {
     ) -> Result<()> {
         self.fetching.remove(username);
         match outcome {
-            Ok(Response::Account(account)) => match self.accept_account(now, &account) {
+            Ok(Response::Account(account)) => match self.accept_account(now, username, &account) {
                 Ok(()) | Err(Error::IdentityChanged(_)) => {}
                 Err(Error::NotYetProven(_)) => {
                     // The directory catches up within seconds: ask again after a while.

@@ -178,8 +178,20 @@ impl<S: ClientStore> Machine<S> {
         Ok(Ok(()))
     }
 
-    /// Accepts a peer's account answer: its device list, if the directory proves it.
-    pub fn accept_account(&mut self, now: u64, account: &AccountResponse) -> Result<()> {
+    /// Accepts the answer to a request for `username`'s account: its device list, if the
+    /// directory proves it (an answer about another account is refused).
+    pub fn accept_account(
+        &mut self,
+        now: u64,
+        username: &str,
+        account: &AccountResponse,
+    ) -> Result<()> {
+        if account.username != username {
+            return Err(Error::Transparency(format!(
+                "the server answered for {} when asked for {username}",
+                account.username
+            )));
+        }
         let signed = SignedDeviceList::decode(&account.device_list.0)?;
         match self.prove_list(&account.username, &signed, account.transparency.as_deref())? {
             Ok(()) => self.accept_list(now, &account.username, &signed),
