@@ -67,19 +67,11 @@ pub struct Auditor {
 }
 
 fn signed_root(view: &EpochRoot) -> std::result::Result<SignedRoot, AuditFailure> {
-    let bad = |what: &str| AuditFailure::Epoch {
-        epoch: view.epoch,
-        reason: format!("malformed {what}"),
-    };
-    Ok(SignedRoot {
-        epoch: view.epoch,
-        root: view.root.0.as_slice().try_into().map_err(|_| bad("root"))?,
-        signature: view
-            .signature
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("signature"))?,
+    SignedRoot::from_slices(view.epoch, &view.root.0, &view.signature.0).map_err(|e| {
+        AuditFailure::Epoch {
+            epoch: view.epoch,
+            reason: e.to_string(),
+        }
     })
 }
 

@@ -18,7 +18,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use protobuf::Message as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::identity::{IdentityKey, SignedDeviceList};
+use crate::identity::IdentityKey;
 
 /// The directory's domain label, mixed into every hash of the tree.
 #[derive(Clone, Copy, Debug)]
@@ -100,12 +100,6 @@ impl DirectoryEntry {
         *self == Self::for_list(identity_key, list_version, signed)
     }
 
-    /// Whether `list` is exactly this entry (verifying the list's signature).
-    pub fn matches_list(&self, list: &SignedDeviceList) -> bool {
-        list.verify()
-            .is_ok_and(|l| self.matches(l.identity_key, l.version, &list.encode()))
-    }
-
     /// The directory value.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(ENTRY_LEN);
@@ -180,6 +174,15 @@ fn hex8(bytes: &[u8]) -> String {
 }
 
 impl SignedRoot {
+    /// A root as it travels: `root` must be 32 bytes and `signature` 64 (not verified here).
+    pub fn from_slices(epoch: u64, root: &[u8], signature: &[u8]) -> Result<Self, KtError> {
+        Ok(Self {
+            epoch,
+            root: root.try_into().map_err(|_| KtError::Malformed)?,
+            signature: signature.try_into().map_err(|_| KtError::Malformed)?,
+        })
+    }
+
     /// The bytes the server signs for `epoch` and `root`.
     pub fn message(epoch: u64, root: &[u8; 32]) -> Vec<u8> {
         let mut m = Vec::with_capacity(64);
@@ -343,6 +346,15 @@ mod tests {
         let pinned = RootKey(key.verifying_key().to_bytes());
         let r5 = signed(&key, 5, [9; 32]);
         assert_eq!(r5.verify(&pinned), Ok(()));
+        assert_eq!(SignedRoot::from_slices(5, &r5.root, &r5.signature), Ok(r5));
+        assert_eq!(
+            SignedRoot::from_slices(5, &r5.root[..31], &r5.signature),
+            Err(KtError::Malformed)
+        );
+        assert_eq!(
+            SignedRoot::from_slices(5, &r5.root, &r5.signature[..63]),
+            Err(KtError::Malformed)
+        );
         assert_eq!(
             signed(&other, 5, [9; 32]).verify(&pinned),
             Err(KtError::BadRootSignature(5))

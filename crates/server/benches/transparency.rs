@@ -27,11 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn root(p: &BenchProof) -> SignedRoot {
-    SignedRoot {
-        epoch: p.epoch,
-        root: p.root.as_slice().try_into().unwrap(),
-        signature: p.signature.as_slice().try_into().unwrap(),
-    }
+    SignedRoot::from_slices(p.epoch, &p.root, &p.signature).unwrap()
 }
 
 fn publish(c: &mut Criterion) {

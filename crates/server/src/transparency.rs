@@ -205,6 +205,11 @@ impl Transparency {
         self.interval
     }
 
+    /// The publishing interval in milliseconds, as the API states it.
+    pub(crate) fn interval_ms(&self) -> u64 {
+        u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn sign(&self, epoch: u64, root: [u8; 32]) -> Vec<u8> {
         self.root_key
             .sign(&SignedRoot::message(epoch, &root))
@@ -420,11 +425,7 @@ mod tests {
     }
 
     fn root(e: &StoredEpoch) -> SignedRoot {
-        SignedRoot {
-            epoch: e.epoch,
-            root: e.root.as_slice().try_into().unwrap(),
-            signature: e.signature.as_slice().try_into().unwrap(),
-        }
+        SignedRoot::from_slices(e.epoch, &e.root, &e.signature).unwrap()
     }
 
     async fn append_only(store: &Store, epoch: u64) -> Result<(), String> {

@@ -30,10 +30,10 @@ impl<S: ClientStore> Machine<S> {
     ) -> Result<()> {
         match self.engine.accept_device_list(username, signed) {
             Ok(_) => {
-                if username == self.me.username {
-                    self.record_own_list(signed)?;
-                }
-                if let Some(list) = self.engine.device_list(username) {
+                if let Some(list) = self.engine.device_list(username).cloned() {
+                    if username == self.me.username {
+                        self.record_own_list(&list, signed)?;
+                    }
                     let (key, version) = (list.identity_key, list.version);
                     self.store
                         .record_contact(username, key.as_bytes(), version, now)?;

@@ -8,7 +8,7 @@
 //! (their history check) and by auditors, who see every published entry.
 
 use nightjar_api::{AccountResponse, AccountTransparency, B64, EpochRoot};
-use nightjar_core::identity::SignedDeviceList;
+use nightjar_core::identity::{DeviceList, SignedDeviceList};
 use nightjar_core::transparency::{
     DirectoryEntry, DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_history,
     verify_lookup,
@@ -32,21 +32,7 @@ pub(crate) enum Unproven {
 }
 
 fn signed_root(view: &EpochRoot) -> std::result::Result<SignedRoot, KtError> {
-    Ok(SignedRoot {
-        epoch: view.epoch,
-        root: view
-            .root
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| KtError::Malformed)?,
-        signature: view
-            .signature
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| KtError::Malformed)?,
-    })
+    SignedRoot::from_slices(view.epoch, &view.root.0, &view.signature.0)
 }
 
 fn encode_root(r: &SignedRoot) -> String {
@@ -118,6 +104,26 @@ impl<S: ClientStore> Machine<S> {
             .and_then(decode_root))
     }
 
+    /// Whether `root` may follow the newest root this device verified (not older, and the
+    /// same root for the same epoch).
+    fn follows_verified(&self, root: &SignedRoot) -> Result<std::result::Result<(), KtError>> {
+        Ok(match self.verified_root()? {
+            Some(seen) => root.follows(&seen),
+            None => Ok(()),
+        })
+    }
+
+    /// Keeps `root` (verified) as the newest root if it is newer.
+    fn remember_root(&mut self, root: &SignedRoot) -> Result<()> {
+        if self
+            .verified_root()?
+            .is_none_or(|seen| root.epoch > seen.epoch)
+        {
+            self.store.set_meta(meta::KT_ROOT, &encode_root(root))?;
+        }
+        Ok(())
+    }
+
     /// Checks `signed`, served as `username`'s list, against the directory proof that came
     /// with it; on success remembers the (newer) root.
     pub(crate) fn prove_list(
@@ -157,9 +163,7 @@ impl<S: ClientStore> Machine<S> {
             Ok(root) => root,
             Err(e) => return Ok(Err(Unproven::Refused(e.to_string()))),
         };
-        if let Some(seen) = self.verified_root()?
-            && let Err(e) = root.follows(&seen)
-        {
+        if let Err(e) = self.follows_verified(&root)? {
             return Ok(Err(Unproven::Refused(e.to_string())));
         }
         let proven = match verify_lookup(&keys, &root, username, &t.lookup.proof.0) {
@@ -169,12 +173,7 @@ impl<S: ClientStore> Machine<S> {
         if let Err(unproven) = compare(username, signed, &proven) {
             return Ok(Err(unproven));
         }
-        if self
-            .verified_root()?
-            .is_none_or(|seen| root.epoch > seen.epoch)
-        {
-            self.store.set_meta(meta::KT_ROOT, &encode_root(&root))?;
-        }
+        self.remember_root(&root)?;
         Ok(Ok(()))
     }
 
@@ -202,12 +201,14 @@ impl<S: ClientStore> Machine<S> {
 }
 
 impl<S: ClientStore> Machine<S> {
-    /// Remembers a device list of this account that this device accepted, so its directory
-    /// history can be told apart from lists no device of the account made.
-    pub(crate) fn record_own_list(&mut self, signed: &SignedDeviceList) -> Result<()> {
-        let Ok(list) = signed.verify() else {
-            return Ok(());
-        };
+    /// Remembers a device list of this account that this device accepted (`list` is
+    /// `signed`, already verified), so its directory history can be told apart from lists no
+    /// device of the account made.
+    pub(crate) fn record_own_list(
+        &mut self,
+        list: &DeviceList,
+        signed: &SignedDeviceList,
+    ) -> Result<()> {
         let entry = DirectoryEntry::for_list(list.identity_key, list.version, &signed.encode());
         let key = format!("{}{:020}", meta::KT_OWN_LIST, list.version);
         Ok(self.store.set_meta(&key, &B64::encode(&entry.list_hash))?)
@@ -271,9 +272,7 @@ impl<S: ClientStore> Machine<S> {
                 );
             }
         };
-        if let Some(seen) = self.verified_root()?
-            && let Err(e) = root.follows(&seen)
-        {
+        if let Err(e) = self.follows_verified(&root)? {
             return self.alarm(
                 &format!("root/{}", root.epoch),
                 format!("the key-transparency directory: {e}"),
@@ -289,12 +288,7 @@ impl<S: ClientStore> Machine<S> {
             }
         };
         self.store.set_meta(meta::KT_HISTORY_AT, &now.to_string())?;
-        if self
-            .verified_root()?
-            .is_none_or(|seen| root.epoch > seen.epoch)
-        {
-            self.store.set_meta(meta::KT_ROOT, &encode_root(&root))?;
-        }
+        self.remember_root(&root)?;
         let Some(own) = self.engine.identity_key(&me) else {
             return Ok(());
         };

@@ -34,9 +34,7 @@ fn root_view(e: &StoredEpoch) -> EpochRoot {
 fn failure(state: &AppState, e: KtFailure) -> Error {
     match e {
         KtFailure::NotFound => Error::not_found("not in the directory yet"),
-        KtFailure::NotReady => Error::rate_limited(
-            u64::try_from(state.transparency.interval().as_millis()).unwrap_or(u64::MAX),
-        ),
+        KtFailure::NotReady => Error::rate_limited(state.transparency.interval_ms()),
         KtFailure::Store(e) => Error::Database(e),
         KtFailure::Akd(message) => {
             tracing::error!(error = %message, "the directory failed");
@@ -62,7 +60,7 @@ pub(super) fn keys_view(kt: &crate::transparency::Transparency) -> DirectoryKeys
     DirectoryKeysResponse {
         root_key: B64(kt.root_public_key().to_vec()),
         vrf_public_key: B64(kt.vrf_public_key().to_vec()),
-        interval_ms: u64::try_from(kt.interval().as_millis()).unwrap_or(u64::MAX),
+        interval_ms: kt.interval_ms(),
     }
 }
 
