@@ -6,9 +6,11 @@
 
 use std::path::Path;
 
+use ed25519_dalek::{Signer as _, SigningKey};
 use nightjar_api::B64;
-use nightjar_client::{Client, ClientOptions, Password};
+use nightjar_client::{Client, ClientOptions, LoginOutcome, Password};
 use nightjar_core::identity::{AccountIdentity, DeviceList};
+use nightjar_core::transparency::SignedRoot;
 use nightjar_core::{EngineConfig, Suite};
 use nightjar_server::{RunningServer, ServerConfig};
 use nightjar_testkit::{Mitm, Verdict};
@@ -57,6 +59,20 @@ fn forged_list(username: &str, version: u64) -> (String, String) {
         B64::encode(fake.public().as_bytes()),
         B64::encode(&list.encode()),
     )
+}
+
+/// The directory's root signing key, as the operator holds it (the server's key file).
+fn operator_root_key(data: &Path) -> SigningKey {
+    let text = std::fs::read_to_string(data.join("directory.key")).unwrap();
+    let bytes = B64::decode(text.trim()).unwrap();
+    SigningKey::from_bytes(&bytes[32..64].try_into().unwrap())
+}
+
+fn alarms(c: &mut Client) -> Vec<String> {
+    c.take_notices()
+        .into_iter()
+        .filter(|n| n.starts_with("KEY TRANSPARENCY ALARM"))
+        .collect()
 }
 
 struct World {
@@ -245,5 +261,132 @@ async fn an_answer_about_another_account_is_refused() {
     assert!(
         refused.contains("answered for carol when asked for alice"),
         "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_device_list_after_a_revocation_is_caught_by_the_next_message() {
+    let mut w = world().await;
+    // alice links a second device, then bob meets her: he holds her list with both devices.
+    let mut alice2 = Client::open(&w._tmp.path().join("alice2"), options()).unwrap();
+    let code = match alice2
+        .login(w.mitm.upstream(), "alice", &Password::new("pw".into()))
+        .await
+        .unwrap()
+    {
+        LoginOutcome::Pending { code, device_id } => {
+            w.alice.approve(&code).await.unwrap();
+            assert!(alice2.check_link().await.unwrap());
+            device_id
+        }
+        other => panic!("{other:?}"),
+    };
+    w.bob.send_direct("alice", "hello alice").await.unwrap();
+    w.alice.accept("bob").await.unwrap();
+    w.alice.sync().await.unwrap();
+    let stale = w
+        .mitm
+        .recorded()
+        .into_iter()
+        .rev()
+        .find(|e| e.request.path == "/v1/accounts/alice")
+        .and_then(|e| e.response.json())
+        .unwrap();
+    assert_eq!(w.bob.device_list_version("alice").unwrap(), Some(2));
+
+    // alice revokes her second device (list version 3). The server keeps showing bob the
+    // list from before, with the proof it had then: the revoked device stays reachable.
+    w.alice.remove_device(&code).await.unwrap();
+    w.mitm.on_response(move |request, response| {
+        if request.path == "/v1/accounts/alice" {
+            response.set_json(&stale);
+        }
+        Verdict::Forward
+    });
+    w.alice
+        .send_direct("bob", "after the revocation")
+        .await
+        .unwrap();
+    let report = w.bob.sync().await.unwrap();
+    assert!(
+        report
+            .messages
+            .iter()
+            .any(|m| m.text.as_deref() == Some("after the revocation"))
+    );
+    // Her message says version 3 inside the encryption; bob asks for it and gets version 2.
+    let raised = alarms(&mut w.bob);
+    assert!(
+        raised.iter().any(|n| n.contains(
+            "alice's messages say their device list is at version 3, but the server proves \
+             only version 2"
+        )),
+        "{raised:?}"
+    );
+    // With the server honest again, bob catches up and nothing more is raised.
+    w.mitm.clear();
+    w.alice.send_direct("bob", "again").await.unwrap();
+    w.bob.sync().await.unwrap();
+    assert!(alarms(&mut w.bob).is_empty());
+    assert_eq!(w.bob.device_list_version("alice").unwrap(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_shows_members_different_roots_is_caught_as_a_fork() {
+    let mut w = world().await;
+    let operator = operator_root_key(&w._tmp.path().join("server"));
+    w.bob.send_direct("alice", "hello alice").await.unwrap();
+    w.alice.accept("bob").await.unwrap();
+    w.alice.sync().await.unwrap();
+    // bob's own-history check would also show him the newest root: keep him on his old one.
+    w.mitm.on_response(|request, response| {
+        if request.path == "/v1/kt/history" {
+            *response = nightjar_testkit::Response::json_answer(404, &json!({}));
+        }
+        Verdict::Forward
+    });
+    // A new account makes a new epoch; alice verifies it (she looks carol up).
+    let _carol = account(w._tmp.path(), w.mitm.upstream(), "carol").await;
+    w.alice.safety_number("carol").await.unwrap();
+    let view = w.alice.verified_root().unwrap().unwrap();
+    let bob_view = w.bob.verified_root().unwrap().unwrap();
+    assert!(view.epoch > bob_view.epoch, "{view:?} {bob_view:?}");
+
+    // Honest: bob fetches the root alice states, finds the same, and raises nothing.
+    w.alice.send_direct("bob", "first").await.unwrap();
+    w.bob.sync().await.unwrap();
+    assert!(alarms(&mut w.bob).is_empty());
+    assert_eq!(w.bob.verified_root().unwrap().unwrap().epoch, view.epoch);
+
+    // Forked: for the next epoch alice verifies, the operator shows bob another root, signed
+    // with the directory's real key.
+    let _dave = account(w._tmp.path(), w.mitm.upstream(), "dave").await;
+    w.alice.safety_number("dave").await.unwrap();
+    let view = w.alice.verified_root().unwrap().unwrap();
+    let forked_epoch = view.epoch;
+    let forged_root = [0x66u8; 32];
+    let signature = operator
+        .sign(&SignedRoot::message(forked_epoch, &forged_root))
+        .to_bytes();
+    w.mitm.on_response(move |request, response| {
+        if request.path == "/v1/kt/history" {
+            *response = nightjar_testkit::Response::json_answer(404, &json!({}));
+        } else if request.path == format!("/v1/kt/epochs/{forked_epoch}")
+            && let Some(mut body) = response.json()
+        {
+            body["root"]["root"] = json!(B64::encode(&forged_root));
+            body["root"]["signature"] = json!(B64::encode(&signature));
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    w.alice.send_direct("bob", "second").await.unwrap();
+    w.bob.sync().await.unwrap();
+    let raised = alarms(&mut w.bob);
+    assert!(
+        raised.iter().any(|n| n.contains(&format!(
+            "a different root for epoch {forked_epoch} than the one alice's device verified"
+        ))),
+        "{raised:?}"
     );
 }

@@ -33,6 +33,23 @@
 //! } Plaintext;
 //!
 //! struct {
+//!     uint8 version = 3;           // version 3: what the engine encrypts now
+//!     uint64 seq;
+//!     uint64 list_version;         // the sender's account device-list version (`SenderState`)
+//!     optional<DirectoryView> directory;
+//!     opaque id[16];               // ... then every field of version 1 after `version`
+//!     uint64 sent_at_ms;
+//!     optional<uint32> expires_after_secs;
+//!     uint16 content_type;
+//!     opaque body<V>;
+//! } Plaintext;
+//!
+//! struct {
+//!     uint64 epoch;                // the newest key-transparency root the sender verified
+//!     opaque root[32];
+//! } DirectoryView;
+//!
+//! struct {
 //!     uint8 version = 1;
 //!     opaque name<V>;
 //!     optional<AttachmentPointer> avatar;
@@ -79,6 +96,12 @@
 //! sender's sequence number after the version byte so receivers can drop duplicates and report
 //! gaps ([`crate::sequence`]). Version 1 content from older senders still decodes (without a
 //! number). [`Message::encode`] stays version 1, so stored and queued messages keep their bytes.
+//!
+//! Version 3 adds the sender's [`SenderState`]: the version of its account's device list and
+//! the newest key-transparency root it verified. Inside the encryption, so only members see
+//! them; a receiver that holds an older list of the sender's account fetches the newer one
+//! (the server cannot keep serving a stale list unnoticed), and one that verified another
+//! root for the same epoch has caught the directory showing two views (a fork).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -95,8 +118,16 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The content version of a [`Plaintext`] that carries a sequence number.
 pub const SEQUENCED_VERSION: u8 = 2;
 
+/// The content version of a [`Plaintext`] that carries a sequence number and the sender's
+/// [`SenderState`].
+pub const STATEFUL_VERSION: u8 = 3;
+
 /// What version 2 adds to a message's encoding: the 8-byte sequence number.
 const SEQUENCE_BYTES: usize = 8;
+
+/// The most that version 3 adds after the sequence number: a list version, a presence tag, an
+/// epoch and a 32-byte root.
+const SENDER_STATE_BYTES: usize = 8 + 1 + 8 + 32;
 
 const TYPE_TEXT: u16 = 1;
 const TYPE_REPLY: u16 = 2;
@@ -622,11 +653,22 @@ impl Message {
     }
 
     /// The version 2 encoding with sequence number `seq`: what [`Plaintext::encode`] gives for
-    /// `Plaintext { seq: Some(seq), message }`, without cloning the message.
+    /// `Plaintext { seq: Some(seq), sender: None, message }`, without cloning the message.
     pub fn encode_with_seq(&self, seq: u64) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(SEQUENCED_VERSION);
         w.u64(seq);
+        self.write_fields(&mut w);
+        w.0
+    }
+
+    /// The version 3 encoding: what [`Plaintext::encode`] gives for
+    /// `Plaintext { seq: Some(seq), sender: Some(state), message }`, without cloning the message.
+    pub fn encode_with_state(&self, seq: u64, state: &SenderState) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(STATEFUL_VERSION);
+        w.u64(seq);
+        state.write(&mut w);
         self.write_fields(&mut w);
         w.0
     }
@@ -656,44 +698,108 @@ impl Message {
     }
 }
 
-/// What the engine encrypts into an MLS application message: a [`Message`] and the sending
-/// device's sequence number in the conversation (see [`crate::sequence`]).
+/// The newest key-transparency root a device verified: its epoch and root hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryView {
+    /// The directory epoch.
+    pub epoch: u64,
+    /// The directory's root hash at that epoch.
+    pub root: [u8; 32],
+}
+
+/// What a sender states about itself inside each message it encrypts (content version 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderState {
+    /// The version of the sender's account device list that the sender holds; 0 if none.
+    pub list_version: u64,
+    /// The newest directory root the sender verified, if it verified one.
+    pub directory: Option<DirectoryView>,
+}
+
+impl SenderState {
+    fn write(&self, w: &mut Writer) {
+        w.u64(self.list_version);
+        w.option(self.directory.as_ref(), |w, view| {
+            w.u64(view.epoch);
+            w.raw(&view.root);
+        });
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ContentError> {
+        let list_version = r.u64()?;
+        let directory = r.option(|r| {
+            Ok(DirectoryView {
+                epoch: r.u64()?,
+                root: r.array()?,
+            })
+        })?;
+        Ok(Self {
+            list_version,
+            directory,
+        })
+    }
+}
+
+/// What the engine encrypts into an MLS application message: a [`Message`], the sending
+/// device's sequence number in the conversation (see [`crate::sequence`]) and what the sender
+/// states about its keys ([`SenderState`]).
 ///
-/// Content version 2 carries the number; version 1 (clients before it) does not, and decodes
-/// with `seq: None`. Either version re-encodes byte for byte.
+/// Content version 3 carries both, version 2 only the number, and version 1 (clients before
+/// either) neither. Every version re-encodes byte for byte; a `sender` without a `seq` is not
+/// encodable and encodes as version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plaintext {
     /// The sender's sequence number, counting its application messages in this conversation
     /// from 1; `None` for version 1 content.
     pub seq: Option<u64>,
+    /// The sender's device-list version and directory view; `None` before version 3.
+    pub sender: Option<SenderState>,
     /// The message.
     pub message: Message,
 }
 
 impl Plaintext {
-    /// The canonical encoding: version 1 without a sequence number, version 2 with one.
+    /// The canonical encoding: version 1 without a sequence number, version 2 with one, and
+    /// version 3 with a number and a sender state.
     pub fn encode(&self) -> Vec<u8> {
-        match self.seq {
-            Some(seq) => self.message.encode_with_seq(seq),
-            None => self.message.encode(),
+        match (self.seq, &self.sender) {
+            (Some(seq), Some(state)) => self.message.encode_with_state(seq, state),
+            (Some(seq), None) => self.message.encode_with_seq(seq),
+            (None, _) => self.message.encode(),
         }
     }
 
-    /// Decodes version 1 or 2 content; on success, encoding the result gives back `bytes`.
+    /// Decodes version 1, 2 or 3 content; on success, encoding the result gives back `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
-        if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES {
+        if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + SENDER_STATE_BYTES {
             return Err(ContentError::TooLarge);
         }
         let mut r = Reader::new(bytes);
-        let seq = match r.u8()? {
-            CONTENT_VERSION if bytes.len() <= MAX_MESSAGE_BYTES => None,
-            CONTENT_VERSION => return Err(ContentError::TooLarge),
-            SEQUENCED_VERSION => Some(r.u64()?),
+        let (seq, sender) = match r.u8()? {
+            CONTENT_VERSION if bytes.len() <= MAX_MESSAGE_BYTES => (None, None),
+            SEQUENCED_VERSION if bytes.len() <= MAX_MESSAGE_BYTES + SEQUENCE_BYTES => {
+                (Some(r.u64()?), None)
+            }
+            STATEFUL_VERSION => {
+                let seq = r.u64()?;
+                let before = r.rest.len();
+                let state = SenderState::read(&mut r)?;
+                let state_len = before - r.rest.len();
+                if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + state_len {
+                    return Err(ContentError::TooLarge);
+                }
+                (Some(seq), Some(state))
+            }
+            CONTENT_VERSION | SEQUENCED_VERSION => return Err(ContentError::TooLarge),
             other => return Err(ContentError::UnsupportedVersion(other)),
         };
         let message = Message::read_fields(&mut r)?;
         r.finish()?;
-        Ok(Self { seq, message })
+        Ok(Self {
+            seq,
+            sender,
+            message,
+        })
     }
 }
 
@@ -1062,6 +1168,7 @@ mod tests {
         };
         let plaintext = Plaintext {
             seq: Some(0x0102),
+            sender: None,
             message: typing.clone(),
         };
         let mut expected = vec![2, 0, 0, 0, 0, 0, 0, 1, 2];
@@ -1071,6 +1178,7 @@ mod tests {
         // Version 1 content (older senders) decodes without a number and keeps its bytes.
         let legacy = Plaintext {
             seq: None,
+            sender: None,
             message: typing.clone(),
         };
         assert_eq!(legacy.encode(), typing.encode());
@@ -1081,8 +1189,8 @@ mod tests {
             Err(ContentError::UnsupportedVersion(2))
         );
         assert_eq!(
-            Plaintext::decode(&[3]),
-            Err(ContentError::UnsupportedVersion(3))
+            Plaintext::decode(&[4]),
+            Err(ContentError::UnsupportedVersion(4))
         );
         for len in 0..expected.len() {
             assert_eq!(
@@ -1098,10 +1206,72 @@ mod tests {
         assert_eq!(big.encode().len(), MAX_MESSAGE_BYTES);
         let at_limit = Plaintext {
             seq: Some(u64::MAX),
+            sender: None,
             message: big.clone(),
         };
         assert_eq!(Plaintext::decode(&at_limit.encode()), Ok(at_limit));
         let mut over = big.encode();
+        over.push(0);
+        assert_eq!(Plaintext::decode(&over), Err(ContentError::TooLarge));
+        let mut over = big.encode_with_seq(1);
+        over.push(0);
+        assert_eq!(Plaintext::decode(&over), Err(ContentError::TooLarge));
+    }
+
+    #[test]
+    fn stateful_plaintext_matches_pinned_vector() {
+        let typing = Message {
+            id: MessageId::from_bytes([7; 16]),
+            sent_at_ms: 1,
+            expires_after_secs: None,
+            content: Content::Typing { active: true },
+        };
+        let state = SenderState {
+            list_version: 5,
+            directory: Some(DirectoryView {
+                epoch: 9,
+                root: [0xab; 32],
+            }),
+        };
+        let plaintext = Plaintext {
+            seq: Some(2),
+            sender: Some(state),
+            message: typing.clone(),
+        };
+        let mut expected = vec![3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 1];
+        expected.extend_from_slice(&9u64.to_be_bytes());
+        expected.extend_from_slice(&[0xab; 32]);
+        expected.extend_from_slice(&typing.encode()[1..]);
+        assert_eq!(plaintext.encode(), expected);
+        assert_eq!(Plaintext::decode(&expected), Ok(plaintext));
+        for len in 0..expected.len() {
+            assert_eq!(
+                Plaintext::decode(&expected[..len]),
+                Err(ContentError::Truncated),
+                "{len}"
+            );
+        }
+        // No view yet: a zero presence tag; any other tag is malformed.
+        let bare = SenderState {
+            list_version: 1,
+            directory: None,
+        };
+        let encoded = typing.encode_with_state(1, &bare);
+        assert_eq!(encoded[17], 0);
+        assert_eq!(
+            Plaintext::decode(&encoded).map(|p| p.sender),
+            Ok(Some(bare))
+        );
+        let mut bad_tag = encoded.clone();
+        bad_tag[17] = 2;
+        assert_eq!(Plaintext::decode(&bad_tag), Err(ContentError::Malformed));
+        // The size limit is the message's: the state does not buy room for a bigger body.
+        let big = message(Content::Text {
+            body: "x".repeat(MAX_MESSAGE_BYTES - 40),
+        });
+        let at_limit = big.encode_with_state(1, &bare);
+        assert!(Plaintext::decode(&at_limit).is_ok());
+        let mut over = at_limit;
         over.push(0);
         assert_eq!(Plaintext::decode(&over), Err(ContentError::TooLarge));
     }
@@ -1380,6 +1550,18 @@ mod tests {
     }
 
     prop_compose! {
+        fn arb_sender_state()(
+            list_version in any::<u64>(),
+            directory in of((any::<u64>(), any::<[u8; 32]>())),
+        ) -> SenderState {
+            SenderState {
+                list_version,
+                directory: directory.map(|(epoch, root)| DirectoryView { epoch, root }),
+            }
+        }
+    }
+
+    prop_compose! {
         fn arb_metadata()(name in ".*", avatar in of(arb_pointer())) -> GroupMetadata {
             GroupMetadata { name, avatar }
         }
@@ -1407,19 +1589,26 @@ mod tests {
         }
 
         #[test]
-        fn plaintext_round_trips(seq in any::<Option<u64>>(), message in arb_message()) {
-            let plaintext = Plaintext { seq, message };
+        fn plaintext_round_trips(
+            seq in any::<Option<u64>>(),
+            state in of(arb_sender_state()),
+            message in arb_message(),
+        ) {
+            // A state travels only with a number (version 3).
+            let sender = seq.and(state);
+            let plaintext = Plaintext { seq, sender, message };
             prop_assert_eq!(Plaintext::decode(&plaintext.encode()), Ok(plaintext));
         }
 
         #[test]
         fn mutated_plaintexts_decode_canonically(
             seq in any::<u64>(),
+            state in of(arb_sender_state()),
             message in arb_message(),
             edits in vec((any::<usize>(), any::<u8>()), 1..4),
             cut in any::<usize>(),
         ) {
-            let mut bytes = Plaintext { seq: Some(seq), message }.encode();
+            let mut bytes = Plaintext { seq: Some(seq), sender: state, message }.encode();
             for (at, value) in &edits {
                 let len = bytes.len();
                 bytes[at % len] = *value;

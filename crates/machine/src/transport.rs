@@ -3,8 +3,8 @@
 //! stream is open) and hand the outcome to [`crate::Machine::handle_response`].
 
 use nightjar_api::{
-    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, ProofResponse, SendRequest,
-    SendResponse,
+    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, EpochResponse, ProofResponse,
+    SendRequest, SendResponse,
 };
 use nightjar_core::ConversationId;
 
@@ -46,6 +46,11 @@ pub enum Request {
     },
     /// `GET /v1/kt/history`: this account's complete key-transparency history.
     OwnHistory,
+    /// `GET /v1/kt/epochs/{epoch}`: the directory's signed root for an epoch (public).
+    DirectoryRoot {
+        /// The epoch.
+        epoch: u64,
+    },
 }
 
 /// A successful answer to a [`Request`] of the same kind.
@@ -63,6 +68,8 @@ pub enum Response {
     Claimed(ClaimKeyPackagesResponse),
     /// To [`Request::OwnHistory`].
     OwnHistory(ProofResponse),
+    /// To [`Request::DirectoryRoot`].
+    DirectoryRoot(EpochResponse),
 }
 
 /// Why a request failed.

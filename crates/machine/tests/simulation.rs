@@ -140,7 +140,9 @@ impl Ds {
                 None => refused(ErrorCode::NotFound, "no such account"),
             }),
             // No directory here (machines take lists unproven and never ask).
-            Request::OwnHistory => Answer::Now(refused(ErrorCode::NotFound, "no directory")),
+            Request::OwnHistory | Request::DirectoryRoot { .. } => {
+                Answer::Now(refused(ErrorCode::NotFound, "no directory"))
+            }
             Request::ClaimKeyPackages { username } => {
                 let list = self.lists[&username].verify().unwrap();
                 let mut out = Vec::new();

@@ -142,6 +142,11 @@ pub(crate) async fn execute(token: Option<&str>, request: Request) -> Result<Res
         Request::OwnHistory => json("GET", "/v1/kt/history", token, None::<&()>)
             .await
             .map(Response::OwnHistory),
+        Request::DirectoryRoot { epoch } => {
+            json("GET", &format!("/v1/kt/epochs/{epoch}"), token, None::<&()>)
+                .await
+                .map(Response::DirectoryRoot)
+        }
         Request::ClaimKeyPackages { username } => {
             let path = format!("/v1/accounts/{}/key-packages/claim", segment(&username));
             json("POST", &path, token, None::<&()>)

@@ -53,6 +53,9 @@ impl Client {
                 .await
                 .map(Response::Claimed),
             Request::OwnHistory => api.kt_history().await.map(Response::OwnHistory),
+            Request::DirectoryRoot { epoch } => {
+                api.kt_epoch(epoch).await.map(Response::DirectoryRoot)
+            }
         };
         result.map_err(failure)
     }

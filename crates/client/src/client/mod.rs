@@ -18,6 +18,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use nightjar_core::identity::DeviceCredential;
+use nightjar_core::transparency::SignedRoot;
 use nightjar_core::{Engine, EngineConfig};
 use nightjar_machine::Machine;
 
@@ -228,6 +229,16 @@ impl Client {
 
     pub(crate) fn notice(&mut self, text: impl Into<String>) {
         self.notices.push(text.into());
+    }
+
+    /// The newest key-transparency root this device verified (see `docs/transparency.md`).
+    pub fn verified_root(&mut self) -> Result<Option<SignedRoot>> {
+        Ok(self.machine()?.verified_root()?)
+    }
+
+    /// The version of `username`'s device list this device holds, if it holds one.
+    pub fn device_list_version(&mut self, username: &str) -> Result<Option<u64>> {
+        Ok(self.engine()?.device_list(username).map(|l| l.version))
     }
 
     pub(crate) fn engine(&mut self) -> Result<&mut Engine<Store>> {

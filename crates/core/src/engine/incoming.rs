@@ -14,7 +14,7 @@ use super::records::{
     self, ConversationKind, ConversationRecord, Intent, KIND_EXTENSION, METADATA_EXTENSION,
 };
 use super::{ConversationId, Engine, device_credential, internal};
-use crate::content::{Message, Plaintext};
+use crate::content::{Message, Plaintext, SenderState};
 use crate::directory::DeviceCheck;
 use crate::error::{ConversationError, Result};
 use crate::identity::DeviceCredential;
@@ -34,6 +34,9 @@ pub enum Incoming {
         epoch: u64,
         /// The decrypted content.
         message: Message,
+        /// What the sender states about its account's device list and the directory root it
+        /// verified; `None` from senders before content version 3.
+        sender_state: Option<SenderState>,
     },
     /// Another member's commit was applied; the conversation is now at `epoch`.
     Commit {
@@ -166,7 +169,11 @@ impl<S: KvStore> Engine<S> {
         let epoch = processed.epoch().as_u64();
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
-                let Plaintext { seq, message } = Plaintext::decode(&app.into_bytes())?;
+                let Plaintext {
+                    seq,
+                    sender: sender_state,
+                    message,
+                } = Plaintext::decode(&app.into_bytes())?;
                 if let Some(seq) = seq {
                     integrity::observe_incoming(
                         self.provider.kv(),
@@ -183,6 +190,7 @@ impl<S: KvStore> Engine<S> {
                     sender,
                     epoch,
                     message,
+                    sender_state,
                 })
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {

@@ -19,6 +19,7 @@ use tls_codec::Serialize as _;
 use zeroize::Zeroizing;
 
 use crate::config::{EngineConfig, Suite};
+use crate::content::{DirectoryView, SenderState};
 use crate::directory::{Directory, DirectoryChange};
 use crate::error::{ConversationError, Error, Result};
 use crate::identity::{
@@ -35,8 +36,8 @@ pub use integrity::MissingMessages;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
 pub(crate) use records::KIND_EXTENSION;
 use records::{
-    ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DeviceRecord, LINK_CODE_KEY, LINK_OFFER_KEY, LINK_SECRET_KEY,
-    VERIFIED_PREFIX,
+    ACCOUNT_IDENTITY_KEY, DEVICE_KEY, DIRECTORY_VIEW_KEY, DeviceRecord, LINK_CODE_KEY,
+    LINK_OFFER_KEY, LINK_SECRET_KEY, VERIFIED_PREFIX,
 };
 pub use records::{ConversationKind, Intent};
 
@@ -425,6 +426,50 @@ impl<S: KvStore> Engine<S> {
         };
         openmls_traits::signatures::Signer::sign(&self.signer, &proof.message())
             .map_err(|_| Error::State("signing the login proof failed"))
+    }
+
+    /// Records `view` as the newest key-transparency root this device verified; every message
+    /// it encrypts from now on states it (see [`crate::content::SenderState`]). An older view
+    /// than the one recorded is ignored.
+    pub fn set_directory_view(&mut self, view: DirectoryView) -> Result<()> {
+        if self
+            .directory_view()?
+            .is_some_and(|seen| seen.epoch > view.epoch)
+        {
+            return Ok(());
+        }
+        let mut bytes = view.epoch.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&view.root);
+        self.provider.kv().put(DIRECTORY_VIEW_KEY, &bytes)?;
+        Ok(())
+    }
+
+    /// The newest key-transparency root recorded with [`Engine::set_directory_view`].
+    pub fn directory_view(&self) -> Result<Option<DirectoryView>> {
+        let Some(bytes) = self.provider.kv().get(DIRECTORY_VIEW_KEY)? else {
+            return Ok(None);
+        };
+        let (epoch, root) = bytes
+            .split_at_checked(8)
+            .ok_or(Error::State("the stored directory view is malformed"))?;
+        Ok(Some(DirectoryView {
+            epoch: u64::from_be_bytes(epoch.try_into().map_err(|_| Error::State("epoch"))?),
+            root: root
+                .try_into()
+                .map_err(|_| Error::State("the stored directory view is malformed"))?,
+        }))
+    }
+
+    /// What this device states about its keys in each message: its account's device-list
+    /// version and its directory view.
+    pub(crate) fn sender_state(&self) -> Result<SenderState> {
+        Ok(SenderState {
+            list_version: self
+                .directory
+                .list(&self.me.username)
+                .map_or(0, |list| list.version),
+            directory: self.directory_view()?,
+        })
     }
 
     /// Records that the user verified `username`'s currently pinned identity key (compared

@@ -387,7 +387,9 @@ impl<S: KvStore> Engine<S> {
     ///
     /// The message gets this device's next sequence number in the conversation, or, when the
     /// same message id was encrypted in an earlier epoch (its ciphertext went stale), the number
-    /// it got then; and it carries the epoch's fork tag in its authenticated data.
+    /// it got then; it states this account's device-list version and this device's directory
+    /// view ([`crate::content::SenderState`]); and it carries the epoch's fork tag in its
+    /// authenticated data.
     pub fn encrypt(
         &mut self,
         now_ms: u64,
@@ -397,6 +399,7 @@ impl<S: KvStore> Engine<S> {
         let policy = self.config.update_policy;
         self.atomically(|e| {
             let record = e.record(conversation)?;
+            let state = e.sender_state()?;
             let group = load_group(&mut e.groups, &e.provider, conversation)?;
             if !group.is_active() {
                 return Err(ConversationError::NotAMember.into());
@@ -409,7 +412,7 @@ impl<S: KvStore> Engine<S> {
             }
             let epoch = group.epoch().as_u64();
             let seq = integrity::number_outgoing(e.provider.kv(), conversation, message.id, epoch)?;
-            let plaintext = Zeroizing::new(message.encode_with_seq(seq));
+            let plaintext = Zeroizing::new(message.encode_with_state(seq, &state));
             group.set_aad(EpochTag::of(group).aad());
             let out = group
                 .create_message(&e.provider, &e.signer, &plaintext)

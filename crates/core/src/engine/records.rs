@@ -117,6 +117,8 @@ pub(crate) const LINK_OFFER_KEY: &[u8] = b"nj/link-offer";
 pub(crate) const LINK_CODE_KEY: &[u8] = b"nj/link-code";
 /// Prefix of verification marks: `nj/verified/<username>` → the identity key the user verified.
 pub(crate) const VERIFIED_PREFIX: &[u8] = b"nj/verified/";
+/// The newest key-transparency root this device verified, stated in every message it sends.
+pub(crate) const DIRECTORY_VIEW_KEY: &[u8] = b"nj/directory-view";
 
 const METADATA_KEY_PREFIX: &[u8] = b"nj/meta-key/";
 const NEXT_METADATA_KEY_PREFIX: &[u8] = b"nj/meta-key-next/";

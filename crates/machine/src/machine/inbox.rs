@@ -414,10 +414,21 @@ impl<S: ClientStore> Machine<S> {
             let incoming = engine.process(now, &envelope.payload.0)?;
             let notes = record_incoming(engine, store, &incoming, now)?;
             store.mark_processed(id, now)?;
-            Ok(notes)
+            let stated = match incoming {
+                Incoming::Message {
+                    sender,
+                    sender_state: Some(state),
+                    ..
+                } => Some((sender.username, state)),
+                _ => None,
+            };
+            Ok((notes, stated))
         });
         let error = match result {
-            Ok(notes) => {
+            Ok((notes, stated)) => {
+                if let Some((sender, state)) = stated {
+                    self.check_sender_state(&sender, &state)?;
+                }
                 if self.delivery_receipts {
                     for n in &notes {
                         if let Notification::Received(m) = n
@@ -531,6 +542,7 @@ impl<S: ClientStore> Machine<S> {
                     self.network_failures += 1;
                     self.inbox_paused_until =
                         Some(now + backoff::retry_delay(self.network_failures));
+                    return Ok(());
                 }
                 Err(Error::Transparency(why)) => {
                     self.notice(format!("refused the keys of {username}: {why}"));
@@ -546,9 +558,10 @@ impl<S: ClientStore> Machine<S> {
                 self.fetched.remove(username);
                 self.network_failures += 1;
                 self.inbox_paused_until = Some(now + backoff::retry_delay(self.network_failures));
+                return Ok(());
             }
         }
-        Ok(())
+        self.check_stated_list(username)
     }
 
     /// Turns gaps in senders' sequence numbers that stayed open for the grace time into

@@ -57,6 +57,8 @@ pub mod meta {
     /// Directory entries already reported as not made by this account (`epoch/version`,
     /// prefix), so each alarm is raised once.
     pub const KT_ALARMED: &str = "kt_alarmed/";
+    /// Every directory root this device verified, per epoch (prefix; base64 root hash).
+    pub const KT_ROOT_AT: &str = "kt_root_at/";
 }
 
 /// How long a message missing from a sender's sequence may stay missing before it is reported.
@@ -148,9 +150,10 @@ pub enum Notification {
     SessionExpired,
     /// A sentence for the user (someone added you, an identity key changed, a fork, ...).
     Notice(String),
-    /// The key-transparency directory holds something for this account that none of its
-    /// devices made (another identity key, a device list no device of it signed): the server
-    /// may be impersonating the account to others. Shown prominently.
+    /// The key-transparency checks caught the server lying: the directory holds something
+    /// for this account that none of its devices made (another identity key, a device list no
+    /// device of it signed), shows different roots to different members (a fork), or cannot
+    /// prove the device list a peer's messages state (a stale list). Shown prominently.
     TransparencyAlarm(String),
 }
 
@@ -182,6 +185,8 @@ enum Pending {
     CreateClaim { op: OperationId, username: String },
     /// This account's directory history.
     OwnHistory,
+    /// The directory's signed root for an epoch a sender stated.
+    DirectoryRoot { epoch: u64 },
 }
 
 /// The state of reading the server's queue.
@@ -228,6 +233,8 @@ pub struct Machine<S: ClientStore> {
     require_transparency: bool,
     /// Whether this account's directory history is being fetched.
     checking_history: bool,
+    /// What senders stated about their device lists and directory roots, until checked.
+    statements: transparency::Statements,
     /// Whether stored messages are answered with a delivery receipt, and those waiting for one.
     delivery_receipts: bool,
     delivered: BTreeMap<ConversationId, Vec<MessageId>>,
@@ -313,6 +320,7 @@ impl<S: ClientStore> Machine<S> {
             missing_after_ms: DEFAULT_MISSING_AFTER_MS,
             require_transparency: true,
             checking_history: false,
+            statements: transparency::Statements::default(),
             delivery_receipts: false,
             delivered: BTreeMap::new(),
             creations: BTreeMap::new(),
@@ -565,6 +573,7 @@ impl<S: ClientStore> Machine<S> {
             Pending::Ack => {}
             Pending::Account { username } => self.on_account(now, &username, outcome)?,
             Pending::OwnHistory => self.on_own_history(now, outcome)?,
+            Pending::DirectoryRoot { epoch } => self.on_directory_root(epoch, outcome)?,
             Pending::Claim { conversation } => {
                 self.claiming = false;
                 self.on_claimed(now, conversation, outcome)?;
@@ -592,6 +601,7 @@ impl<S: ClientStore> Machine<S> {
                 self.creations.remove(op);
             }
             Pending::OwnHistory => self.checking_history = false,
+            Pending::DirectoryRoot { .. } => self.statements.fetching_root = None,
             Pending::Post { .. } | Pending::Ack => {}
         }
     }

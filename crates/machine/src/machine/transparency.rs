@@ -6,8 +6,17 @@
 //! So a server that shows this device a key it does not publish in its directory is caught
 //! here, and one that publishes a substituted key is caught by the account's own devices
 //! (their history check) and by auditors, who see every published entry.
+//!
+//! Every message also states, inside the encryption, the sender's device-list version and the
+//! newest root the sender verified ([`SenderState`]). A stated list newer than the one held is
+//! fetched at once, and an alarm is raised if the server cannot prove it (a stale list kept
+//! after a revocation). A stated root is compared with this device's root for that epoch,
+//! fetched if it has none: two roots for one epoch mean the directory shows different views.
+
+use std::collections::BTreeMap;
 
 use nightjar_api::{AccountResponse, AccountTransparency, B64, EpochRoot};
+use nightjar_core::content::{DirectoryView, SenderState};
 use nightjar_core::identity::{DeviceList, SignedDeviceList};
 use nightjar_core::transparency::{
     DirectoryEntry, DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_history,
@@ -21,6 +30,28 @@ use crate::transport::{Failure, Request, Response};
 
 /// How often (at most) a sync checks this account's directory history.
 pub(super) const HISTORY_EVERY_MS: u64 = 60_000;
+
+/// Directory roots stated by senders for epochs this device has no root of its own for, at
+/// most this many (the newest kept).
+const STATED_ROOTS_KEPT: usize = 64;
+
+/// What senders stated in their messages that this device has yet to check.
+#[derive(Debug, Default)]
+pub(super) struct Statements {
+    /// Per account, the newest device-list version its messages stated above the list held.
+    lists: BTreeMap<String, u64>,
+    /// Per epoch, the root a sender stated and who stated it.
+    roots: BTreeMap<u64, StatedRoot>,
+    /// The epoch whose signed root is being fetched.
+    pub(super) fetching_root: Option<u64>,
+}
+
+/// A directory root a sender stated it verified.
+#[derive(Debug, Clone)]
+struct StatedRoot {
+    root: [u8; 32],
+    sender: String,
+}
 
 /// Why a device list was not accepted on the directory's word.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,15 +144,35 @@ impl<S: ClientStore> Machine<S> {
         })
     }
 
-    /// Keeps `root` (verified) as the newest root if it is newer.
+    /// Remembers `root` (verified) for its epoch, and as the newest root if it is newer (which
+    /// every message this device sends then states).
     fn remember_root(&mut self, root: &SignedRoot) -> Result<()> {
+        let key = format!("{}{:020}", meta::KT_ROOT_AT, root.epoch);
+        self.store.set_meta(&key, &B64::encode(&root.root))?;
         if self
             .verified_root()?
             .is_none_or(|seen| root.epoch > seen.epoch)
         {
             self.store.set_meta(meta::KT_ROOT, &encode_root(root))?;
+            self.engine.set_directory_view(DirectoryView {
+                epoch: root.epoch,
+                root: root.root,
+            })?;
         }
         Ok(())
+    }
+
+    /// The root this device verified for `epoch`, if any.
+    fn root_at(&self, epoch: u64) -> Result<Option<[u8; 32]>> {
+        let key = format!("{}{epoch:020}", meta::KT_ROOT_AT);
+        if let Some(text) = self.store.meta(&key)? {
+            return Ok(B64::decode(&text).and_then(|b| b.try_into().ok()));
+        }
+        // Roots verified before roots were kept per epoch: only the newest is known.
+        Ok(self
+            .verified_root()?
+            .filter(|r| r.epoch == epoch)
+            .map(|r| r.root))
     }
 
     /// Checks `signed`, served as `username`'s list, against the directory proof that came
@@ -201,6 +252,152 @@ impl<S: ClientStore> Machine<S> {
 }
 
 impl<S: ClientStore> Machine<S> {
+    /// Checks what `sender` (an account) stated in a message it encrypted: a newer device list
+    /// than this device holds is fetched (with its proof), and a directory root is compared
+    /// with this device's own root for the same epoch, fetched from the server if needed.
+    pub(crate) fn check_sender_state(&mut self, sender: &str, state: &SenderState) -> Result<()> {
+        if !self.require_transparency {
+            return Ok(());
+        }
+        let held = self.engine.device_list(sender).map_or(0, |l| l.version);
+        if state.list_version > held {
+            let stated = self.statements.lists.entry(sender.to_owned()).or_default();
+            *stated = (*stated).max(state.list_version);
+            if !self.fetching.contains(sender) {
+                self.fetching.insert(sender.to_owned());
+                self.request(
+                    Request::Account {
+                        username: sender.to_owned(),
+                    },
+                    Pending::Account {
+                        username: sender.to_owned(),
+                    },
+                );
+            }
+        }
+        let Some(view) = state.directory else {
+            return Ok(());
+        };
+        match self.root_at(view.epoch)? {
+            Some(mine) if mine != view.root => self.fork_alarm(view.epoch, sender),
+            Some(_) => Ok(()),
+            None => {
+                self.statements.roots.insert(
+                    view.epoch,
+                    StatedRoot {
+                        root: view.root,
+                        sender: sender.to_owned(),
+                    },
+                );
+                while self.statements.roots.len() > STATED_ROOTS_KEPT {
+                    self.statements.roots.pop_first();
+                }
+                self.fetch_stated_root();
+                Ok(())
+            }
+        }
+    }
+
+    fn fork_alarm(&mut self, epoch: u64, sender: &str) -> Result<()> {
+        self.alarm(
+            &format!("fork/{epoch}"),
+            format!(
+                "the key-transparency directory shows this device a different root for epoch \
+                 {epoch} than the one {sender}'s device verified: the server is showing \
+                 different people different directories (a fork), so keys it serves may be \
+                 substituted"
+            ),
+        )
+    }
+
+    /// Asks for the signed root of the oldest stated epoch not yet checked.
+    fn fetch_stated_root(&mut self) {
+        if self.statements.fetching_root.is_some() {
+            return;
+        }
+        if let Some(&epoch) = self.statements.roots.keys().next() {
+            self.statements.fetching_root = Some(epoch);
+            self.request(
+                Request::DirectoryRoot { epoch },
+                Pending::DirectoryRoot { epoch },
+            );
+        }
+    }
+
+    /// The server's signed root for an epoch a sender stated: it must carry the pinned key's
+    /// signature and equal the stated root.
+    pub(super) fn on_directory_root(
+        &mut self,
+        epoch: u64,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        self.statements.fetching_root = None;
+        let answer = match outcome {
+            Ok(Response::DirectoryRoot(answer)) => answer,
+            // Away: the next message stating a root asks again.
+            Err(Failure::Network(_)) => return Ok(()),
+            _ => {
+                // No such epoch here, though a member's device verified one.
+                if let Some(stated) = self.statements.roots.remove(&epoch) {
+                    self.fork_alarm(epoch, &stated.sender)?;
+                }
+                self.fetch_stated_root();
+                return Ok(());
+            }
+        };
+        let Some(stated) = self.statements.roots.remove(&epoch) else {
+            self.fetch_stated_root();
+            return Ok(());
+        };
+        let Some(keys) = self.pinned_directory_keys()? else {
+            self.fetch_stated_root();
+            return Ok(());
+        };
+        let checked = signed_root(&answer.root).and_then(|root| {
+            root.verify(&keys.root_key)?;
+            Ok(root)
+        });
+        match checked {
+            Ok(root) if root.epoch == epoch => {
+                if root.root != stated.root {
+                    self.fork_alarm(epoch, &stated.sender)?;
+                } else {
+                    self.remember_root(&root)?;
+                }
+            }
+            _ => self.alarm(
+                &format!("root/{epoch}"),
+                format!(
+                    "the key-transparency directory's root for epoch {epoch} is not signed by \
+                     the directory key this device pinned"
+                ),
+            )?,
+        }
+        self.fetch_stated_root();
+        Ok(())
+    }
+
+    /// After an answer for `username`'s account: if its messages stated a newer device list
+    /// than the server could prove, the server is keeping a stale list (after a revocation,
+    /// a removed device stays reachable through it).
+    pub(crate) fn check_stated_list(&mut self, username: &str) -> Result<()> {
+        let Some(stated) = self.statements.lists.remove(username) else {
+            return Ok(());
+        };
+        let held = self.engine.device_list(username).map_or(0, |l| l.version);
+        if held >= stated {
+            return Ok(());
+        }
+        self.alarm(
+            &format!("stale/{username}/{stated}"),
+            format!(
+                "{username}'s messages say their device list is at version {stated}, but the \
+                 server proves only version {held}: it is withholding a newer list (a device \
+                 {username} removed may still receive what you send)"
+            ),
+        )
+    }
+
     /// Remembers a device list of this account that this device accepted (`list` is
     /// `signed`, already verified), so its directory history can be told apart from lists no
     /// device of the account made.
