@@ -205,7 +205,9 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
         .latency
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
-    tracing::info!(
+    // Debug only: at the default level the log keeps no timeline of requests (the counts and
+    // latencies are in the metrics). The route is the template, never the path: no username.
+    tracing::debug!(
         method = labels.method,
         route = %labels.route,
         status,

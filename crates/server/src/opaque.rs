@@ -460,7 +460,17 @@ mod tests {
                     .unwrap()
                     .is_some()
             );
-            let report = store.sweep(t0 + 2 * ttl, u64::MAX, u64::MAX).await.unwrap();
+            let report = store
+                .sweep(
+                    t0 + 2 * ttl,
+                    crate::store::Lifetimes {
+                        message_ttl_ms: u64::MAX,
+                        pending_ttl_ms: u64::MAX,
+                        claim_window_ms: u64::MAX,
+                    },
+                )
+                .await
+                .unwrap();
             assert_eq!(report.logins, 5);
         }
     }

@@ -14,7 +14,7 @@ use crate::error::ServerError;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Remote};
 use crate::state::{AppState, now_ms};
-use crate::store::{CommitSink, DatabaseKind, Queued, Store};
+use crate::store::{CommitSink, DatabaseKind, Lifetimes, Queued, Store};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// A server accepting connections. Dropping it does not stop it; call [`Self::shutdown`].
@@ -305,8 +305,11 @@ pub(crate) async fn sweep_once(state: &AppState) {
         .store
         .sweep(
             now_ms(),
-            millis(config.message_ttl),
-            millis(config.pending_device_ttl),
+            Lifetimes {
+                message_ttl_ms: millis(config.message_ttl),
+                pending_ttl_ms: millis(config.pending_device_ttl),
+                claim_window_ms: millis(config.limits.key_package_claim_window),
+            },
         )
         .await
     {

@@ -457,6 +457,10 @@ impl Client {
                 "this is the current device; remove it from another device of the account".into(),
             ));
         }
+        // First process what the device did while it was still listed (a commit of its own
+        // is valid until the list without it exists): dropped afterwards, it would leave this
+        // device behind the server's epoch.
+        self.pump_tolerant().await?;
         let me = self.me()?.username;
         self.fetch_account(&me).await?;
         self.store.begin()?;

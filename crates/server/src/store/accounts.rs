@@ -130,6 +130,8 @@ where
 
     pub(super) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
         let now = to_i64(new.now_ms);
+        // Only the day an account was made is kept.
+        let created = to_i64(new.now_ms - new.now_ms % super::STORED_DAY_MS);
         let mut w = self.write().await?;
         let account_id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO accounts (username, opaque_record, identity_key, device_list, \
@@ -140,7 +142,7 @@ where
         .bind(&new.opaque_record)
         .bind(&new.identity_key)
         .bind(&new.device_list)
-        .bind(now)
+        .bind(created)
         .fetch_optional(&mut *w.tx)
         .await?;
         let Some(account_id) = account_id else {

@@ -386,7 +386,7 @@ where
                 full.push(i);
                 continue;
             }
-            let now = to_i64(request.now_ms);
+            let now = to_i64(super::stored_time(request.now_ms));
             let mut messages = Vec::with_capacity(s.messages.len());
             for (message_id, recipients) in s.messages {
                 let mut ids = Vec::with_capacity(recipients.len());
@@ -452,7 +452,7 @@ fn unsettled_now(
 /// The push path's view of a committed send: its message and, for a commit, its Welcome.
 fn queued_messages(request: Submission, messages: Vec<(i64, Vec<(i64, u64)>)>) -> Vec<Queued> {
     let Submission { sender, send, .. } = request;
-    let created_at_ms = request.now_ms;
+    let created_at_ms = super::stored_time(request.now_ms);
     let mut welcome = send.welcome.map(|(payload, _)| payload);
     let mut bodies = vec![QueuedMessage {
         conversation_id: Some(send.conversation.to_string()),
@@ -704,7 +704,17 @@ mod tests {
         let acked = [head + 1, head + 2, head + 3, head + 60, head + 61];
         assert_eq!(two.ack(bob.device_pk, &acked).await.unwrap(), 4);
         assert_eq!(one.queue_depth().await.unwrap(), 56);
-        let report = one.sweep(10, 5, 5).await.unwrap();
+        let report = one
+            .sweep(
+                10 + crate::store::STORED_TIME_MS,
+                crate::store::Lifetimes {
+                    message_ttl_ms: 5,
+                    pending_ttl_ms: 5,
+                    claim_window_ms: 5,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(report.envelopes, 56);
         assert_eq!(one.queue_depth().await.unwrap(), 0);
         assert_eq!(

@@ -256,7 +256,8 @@ where
         report: Option<(Option<&str>, Option<&str>)>,
         now_ms: u64,
     ) -> Result<bool, sqlx::Error> {
-        let now = to_i64(now_ms);
+        // Stored rounded to the hour, like every time that could date who talked to whom.
+        let now = to_i64(super::stored_time(now_ms));
         let mut w = self.write().await?;
         let peer_id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM accounts WHERE username = $1")
@@ -289,6 +290,14 @@ where
                     .execute(&mut *w.tx)
                     .await?;
                 }
+                // Decided either way: the count of held requests has served its purpose.
+                sqlx::query(
+                    "DELETE FROM message_requests WHERE recipient_id = $1 AND sender_id = $2",
+                )
+                .bind(owner_id)
+                .bind(peer_id)
+                .execute(&mut *w.tx)
+                .await?;
             }
             None => {
                 for sql in [
@@ -654,7 +663,7 @@ where
             )
             .bind(*owner)
             .bind(*peer)
-            .bind(now_ms)
+            .bind(to_i64(super::stored_time(super::to_u64(now_ms))))
             .execute(&mut **tx)
             .await?;
         }

@@ -325,7 +325,17 @@ mod tests {
 
         // Expiry sweeps old envelopes and their messages. The creating commit reached
         // nobody, so it was never stored.
-        let report = store.sweep(1_000, 500, 500).await.unwrap();
+        let report = store
+            .sweep(
+                1_000 + crate::store::STORED_TIME_MS,
+                crate::store::Lifetimes {
+                    message_ttl_ms: 500,
+                    pending_ttl_ms: 500,
+                    claim_window_ms: 500,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(report.envelopes, 1);
         assert_eq!(report.messages, 1);
         assert_eq!(store.queue_depth().await.unwrap(), 0);

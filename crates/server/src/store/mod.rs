@@ -69,6 +69,7 @@ pub(crate) use key_packages::{ClaimQuota, KeyPackageStock, UploadOutcome};
 pub(crate) use logins::{LoginCaps, StoredLogin};
 pub(crate) use send::Submission;
 pub(crate) use sessions::SessionRow;
+pub(crate) use sweep::Lifetimes;
 pub(crate) use transparency::{KtStorage, StoredEpoch};
 
 use crate::config::GroupCommit;
@@ -167,6 +168,19 @@ impl<DB: Backend> Db<DB> {
     pub(crate) fn reader(&self) -> &Pool<DB> {
         &self.pool
     }
+}
+
+/// The granularity of the times stored with messages, queue rows, idempotency keys,
+/// conversations and directory epochs: they serve expiry (and nothing orders by them), and a
+/// time to the millisecond would give whoever reads the database a timeline of who sent when.
+pub(crate) const STORED_TIME_MS: u64 = 3_600_000;
+
+/// The granularity of account creation times.
+pub(crate) const STORED_DAY_MS: u64 = 24 * 3_600_000;
+
+/// `now_ms` rounded down to [`STORED_TIME_MS`], as stored.
+pub(crate) fn stored_time(now_ms: u64) -> u64 {
+    now_ms - now_ms % STORED_TIME_MS
 }
 
 /// Converts a stored integer that is never negative.

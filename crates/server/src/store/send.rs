@@ -382,7 +382,8 @@ where
             max_queue,
             quota,
         } = request;
-        let now = to_i64(*now_ms);
+        // Stored times only (message, idempotency key, conversation), rounded to the hour.
+        let now = to_i64(super::stored_time(*now_ms));
         if !prefetched.senders.contains(&sender.device_pk) {
             // Removed since it authenticated: it is in no conversation any more.
             return Ok(Applied::Answered(SendOutcome::Refused(Refusal::NotAMember)));

@@ -1,5 +1,9 @@
 //! Periodic clean-up: expired envelopes, idempotency keys, sessions and abandoned pending
-//! devices, and messages no queue refers to any more.
+//! devices, messages no queue refers to any more, key-package claim counts whose window ended
+//! and reports past their retention (both would otherwise keep who contacted whom).
+
+/// How long abuse reports are kept for moderators.
+pub(crate) const REPORT_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
 
 use std::collections::BTreeMap;
 
@@ -20,18 +24,30 @@ pub(crate) struct SweepReport {
     pub(crate) sessions: u64,
     pub(crate) pending_devices: u64,
     pub(crate) logins: u64,
+    pub(crate) claim_counts: u64,
+    pub(crate) reports: u64,
+}
+
+/// How long each kind of row lives (see [`Store::sweep`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetimes {
+    /// Envelopes, their messages and idempotency keys.
+    pub(crate) message_ttl_ms: u64,
+    /// Pending devices never approved.
+    pub(crate) pending_ttl_ms: u64,
+    /// The key-package claim window: counts of an ended window are deleted.
+    pub(crate) claim_window_ms: u64,
 }
 
 impl Store {
-    /// Deletes what expired before `now_ms`: envelopes and idempotency keys older than
-    /// `message_ttl_ms`, pending devices older than `pending_ttl_ms`, expired sessions.
+    /// Deletes what expired before `now_ms` under `lifetimes`, expired sessions and logins,
+    /// and reports older than [`REPORT_RETENTION_MS`].
     pub(crate) async fn sweep(
         &self,
         now_ms: u64,
-        message_ttl_ms: u64,
-        pending_ttl_ms: u64,
+        lifetimes: Lifetimes,
     ) -> Result<SweepReport, sqlx::Error> {
-        dispatch!(self, db => db.sweep(now_ms, message_ttl_ms, pending_ttl_ms).await)
+        dispatch!(self, db => db.sweep(now_ms, lifetimes).await)
     }
 }
 
@@ -105,11 +121,16 @@ where
     pub(super) async fn sweep(
         &self,
         now_ms: u64,
-        message_ttl_ms: u64,
-        pending_ttl_ms: u64,
+        lifetimes: Lifetimes,
     ) -> Result<SweepReport, sqlx::Error> {
-        let message_cutoff = to_i64(now_ms.saturating_sub(message_ttl_ms));
-        let pending_cutoff = to_i64(now_ms.saturating_sub(pending_ttl_ms));
+        // Envelopes and idempotency keys carry times rounded down to the hour: they expire
+        // up to an hour late, never early.
+        let message_cutoff = to_i64(
+            now_ms
+                .saturating_sub(lifetimes.message_ttl_ms)
+                .saturating_sub(super::STORED_TIME_MS),
+        );
+        let pending_cutoff = to_i64(now_ms.saturating_sub(lifetimes.pending_ttl_ms));
         let envelopes = self.expire_envelopes(message_cutoff).await?;
         let idempotency_keys = self
             .delete(
@@ -144,6 +165,18 @@ where
                 to_i64(now_ms),
             )
             .await?;
+        let claim_counts = self
+            .delete(
+                "DELETE FROM key_package_claims WHERE window_start_ms < $1",
+                to_i64(now_ms.saturating_sub(lifetimes.claim_window_ms)),
+            )
+            .await?;
+        let reports = self
+            .delete(
+                "DELETE FROM reports WHERE created_at_ms < $1",
+                to_i64(now_ms.saturating_sub(REPORT_RETENTION_MS)),
+            )
+            .await?;
         Ok(SweepReport {
             envelopes,
             messages,
@@ -151,6 +184,8 @@ where
             sessions,
             pending_devices,
             logins,
+            claim_counts,
+            reports,
         })
     }
 }

@@ -507,7 +507,7 @@ where
         .bind(e.root.as_slice())
         .bind(e.signature.as_slice())
         .bind(e.audit_proof.as_slice())
-        .bind(to_i64(now_ms))
+        .bind(to_i64(super::stored_time(now_ms)))
         .execute(&mut *w.tx)
         .await?;
         w.commit().await
