@@ -466,6 +466,48 @@ fn a_429_is_waited_out_as_long_as_the_server_asked_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_commit_that_keeps_losing_the_epoch_race_backs_off_instead_of_spinning() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let _bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    // The server moved on through commits alice never gets to process (as when the winner
+    // came from a device revoked before she read it): every commit of hers conflicts.
+    *ds.epochs.get_mut(&c).unwrap() += 3;
+    alice
+        .machine
+        .atomic(|engine, store| {
+            let bundle = engine.self_update(c)?;
+            enqueue_commit(engine, store, &bundle, T0 + 10)
+        })
+        .unwrap();
+    let posts = |ds: &Ds| ds.sends_seen.iter().filter(|(_, w)| w == "alice").count();
+    let before = posts(&ds);
+    sync(&mut ds, &mut alice, T0 + 10);
+    let first = posts(&ds) - before;
+    assert!(
+        (1..=4).contains(&first),
+        "{first} posts at one instant: a conflict is retried a few times, not for ever"
+    );
+    let wake = alice.machine.next_wakeup().expect("it waits to try again");
+    assert!(wake > T0 + 10, "{wake}");
+    // Each later try waits longer; the commit stays queued.
+    alice.machine.tick(wake);
+    run(&mut ds, &mut alice, wake);
+    assert_eq!(posts(&ds) - before, first + 1);
+    let next = alice.machine.next_wakeup().unwrap();
+    assert!(next - wake >= wake - (T0 + 10), "{next} {wake}");
+    assert!(!alice.store().outbox().unwrap().is_empty());
+}
+
+#[test]
 fn server_errors_and_lost_connections_are_retried_with_backoff_and_delivered_once() {
     let mut ds = Ds::default();
     let mut alice = new_account(&mut ds, "alice");

@@ -213,6 +213,8 @@ pub struct Machine<S: ClientStore> {
     /// after network failures.
     posting: Option<i64>,
     holds: BTreeMap<String, Hold>,
+    /// Epoch conflicts in a row, per conversation (reset by an accepted post).
+    epoch_conflicts: BTreeMap<String, u32>,
     paused_until: Option<u64>,
     network_failures: u32,
     session_expired: bool,
@@ -305,6 +307,7 @@ impl<S: ClientStore> Machine<S> {
             in_flight: BTreeMap::new(),
             posting: None,
             holds: BTreeMap::new(),
+            epoch_conflicts: BTreeMap::new(),
             paused_until: None,
             network_failures: 0,
             session_expired: false,

@@ -22,6 +22,10 @@ use crate::transport::{Failure, Request, Response};
 
 /// Attempts after which a message still refused for its epoch is given up as refused.
 const MAX_EPOCH_RETRIES: u64 = 5;
+
+/// Epoch conflicts in a row a conversation retries right after the next sync; later ones
+/// wait with backoff.
+const CONFLICTS_BEFORE_BACKOFF: u32 = 3;
 /// Local steps (re-encryptions, retried commits) one pass makes at most.
 const MAX_STEPS: usize = 500;
 
@@ -362,6 +366,9 @@ impl<S: ClientStore> Machine<S> {
         let Some(conversation) = ConversationId::parse(&row.conversation) else {
             return Ok(());
         };
+        if outcome.is_ok() {
+            self.epoch_conflicts.remove(&row.conversation);
+        }
         match (&row.item, outcome) {
             (OutboxItem::Message { message_id, .. }, Ok(_)) => {
                 self.store.remove_outbox(seq)?;
@@ -437,11 +444,11 @@ impl<S: ClientStore> Machine<S> {
                             epoch: None,
                         };
                         self.store.replace_outbox(seq, &item, &random_hex()?)?;
-                        self.after_sync(&row.conversation);
+                        self.after_conflict(now, &row.conversation);
                     }
                     OutboxItem::Leave => {
                         self.store.bump_outbox_attempts(seq)?;
-                        self.after_sync(&row.conversation);
+                        self.after_conflict(now, &row.conversation);
                     }
                     OutboxItem::Commit { .. } => {
                         self.atomic(|engine, store| {
@@ -454,7 +461,7 @@ impl<S: ClientStore> Machine<S> {
                                 None => Ok(store.remove_outbox(seq)?),
                             }
                         })?;
-                        self.after_sync(&row.conversation);
+                        self.after_conflict(now, &row.conversation);
                     }
                     _ => self.refuse(now, &row, conversation, &e.message)?,
                 },
@@ -462,6 +469,26 @@ impl<S: ClientStore> Machine<S> {
             },
         }
         Ok(())
+    }
+
+    /// After an epoch conflict: retried once the inbox is drained, so the winning commit is
+    /// processed first. A conversation that keeps conflicting (the winner is a commit this
+    /// device cannot process, or the server lies about the epoch) waits longer each time
+    /// instead of asking again at once, for ever.
+    fn after_conflict(&mut self, now: u64, conversation: &str) {
+        let conflicts = self
+            .epoch_conflicts
+            .entry(conversation.to_owned())
+            .or_default();
+        *conflicts += 1;
+        if *conflicts <= CONFLICTS_BEFORE_BACKOFF {
+            self.after_sync(conversation);
+        } else {
+            let wait = backoff::retry_delay(*conflicts - CONFLICTS_BEFORE_BACKOFF);
+            self.holds
+                .insert(conversation.to_owned(), Hold::Until(now + wait));
+            self.pull_wanted = true;
+        }
     }
 
     /// Holds a conversation until the inbox is drained, and asks for it.
