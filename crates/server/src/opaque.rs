@@ -44,6 +44,27 @@ pub(crate) const LOGIN_TTL: Duration = Duration::from_secs(5 * 60);
 /// The server's OPAQUE keys (OPRF seed and key-exchange key pair); never printed.
 pub(crate) struct OpaqueSetup(pub(crate) ServerSetup<Suite>);
 
+impl OpaqueSetup {
+    /// What a pending login stores for the client's address group (see `rate_limit`): a
+    /// keyed hash, so the per-address cap works on every node (they share the key file) and a
+    /// copy of the database holds no IP address. The key is the OPAQUE setup, which lives
+    /// outside the database.
+    pub(crate) fn address_tag(&self, group: std::net::IpAddr) -> String {
+        use sha2::{Digest as _, Sha256};
+        use zeroize::Zeroize as _;
+        let mut setup = self.0.serialize();
+        let mut hash = Sha256::new();
+        hash.update(b"nightjar login address v1\0");
+        hash.update(setup.as_slice());
+        setup.as_mut_slice().zeroize();
+        match group {
+            std::net::IpAddr::V4(ip) => hash.update(ip.octets()),
+            std::net::IpAddr::V6(ip) => hash.update(ip.octets()),
+        }
+        B64::encode(&hash.finalize()[..16])
+    }
+}
+
 impl fmt::Debug for OpaqueSetup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("OpaqueSetup(<redacted>)")
@@ -359,6 +380,21 @@ mod tests {
         total: Some(3),
         per_address: 2,
     };
+
+    #[test]
+    fn login_addresses_are_stored_as_keyed_tags() {
+        let one = OpaqueSetup(ServerSetup::<Suite>::new(&mut OsRng));
+        let other = OpaqueSetup(ServerSetup::<Suite>::new(&mut OsRng));
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let tag = one.address_tag(ip);
+        // Stable under one key (the cap counts per address), unrelated under another, and
+        // nothing of the address in it.
+        assert_eq!(tag, one.address_tag(ip));
+        assert_ne!(tag, one.address_tag("192.0.2.8".parse().unwrap()));
+        assert_ne!(tag, other.address_tag(ip));
+        assert!(!tag.contains("192"), "{tag}");
+        assert_eq!(tag.len(), 22);
+    }
 
     #[tokio::test]
     async fn logins_are_single_use_sealed_and_expire() {

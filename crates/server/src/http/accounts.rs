@@ -252,7 +252,7 @@ async fn login_start(
         &state.store,
         account,
         &LoginKind::Password(started.state),
-        &address_group(peer.ip()).to_string(),
+        &state.opaque.address_tag(address_group(peer.ip())),
         now_ms(),
         LoginCaps {
             total: Some(limits.max_pending_logins),

@@ -167,7 +167,7 @@ async fn device_login_start(
         &LoginKind::DeviceKey {
             device_id: request.device_id,
         },
-        &group.to_string(),
+        &state.opaque.address_tag(group),
         now_ms(),
         login_caps(&state),
     )
