@@ -283,7 +283,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
                     "{}  {status:<7}  added {}  last seen {}{current}",
                     d.device_id,
                     time(d.created_at_ms),
-                    time(d.last_seen_ms)
+                    day(d.last_seen_ms)
                 ));
             }
             Ok(())
@@ -418,7 +418,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
                     "{}  {status:<7}  signed in {}  last seen {}  expires {}{current}",
                     s.device_id,
                     time(s.created_at_ms),
-                    time(s.last_seen_ms),
+                    day(s.last_seen_ms),
                     time(s.expires_at_ms)
                 ));
             }
@@ -464,6 +464,11 @@ async fn group(client: &mut Client, command: GroupCommand) -> Outcome {
 }
 
 /// A UTC timestamp `YYYY-MM-DD HH:MM` from milliseconds since the Unix epoch.
+/// The date of `ms` (the server keeps only the day a device was last seen).
+fn day(ms: u64) -> String {
+    time(ms).split(' ').next().unwrap_or_default().to_owned()
+}
+
 fn time(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);

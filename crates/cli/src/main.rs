@@ -214,7 +214,7 @@ pub(crate) enum Command {
         watch: bool,
         /// The directory's root key (base64url) as printed by an earlier audit: fail if the
         /// server now signs with another.
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
         key: Option<String>,
     },
     /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.

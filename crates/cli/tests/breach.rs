@@ -559,6 +559,7 @@ fn a_dump_of_the_server_after_a_day_of_traffic_reveals_only_what_privacy_md_decl
         }
     };
     rounded("accounts", "created_at_ms", DAY_MS);
+    rounded("devices", "last_seen_ms", DAY_MS);
     for (table, name) in [
         ("conversations", "created_at_ms"),
         ("conversations", "updated_at_ms"),

@@ -193,6 +193,13 @@ async fn roots_signed_by_another_key_fail_the_audit() {
         tokio::task::block_in_place(|| audit(&["--server", &mitm.base, "--key", &pinned]));
     assert!(!ok, "{line}");
     assert!(line.contains("root key is"), "{line}");
+    // A base64url key may start with '-': it is still the value of --key, never a flag.
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "--server", &mitm.base, "--key", "-Yabc"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--key must be a 32-byte key"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,9 @@ use crate::store::{Sender, SessionRow};
 
 /// Longest token text looked at; real tokens are 43 characters.
 const MAX_TOKEN_LEN: usize = 128;
-/// `last_seen` is written at most this often per device.
-const TOUCH_EVERY_MS: u64 = 60_000;
+/// `last_seen` keeps only the day (like Signal's "date of last connection"): written once a
+/// day per device at most, as the start of the day.
+const SEEN_DAY_MS: u64 = 24 * 3_600_000;
 
 /// A fresh token to hand out once, and the hash to store.
 pub(crate) fn new_token() -> Result<(String, [u8; 32])> {
@@ -99,9 +100,10 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Sessio
         .device_rate
         .take(&device.device_pk, instant)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
-    if now.saturating_sub(device.last_seen_ms) >= TOUCH_EVERY_MS {
-        state.store.touch_device(device.device_pk, now).await?;
-        state.sessions.seen(&token_hash, now);
+    let today = now - now % SEEN_DAY_MS;
+    if device.last_seen_ms < today {
+        state.store.touch_device(device.device_pk, today).await?;
+        state.sessions.seen(&token_hash, today);
     }
     Ok(Session { device, token_hash })
 }

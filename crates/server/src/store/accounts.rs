@@ -156,7 +156,7 @@ where
         .bind(&new.device_id)
         .bind(&new.signature_key)
         .bind(now)
-        .bind(now)
+        .bind(created)
         .fetch_one(&mut *w.tx)
         .await?;
         let packages = new

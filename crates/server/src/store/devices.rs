@@ -260,7 +260,7 @@ where
                 .bind(key)
                 .bind(bytes)
                 .bind(now)
-                .bind(now)
+                .bind(now - now % to_i64(super::STORED_DAY_MS))
                 .fetch_one(&mut *w.tx)
                 .await?;
                 (pk, DeviceStatus::Pending)
