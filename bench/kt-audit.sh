@@ -10,11 +10,14 @@ epochs="${1:-1000}"
 per="${2:-10}"
 target="${CARGO_TARGET_DIR:-target}"
 profile="${PROFILE:-release}"
+# Two builds: with --example, cargo builds only the example, not the `nightjar` binary.
 if [ "$profile" = release ]; then
-  cargo build --release -p nightjar-cli -p nightjar-server --example kt_fill
+  cargo build --release -p nightjar-cli --bin nightjar
+  cargo build --release -p nightjar-server --example kt_fill
   bin="$target/release"
 else
-  cargo build -p nightjar-cli -p nightjar-server --example kt_fill
+  cargo build -p nightjar-cli --bin nightjar
+  cargo build -p nightjar-server --example kt_fill
   bin="$target/debug"
 fi
 data="$(mktemp -d)"

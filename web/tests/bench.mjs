@@ -2,6 +2,7 @@
 // engine's cost per 1 KiB message, send-to-display latency between two browsers over 200
 // messages, and the time to render a conversation of 1,000 messages.
 // Usage: node web/tests/bench.mjs  (with web/dist built and the debug `nightjar` binary)
+import { readFile } from "node:fs/promises";
 import { startServer, launchBrowser, openApp, register, openChat, send, seeMessage } from "./harness.mjs";
 
 
@@ -33,6 +34,13 @@ try {
     return m.nightjarBenchRoundtrip(300);
   });
   console.log(`wasm: ${wasmUs.toFixed(1)} µs per 1 KiB encrypt + decrypt (300 messages)`);
+
+  const vectors = await readFile(new URL("../../crates/web/bench-data/kt_vectors.json", import.meta.url), "utf8");
+  const [lookupUs, historyUs, lookupBytes, historyBytes] = await alice.page.evaluate(async (text) => {
+    const m = await import("/nightjar_web.js");
+    return Array.from(m.nightjarBenchKtVerify(text, 200));
+  }, vectors);
+  console.log(`wasm: key transparency lookup proof (${lookupBytes} bytes) ${lookupUs.toFixed(0)} µs, history proof (${historyBytes} bytes) ${historyUs.toFixed(0)} µs (200 each)`);
 
   await openChat(alice.page, "bob");
   await send(alice.page, "warm-up");

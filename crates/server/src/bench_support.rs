@@ -62,6 +62,8 @@ impl KtBench {
             Arc::new(crate::store::NoSink),
         )
         .await?;
+        // The OPAQUE key file a server needs once the database holds accounts.
+        crate::opaque::load_setup(&store, &config).await?;
         let kt = Transparency::open(&store, &config).await?;
         Ok(Self { store, kt })
     }
