@@ -449,14 +449,11 @@ impl<S: KvStore> Engine<S> {
         let Some(bytes) = self.provider.kv().get(DIRECTORY_VIEW_KEY)? else {
             return Ok(None);
         };
-        let (epoch, root) = bytes
-            .split_at_checked(8)
-            .ok_or(Error::State("the stored directory view is malformed"))?;
+        let malformed = || Error::State("the stored directory view is malformed");
+        let (epoch, root) = bytes.split_at_checked(8).ok_or_else(malformed)?;
         Ok(Some(DirectoryView {
-            epoch: u64::from_be_bytes(epoch.try_into().map_err(|_| Error::State("epoch"))?),
-            root: root
-                .try_into()
-                .map_err(|_| Error::State("the stored directory view is malformed"))?,
+            epoch: u64::from_be_bytes(epoch.try_into().map_err(|_| malformed())?),
+            root: root.try_into().map_err(|_| malformed())?,
         }))
     }
 

@@ -2,15 +2,15 @@
 //! devices, messages no queue refers to any more, key-package claim counts whose window ended
 //! and reports past their retention (both would otherwise keep who contacted whom).
 
-/// How long abuse reports are kept for moderators.
-pub(crate) const REPORT_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
-
 use std::collections::BTreeMap;
 
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
 
 use super::backend::{MAX_IDS, QueueCounter};
 use super::{Backend, Column, Db, Param, Store, dispatch, to_i64};
+
+/// How long abuse reports are kept for moderators.
+pub(crate) const REPORT_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
 
 /// Expired envelopes looked at per transaction.
 const EXPIRE_CHUNK: i64 = 1_000;
