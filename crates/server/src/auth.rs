@@ -21,9 +21,6 @@ use crate::store::{Sender, SessionRow};
 
 /// Longest token text looked at; real tokens are 43 characters.
 const MAX_TOKEN_LEN: usize = 128;
-/// `last_seen` keeps only the day (like Signal's "date of last connection"): written once a
-/// day per device at most, as the start of the day.
-const SEEN_DAY_MS: u64 = 24 * 3_600_000;
 
 /// A fresh token to hand out once, and the hash to store.
 pub(crate) fn new_token() -> Result<(String, [u8; 32])> {
@@ -100,7 +97,9 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Sessio
         .device_rate
         .take(&device.device_pk, instant)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
-    let today = now - now % SEEN_DAY_MS;
+    // `last_seen` keeps only the day (like Signal's "date of last connection"): written once a
+    // day per device at most, as the start of the day.
+    let today = crate::store::stored_day(now);
     if device.last_seen_ms < today {
         state.store.touch_device(device.device_pk, today).await?;
         state.sessions.seen(&token_hash, today);

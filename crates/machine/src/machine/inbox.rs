@@ -490,14 +490,8 @@ impl<S: ClientStore> Machine<S> {
             return Ok(Outcome::Done);
         }
         for name in fresh {
-            self.fetched.insert(name.clone());
-            self.fetching.insert(name.clone());
-            self.request(
-                Request::Account {
-                    username: name.clone(),
-                },
-                Pending::Account { username: name },
-            );
+            self.fetch_account(&name);
+            self.fetched.insert(name);
         }
         Ok(Outcome::Waiting)
     }

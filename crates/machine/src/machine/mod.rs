@@ -609,6 +609,21 @@ impl<S: ClientStore> Machine<S> {
         }
     }
 
+    /// Asks for `username`'s account (device list and directory proof), unless its answer is
+    /// already awaited.
+    fn fetch_account(&mut self, username: &str) {
+        if self.fetching.insert(username.to_owned()) {
+            self.request(
+                Request::Account {
+                    username: username.to_owned(),
+                },
+                Pending::Account {
+                    username: username.to_owned(),
+                },
+            );
+        }
+    }
+
     fn request(&mut self, request: Request, pending: Pending) {
         let id = RequestId(self.next_request);
         self.next_request += 1;

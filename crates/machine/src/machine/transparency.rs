@@ -263,17 +263,7 @@ impl<S: ClientStore> Machine<S> {
         if state.list_version > held {
             let stated = self.statements.lists.entry(sender.to_owned()).or_default();
             *stated = (*stated).max(state.list_version);
-            if !self.fetching.contains(sender) {
-                self.fetching.insert(sender.to_owned());
-                self.request(
-                    Request::Account {
-                        username: sender.to_owned(),
-                    },
-                    Pending::Account {
-                        username: sender.to_owned(),
-                    },
-                );
-            }
+            self.fetch_account(sender);
         }
         let Some(view) = state.directory else {
             return Ok(());
@@ -325,32 +315,35 @@ impl<S: ClientStore> Machine<S> {
     }
 
     /// The server's signed root for an epoch a sender stated: it must carry the pinned key's
-    /// signature and equal the stated root.
+    /// signature and equal the stated root. Then the next stated epoch is asked for, unless the
+    /// server was out of reach (the next message stating a root asks again).
     pub(super) fn on_directory_root(
         &mut self,
         epoch: u64,
         outcome: std::result::Result<Response, Failure>,
     ) -> Result<()> {
         self.statements.fetching_root = None;
-        let answer = match outcome {
-            Ok(Response::DirectoryRoot(answer)) => answer,
-            // Away: the next message stating a root asks again.
-            Err(Failure::Network(_)) => return Ok(()),
-            _ => {
-                // No such epoch here, though a member's device verified one.
-                if let Some(stated) = self.statements.roots.remove(&epoch) {
-                    self.fork_alarm(epoch, &stated.sender)?;
-                }
-                self.fetch_stated_root();
-                return Ok(());
-            }
-        };
+        if matches!(outcome, Err(Failure::Network(_))) {
+            return Ok(());
+        }
+        self.compare_stated_root(epoch, outcome)?;
+        self.fetch_stated_root();
+        Ok(())
+    }
+
+    fn compare_stated_root(
+        &mut self,
+        epoch: u64,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
         let Some(stated) = self.statements.roots.remove(&epoch) else {
-            self.fetch_stated_root();
             return Ok(());
         };
+        let Ok(Response::DirectoryRoot(answer)) = outcome else {
+            // No such epoch here, though a member's device verified one.
+            return self.fork_alarm(epoch, &stated.sender);
+        };
         let Some(keys) = self.pinned_directory_keys()? else {
-            self.fetch_stated_root();
             return Ok(());
         };
         let checked = signed_root(&answer.root).and_then(|root| {
@@ -358,23 +351,18 @@ impl<S: ClientStore> Machine<S> {
             Ok(root)
         });
         match checked {
-            Ok(root) if root.epoch == epoch => {
-                if root.root != stated.root {
-                    self.fork_alarm(epoch, &stated.sender)?;
-                } else {
-                    self.remember_root(&root)?;
-                }
+            Ok(root) if root.epoch == epoch && root.root != stated.root => {
+                self.fork_alarm(epoch, &stated.sender)
             }
+            Ok(root) if root.epoch == epoch => self.remember_root(&root),
             _ => self.alarm(
                 &format!("root/{epoch}"),
                 format!(
                     "the key-transparency directory's root for epoch {epoch} is not signed by \
                      the directory key this device pinned"
                 ),
-            )?,
+            ),
         }
-        self.fetch_stated_root();
-        Ok(())
     }
 
     /// After an answer for `username`'s account: if its messages stated a newer device list
@@ -523,15 +511,8 @@ impl<S: ClientStore> Machine<S> {
         if history
             .first()
             .is_some_and(|newest| newest.entry.list_version > known_max)
-            && !self.fetching.contains(&me)
         {
-            self.fetching.insert(me.clone());
-            self.request(
-                Request::Account {
-                    username: me.clone(),
-                },
-                Pending::Account { username: me },
-            );
+            self.fetch_account(&me);
         }
         Ok(())
     }

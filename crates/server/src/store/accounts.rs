@@ -131,7 +131,7 @@ where
     pub(super) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
         let now = to_i64(new.now_ms);
         // Only the day an account was made is kept.
-        let created = to_i64(new.now_ms - new.now_ms % super::STORED_DAY_MS);
+        let created = to_i64(super::stored_day(new.now_ms));
         let mut w = self.write().await?;
         let account_id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO accounts (username, opaque_record, identity_key, device_list, \

@@ -260,7 +260,7 @@ where
                 .bind(key)
                 .bind(bytes)
                 .bind(now)
-                .bind(now - now % to_i64(super::STORED_DAY_MS))
+                .bind(to_i64(super::stored_day(now_ms)))
                 .fetch_one(&mut *w.tx)
                 .await?;
                 (pk, DeviceStatus::Pending)

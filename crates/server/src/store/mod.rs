@@ -183,6 +183,11 @@ pub(crate) fn stored_time(now_ms: u64) -> u64 {
     now_ms - now_ms % STORED_TIME_MS
 }
 
+/// `now_ms` rounded down to [`STORED_DAY_MS`]: account creation and last-seen days.
+pub(crate) fn stored_day(now_ms: u64) -> u64 {
+    now_ms - now_ms % STORED_DAY_MS
+}
+
 /// Converts a stored integer that is never negative.
 pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
