@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// 403: the recipient has not accepted the sending account yet, and the few small
     /// messages a message request may carry are used up (or this one is too large).
     MessageRequestLimit,
+    /// 403: a sealed message's key is not registered for its conversation and epoch, or its
+    /// signature does not verify; a member registers the epoch's key and sends again.
+    SealedKeyUnknown,
 }
 
 impl ErrorCode {
@@ -58,7 +61,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::QueueFull => 507,
             ErrorCode::Internal => 500,
-            ErrorCode::Blocked | ErrorCode::MessageRequestLimit => 403,
+            ErrorCode::Blocked | ErrorCode::MessageRequestLimit | ErrorCode::SealedKeyUnknown => {
+                403
+            }
         }
     }
 }

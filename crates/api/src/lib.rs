@@ -340,6 +340,38 @@ pub struct SendResponse {
     pub epoch: u64,
 }
 
+/// An application message posted without a session: a member of the conversation signs it
+/// with the epoch's sealed-sender key, which identifies no member (see `nightjar_core::sealed`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedSendRequest {
+    /// Client-chosen id (≤ 64 chars, signed); retrying with the same id is a no-op that
+    /// returns the first answer.
+    #[schema(min_length = 1, max_length = 64)]
+    pub submission_id: String,
+    /// The epoch the message was made in (checked against the MLS header).
+    pub epoch: u64,
+    /// The MLS message (an application `PrivateMessage`).
+    pub payload: B64,
+    /// The public half of the epoch's sealed-sender key (32 bytes).
+    pub key: B64,
+    /// Ed25519 signature of the submission under that key (64 bytes).
+    pub signature: B64,
+}
+
+/// Registers the public half of a conversation epoch's sealed-sender key. A member device
+/// registers it when it commits, and before it first sends in a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SealedKeyRequest {
+    /// The conversation's current epoch.
+    pub epoch: u64,
+    /// The public key (32 bytes).
+    pub key: B64,
+    /// Whether this registration accepts the conversation for the account (the device is
+    /// about to send in it; sending used to say so). A registration after a commit does not.
+    #[serde(default)]
+    pub accept: bool,
+}
+
 /// One queued message for one device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Envelope {

@@ -13,8 +13,8 @@ use nightjar_api::{
     DeviceListUpdate, DevicesResponse, DirectoryKeysResponse, EpochResponse, EpochRoot, ErrorCode,
     InboxResponse, KeyPackageCount, LinkStatusResponse, LoginFinishRequest, LoginStartRequest,
     LoginStartResponse, PendingDevicesResponse, ProofResponse, RegisterFinishRequest,
-    RegisterStartRequest, RegisterStartResponse, SendRequest, SendResponse, SessionResponse,
-    UploadKeyPackagesRequest,
+    RegisterStartRequest, RegisterStartResponse, SealedKeyRequest, SealedSendRequest, SendRequest,
+    SendResponse, SessionResponse, UploadKeyPackagesRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Connections of their own for sealed sends, so that none of them travels on a
+    /// connection that also carried the session token.
+    sealed_http: reqwest::Client,
     token: Option<String>,
     /// Set when the server asked for a wait longer than a request sits through: until then,
     /// requests fail at once instead of asking again sooner than told.
@@ -148,16 +151,21 @@ impl Api {
     pub fn new(base: &str) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         check_scheme(&base)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls_config()?).clone())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("nightjar-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(network)?;
+        let client = || -> Result<reqwest::Client> {
+            reqwest::Client::builder()
+                .use_preconfigured_tls((*tls_config()?).clone())
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(60))
+                .user_agent(concat!("nightjar-client/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(network)
+        };
+        let http = client()?;
+        let sealed_http = client()?;
         Ok(Self {
             base,
             http,
+            sealed_http,
             token: None,
             not_before: Arc::new(Mutex::new(None)),
         })
@@ -407,6 +415,42 @@ impl Api {
             Some(r),
         )
         .await
+    }
+
+    /// `POST /v1/conversations/{id}/sealed`: without the session token, on connections that
+    /// never carry it.
+    pub async fn sealed_send(
+        &self,
+        conversation: &str,
+        r: &SealedSendRequest,
+    ) -> Result<SendResponse> {
+        let anonymous = Self {
+            http: self.sealed_http.clone(),
+            token: None,
+            ..self.clone()
+        };
+        anonymous
+            .call(
+                Method::POST,
+                &format!("/v1/conversations/{}/sealed", segment(conversation)),
+                Some(r),
+            )
+            .await
+    }
+
+    /// `PUT /v1/conversations/{id}/sealed-key`.
+    pub async fn register_sealed_key(
+        &self,
+        conversation: &str,
+        r: &SealedKeyRequest,
+    ) -> Result<()> {
+        self.call_raw(
+            Method::PUT,
+            &format!("/v1/conversations/{}/sealed-key", segment(conversation)),
+            Some(r),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET /v1/messages?after=ID&limit=N`.

@@ -18,6 +18,7 @@ pub mod pickle;
 mod provider;
 pub mod provisioning;
 pub mod safety;
+pub mod sealed;
 pub mod sequence;
 pub mod storage;
 pub mod transparency;

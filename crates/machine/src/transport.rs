@@ -4,7 +4,7 @@
 
 use nightjar_api::{
     AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, EpochResponse, ProofResponse,
-    SendRequest, SendResponse,
+    SealedKeyRequest, SealedSendRequest, SendRequest, SendResponse,
 };
 use nightjar_core::ConversationId;
 
@@ -21,6 +21,22 @@ pub enum Request {
         conversation: ConversationId,
         /// What.
         body: SendRequest,
+    },
+    /// `POST /v1/conversations/{conversation}/sealed`, *without* the session token: an
+    /// application message signed with the epoch's sealed-sender key.
+    SealedSend {
+        /// Where.
+        conversation: ConversationId,
+        /// What.
+        body: SealedSendRequest,
+    },
+    /// `PUT /v1/conversations/{conversation}/sealed-key`: registers this device's view of
+    /// the epoch's sealed-sender key.
+    RegisterSealedKey {
+        /// Where.
+        conversation: ConversationId,
+        /// The epoch and key.
+        body: SealedKeyRequest,
     },
     /// `GET /v1/messages?after=&limit=`.
     Inbox {
@@ -56,8 +72,10 @@ pub enum Request {
 /// A successful answer to a [`Request`] of the same kind.
 #[derive(Clone, Debug)]
 pub enum Response {
-    /// To [`Request::Send`].
+    /// To [`Request::Send`] and [`Request::SealedSend`].
     Sent(SendResponse),
+    /// To [`Request::RegisterSealedKey`].
+    Registered,
     /// To [`Request::Inbox`].
     Inbox(Vec<Envelope>),
     /// To [`Request::Ack`].

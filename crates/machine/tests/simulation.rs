@@ -13,6 +13,7 @@ use nightjar_api::{
 use nightjar_core::content::Content;
 use nightjar_core::identity::SignedDeviceList;
 use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::sealed::SealedSubmission;
 use nightjar_core::{ConversationId, ConversationKind, Engine, EngineConfig, Suite, UpdatePolicy};
 use nightjar_machine::rows::Consent;
 use nightjar_machine::{
@@ -49,6 +50,15 @@ struct Ds {
     /// Every accepted application message, per conversation, for the no-loss checks.
     accepted: Vec<(ConversationId, DeviceAddress)>,
     sends_seen: Vec<(u64, String)>,
+    /// Registered sealed-sender keys by conversation and epoch.
+    sealed_keys: HashMap<(ConversationId, u64), Vec<Vec<u8>>>,
+    /// Sealed sends posted, and registrations, by account (the tests' view: the delivery
+    /// service itself stores no sender for sealed sends).
+    sealed_sends: usize,
+    registrations: Vec<String>,
+    /// Set while a sealed send is handled: it reaches every member device, the sender's own
+    /// included, with no sender on the envelope.
+    sealing: bool,
 }
 
 enum Answer {
@@ -84,6 +94,67 @@ impl Ds {
 
     fn handle(&mut self, from: &DeviceAddress, request: Request, now: u64) -> Answer {
         match request {
+            Request::RegisterSealedKey { conversation, body } => {
+                self.registrations.push(from.username.clone());
+                let current = self.epochs.get(&conversation).copied().unwrap_or(0);
+                if !self
+                    .members
+                    .get(&conversation)
+                    .is_some_and(|m| m.contains(from))
+                {
+                    return Answer::Now(refused(ErrorCode::NotAMember, "not a member"));
+                }
+                if body.epoch != current {
+                    let mut e =
+                        ApiError::new(ErrorCode::EpochConflict, "the conversation moved on");
+                    e.current_epoch = Some(current);
+                    return Answer::Now(Err(Failure::Refused(e)));
+                }
+                self.sealed_keys
+                    .entry((conversation, body.epoch))
+                    .or_default()
+                    .push(body.key.0);
+                Answer::Now(Ok(Response::Registered))
+            }
+            Request::SealedSend { conversation, body } => {
+                let known = self
+                    .sealed_keys
+                    .get(&(conversation, body.epoch))
+                    .is_some_and(|keys| keys.contains(&body.key.0));
+                if !known {
+                    return Answer::Now(refused(ErrorCode::SealedKeyUnknown, "unknown key"));
+                }
+                let submission = SealedSubmission {
+                    conversation,
+                    epoch: body.epoch,
+                    submission_id: &body.submission_id,
+                    payload: &body.payload.0,
+                };
+                if !submission.verify(&body.key.0, &body.signature.0) {
+                    return Answer::Now(refused(ErrorCode::Forbidden, "bad signature"));
+                }
+                self.sealed_sends += 1;
+                self.sealing = true;
+                let send = nightjar_api::SendRequest {
+                    idempotency_key: body.submission_id,
+                    kind: EnvelopeKind::Application,
+                    epoch: body.epoch,
+                    payload: body.payload,
+                    welcome: None,
+                    members: None,
+                    group_info: None,
+                };
+                let answer = self.handle(
+                    from,
+                    Request::Send {
+                        conversation,
+                        body: send,
+                    },
+                    now,
+                );
+                self.sealing = false;
+                answer
+            }
             Request::Send { conversation, body } => {
                 self.sends_seen.push((now, from.username.clone()));
                 let fault = self
@@ -209,8 +280,21 @@ impl Ds {
                 if !before.contains(from) {
                     return refused(ErrorCode::NotAMember, "not a member");
                 }
-                for m in before.iter().filter(|m| *m != from) {
-                    self.enqueue(m, from, body.kind, Some(conversation), &body.payload.0, now);
+                let sealed = self.sealing;
+                let nobody = DeviceAddress {
+                    username: String::new(),
+                    device_id: String::new(),
+                };
+                let sender = if sealed { &nobody } else { from };
+                for m in before.iter().filter(|m| sealed || *m != from) {
+                    self.enqueue(
+                        m,
+                        sender,
+                        body.kind,
+                        Some(conversation),
+                        &body.payload.0,
+                        now,
+                    );
                 }
                 self.accepted.push((conversation, from.clone()));
             }
@@ -389,6 +473,70 @@ fn send(ds: &mut Ds, d: &mut Device, conversation: ConversationId, body: &str, n
 }
 
 #[test]
+fn application_messages_are_sealed_and_the_senders_own_copy_is_dropped() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    // The commit's author registered the new epoch's key.
+    assert_eq!(ds.registrations, ["alice"]);
+    send(&mut ds, &mut alice, c, "one", T0 + 1);
+    send(&mut ds, &mut alice, c, "two", T0 + 2);
+    sync(&mut ds, &mut bob, T0 + 3);
+    assert_eq!(bob.received(), ["one", "two"]);
+    // alice registered the key again before her first message (that registration accepts
+    // the conversation; the commit's does not), and so does bob, once.
+    send(&mut ds, &mut bob, c, "three", T0 + 4);
+    send(&mut ds, &mut bob, c, "four", T0 + 5);
+    assert_eq!(ds.registrations, ["alice", "alice", "bob"]);
+    assert_eq!(ds.sealed_sends, 4);
+    sync(&mut ds, &mut alice, T0 + 6);
+    assert_eq!(alice.received(), ["three", "four"]);
+    // Both got their own messages back (the server cannot leave the unknown sender out), and
+    // dropped them without a notice; every queue is empty.
+    sync(&mut ds, &mut bob, T0 + 7);
+    assert_eq!(bob.received(), ["one", "two"]);
+    let notices: Vec<_> = alice
+        .seen
+        .iter()
+        .chain(&bob.seen)
+        .filter(|n| matches!(n, Notification::Notice(t) if t.contains("dropped")))
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+    assert!(ds.queues.values().all(Vec::is_empty));
+}
+
+#[test]
+fn a_send_the_server_has_no_key_for_registers_the_key_and_goes_through() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "first", T0 + 1);
+    // The server loses the keys (a committer that never registered, another node's cache).
+    ds.sealed_keys.clear();
+    send(&mut ds, &mut alice, c, "second", T0 + 2);
+    sync(&mut ds, &mut bob, T0 + 3);
+    assert_eq!(bob.received(), ["first", "second"]);
+    assert_eq!(ds.registrations, ["alice", "alice", "alice"]);
+    assert!(alice.machine.store().outbox().unwrap().is_empty());
+}
+
+#[test]
 fn two_accounts_chat_both_ways_and_every_message_is_stored_and_acknowledged_once() {
     let mut ds = Ds::default();
     let mut alice = new_account(&mut ds, "alice");
@@ -411,6 +559,10 @@ fn two_accounts_chat_both_ways_and_every_message_is_stored_and_acknowledged_once
     assert_eq!(bob.received(), ["hi bob", "how are you"]);
     assert_eq!(alice.received(), ["hi alice"]);
     assert_eq!(bob.texts(c), ["hi bob", "hi alice", "how are you"]);
+    assert_eq!(alice.texts(c), ["hi bob", "hi alice", "how are you"]);
+    // alice's copy of her own sealed message waits in her queue until she reads it.
+    sync(&mut ds, &mut alice, T0 + 7);
+    assert_eq!(alice.received(), ["hi alice"]);
     assert_eq!(alice.texts(c), ["hi bob", "hi alice", "how are you"]);
     assert!(
         ds.queues.values().all(Vec::is_empty),
@@ -627,6 +779,8 @@ fn a_restart_mid_send_posts_again_with_the_same_key_and_the_message_arrives_once
         "redelivered, recognised, not shown again"
     );
     assert_eq!(bob.texts(c), ["survives"]);
+    // alice reads her own copy of her sealed message, and drops it.
+    sync(&mut ds, &mut alice, T0 + 5);
     assert!(ds.queues.values().all(Vec::is_empty));
 }
 

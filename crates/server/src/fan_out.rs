@@ -1,7 +1,9 @@
-//! Per-sending-account fan-out allowances (envelopes and bytes queued per second), kept in
-//! memory per node like the other rate limits. The decision logic is `rules::consent::FanOut`.
+//! Fan-out allowances (envelopes and bytes queued per second) per sending account, and per
+//! conversation for sealed sends (whose sender the server does not know), kept in memory per
+//! node like the other rate limits. The decision logic is `rules::consent::FanOut`.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,14 +13,15 @@ use crate::rules::consent::{FanOut, FanOutLimits};
 /// Entries kept before full allowances are forgotten.
 const PRUNE_PAST: usize = 10_000;
 
-/// The fan-out allowance of every account that sent recently, by account row id.
+/// The fan-out allowance of every sender (by account row id, or by conversation for sealed
+/// sends) that sent recently.
 #[derive(Debug)]
-pub(crate) struct FanOutMeters {
+pub(crate) struct FanOutMeters<K = i64> {
     limits: FanOutLimits,
-    meters: Mutex<HashMap<i64, FanOut>>,
+    meters: Mutex<HashMap<K, FanOut>>,
 }
 
-impl FanOutMeters {
+impl<K: Eq + Hash> FanOutMeters<K> {
     /// Meters with the limits' rates and bursts.
     pub(crate) fn new(limits: &Limits) -> Self {
         // Bursts past 2^53 bytes lose precision, which does not matter.
@@ -35,17 +38,17 @@ impl FanOutMeters {
         }
     }
 
-    /// Whether `account` may send now; `Err` is how long until it may.
-    pub(crate) fn check(&self, account: i64, now_ms: u64) -> Result<(), Duration> {
+    /// Whether `sender` may send now; `Err` is how long until it may.
+    pub(crate) fn check(&self, sender: K, now_ms: u64) -> Result<(), Duration> {
         let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
-        match meters.get_mut(&account) {
+        match meters.get_mut(&sender) {
             Some(meter) => meter.check(&self.limits, now_ms),
             None => Ok(()),
         }
     }
 
-    /// Charges `account` for `envelopes` envelopes of `bytes` bytes in all.
-    pub(crate) fn charge(&self, account: i64, now_ms: u64, envelopes: u64, bytes: u64) {
+    /// Charges `sender` for `envelopes` envelopes of `bytes` bytes in all.
+    pub(crate) fn charge(&self, sender: K, now_ms: u64, envelopes: u64, bytes: u64) {
         if envelopes == 0 {
             return;
         }
@@ -55,7 +58,7 @@ impl FanOutMeters {
             meters.retain(|_, m| !m.is_full(&limits, now_ms));
         }
         meters
-            .entry(account)
+            .entry(sender)
             .or_insert_with(|| FanOut::full(&self.limits, now_ms))
             .charge(&self.limits, now_ms, envelopes, bytes);
     }

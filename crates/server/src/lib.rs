@@ -28,6 +28,7 @@ mod notify;
 mod opaque;
 mod rate_limit;
 mod rules;
+mod sealed_keys;
 mod server;
 mod session_cache;
 mod state;

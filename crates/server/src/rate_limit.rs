@@ -47,6 +47,20 @@ impl<K: Eq + Hash + Clone> TokenBuckets<K> {
         }
     }
 
+    /// Whether `key` has a token now, without taking it; `Err` carries the wait until it has.
+    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((last, tokens)) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = (tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
+
     /// Forgets buckets that have refilled completely (they behave like new ones).
     pub(crate) fn prune(&self, now: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());

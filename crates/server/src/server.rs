@@ -300,6 +300,7 @@ pub(crate) async fn sweep_once(state: &AppState) {
     state.login_by_ip.prune(now);
     state.device_login_by_ip.prune(now);
     state.device_rate.prune(now);
+    state.sealed_refusals.prune(now);
     let config = &state.config;
     match state
         .store

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::opaque::OpaqueSetup;
 use crate::rate_limit::{TokenBuckets, attempts_per_window};
+use crate::sealed_keys::SealedKeyCache;
 use crate::session_cache::SessionCache;
 use crate::store::Store;
 use crate::stream_slots::StreamSlots;
@@ -57,6 +58,13 @@ pub(crate) struct Shared {
     pub(crate) streams: TaskTracker,
     /// What each sending account may still fan out (envelopes and bytes).
     pub(crate) fan_out: FanOutMeters,
+    /// What each conversation may still fan out in sealed sends, whose sender is unknown.
+    pub(crate) sealed_fan_out: FanOutMeters<nightjar_core::ConversationId>,
+    /// Sealed-sender keys known to be registered.
+    pub(crate) sealed_keys: SealedKeyCache,
+    /// Refused sealed sends (unknown key, bad signature) per address group: past the burst,
+    /// an address gets 429 before the server looks anything up.
+    pub(crate) sealed_refusals: TokenBuckets<IpAddr>,
     /// The cap on streams per device.
     pub(crate) stream_slots: StreamSlots,
 }
@@ -95,6 +103,9 @@ impl AppState {
             shutdown: CancellationToken::new(),
             streams: TaskTracker::new(),
             fan_out: FanOutMeters::new(&config.limits),
+            sealed_fan_out: FanOutMeters::new(&config.limits),
+            sealed_keys: SealedKeyCache::default(),
+            sealed_refusals: attempts_per_window(limits.login_attempts_per_ip, limits.login_window),
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
             config,
             store,

@@ -120,6 +120,20 @@ pub(crate) async fn execute(token: Option<&str>, request: Request) -> Result<Res
                 .await
                 .map(Response::Sent)
         }
+        Request::SealedSend { conversation, body } => {
+            // No session token: the server learns only that a member sent it.
+            let path = format!("/v1/conversations/{conversation}/sealed");
+            json("POST", &path, None, Some(&body))
+                .await
+                .map(Response::Sent)
+        }
+        Request::RegisterSealedKey { conversation, body } => {
+            let path = format!("/v1/conversations/{conversation}/sealed-key");
+            let body = serde_json::to_string(&body).map_err(|e| Failure::Network(e.to_string()))?;
+            call("PUT", &path, token, Some(body))
+                .await
+                .map(|_| Response::Registered)
+        }
         Request::Inbox { after, limit } => {
             let path = format!("/v1/messages?after={after}&limit={limit}");
             json::<InboxResponse>("GET", &path, token, None::<&()>)

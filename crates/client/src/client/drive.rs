@@ -42,6 +42,14 @@ impl Client {
                 .send(&conversation.to_string(), &body)
                 .await
                 .map(Response::Sent),
+            Request::SealedSend { conversation, body } => api
+                .sealed_send(&conversation.to_string(), &body)
+                .await
+                .map(Response::Sent),
+            Request::RegisterSealedKey { conversation, body } => api
+                .register_sealed_key(&conversation.to_string(), &body)
+                .await
+                .map(|()| Response::Registered),
             Request::Inbox { after, limit } => api
                 .inbox(after, limit)
                 .await

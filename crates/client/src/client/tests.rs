@@ -154,6 +154,10 @@ async fn winner_processed_before_the_refusal_also_recovers() {
 #[tokio::test]
 async fn message_whose_epoch_moved_on_is_encrypted_again_and_shown_once() {
     let mut w = world().await;
+    // carol has sent in the group before (her sealed-sender key registration is done).
+    w.carol.send_group("g", "before").await.unwrap();
+    assert_eq!(texts(&w.alice.sync().await.unwrap()), ["before"]);
+    assert_eq!(texts(&w.bob.sync().await.unwrap()), ["before"]);
     // carol queues a message while the server is down: encrypted, post fails, kept.
     w.server.take().unwrap().shutdown().await.unwrap();
     let outcome = w.carol.send_group("g", "queued offline").await.unwrap();

@@ -16,6 +16,7 @@ use crate::content::{GroupMetadata, Message};
 use crate::directory::DeviceCheck;
 use crate::error::{ConversationError, Error, Result};
 use crate::identity::DeviceCredential;
+use crate::sealed::{SEALED_SECRET_LEN, SEALED_SENDER_LABEL, SealedKey};
 use crate::storage::KvStore;
 
 /// A commit to hand to the delivery service, with the Welcome for devices it adds.
@@ -447,6 +448,25 @@ impl<S: KvStore> Engine<S> {
             .export_secret(self.provider.crypto(), label, context, len)
             .map_err(internal)?;
         Ok(Zeroizing::new(secret))
+    }
+
+    /// The sealed-sender key of the conversation's current epoch (see [`crate::sealed`]):
+    /// every member device derives the same key, nobody else can.
+    pub fn sealed_key(&mut self, conversation: ConversationId) -> Result<SealedKey> {
+        let group = load_group(&mut self.groups, &self.provider, conversation)?;
+        let epoch = group.epoch().as_u64();
+        let secret = Zeroizing::new(
+            group
+                .export_secret(
+                    self.provider.crypto(),
+                    SEALED_SENDER_LABEL,
+                    &conversation.0,
+                    SEALED_SECRET_LEN,
+                )
+                .map_err(internal)?,
+        );
+        SealedKey::from_secret(epoch, &secret)
+            .ok_or_else(|| internal("a sealed-sender secret of the wrong length"))
     }
 
     /// The conversations this device knows, newest state.

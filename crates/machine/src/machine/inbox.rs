@@ -481,11 +481,17 @@ impl<S: ClientStore> Machine<S> {
                 return Ok(Outcome::Held);
             }
             // Nothing authenticated the sender (MLS did not get that far): the name is only
-            // what the server claims, and is shown as such.
-            self.notice(format!(
-                "dropped a message the server attributed to {} that could not be processed: {error}",
-                envelope.sender.username
-            ));
+            // what the server claims, and is shown as such (a sealed message names nobody).
+            if envelope.sender.username.is_empty() {
+                self.notice(format!(
+                    "dropped a sealed message that could not be processed: {error}"
+                ));
+            } else {
+                self.notice(format!(
+                    "dropped a message the server attributed to {} that could not be processed: {error}",
+                    envelope.sender.username
+                ));
+            }
             self.store.mark_processed(id, now)?;
             return Ok(Outcome::Done);
         }

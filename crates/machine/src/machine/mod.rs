@@ -59,6 +59,9 @@ pub mod meta {
     pub const KT_ALARMED: &str = "kt_alarmed/";
     /// Every directory root this device verified, per epoch (prefix; base64 root hash).
     pub const KT_ROOT_AT: &str = "kt_root_at/";
+    /// Conversations in which this device registered a sealed-sender key at least once
+    /// (prefix), which accepted the conversation on the server.
+    pub const SEALED_JOINED: &str = "sealed_joined/";
 }
 
 /// How long a message missing from a sender's sequence may stay missing before it is reported.
@@ -187,6 +190,12 @@ enum Pending {
     OwnHistory,
     /// The directory's signed root for an epoch a sender stated.
     DirectoryRoot { epoch: u64 },
+    /// A sealed-sender key registration, made before posting the outbox entry `seq` (if
+    /// any).
+    Register {
+        conversation: ConversationId,
+        seq: Option<i64>,
+    },
 }
 
 /// The state of reading the server's queue.
@@ -209,12 +218,15 @@ pub struct Machine<S: ClientStore> {
     requests: VecDeque<(RequestId, Request)>,
     notifications: VecDeque<Notification>,
     in_flight: BTreeMap<RequestId, Pending>,
-    /// Outbox: the entry being posted, waits per conversation, and a pause of all sending
-    /// after network failures.
-    posting: Option<i64>,
+    /// Outbox: whether an entry (or a sealed-key registration) is being posted, waits per
+    /// conversation, and a pause of all sending after network failures.
+    posting: bool,
     holds: BTreeMap<String, Hold>,
     /// Epoch conflicts in a row, per conversation (reset by an accepted post).
     epoch_conflicts: BTreeMap<String, u32>,
+    /// Conversations whose sealed-sender key this device registers before it posts anything
+    /// else (after its own commit, or after the server did not know the key).
+    registrations_due: BTreeSet<ConversationId>,
     paused_until: Option<u64>,
     network_failures: u32,
     session_expired: bool,
@@ -305,9 +317,10 @@ impl<S: ClientStore> Machine<S> {
             requests: VecDeque::new(),
             notifications: VecDeque::new(),
             in_flight: BTreeMap::new(),
-            posting: None,
+            posting: false,
             holds: BTreeMap::new(),
             epoch_conflicts: BTreeMap::new(),
+            registrations_due: BTreeSet::new(),
             paused_until: None,
             network_failures: 0,
             session_expired: false,
@@ -558,8 +571,8 @@ impl<S: ClientStore> Machine<S> {
         {
             self.session_expired = true;
             self.notifications.push_back(Notification::SessionExpired);
-            if let Pending::Post { .. } = pending {
-                self.posting = None;
+            if let Pending::Post { .. } | Pending::Register { .. } = pending {
+                self.posting = false;
             }
             self.release(&pending);
             return Ok(());
@@ -569,8 +582,12 @@ impl<S: ClientStore> Machine<S> {
         }
         match pending {
             Pending::Post { seq } => {
-                self.posting = None;
+                self.posting = false;
                 self.on_posted(now, seq, outcome)?;
+            }
+            Pending::Register { conversation, seq } => {
+                self.posting = false;
+                self.on_registered(now, conversation, seq, outcome)?;
             }
             Pending::Inbox => self.on_inbox(now, outcome)?,
             Pending::Ack => {}
@@ -605,7 +622,7 @@ impl<S: ClientStore> Machine<S> {
             }
             Pending::OwnHistory => self.checking_history = false,
             Pending::DirectoryRoot { .. } => self.statements.fetching_root = None,
-            Pending::Post { .. } | Pending::Ack => {}
+            Pending::Post { .. } | Pending::Register { .. } | Pending::Ack => {}
         }
     }
 

@@ -6,14 +6,18 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use nightjar_api::{B64, DeviceAddress, EnvelopeKind, ErrorCode, SendRequest, WelcomeOut};
+use nightjar_api::{
+    B64, DeviceAddress, EnvelopeKind, ErrorCode, SealedKeyRequest, SealedSendRequest, SendRequest,
+    WelcomeOut,
+};
 use nightjar_core::content::{Message, MessageId};
 use nightjar_core::identity::DeviceCredential;
+use nightjar_core::sealed::SealedSubmission;
 use nightjar_core::{
     CommitBundle, ConversationError, ConversationId, Engine, Error as CoreError, Intent,
 };
 
-use super::{Hold, Machine, Notification, Pending, Pull, conversation_row, random_hex};
+use super::{Hold, Machine, Notification, Pending, Pull, conversation_row, meta, random_hex};
 use crate::backoff;
 use crate::error::{Error, Result};
 use crate::rows::{OutboxItem, OutboxRow};
@@ -84,8 +88,11 @@ pub fn enqueue_commit<S: ClientStore>(
 impl<S: ClientStore> Machine<S> {
     /// Whether an outbox entry could be posted now.
     pub(super) fn can_post(&self, now: u64) -> bool {
-        if self.posting.is_some() || self.paused_until.is_some_and(|t| t > now) {
+        if self.posting || self.paused_until.is_some_and(|t| t > now) {
             return false;
+        }
+        if !self.registrations_due.is_empty() {
+            return true;
         }
         self.store.outbox().is_ok_and(|rows| {
             rows.iter()
@@ -109,8 +116,11 @@ impl<S: ClientStore> Machine<S> {
         let reading = self.pull != Pull::Idle
             || !self.queue.is_empty()
             || (self.pull_wanted && self.inbox_paused_until.is_none());
-        if self.posting.is_some() || self.paused_until.is_some() || reading {
+        if self.posting || self.paused_until.is_some() || reading {
             return Ok(());
+        }
+        if let Some(conversation) = self.registrations_due.pop_first() {
+            return self.register_sealed_key(conversation, None);
         }
         let mut blocked: HashSet<String> = HashSet::new();
         for _ in 0..MAX_STEPS {
@@ -216,7 +226,7 @@ impl<S: ClientStore> Machine<S> {
     }
 
     fn post(&mut self, seq: i64, conversation: ConversationId, body: SendRequest) {
-        self.posting = Some(seq);
+        self.posting = true;
         self.request(Request::Send { conversation, body }, Pending::Post { seq });
     }
 
@@ -288,6 +298,16 @@ impl<S: ClientStore> Machine<S> {
             }
             return Ok(Step::Block);
         }
+        // Sealed: the server learns "a member of this conversation", not who. The first
+        // message of this device in a conversation is preceded by a key registration, which
+        // accepts the conversation on the server (as an authenticated send would). It goes
+        // before the encryption, so that the message and any commit the encryption queues keep
+        // their order.
+        let joined = format!("{}{conversation}", meta::SEALED_JOINED);
+        if self.store.meta(&joined)?.is_none() {
+            self.register_sealed_key(conversation, Some(row.seq))?;
+            return Ok(Step::Posted);
+        }
         let (payload, epoch, key) = match (ciphertext, epoch) {
             (Some(ct), Some(ep)) if ep == info.epoch => (ct, ep, row.idempotency_key.clone()),
             (previous, _) => {
@@ -340,17 +360,132 @@ impl<S: ClientStore> Machine<S> {
                 }
             }
         };
-        let body = SendRequest {
-            idempotency_key: key,
-            kind: EnvelopeKind::Application,
+        let sealed = self.atomic(|engine, _| Ok(engine.sealed_key(conversation)?))?;
+        if sealed.epoch != epoch {
+            return Ok(Step::Block);
+        }
+        let submission = SealedSubmission {
+            conversation,
+            epoch,
+            submission_id: &key,
+            payload: &payload.0,
+        };
+        let body = SealedSendRequest {
+            signature: B64(sealed.sign(&submission).to_vec()),
+            submission_id: key,
             epoch,
             payload,
-            welcome: None,
-            members: None,
-            group_info: None,
+            key: B64(sealed.public().to_vec()),
         };
-        self.post(row.seq, conversation, body);
+        self.posting = true;
+        self.request(
+            Request::SealedSend { conversation, body },
+            Pending::Post { seq: row.seq },
+        );
         Ok(Step::Posted)
+    }
+
+    /// Registers this device's sealed-sender key of the conversation's current epoch, before
+    /// the outbox entry `seq` (if any) is posted.
+    fn register_sealed_key(
+        &mut self,
+        conversation: ConversationId,
+        seq: Option<i64>,
+    ) -> Result<()> {
+        let sealed = match self.atomic(|engine, _| Ok(engine.sealed_key(conversation)?)) {
+            Ok(sealed) => sealed,
+            // Not (or no longer) a member: nothing to register.
+            Err(Error::Engine(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let body = SealedKeyRequest {
+            epoch: sealed.epoch,
+            key: B64(sealed.public().to_vec()),
+            // Only the registration before a first message accepts the conversation: a
+            // commit (an automatic key update, say) is not consent.
+            accept: seq.is_some(),
+        };
+        self.posting = true;
+        self.request(
+            Request::RegisterSealedKey { conversation, body },
+            Pending::Register { conversation, seq },
+        );
+        Ok(())
+    }
+
+    /// The server's answer to a sealed-key registration.
+    pub(super) fn on_registered(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        seq: Option<i64>,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        let text = conversation.to_string();
+        match outcome {
+            Ok(_) => {
+                if seq.is_some() {
+                    self.store
+                        .set_meta(&format!("{}{text}", meta::SEALED_JOINED), "1")?;
+                }
+            }
+            Err(Failure::Network(_)) => {
+                self.network_failures += 1;
+                self.paused_until = Some(now + backoff::retry_delay(self.network_failures));
+                if seq.is_none() {
+                    self.registrations_due.insert(conversation);
+                }
+            }
+            Err(Failure::Refused(e)) => match e.code {
+                ErrorCode::EpochConflict => {
+                    // This device is behind: the entry is encrypted again once the inbox is
+                    // read (a commit's own registration is moot: the next commit registers).
+                    if let Some(seq) = seq {
+                        self.reencrypt(seq)?;
+                    }
+                    self.after_conflict(now, &text);
+                }
+                ErrorCode::RateLimited => {
+                    let wait = e.retry_after_ms.unwrap_or(backoff::UNSPECIFIED_WAIT_MS);
+                    self.holds.insert(text, Hold::Until(now + wait));
+                }
+                _ => {
+                    if let Some(row) = self
+                        .store
+                        .outbox()?
+                        .into_iter()
+                        .find(|r| Some(r.seq) == seq)
+                    {
+                        self.refuse(now, &row, conversation, &e.message)?;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Drops an entry's ciphertext (made in an epoch the conversation has left) so that it is
+    /// encrypted again, under a new idempotency key, when it is next posted.
+    fn reencrypt(&mut self, seq: i64) -> Result<()> {
+        let Some(row) = self.store.outbox()?.into_iter().find(|r| r.seq == seq) else {
+            return Ok(());
+        };
+        if let OutboxItem::Message {
+            plaintext,
+            message_id,
+            ..
+        } = row.item
+        {
+            self.store.bump_outbox_attempts(seq)?;
+            let item = OutboxItem::Message {
+                plaintext,
+                message_id,
+                ciphertext: None,
+                epoch: None,
+            };
+            self.store.replace_outbox(seq, &item, &random_hex()?)?;
+        }
+        Ok(())
     }
 
     /// The server's answer to a posted entry.
@@ -380,6 +515,8 @@ impl<S: ClientStore> Machine<S> {
                 }
             }
             (OutboxItem::Commit { .. }, Ok(_)) => {
+                // The members of the new epoch send sealed under its key: register it.
+                self.registrations_due.insert(conversation);
                 let result = self.atomic(|engine, store| {
                     engine.commit_accepted(now, conversation)?;
                     store.remove_outbox(seq)?;
@@ -429,21 +566,19 @@ impl<S: ClientStore> Machine<S> {
                     self.holds
                         .insert(row.conversation.clone(), Hold::Until(now + wait));
                 }
+                ErrorCode::SealedKeyUnknown
+                    if matches!(item, OutboxItem::Message { .. })
+                        && row.attempts < MAX_EPOCH_RETRIES =>
+                {
+                    // The server does not know this epoch's key (its committer did not
+                    // register it yet, or registered another): register it, then post again.
+                    self.store.bump_outbox_attempts(seq)?;
+                    self.registrations_due.insert(conversation);
+                }
                 ErrorCode::EpochConflict => match item {
-                    OutboxItem::Message {
-                        plaintext,
-                        message_id,
-                        ..
-                    } if row.attempts < MAX_EPOCH_RETRIES => {
+                    OutboxItem::Message { .. } if row.attempts < MAX_EPOCH_RETRIES => {
                         // The server is at another epoch: encrypt again once in step.
-                        self.store.bump_outbox_attempts(seq)?;
-                        let item = OutboxItem::Message {
-                            plaintext: plaintext.clone(),
-                            message_id: message_id.clone(),
-                            ciphertext: None,
-                            epoch: None,
-                        };
-                        self.store.replace_outbox(seq, &item, &random_hex()?)?;
+                        self.reencrypt(seq)?;
                         self.after_conflict(now, &row.conversation);
                     }
                     OutboxItem::Leave => {

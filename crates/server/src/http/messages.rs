@@ -1,9 +1,16 @@
 //! Delivery over HTTP: send (with commit ordering and idempotency), fetch the queue, acknowledge.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use nightjar_api::{AckRequest, ApiError, ErrorCode, InboxResponse, SendRequest, SendResponse};
+use nightjar_api::{
+    AckRequest, ApiError, EnvelopeKind, ErrorCode, InboxResponse, SealedKeyRequest,
+    SealedSendRequest, SendRequest, SendResponse,
+};
 use nightjar_core::ConversationId;
+use nightjar_core::sealed::SealedSubmission;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,11 +20,11 @@ use super::{Json, Path, Query};
 use crate::auth::ActiveSession;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::rate_limit::retry_ms;
+use crate::rate_limit::{address_group, retry_ms};
 use crate::rules::consent::{ConsentRefusal, QueueLimits, RequestLimits};
 use crate::rules::delivery::{Refusal, SendError, check_send};
 use crate::state::{AppState, now_ms};
-use crate::store::{SendOutcome, SendQuota, Submission};
+use crate::store::{Registration, SendOutcome, SendQuota, Sender, Submission};
 
 /// Most ids in one acknowledgement.
 pub(super) const MAX_ACK_IDS: usize = 1000;
@@ -25,6 +32,8 @@ pub(super) const MAX_ACK_IDS: usize = 1000;
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(send))
+        .routes(routes!(sealed_send))
+        .routes(routes!(register_sealed_key))
         .routes(routes!(inbox))
         .routes(routes!(ack))
 }
@@ -100,6 +109,217 @@ async fn send(
             quota: send_quota(limits),
         })
         .await?;
+    answer(&state, outcome, kind, with_welcome, |queued| {
+        state
+            .fan_out
+            .charge(account, now, queued, queued.saturating_mul(payload_len));
+    })
+}
+
+/// Sends an application message *without a session* (sealed sender). A member of the
+/// conversation signs it with the sealed-sender key of the message's epoch, which every member
+/// device derives from the MLS epoch and which identifies none of them: the server learns
+/// that a member of the conversation sent it, not which account or device. It is queued for
+/// every member device (the sender's own device drops its copy). Allowances are per
+/// conversation; refused submissions are counted per address group.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/sealed", tag = "messages",
+    params(("conversation_id" = String, Path, description = "32 lowercase hex digits",
+        pattern = "^[0-9a-f]{32}$")),
+    request_body = SealedSendRequest,
+    responses(
+        (status = 200, body = SendResponse),
+        (status = 400, description = "the request contradicts its MLS message (which must \
+            be an application message)", body = ApiError),
+        (status = 403, description = "the key is not registered for the conversation and \
+            epoch (`sealed_key_unknown`: register it and send again), the signature does not \
+            verify (`forbidden`), or consent refused it for every other account (`blocked`, \
+            `message_request_limit`)", body = ApiError),
+        (status = 404, description = "no such conversation", body = ApiError),
+        (status = 413, description = "message too large", body = ApiError),
+        (status = 429, description = "the conversation's fan-out allowance is used up, or \
+            this address sent too many refused submissions", body = ApiError),
+        (status = 507, description = "a recipient's queue is full, or holds this \
+            conversation's share", body = ApiError),
+    ))]
+async fn sealed_send(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(conversation_id): Path<String>,
+    Json(request): Json<SealedSendRequest>,
+) -> Result<axum::Json<SendResponse>> {
+    let conversation = ConversationId::parse(&conversation_id)
+        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
+    let group = address_group(peer.ip());
+    state
+        .sealed_refusals
+        .check(&group, Instant::now())
+        .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
+    let limits = &state.config.limits;
+    let key: [u8; 32] = request
+        .key
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))?;
+    if request.signature.0.len() != 64 {
+        return Err(Error::bad_request("a signature is 64 bytes"));
+    }
+    let SealedSendRequest {
+        submission_id,
+        epoch,
+        payload,
+        signature,
+        ..
+    } = request;
+    let send = SendRequest {
+        idempotency_key: submission_id.clone(),
+        kind: EnvelopeKind::Application,
+        epoch,
+        payload,
+        welcome: None,
+        members: None,
+        group_info: None,
+    };
+    let checked =
+        check_send(conversation, send, limits.max_envelope_bytes).map_err(|e| match e {
+            SendError::TooLarge => Error::too_large(e.to_string()),
+            SendError::Invalid(why) => Error::bad_request(why),
+        })?;
+    let known = state.sealed_keys.contains(conversation, epoch, &key) || {
+        let stored = state
+            .store
+            .sealed_keys(&conversation.to_string(), epoch)
+            .await?;
+        let found = stored.iter().any(|k| k.as_slice() == key);
+        if found {
+            state.sealed_keys.insert(conversation, epoch, key);
+        }
+        found
+    };
+    let submission = SealedSubmission {
+        conversation,
+        epoch,
+        submission_id: &submission_id,
+        payload: &checked.payload,
+    };
+    let refused = if !known {
+        Some(Error::new(
+            ErrorCode::SealedKeyUnknown,
+            "this key is not registered for the conversation's epoch: register it with \
+             PUT /v1/conversations/{id}/sealed-key and send again",
+        ))
+    } else if !submission.verify(&key, &signature.0) {
+        Some(Error::forbidden("the signature does not verify"))
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        let _ = state.sealed_refusals.take(&group, Instant::now());
+        return Err(refused);
+    }
+    let payload_len = u64::try_from(checked.payload.len()).unwrap_or(u64::MAX);
+    let now = now_ms();
+    state
+        .sealed_fan_out
+        .check(conversation, now)
+        .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
+    let outcome = state
+        .store
+        .send(Submission {
+            sender: Sender::sealed(),
+            send: checked,
+            idempotency_key: submission_id,
+            now_ms: now,
+            max_queue: limits.max_queue_len,
+            quota: send_quota(limits),
+        })
+        .await?;
+    answer(
+        &state,
+        outcome,
+        EnvelopeKind::Application,
+        false,
+        |queued| {
+            state.sealed_fan_out.charge(
+                conversation,
+                now,
+                queued,
+                queued.saturating_mul(payload_len),
+            );
+        },
+    )
+}
+
+/// Registers the calling member device's sealed-sender key for the conversation's current
+/// epoch (the public half; see `POST /v1/conversations/{id}/sealed`). A device registers it
+/// after each commit it makes and before it first sends in a conversation; the latter
+/// (`accept`) accepts the conversation for its account. Each device holds one key per epoch, so a member who
+/// registers a wrong key cannot keep the others' out.
+#[utoipa::path(put, path = "/v1/conversations/{conversation_id}/sealed-key", tag = "messages",
+    security(("bearer" = [])),
+    params(("conversation_id" = String, Path, description = "32 lowercase hex digits",
+        pattern = "^[0-9a-f]{32}$")),
+    request_body = SealedKeyRequest,
+    responses(
+        (status = 204, description = "registered"),
+        (status = 400, body = ApiError),
+        (status = 401, body = ApiError),
+        (status = 403, description = "not a member, or a pending device", body = ApiError),
+        (status = 404, description = "no such conversation", body = ApiError),
+        (status = 409, description = "the conversation is at another epoch", body = ApiError),
+    ))]
+async fn register_sealed_key(
+    State(state): State<AppState>,
+    ActiveSession(session): ActiveSession,
+    Path(conversation_id): Path<String>,
+    Json(request): Json<SealedKeyRequest>,
+) -> Result<StatusCode> {
+    let conversation = ConversationId::parse(&conversation_id)
+        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
+    let key: [u8; 32] = request
+        .key
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))?;
+    if ed25519_dalek::VerifyingKey::from_bytes(&key).is_err() {
+        return Err(Error::bad_request("the key is not an Ed25519 public key"));
+    }
+    if i64::try_from(request.epoch).is_err() {
+        return Err(Error::bad_request("epoch out of range"));
+    }
+    let outcome = state
+        .store
+        .register_sealed_key(
+            &conversation.to_string(),
+            &session.sender(),
+            request.epoch,
+            &key,
+            request.accept,
+        )
+        .await?;
+    match outcome {
+        Registration::Registered => {
+            state.sealed_keys.insert(conversation, request.epoch, key);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Registration::UnknownConversation => Err(Error::not_found("no such conversation")),
+        Registration::NotAMember => Err(Error::new(
+            ErrorCode::NotAMember,
+            "this device is not a member of the conversation",
+        )),
+        Registration::EpochConflict { current } => Err(Error::epoch_conflict(current)),
+    }
+}
+
+/// The answer to a stored or refused send; `charge` is told how many envelopes were queued.
+fn answer(
+    state: &AppState,
+    outcome: SendOutcome,
+    kind: EnvelopeKind,
+    with_welcome: bool,
+    charge: impl FnOnce(u64),
+) -> Result<axum::Json<SendResponse>> {
     match outcome {
         SendOutcome::Accepted {
             response,
@@ -107,9 +327,7 @@ async fn send(
             queued,
         } => {
             // The writer already handed the envelopes to the push path.
-            state
-                .fan_out
-                .charge(account, now, queued, queued.saturating_mul(payload_len));
+            charge(queued);
             state.metrics.accepted(kind_label(kind));
             if with_welcome {
                 state.metrics.accepted("welcome");

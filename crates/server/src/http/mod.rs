@@ -233,6 +233,8 @@ mod tests {
             ("/v1/key-packages", "post"),
             ("/v1/key-packages/count", "get"),
             ("/v1/conversations/{conversation_id}/messages", "post"),
+            ("/v1/conversations/{conversation_id}/sealed", "post"),
+            ("/v1/conversations/{conversation_id}/sealed-key", "put"),
             ("/v1/messages", "get"),
             ("/v1/messages/ack", "post"),
             ("/v1/stream", "get"),
@@ -261,6 +263,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 33, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 35, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

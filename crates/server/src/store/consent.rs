@@ -56,6 +56,17 @@ pub(crate) struct DecisionRow {
 pub(super) struct MemberAccount {
     pub(super) account_id: i64,
     pub(super) conversation_accepted: bool,
+    /// Who added the account to the conversation (kept while it has not accepted it).
+    pub(super) inviter_id: Option<i64>,
+}
+
+/// Whose share of a long queue a send counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ShareOf<'a> {
+    /// The sending account (an authenticated send), by username.
+    Account(&'a str),
+    /// The conversation (a sealed send: the server does not know the sender).
+    Conversation(&'a str),
 }
 
 /// What a batch knows and plans about consent.
@@ -68,10 +79,15 @@ pub(super) struct ConsentCache {
     /// The member accounts of each conversation whose consent the batch read, each with
     /// whether it accepted the conversation.
     accounts: HashMap<String, BTreeMap<i64, bool>>,
+    /// (conversation, account) → the account that added `account` to it, for accounts that
+    /// have not accepted it.
+    inviters: HashMap<(String, i64), i64>,
     /// (conversation, account) acceptances made by the batch's earlier sends.
     accepted_in_batch: HashSet<(String, i64)>,
     /// (owner, peer) → decision, for every pair read (absent: no decision).
     decisions: HashMap<(i64, i64), Decision>,
+    /// (owner, peer) pairs whose decision was read in this batch, found or not.
+    read_pairs: HashSet<(i64, i64)>,
     /// (recipient, sender) → message requests queued, once read.
     requests: HashMap<(i64, i64), u32>,
     /// Writes at the end of the batch: (conversation, account) → (inviter, accepted).
@@ -101,6 +117,10 @@ impl ConsentCache {
             self.devices.insert(device_pk, member.account_id);
         }
         let accepted = member.conversation_accepted;
+        if let (false, Some(inviter)) = (accepted, member.inviter_id) {
+            self.inviters
+                .insert((conversation.to_owned(), member.account_id), inviter);
+        }
         match self.accounts.get_mut(conversation) {
             Some(accounts) => {
                 *accounts.entry(member.account_id).or_default() |= accepted;
@@ -355,6 +375,7 @@ where
         pairs: &[(i64, i64)],
         cache: &mut ConsentCache,
     ) -> Result<(), sqlx::Error> {
+        cache.read_pairs.extend(pairs.iter().copied());
         for chunk in pairs.chunks(MAX_IDS / 2) {
             // `VALUES` columns are named column1, column2 on both databases.
             let mut q = QueryBuilder::<DB>::new("SELECT c.owner_id, c.peer_id, c.state FROM (");
@@ -385,8 +406,8 @@ where
         sender: &str,
         cache: &mut ConsentCache,
     ) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
-            "SELECT m.username, COALESCE(d.id, 0), a.id, COALESCE(cc.state, '') \
+        let rows: Vec<(String, i64, i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT m.username, COALESCE(d.id, 0), a.id, COALESCE(cc.state, ''), cc.inviter_id \
              FROM conversation_members m JOIN accounts a ON a.username = m.username \
              LEFT JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
              LEFT JOIN conversation_consent cc ON cc.conversation_id = m.conversation_id \
@@ -395,7 +416,7 @@ where
         .bind(conversation)
         .fetch_all(&mut **tx)
         .await?;
-        for (username, device_pk, account_id, state) in rows {
+        for (username, device_pk, account_id, state, inviter_id) in rows {
             cache.member(
                 conversation,
                 &username,
@@ -403,6 +424,7 @@ where
                 MemberAccount {
                     account_id,
                     conversation_accepted: state == "accepted",
+                    inviter_id,
                 },
             );
         }
@@ -492,6 +514,107 @@ where
         Ok(plan)
     }
 
+    /// Decides which of `devices` (every member device of `conversation`, the sender's own
+    /// included: the server does not know it) get a sealed application message of
+    /// `payload_len` bytes. An account that accepted the conversation gets it. An account
+    /// that has not is still being asked by whoever added it: the message is that inviter's
+    /// message request, refused if the account blocked the inviter and counted against the
+    /// inviter's allowance otherwise. (An account that sends sealed messages registered the
+    /// epoch's key first, which accepted the conversation: the sender is never among them.)
+    /// The message is refused when it would reach no account but one (the sender's own).
+    pub(super) async fn admit_sealed(
+        tx: &mut Transaction<'static, DB>,
+        conversation: &str,
+        payload_len: usize,
+        devices: &[i64],
+        limits: RequestLimits,
+        cache: &mut ConsentCache,
+    ) -> Result<ConsentPlan, sqlx::Error> {
+        if !cache.accounts.contains_key(conversation) {
+            Self::load_conversation(tx, conversation, "", cache).await?;
+        }
+        let mut plan = ConsentPlan::default();
+        let mut by_account: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for pk in devices {
+            let account = cache.devices.get(pk).copied().unwrap_or(0);
+            by_account.entry(account).or_default().push(*pk);
+        }
+        // In a conversation of two accounts, a block of the other one stops its messages: any
+        // sealed message reaching the blocker would be from the blocked account (or the
+        // blocker's own, which it cannot send there while it blocks the only other member).
+        // In larger groups blocking one member is the client's business.
+        let pair: Option<(i64, i64)> = cache.accounts.get(conversation).and_then(|accounts| {
+            let mut ids = accounts.keys().copied();
+            match (ids.next(), ids.next(), ids.next()) {
+                (Some(a), Some(b), None) => Some((a, b)),
+                _ => None,
+            }
+        });
+        let mut asked: Vec<(i64, i64)> = by_account
+            .keys()
+            .filter(|&&a| !cache.has_accepted(conversation, a))
+            .filter_map(|&a| {
+                let inviter = cache.inviters.get(&(conversation.to_owned(), a))?;
+                Some((a, *inviter))
+            })
+            .collect();
+        if let Some((a, b)) = pair {
+            asked.extend([(a, b), (b, a)]);
+        }
+        asked.retain(|p| !cache.decisions.contains_key(p) && !cache.read_pairs.contains(p));
+        asked.sort_unstable();
+        asked.dedup();
+        if !asked.is_empty() {
+            Self::read_decisions(tx, &asked, cache).await?;
+        }
+        let mut delivered = 0usize;
+        let mut skipped = Vec::new();
+        for (account, pks) in by_account {
+            let other = pair.and_then(|(a, b)| match account {
+                x if x == a => Some(b),
+                x if x == b => Some(a),
+                _ => None,
+            });
+            if other.is_some_and(|o| cache.decisions.get(&(account, o)) == Some(&Decision::Blocked))
+            {
+                skipped.push(SkipReason::Blocked);
+                continue;
+            }
+            let inviter = cache
+                .inviters
+                .get(&(conversation.to_owned(), account))
+                .copied();
+            let Some(inviter) = inviter.filter(|_| !cache.has_accepted(conversation, account))
+            else {
+                delivered += 1;
+                plan.devices.extend(pks);
+                continue;
+            };
+            let mut view = RecipientView {
+                sender: cache.decisions.get(&(account, inviter)).copied(),
+                conversation_accepted: false,
+                requests_used: 0,
+            };
+            if view.sender.is_none() {
+                view.requests_used = Self::requests_used(tx, (account, inviter), cache).await?;
+            }
+            match admit(EnvelopeKind::Application, payload_len, view, limits) {
+                Admission::Deliver => {}
+                Admission::Request => plan
+                    .request_counts
+                    .push(((account, inviter), view.requests_used.saturating_add(1))),
+                Admission::Skip(reason) => {
+                    skipped.push(reason);
+                    continue;
+                }
+            }
+            delivered += 1;
+            plan.devices.extend(pks);
+        }
+        plan.refusal = refusal(delivered.saturating_sub(1), &skipped);
+        Ok(plan)
+    }
+
     /// Decides which welcomed devices get a Welcome from `sender` to `conversation`, and
     /// what that changes: each welcomed account accepts the conversation if it accepted the
     /// sender, holds it as a request otherwise (counted like a message), and never sees it
@@ -576,12 +699,13 @@ where
         Ok((kept, plan))
     }
 
-    /// Whether every recipient `(device, queue length)` takes one more envelope from
-    /// `sender`, counting what the batch already planned (`pending`): the device limit, the
-    /// sender's share of a long queue, and the per-account limit.
+    /// Whether every recipient `(device, queue length)` takes one more envelope counted
+    /// against `share_of`, counting what the batch already planned (`pending`): the device
+    /// limit, the sender's (or conversation's) share of a long queue, and the per-account
+    /// limit.
     pub(super) async fn queues_take(
         tx: &mut Transaction<'static, DB>,
-        sender: &DeviceAddress,
+        share_of: ShareOf<'_>,
         recipients: &[(i64, i64)],
         pending: &HashMap<i64, i64>,
         limits: QueueLimits,
@@ -591,7 +715,7 @@ where
         for (pk, len) in recipients {
             let queued = len + pending.get(pk).copied().unwrap_or(0);
             if queued >= i64::from(limits.share_after) && queued < i64::from(limits.max_device) {
-                let share = Self::queue_share(tx, *pk, &sender.username).await?;
+                let share = Self::queue_share(tx, *pk, share_of).await?;
                 if !device_takes(queued, limits, || share) {
                     return Ok(false);
                 }
@@ -605,20 +729,29 @@ where
         Ok(per_account.values().all(|q| account_takes(*q, limits)))
     }
 
-    /// Envelopes from `sender` (an account) in a device's queue.
+    /// Envelopes from `share_of` (an account, or a conversation) in a device's queue.
     async fn queue_share(
         tx: &mut Transaction<'static, DB>,
         device_pk: i64,
-        sender: &str,
+        share_of: ShareOf<'_>,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id \
-             WHERE q.device_pk = $1 AND m.sender_username = $2",
-        )
-        .bind(device_pk)
-        .bind(sender)
-        .fetch_one(&mut **tx)
-        .await
+        let (sql, value) = match share_of {
+            ShareOf::Account(username) => (
+                "SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id \
+                 WHERE q.device_pk = $1 AND m.sender_username = $2",
+                username,
+            ),
+            ShareOf::Conversation(conversation) => (
+                "SELECT COUNT(*) FROM queue q JOIN messages m ON m.id = q.message_id \
+                 WHERE q.device_pk = $1 AND m.conversation_id = $2",
+                conversation,
+            ),
+        };
+        sqlx::query_scalar(sql)
+            .bind(device_pk)
+            .bind(value)
+            .fetch_one(&mut **tx)
+            .await
     }
 
     /// Writes what the batch's stored sends changed about consent, in key order.

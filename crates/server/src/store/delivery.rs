@@ -8,13 +8,33 @@ use super::acks::AckRequest;
 use super::backend::MAX_IDS;
 use super::{Backend, Column, Db, Param, Store, dispatch, to_i64, to_u64};
 
-/// The authenticated sending device.
+/// The authenticated sending device, or [`Sender::sealed`] for a sealed application message.
 #[derive(Debug, Clone)]
 pub(crate) struct Sender {
     pub(crate) device_pk: i64,
     /// The row id of the device's account.
     pub(crate) account_id: i64,
     pub(crate) address: DeviceAddress,
+}
+
+impl Sender {
+    /// The sender of a sealed message: some member device of the conversation, unknown to the
+    /// server (row ids 0, an empty address; stored as the empty sender).
+    pub(crate) fn sealed() -> Self {
+        Self {
+            device_pk: 0,
+            account_id: 0,
+            address: DeviceAddress {
+                username: String::new(),
+                device_id: String::new(),
+            },
+        }
+    }
+
+    /// Whether this is [`Sender::sealed`].
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.device_pk == 0
+    }
 }
 
 /// What became of a send.

@@ -12,7 +12,7 @@ use nightjar_api::{DeviceAddress, EnvelopeKind, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
 use super::backend::MAX_IDS;
-use super::consent::{ConsentCache, ConsentPlan, MemberAccount, SendQuota};
+use super::consent::{ConsentCache, ConsentPlan, MemberAccount, SendQuota, ShareOf};
 use super::delivery::kind_text;
 use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
 use crate::rules::delivery::{CheckedSend, ConversationFacts, Handshake, Refusal, Verdict, order};
@@ -43,6 +43,8 @@ struct MemberRow {
     account_id: Option<i64>,
     /// The member account's acceptance of the conversation (`accepted`, `request`).
     conversation_state: Option<String>,
+    /// Who added the member account to the conversation, while it has not accepted it.
+    inviter_id: Option<i64>,
     /// The account sending in the conversation that `decision` is about.
     sender_id: i64,
     /// The member account's decision about that sender, if any.
@@ -59,6 +61,7 @@ type MemberColumns = (
     Option<String>,
     Option<i64>,
     Option<String>,
+    Option<i64>,
     i64,
     Option<String>,
 );
@@ -74,8 +77,9 @@ impl From<MemberColumns> for MemberRow {
             status: c.5,
             account_id: c.6,
             conversation_state: c.7,
-            sender_id: c.8,
-            decision: c.9,
+            inviter_id: c.8,
+            sender_id: c.9,
+            decision: c.10,
         }
     }
 }
@@ -158,6 +162,9 @@ struct NewMessage {
 #[derive(Debug)]
 struct NewKey {
     device_pk: i64,
+    /// For a sealed send: its conversation (`key` is the submission id, stored in
+    /// `sealed_submissions`).
+    sealed_conversation: Option<String>,
     key: String,
     message_id: i64,
     epoch: i64,
@@ -248,7 +255,8 @@ where
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT m.conversation_id AS conversation, m.username, m.device_id, \
                  d.id AS device_pk, d.queue_len, d.status, a.id AS account_id, \
-                 cc.state AS conversation_state, s.column2 AS sender_id, c.state AS decision \
+                 cc.state AS conversation_state, cc.inviter_id, s.column2 AS sender_id, \
+                 c.state AS decision \
                  FROM ",
             );
             DB::push_text_id_rows(&mut q, chunk);
@@ -274,6 +282,7 @@ where
                 let member = MemberAccount {
                     account_id,
                     conversation_accepted: row.conversation_state.as_deref() == Some("accepted"),
+                    inviter_id: row.inviter_id,
                 };
                 consent.member(
                     &row.conversation,
@@ -296,12 +305,39 @@ where
             *receiving = routable(std::mem::take(receiving));
         }
 
-        let mut keys: Vec<(i64, &str)> = requests
+        let (sealed, devices): (Vec<&Submission>, Vec<&Submission>) =
+            requests.partition(|r| r.sender.is_sealed());
+        let mut keys: Vec<(i64, &str)> = devices
+            .iter()
             .map(|r| (r.sender.device_pk, r.idempotency_key.as_str()))
             .collect();
         keys.sort_unstable();
         keys.dedup();
         let mut remembered = HashMap::new();
+        let mut submissions: Vec<(String, &str)> = sealed
+            .iter()
+            .map(|r| (r.send.conversation.to_string(), r.idempotency_key.as_str()))
+            .collect();
+        submissions.sort_unstable();
+        submissions.dedup();
+        for chunk in submissions.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT conversation_id, submission_id, message_id, epoch FROM \
+                 sealed_submissions WHERE (conversation_id, submission_id) IN (",
+            );
+            q.push_values(chunk, |mut row, (conversation, id)| {
+                row.push_bind(conversation.as_str()).push_bind(*id);
+            });
+            q.push(")");
+            let rows: Vec<(String, String, i64, i64)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?;
+            remembered.extend(rows.into_iter().map(|(conversation, id, message, epoch)| {
+                ((0, sealed_slot(&conversation, &id)), (message, epoch))
+            }));
+        }
         for chunk in keys.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
                 "SELECT device_pk, idempotency_key, message_id, epoch FROM idempotency \
@@ -346,7 +382,27 @@ where
         prefetched: &Prefetched,
     ) -> Result<bool, sqlx::Error> {
         let mut stored = 0;
-        for chunk in prefetched.new_keys.chunks(PREFETCH_ROWS) {
+        let (sealed, devices): (Vec<&NewKey>, Vec<&NewKey>) = prefetched
+            .new_keys
+            .iter()
+            .partition(|k| k.sealed_conversation.is_some());
+        for chunk in sealed.chunks(PREFETCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new(
+                "INSERT INTO sealed_submissions (conversation_id, submission_id, message_id, \
+                 epoch, created_at_ms) ",
+            );
+            q.push_values(chunk, |mut row, k| {
+                row.push_bind(k.sealed_conversation.as_deref().unwrap_or_default())
+                    .push_bind(k.key.as_str())
+                    .push_bind(k.message_id)
+                    .push_bind(k.epoch)
+                    .push_bind(k.now);
+            });
+            q.push(" ON CONFLICT (conversation_id, submission_id) DO NOTHING");
+            let done = q.build().persistent(false).execute(&mut **tx).await?;
+            stored += DB::rows_affected(&done);
+        }
+        for chunk in devices.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
                 "INSERT INTO idempotency (device_pk, idempotency_key, message_id, epoch, \
                  created_at_ms) ",
@@ -384,7 +440,8 @@ where
         } = request;
         // Stored times only (message, idempotency key, conversation), rounded to the hour.
         let now = to_i64(super::stored_time(*now_ms));
-        if !prefetched.senders.contains(&sender.device_pk) {
+        let sealed = sender.is_sealed();
+        if !sealed && !prefetched.senders.contains(&sender.device_pk) {
             // Removed since it authenticated: it is in no conversation any more.
             return Ok(Applied::Answered(SendOutcome::Refused(Refusal::NotAMember)));
         }
@@ -399,11 +456,21 @@ where
             // Changed by an earlier send of this batch: read it again.
             None => Self::lock_conversation(tx, &conversation, &sender.address).await?,
         };
+        // A sealed message's signature under the epoch's key (checked before the batch)
+        // proves a member sent it.
+        let facts = facts.map(|f| ConversationFacts {
+            sender_is_member: f.sender_is_member || sealed,
+            ..f
+        });
 
         // Read after the conversation's lock (the prefetch), so a retry racing its first
         // attempt on another node sees its answer; and before ordering, so an accepted commit
         // is never a conflict later.
-        let key = (sender.device_pk, idempotency_key.clone());
+        let key = if sealed {
+            (0, sealed_slot(&conversation, idempotency_key))
+        } else {
+            (sender.device_pk, idempotency_key.clone())
+        };
         let previous = match prefetched.new_key_index.get(&key) {
             Some(&i) => prefetched.new_keys.get(i).map(|k| (k.message_id, k.epoch)),
             None => prefetched.remembered.get(&key).copied(),
@@ -418,6 +485,15 @@ where
             Ok(v) => v,
             Err(refusal) => return Ok(Applied::Answered(SendOutcome::Refused(refusal))),
         };
+        // A sealed message is taken in the current epoch only: the key of an epoch a member
+        // was removed in must not let it post after its removal.
+        if let (true, Some(f)) = (sealed, facts)
+            && f.epoch != send.epoch
+        {
+            return Ok(Applied::Answered(SendOutcome::Refused(
+                Refusal::EpochConflict { current: f.epoch },
+            )));
+        }
         // The handshake was validated against the state of `send.epoch`, read before this
         // transaction: it stands only if the conversation is still there.
         let handshake_refusal = match (&send.handshake, facts) {
@@ -457,16 +533,28 @@ where
         let mut plan = ConsentPlan::default();
         let recipients = if send.kind == EnvelopeKind::Application {
             let devices: Vec<i64> = recipients.iter().map(|(pk, _)| *pk).collect();
-            plan = Self::admit_message(
-                tx,
-                &conversation,
-                &sender.address,
-                send.payload.len(),
-                &devices,
-                quota.requests,
-                &mut prefetched.consent,
-            )
-            .await?;
+            plan = if sealed {
+                Self::admit_sealed(
+                    tx,
+                    &conversation,
+                    send.payload.len(),
+                    &devices,
+                    quota.requests,
+                    &mut prefetched.consent,
+                )
+                .await?
+            } else {
+                Self::admit_message(
+                    tx,
+                    &conversation,
+                    &sender.address,
+                    send.payload.len(),
+                    &devices,
+                    quota.requests,
+                    &mut prefetched.consent,
+                )
+                .await?
+            };
             if let Some(refusal) = plan.refusal {
                 return Ok(Applied::Answered(SendOutcome::NotAccepted(refusal)));
             }
@@ -500,9 +588,14 @@ where
             max_device: (*max_queue).min(quota.queues.max_device),
             ..quota.queues
         };
+        let share_of = if sealed {
+            ShareOf::Conversation(&conversation)
+        } else {
+            ShareOf::Account(&sender.address.username)
+        };
         if !Self::queues_take(
             tx,
-            &sender.address,
+            share_of,
             &everyone,
             pending,
             limits,
@@ -597,6 +690,7 @@ where
             .insert(key, prefetched.new_keys.len());
         prefetched.new_keys.push(NewKey {
             device_pk: sender.device_pk,
+            sealed_conversation: sealed.then(|| conversation.clone()),
             key: idempotency_key.clone(),
             message_id,
             epoch: to_i64(epoch_after),
@@ -734,6 +828,11 @@ where
         }
         Ok(())
     }
+}
+
+/// The batch's key for a sealed submission's idempotency (device row id 0).
+fn sealed_slot(conversation: &str, submission_id: &str) -> String {
+    format!("{conversation}/{submission_id}")
 }
 
 /// Each device once (a device listed twice, in members or in a Welcome, gets one envelope).

@@ -137,7 +137,13 @@ where
                 "DELETE FROM idempotency WHERE created_at_ms < $1",
                 message_cutoff,
             )
-            .await?;
+            .await?
+            + self
+                .delete(
+                    "DELETE FROM sealed_submissions WHERE created_at_ms < $1",
+                    message_cutoff,
+                )
+                .await?;
         let sessions = self
             .delete(
                 "DELETE FROM sessions WHERE expires_at_ms <= $1",

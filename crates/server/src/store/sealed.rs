@@ -1,0 +1,146 @@
+//! Sealed sender in the database: the public halves of conversation epochs' sealed-sender keys,
+//! as member devices register them. Sealed sends themselves go through the send path
+//! (`send.rs`) with [`super::Sender::sealed`].
+
+use sqlx::{ColumnIndex, Executor, IntoArguments};
+
+use super::{Backend, Column, Db, Param, Sender, Store, dispatch, to_i64, to_u64};
+
+/// Epochs before the current one whose keys are kept. Sealed messages are taken in the
+/// current epoch only; the one before is kept for a registration racing a commit.
+pub(crate) const SEALED_EPOCHS_KEPT: u64 = 1;
+
+/// What became of a key registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registration {
+    /// Stored (or stored before) for the conversation's current epoch.
+    Registered,
+    /// No such conversation.
+    UnknownConversation,
+    /// The device is not a member.
+    NotAMember,
+    /// The conversation is at another epoch.
+    EpochConflict {
+        /// Where it is.
+        current: u64,
+    },
+}
+
+impl Store {
+    /// Registers `key` as device `sender`'s view of the sealed-sender key of `conversation`
+    /// at `epoch`, which must be its current epoch; with `accept`, the conversation is
+    /// accepted for the device's account (it is about to send in it). Forgets the keys of
+    /// epochs older than [`SEALED_EPOCHS_KEPT`] before the current one.
+    pub(crate) async fn register_sealed_key(
+        &self,
+        conversation: &str,
+        sender: &Sender,
+        epoch: u64,
+        key: &[u8],
+        accept: bool,
+    ) -> Result<Registration, sqlx::Error> {
+        dispatch!(self, db => db.register_sealed_key(conversation, sender, epoch, key, accept).await)
+    }
+
+    /// The keys registered for `conversation` at `epoch`.
+    pub(crate) async fn sealed_keys(
+        &self,
+        conversation: &str,
+        epoch: u64,
+    ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+        dispatch!(self, db => db.sealed_keys(conversation, epoch).await)
+    }
+}
+
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    String: Column<DB>,
+    Vec<u8>: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+{
+    async fn register_sealed_key(
+        &self,
+        conversation: &str,
+        sender: &Sender,
+        epoch: u64,
+        key: &[u8],
+        accept: bool,
+    ) -> Result<Registration, sqlx::Error> {
+        let mut w = self.write().await?;
+        let sql = format!(
+            "SELECT c.epoch, EXISTS (SELECT 1 FROM conversation_members m \
+             WHERE m.conversation_id = c.id AND m.username = $2 AND m.device_id = $3) \
+             FROM conversations c WHERE c.id = $1{}",
+            DB::FOR_UPDATE
+        );
+        let row: Option<(i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(conversation)
+            .bind(sender.address.username.as_str())
+            .bind(sender.address.device_id.as_str())
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        let (current, member) = match row {
+            None => return Ok(Registration::UnknownConversation),
+            Some((current, member)) => (to_u64(current), member),
+        };
+        if !member {
+            return Ok(Registration::NotAMember);
+        }
+        if current != epoch {
+            return Ok(Registration::EpochConflict { current });
+        }
+        sqlx::query(
+            "INSERT INTO sealed_keys (conversation_id, epoch, device_pk, public_key) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id, epoch, device_pk) \
+             DO UPDATE SET public_key = excluded.public_key",
+        )
+        .bind(conversation)
+        .bind(to_i64(epoch))
+        .bind(sender.device_pk)
+        .bind(key)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query("DELETE FROM sealed_keys WHERE conversation_id = $1 AND epoch < $2")
+            .bind(conversation)
+            .bind(to_i64(epoch.saturating_sub(SEALED_EPOCHS_KEPT)))
+            .execute(&mut *w.tx)
+            .await?;
+        // Sending in a conversation accepts it; a sealed send cannot say who sent it, so the
+        // registration before it does.
+        if accept {
+            sqlx::query(
+                "INSERT INTO conversation_consent (conversation_id, account_id, inviter_id, state) \
+             VALUES ($1, $2, NULL, 'accepted') ON CONFLICT (conversation_id, account_id) \
+             DO UPDATE SET state = 'accepted'",
+            )
+            .bind(conversation)
+            .bind(sender.account_id)
+            .execute(&mut *w.tx)
+            .await?;
+        }
+        w.commit().await?;
+        Ok(Registration::Registered)
+    }
+
+    async fn sealed_keys(
+        &self,
+        conversation: &str,
+        epoch: u64,
+    ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT public_key FROM sealed_keys WHERE conversation_id = $1 AND epoch = $2",
+        )
+        .bind(conversation)
+        .bind(to_i64(epoch))
+        .fetch_all(self.reader())
+        .await
+    }
+}
