@@ -75,6 +75,8 @@ pub(crate) fn source_address(i: usize, count: usize) -> Option<IpAddr> {
 /// Settings shared by every device.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// Sends are sealed: a sender's own device gets its message back, and ignores it.
+    pub(crate) sealed: bool,
     /// Every server; device `i` starts on server `i % len`.
     pub(crate) endpoints: Vec<Endpoint>,
     /// Loopback source addresses to spread sockets over (0 = let the kernel pick).
@@ -248,6 +250,14 @@ async fn receive(
             Ok(ServerFrame::Envelope { envelope }) => {
                 if seen.insert(envelope.id) {
                     match Stamp::read(&envelope.payload.0) {
+                        Some(stamp)
+                            if stamp.run == tracker.run
+                                && shared.sealed
+                                && tracker.route(stamp.seq) == (spec.conversation, spec.member) =>
+                        {
+                            // The sender's own copy of a sealed message.
+                            tracker.counters.echoes.fetch_add(1, Relaxed);
+                        }
                         Some(stamp) if stamp.run == tracker.run => {
                             if tracker.delivered(stamp.seq, spec.conversation, spec.member)
                                 == Delivery::Duplicate

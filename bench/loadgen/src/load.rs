@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nightjar_api::ApiError;
 use nightjar_core::ConversationId;
+use nightjar_core::sealed::{SealedKey, SealedSubmission};
 use tokio::sync::Semaphore;
 
 use crate::api::{Api, exchange};
@@ -32,6 +33,53 @@ pub(crate) struct Conversation {
     pub(crate) tokens: Vec<String>,
     /// Index of its first device among the run's devices (member `m` is device `first + m`).
     pub(crate) first_device: usize,
+    /// With `--sealed`: the key its sends are signed with.
+    pub(crate) sealed: Option<SealedKey>,
+}
+
+/// Registers each conversation's sealed key as every member (which also accepts the
+/// conversation for each, as its first sealed send would).
+pub(crate) async fn register_sealed_keys(
+    apis: &[Api],
+    conversations: &[Conversation],
+) -> crate::error::Result<()> {
+    for (c, conversation) in conversations.iter().enumerate() {
+        let Some(key) = &conversation.sealed else {
+            continue;
+        };
+        let body = nightjar_api::SealedKeyRequest {
+            epoch: conversation.epoch,
+            key: nightjar_api::B64(key.public().to_vec()),
+            accept: true,
+        };
+        let body = Bytes::from(serde_json::to_vec(&body)?);
+        for (m, token) in conversation.tokens.iter().enumerate() {
+            let api = &apis[(conversation.first_device + m) % apis.len()];
+            let url = format!(
+                "{}/v1/conversations/{}/sealed-key",
+                api.base(),
+                conversation.id
+            );
+            let answer = exchange(
+                api.http(),
+                http::Method::PUT,
+                &url,
+                Some(token),
+                Some(body.clone()),
+            )
+            .await
+            .map_err(|e| {
+                crate::error::Error::other(format!("registering a sealed key: {}", e.label()))
+            })?;
+            if answer.status != 204 {
+                return Err(crate::error::Error::other(format!(
+                    "registering the sealed key of conversation {c}: status {}",
+                    answer.status
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the senders share.
@@ -115,13 +163,13 @@ enum Attempt {
     Retry(String, Duration),
 }
 
-async fn attempt(api: &Api, path: &str, token: &str, body: &Bytes) -> Attempt {
+async fn attempt(api: &Api, path: &str, token: Option<&str>, body: &Bytes) -> Attempt {
     let url = format!("{}{path}", api.base());
     let answer = match exchange(
         api.http(),
         http::Method::POST,
         &url,
-        Some(token),
+        token,
         Some(body.clone()),
     )
     .await
@@ -157,6 +205,23 @@ fn request_body(senders: &Senders, seq: u64, conversation: &Conversation) -> Byt
     let payload = senders
         .template
         .payload(&conversation.id, conversation.epoch, stamp);
+    if let Some(key) = &conversation.sealed {
+        let submission_id = format!("lg-{:08x}-{seq}", stamp.run);
+        let signature = key.sign(&SealedSubmission {
+            conversation: conversation.id,
+            epoch: conversation.epoch,
+            submission_id: &submission_id,
+            payload: &payload,
+        });
+        let body = nightjar_api::SealedSendRequest {
+            submission_id,
+            epoch: conversation.epoch,
+            payload: nightjar_api::B64(payload),
+            key: nightjar_api::B64(key.public().to_vec()),
+            signature: nightjar_api::B64(signature.to_vec()),
+        };
+        return Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    }
     let mut body = Vec::with_capacity(payload.len() * 4 / 3 + 128);
     body.extend_from_slice(
         format!(
@@ -179,7 +244,16 @@ async fn send(senders: &Senders, seq: u64) {
     let conversation = &senders.conversations[c];
     let token = &conversation.tokens[member];
     let body = request_body(senders, seq, conversation);
-    let path = format!("/v1/conversations/{}/messages", conversation.id);
+    let (path, token) = match conversation.sealed {
+        Some(_) => (
+            format!("/v1/conversations/{}/sealed", conversation.id),
+            None,
+        ),
+        None => (
+            format!("/v1/conversations/{}/messages", conversation.id),
+            Some(token.as_str()),
+        ),
+    };
     let mut server = (conversation.first_device + member) % senders.apis.len();
     let deadline = tokio::time::Instant::now() + senders.retry_for;
     loop {

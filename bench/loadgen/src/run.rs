@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use nightjar_core::ConversationId;
+use nightjar_core::sealed::SealedKey;
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::{self, Api};
@@ -98,6 +99,11 @@ pub(crate) struct RunArgs {
     /// Free text copied into the report.
     #[arg(long, default_value = "")]
     label: String,
+    /// Send sealed: `POST /v1/conversations/{id}/sealed` without the session token, signed
+    /// with a per-conversation key each member registers first (the generator makes the key
+    /// from the conversation id: its payloads are not real MLS messages either).
+    #[arg(long)]
+    sealed: bool,
 }
 
 fn sum_over(pids: &[u32], f: impl Fn(u32) -> Option<u64>) -> Option<u64> {
@@ -206,11 +212,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
                 member: m,
             });
         }
+        let sealed = if args.sealed {
+            let mut seed = [0u8; 32];
+            seed[..16].copy_from_slice(&id.0);
+            seed[16..].copy_from_slice(&id.0);
+            Some(
+                SealedKey::from_secret(record.epoch, &seed)
+                    .ok_or_else(|| Error::other("sealed key"))?,
+            )
+        } else {
+            None
+        };
         convs.push(Conversation {
             id,
             epoch: record.epoch,
             tokens,
             first_device: c * group,
+            sealed,
         });
     }
     drop(state);
@@ -231,7 +249,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         endpoints.push(Endpoint::resolve(s).await?);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    if args.sealed {
+        load::register_sealed_keys(&apis, &convs).await?;
+    }
     let shared = Arc::new(devices::Shared {
+        sealed: args.sealed,
         endpoints,
         source_addrs: args.source_addrs,
         ack_delay: (!args.no_ack).then(|| Duration::from_millis(args.ack_delay_ms)),

@@ -103,6 +103,9 @@ pub(crate) struct Counters {
     pub(crate) redelivered: AtomicU64,
     /// Delivered to a device that was not a recipient.
     pub(crate) misrouted: AtomicU64,
+    /// Sealed messages that came back to their sender's own device (expected, not counted
+    /// as deliveries).
+    pub(crate) echoes: AtomicU64,
     /// Envelopes without this run's stamp (Welcomes, commits, earlier runs).
     pub(crate) foreign: AtomicU64,
     /// Stamps with an unused sequence number.

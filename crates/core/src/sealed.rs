@@ -104,17 +104,25 @@ impl SealedSubmission<'_> {
     /// Whether `signature` is this submission signed with the sealed key whose public half
     /// is `public`. Strict Ed25519 verification (no malleable or small-order forms).
     pub fn verify(&self, public: &[u8], signature: &[u8]) -> bool {
-        let Ok(public) = <[u8; 32]>::try_from(public) else {
-            return false;
-        };
-        let Ok(key) = VerifyingKey::from_bytes(&public) else {
-            return false;
-        };
+        sealed_public_key(public).is_some_and(|key| self.verify_with(&key, signature))
+    }
+
+    /// [`Self::verify`] with a key already decoded by [`sealed_public_key`] (a verifier that
+    /// sees the same key again keeps it decoded).
+    pub fn verify_with(&self, key: &VerifyingKey, signature: &[u8]) -> bool {
         let Ok(signature) = Signature::from_slice(signature) else {
             return false;
         };
-        !key.is_weak() && key.verify_strict(&self.message(), &signature).is_ok()
+        key.verify_strict(&self.message(), &signature).is_ok()
     }
+}
+
+/// Decodes a sealed-sender public key: `None` unless it is 32 bytes of a valid Ed25519 point
+/// of large order.
+pub fn sealed_public_key(public: &[u8]) -> Option<VerifyingKey> {
+    let public = <[u8; 32]>::try_from(public).ok()?;
+    let key = VerifyingKey::from_bytes(&public).ok()?;
+    (!key.is_weak()).then_some(key)
 }
 
 #[cfg(test)]

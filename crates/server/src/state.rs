@@ -105,7 +105,12 @@ impl AppState {
             fan_out: FanOutMeters::new(&config.limits),
             sealed_fan_out: FanOutMeters::new(&config.limits),
             sealed_keys: SealedKeyCache::default(),
-            sealed_refusals: attempts_per_window(limits.login_attempts_per_ip, limits.login_window),
+            // Ten times the password allowance: an honest client meets an unknown key after
+            // some commits (and many share an address behind a NAT).
+            sealed_refusals: attempts_per_window(
+                limits.login_attempts_per_ip.saturating_mul(10),
+                limits.login_window,
+            ),
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
             config,
             store,

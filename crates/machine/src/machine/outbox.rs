@@ -119,8 +119,10 @@ impl<S: ClientStore> Machine<S> {
         if self.posting || self.paused_until.is_some() || reading {
             return Ok(());
         }
-        if let Some(conversation) = self.registrations_due.pop_first() {
-            return self.register_sealed_key(conversation, None);
+        if let Some(conversation) = self.registrations_due.pop_first()
+            && self.register_sealed_key(conversation, None)?
+        {
+            return Ok(());
         }
         let mut blocked: HashSet<String> = HashSet::new();
         for _ in 0..MAX_STEPS {
@@ -305,8 +307,11 @@ impl<S: ClientStore> Machine<S> {
         // their order.
         let joined = format!("{}{conversation}", meta::SEALED_JOINED);
         if self.store.meta(&joined)?.is_none() {
-            self.register_sealed_key(conversation, Some(row.seq))?;
-            return Ok(Step::Posted);
+            return Ok(if self.register_sealed_key(conversation, Some(row.seq))? {
+                Step::Posted
+            } else {
+                Step::Block
+            });
         }
         let (payload, epoch, key) = match (ciphertext, epoch) {
             (Some(ct), Some(ep)) if ep == info.epoch => (ct, ep, row.idempotency_key.clone()),
@@ -386,16 +391,16 @@ impl<S: ClientStore> Machine<S> {
     }
 
     /// Registers this device's sealed-sender key of the conversation's current epoch, before
-    /// the outbox entry `seq` (if any) is posted.
+    /// the outbox entry `seq` (if any) is posted; `false` if there is nothing to register.
     fn register_sealed_key(
         &mut self,
         conversation: ConversationId,
         seq: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let sealed = match self.atomic(|engine, _| Ok(engine.sealed_key(conversation)?)) {
             Ok(sealed) => sealed,
             // Not (or no longer) a member: nothing to register.
-            Err(Error::Engine(_)) => return Ok(()),
+            Err(Error::Engine(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
         let body = SealedKeyRequest {
@@ -410,7 +415,7 @@ impl<S: ClientStore> Machine<S> {
             Request::RegisterSealedKey { conversation, body },
             Pending::Register { conversation, seq },
         );
-        Ok(())
+        Ok(true)
     }
 
     /// The server's answer to a sealed-key registration.

@@ -10,7 +10,7 @@ use nightjar_api::{
     SealedSendRequest, SendRequest, SendResponse,
 };
 use nightjar_core::ConversationId;
-use nightjar_core::sealed::SealedSubmission;
+use nightjar_core::sealed::{SealedSubmission, sealed_public_key};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -185,16 +185,23 @@ async fn sealed_send(
             SendError::TooLarge => Error::too_large(e.to_string()),
             SendError::Invalid(why) => Error::bad_request(why),
         })?;
-    let known = state.sealed_keys.contains(conversation, epoch, &key) || {
-        let stored = state
-            .store
-            .sealed_keys(&conversation.to_string(), epoch)
-            .await?;
-        let found = stored.iter().any(|k| k.as_slice() == key);
-        if found {
-            state.sealed_keys.insert(conversation, epoch, key);
+    let known = match state.sealed_keys.get(conversation, epoch, &key) {
+        Some(decoded) => Some(decoded),
+        None => {
+            let stored = state
+                .store
+                .sealed_keys(&conversation.to_string(), epoch)
+                .await?;
+            let decoded = stored
+                .iter()
+                .any(|k| k.as_slice() == key)
+                .then(|| sealed_public_key(&key))
+                .flatten();
+            if let Some(decoded) = decoded {
+                state.sealed_keys.insert(conversation, epoch, decoded);
+            }
+            decoded
         }
-        found
     };
     let submission = SealedSubmission {
         conversation,
@@ -202,16 +209,15 @@ async fn sealed_send(
         submission_id: &submission_id,
         payload: &checked.payload,
     };
-    let refused = if !known {
+    let refused = if let Some(decoded) = known {
+        (!submission.verify_with(&decoded, &signature.0))
+            .then(|| Error::forbidden("the signature does not verify"))
+    } else {
         Some(Error::new(
             ErrorCode::SealedKeyUnknown,
             "this key is not registered for the conversation's epoch: register it with \
              PUT /v1/conversations/{id}/sealed-key and send again",
         ))
-    } else if !submission.verify(&key, &signature.0) {
-        Some(Error::forbidden("the signature does not verify"))
-    } else {
-        None
     };
     if let Some(refused) = refused {
         let _ = state.sealed_refusals.take(&group, Instant::now());
@@ -282,9 +288,11 @@ async fn register_sealed_key(
         .as_slice()
         .try_into()
         .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))?;
-    if ed25519_dalek::VerifyingKey::from_bytes(&key).is_err() {
-        return Err(Error::bad_request("the key is not an Ed25519 public key"));
-    }
+    let Some(decoded) = sealed_public_key(&key) else {
+        return Err(Error::bad_request(
+            "the key is not an Ed25519 public key of large order",
+        ));
+    };
     if i64::try_from(request.epoch).is_err() {
         return Err(Error::bad_request("epoch out of range"));
     }
@@ -300,7 +308,9 @@ async fn register_sealed_key(
         .await?;
     match outcome {
         Registration::Registered => {
-            state.sealed_keys.insert(conversation, request.epoch, key);
+            state
+                .sealed_keys
+                .insert(conversation, request.epoch, decoded);
             Ok(StatusCode::NO_CONTENT)
         }
         Registration::UnknownConversation => Err(Error::not_found("no such conversation")),

@@ -144,3 +144,102 @@ where
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nightjar_api::EnvelopeKind;
+
+    use super::super::test_support::{account, checked, each_backend, submit};
+    use super::super::{SendOutcome, Sender, Store};
+    use super::*;
+    use crate::rules::delivery::Refusal;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sealed_send_reaches_every_member_names_nobody_and_only_in_the_current_epoch() {
+        for store in each_backend("sealed_sends").await {
+            sealed_sends_on(&store).await;
+        }
+    }
+
+    async fn sealed_sends_on(store: &Store) {
+        let alice = account(store, "alice", "000000000000000a", 1).await;
+        let bob = account(store, "bob", "000000000000000b", 2).await;
+        let carol = account(store, "carol", "000000000000000c", 3).await;
+        let create = checked(EnvelopeKind::Commit, 0, &[&alice, &bob]);
+        let conversation = create.conversation.to_string();
+        assert!(matches!(
+            submit(store, &alice, &create, "create", 1, 100).await,
+            SendOutcome::Accepted { .. }
+        ));
+        let sealed = Sender::sealed();
+        let mut message = checked(EnvelopeKind::Application, 1, &[]);
+        message.payload = b"sealed".to_vec();
+        let first = submit(store, &sealed, &message, "s1", 2, 100).await;
+        let SendOutcome::Accepted { response, .. } = &first else {
+            panic!("{first:?}")
+        };
+        // A retry with the same submission id is answered from the first.
+        assert_eq!(
+            submit(store, &sealed, &message, "s1", 3, 100).await,
+            SendOutcome::Repeated(response.clone())
+        );
+        // Every member device gets it, the sender's own included, and nobody is named.
+        for device in [&alice, &bob] {
+            let inbox = store.inbox(device.device_pk, 0, 100).await.unwrap();
+            let sealed: Vec<_> = inbox
+                .iter()
+                .filter(|e| e.kind == EnvelopeKind::Application)
+                .collect();
+            assert_eq!(sealed.len(), 1, "{inbox:?}");
+            assert_eq!(sealed[0].sender.username, "");
+            assert_eq!(sealed[0].sender.device_id, "");
+        }
+
+        // Registration: members only, current epoch only.
+        assert_eq!(
+            store
+                .register_sealed_key(&conversation, &carol, 1, &[9; 32], true)
+                .await
+                .unwrap(),
+            Registration::NotAMember
+        );
+        assert_eq!(
+            store
+                .register_sealed_key(&conversation, &bob, 2, &[9; 32], true)
+                .await
+                .unwrap(),
+            Registration::EpochConflict { current: 1 }
+        );
+        assert_eq!(
+            store
+                .register_sealed_key(&conversation, &bob, 1, &[9; 32], true)
+                .await
+                .unwrap(),
+            Registration::Registered
+        );
+        assert_eq!(
+            store
+                .register_sealed_key(&conversation, &alice, 1, &[8; 32], false)
+                .await
+                .unwrap(),
+            Registration::Registered
+        );
+        let mut keys = store.sealed_keys(&conversation, 1).await.unwrap();
+        keys.sort();
+        assert_eq!(keys, [vec![8; 32], vec![9; 32]]);
+
+        // A commit moves the conversation on: a sealed message of the old epoch (a removed
+        // member still holds its key) is refused.
+        let commit = checked(EnvelopeKind::Commit, 1, &[&alice, &bob]);
+        assert!(matches!(
+            submit(store, &alice, &commit, "commit", 4, 100).await,
+            SendOutcome::Accepted { .. }
+        ));
+        let mut late = checked(EnvelopeKind::Application, 1, &[]);
+        late.payload = b"late".to_vec();
+        assert_eq!(
+            submit(store, &sealed, &late, "s2", 5, 100).await,
+            SendOutcome::Refused(Refusal::EpochConflict { current: 2 })
+        );
+    }
+}
