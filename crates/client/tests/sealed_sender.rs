@@ -126,6 +126,29 @@ async fn post_sealed(
     )
 }
 
+/// Registers the public half of `key` for `conversation` at `epoch`, with the session `token`
+/// (or none); the status.
+async fn register(
+    url: &str,
+    token: Option<&str>,
+    conversation: ConversationId,
+    epoch: u64,
+    key: &SigningKey,
+    accept: bool,
+) -> u16 {
+    let mut request = http()
+        .put(format!("{url}/v1/conversations/{conversation}/sealed-key"))
+        .json(&SealedKeyRequest {
+            epoch,
+            key: B64(key.verifying_key().to_bytes().to_vec()),
+            accept,
+        });
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
 /// A sealed send of `payload` signed with `key` (whose public half it names).
 fn signed(
     key: &SigningKey,
@@ -216,20 +239,8 @@ async fn a_stranger_and_a_forger_change_nothing() {
         (403, "sealed_key_unknown".into())
     );
     // She cannot register it either: she is not a member.
-    let response = http()
-        .put(format!(
-            "{}/v1/conversations/{conversation}/sealed-key",
-            w.url
-        ))
-        .json(&SealedKeyRequest {
-            epoch,
-            key: B64(stranger.verifying_key().to_bytes().to_vec()),
-            accept: true,
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
+    let status = register(&w.url, None, conversation, epoch, &stranger, true).await;
+    assert_eq!(status, 401);
 
     // The real public key, learnt somehow, with a signature the stranger made: refused.
     let registered: Vec<u8> = rusqlite::Connection::open(&w.db)
@@ -260,41 +271,16 @@ async fn a_member_who_registers_a_wrong_key_cannot_keep_the_others_out() {
     let (conversation, epoch) = conversation(&w.db);
     // bob (a member, with his session) registers a key nobody else derives.
     let garbage = SigningKey::from_bytes(&[6; 32]);
-    let response = http()
-        .put(format!(
-            "{}/v1/conversations/{conversation}/sealed-key",
-            w.url
-        ))
-        .bearer_auth(token(&w.bob))
-        .json(&SealedKeyRequest {
-            epoch,
-            key: B64(garbage.verifying_key().to_bytes().to_vec()),
-            accept: false,
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 204);
+    let bob = token(&w.bob);
+    let status = register(&w.url, Some(&bob), conversation, epoch, &garbage, false).await;
+    assert_eq!(status, 204);
     // alice still sends (her own registration stands beside his).
     w.alice.send_direct("bob", "still here").await.unwrap();
     let report = w.bob.sync().await.unwrap();
     assert_eq!(texts(&report), ["still here"]);
     // A registration for an epoch the conversation is not at is refused.
-    let response = http()
-        .put(format!(
-            "{}/v1/conversations/{conversation}/sealed-key",
-            w.url
-        ))
-        .bearer_auth(token(&w.bob))
-        .json(&SealedKeyRequest {
-            epoch: epoch + 5,
-            key: B64(garbage.verifying_key().to_bytes().to_vec()),
-            accept: false,
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 409);
+    let status = register(&w.url, Some(&bob), conversation, epoch + 5, &garbage, false).await;
+    assert_eq!(status, 409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -489,29 +489,53 @@ where
                 plan.devices.extend(pks);
                 continue;
             }
-            let mut view = RecipientView {
-                sender: cache.decisions.get(&(account, sender_id)).copied(),
-                conversation_accepted: cache.has_accepted(conversation, account),
-                requests_used: 0,
-            };
-            if view.sender.is_none() && !view.conversation_accepted {
-                view.requests_used = Self::requests_used(tx, (account, sender_id), cache).await?;
-            }
-            match admit(EnvelopeKind::Application, payload_len, view, limits) {
-                Admission::Deliver => {}
-                Admission::Request => plan
-                    .request_counts
-                    .push(((account, sender_id), view.requests_used.saturating_add(1))),
-                Admission::Skip(reason) => {
-                    skipped.push(reason);
-                    continue;
-                }
+            let accepted = cache.has_accepted(conversation, account);
+            let pair = (account, sender_id);
+            let skip =
+                Self::admit_from(tx, pair, accepted, payload_len, limits, cache, &mut plan).await?;
+            if let Some(reason) = skip {
+                skipped.push(reason);
+                continue;
             }
             delivered += 1;
             plan.devices.extend(pks);
         }
         plan.refusal = refusal(delivered, &skipped);
         Ok(plan)
+    }
+
+    /// Decides an application message of `payload_len` bytes for one recipient account, as
+    /// asked by `peer` (`pair` is (account, peer); the peer is the sender, or for a sealed
+    /// message the account's inviter): `None` if it is delivered (the plan counts a message
+    /// request if it is one), else why it is skipped.
+    async fn admit_from(
+        tx: &mut Transaction<'static, DB>,
+        pair: (i64, i64),
+        conversation_accepted: bool,
+        payload_len: usize,
+        limits: RequestLimits,
+        cache: &mut ConsentCache,
+        plan: &mut ConsentPlan,
+    ) -> Result<Option<SkipReason>, sqlx::Error> {
+        let mut view = RecipientView {
+            sender: cache.decisions.get(&pair).copied(),
+            conversation_accepted,
+            requests_used: 0,
+        };
+        if view.sender.is_none() && !view.conversation_accepted {
+            view.requests_used = Self::requests_used(tx, pair, cache).await?;
+        }
+        Ok(
+            match admit(EnvelopeKind::Application, payload_len, view, limits) {
+                Admission::Deliver => None,
+                Admission::Request => {
+                    plan.request_counts
+                        .push((pair, view.requests_used.saturating_add(1)));
+                    None
+                }
+                Admission::Skip(reason) => Some(reason),
+            },
+        )
     }
 
     /// Decides which of `devices` (every member device of `conversation`, the sender's own
@@ -590,23 +614,12 @@ where
                 plan.devices.extend(pks);
                 continue;
             };
-            let mut view = RecipientView {
-                sender: cache.decisions.get(&(account, inviter)).copied(),
-                conversation_accepted: false,
-                requests_used: 0,
-            };
-            if view.sender.is_none() {
-                view.requests_used = Self::requests_used(tx, (account, inviter), cache).await?;
-            }
-            match admit(EnvelopeKind::Application, payload_len, view, limits) {
-                Admission::Deliver => {}
-                Admission::Request => plan
-                    .request_counts
-                    .push(((account, inviter), view.requests_used.saturating_add(1))),
-                Admission::Skip(reason) => {
-                    skipped.push(reason);
-                    continue;
-                }
+            let pair = (account, inviter);
+            let skip =
+                Self::admit_from(tx, pair, false, payload_len, limits, cache, &mut plan).await?;
+            if let Some(reason) = skip {
+                skipped.push(reason);
+                continue;
             }
             delivered += 1;
             plan.devices.extend(pks);

@@ -4,7 +4,7 @@
 
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 
-use super::{Backend, Column, Db, Param, Sender, Store, dispatch, to_i64, to_u64};
+use super::{Backend, Column, Db, Param, Sender, Store, dispatch, to_i64};
 
 /// Epochs before the current one whose keys are kept. Sealed messages are taken in the
 /// current epoch only; the one before is kept for a registration racing a commit.
@@ -75,21 +75,10 @@ where
         accept: bool,
     ) -> Result<Registration, sqlx::Error> {
         let mut w = self.write().await?;
-        let sql = format!(
-            "SELECT c.epoch, EXISTS (SELECT 1 FROM conversation_members m \
-             WHERE m.conversation_id = c.id AND m.username = $2 AND m.device_id = $3) \
-             FROM conversations c WHERE c.id = $1{}",
-            DB::FOR_UPDATE
-        );
-        let row: Option<(i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(conversation)
-            .bind(sender.address.username.as_str())
-            .bind(sender.address.device_id.as_str())
-            .fetch_optional(&mut *w.tx)
-            .await?;
+        let row = Self::lock_conversation(&mut w.tx, conversation, &sender.address).await?;
         let (current, member) = match row {
             None => return Ok(Registration::UnknownConversation),
-            Some((current, member)) => (to_u64(current), member),
+            Some(facts) => (facts.epoch, facts.sender_is_member),
         };
         if !member {
             return Ok(Registration::NotAMember);

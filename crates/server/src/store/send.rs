@@ -713,7 +713,7 @@ where
 
     /// The conversation's epoch and whether `sender` is a member, locking its row until the
     /// transaction ends (on PostgreSQL; SQLite's single writer already excludes the others).
-    async fn lock_conversation(
+    pub(super) async fn lock_conversation(
         tx: &mut Transaction<'static, DB>,
         conversation: &str,
         sender: &DeviceAddress,
