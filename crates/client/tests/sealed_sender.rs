@@ -46,11 +46,16 @@ async fn account(root: &Path, url: &str, name: &str) -> Client {
 
 /// alice and bob, who accepted each other and exchanged a message each.
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// [`world`] on a server whose limits `limits` changes.
+async fn world_with(limits: impl FnOnce(&mut nightjar_server::Limits)) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let server = nightjar_server::start(ServerConfig::new(&data, "127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
+    let mut config = ServerConfig::new(&data, "127.0.0.1:0".parse().unwrap());
+    limits(&mut config.limits);
+    let server = nightjar_server::start(config).await.unwrap();
     let url = format!("http://{}", server.local_addr());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mitm = Mitm::start(&url).await;
@@ -324,4 +329,32 @@ async fn a_replayed_sealed_send_is_stored_once() {
     assert_eq!(after, before, "a replay queued something");
     let report = w.bob.sync().await.unwrap();
     assert_eq!(texts(&report), ["once"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_that_sends_too_fast_is_slowed_and_loses_nothing() {
+    // A conversation may queue 6 envelopes at once and 4 more per second (each sealed 1:1
+    // message is two: bob's and alice's own copy).
+    let mut w = world_with(|limits| {
+        limits.fan_out_burst = 6;
+        limits.fan_out_per_second = 4.0;
+    })
+    .await;
+    w.mitm.forget();
+    let sent: Vec<String> = (0..6).map(|i| format!("burst {i}")).collect();
+    for text in &sent {
+        w.alice.send_direct("bob", text).await.unwrap();
+    }
+    // The server said 429 to the conversation's sends (no account is named: the route has
+    // no session); alice's client waited each out and sent again.
+    let refused = w
+        .mitm
+        .recorded()
+        .iter()
+        .filter(|e| e.request.path.ends_with("/sealed") && e.response.status == 429)
+        .count();
+    assert!(refused > 0, "the burst was never slowed");
+    let report = w.bob.sync().await.unwrap();
+    assert_eq!(texts(&report), sent);
+    assert!(w.alice.outbox().unwrap().is_empty());
 }
