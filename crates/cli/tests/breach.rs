@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,24 +89,9 @@ impl Drop for LoggedServer {
     }
 }
 
-/// Runs `login` on `device` and approves it from `approver`; returns the new device's id.
+/// Links `device` to `username`, approved from `approver`; returns the new device's id.
 fn link(device: &Device, approver: &Device, url: &str, username: &str) -> String {
-    let mut login = device
-        .command(&["login", "--server", url, username, "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
-    let code = loop {
-        let line = lines.next().expect("login printed no code").unwrap();
-        if let Some(code) = line.strip_prefix("approval code: ") {
-            break code.trim().to_owned();
-        }
-    };
-    approver.ok(&["approve", &code]);
-    let _: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(login.wait().unwrap().success());
+    device.link(approver, url, username);
     let listed = approver.ok(&["devices"]);
     listed
         .lines()

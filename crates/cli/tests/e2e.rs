@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -82,23 +81,13 @@ fn messaging_devices_groups_and_safety_numbers() {
 
     // alice adds a second device: login prints the code, the first device approves it.
     let alice2 = Device::new(tmp.path(), "alice2");
-    let mut login = alice2
-        .command(&["login", "--server", &url, "alice", "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
-    let code = loop {
-        let line = lines.next().expect("login printed no code").unwrap();
-        if let Some(code) = line.strip_prefix("approval code: ") {
-            break code.trim().to_owned();
-        }
-    };
-    let approved = alice.ok(&["approve", &code]);
-    assert!(approved.contains("approved device"), "{approved}");
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(login.wait().unwrap().success(), "{rest:?}");
+    let linked = alice2.link(&alice, &url, "alice");
+    assert!(
+        linked.approved.contains("approved device"),
+        "{}",
+        linked.approved
+    );
+    let rest = linked.rest;
     assert!(rest.iter().any(|l| l.contains("now active")), "{rest:?}");
     let devices = alice.ok(&["devices"]);
     assert_eq!(

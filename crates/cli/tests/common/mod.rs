@@ -119,6 +119,12 @@ pub struct Device {
     pub dir: PathBuf,
 }
 
+/// What [`Device::link`] saw: `approve`'s output, and `login`'s after the approval code.
+pub struct Linked {
+    pub approved: String,
+    pub rest: Vec<String>,
+}
+
 impl Device {
     pub fn new(root: &Path, name: &str) -> Device {
         Device {
@@ -166,6 +172,28 @@ impl Device {
             .filter(|m| m["type"] == "text")
             .map(|m| m["text"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// Runs `login` for `username` on this (new) device, reads the approval code it prints
+    /// and approves it from `approver`; the login must then succeed.
+    pub fn link(&self, approver: &Device, url: &str, username: &str) -> Linked {
+        let mut login = self
+            .command(&["login", "--server", url, username, "--timeout", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
+        let code = loop {
+            let line = lines.next().expect("login printed no code").unwrap();
+            if let Some(code) = line.strip_prefix("approval code: ") {
+                break code.trim().to_owned();
+            }
+        };
+        let approved = approver.ok(&["approve", &code]);
+        let rest: Vec<String> = lines.map(Result::unwrap).collect();
+        assert!(login.wait().unwrap().success(), "{rest:?}");
+        Linked { approved, rest }
     }
 
     /// Runs a command that must fail; returns its stderr.
