@@ -168,6 +168,39 @@ mod tests {
         assert!(!submission.verify(&public[..31], &signature));
     }
 
+    proptest::proptest! {
+        /// Whatever a stranger posts (key, signature, payload, id), verification answers
+        /// without panicking, and only the signature of exactly that submission under that
+        /// key passes.
+        #[test]
+        fn only_the_exact_submission_verifies(
+            seed in proptest::array::uniform32(proptest::num::u8::ANY),
+            key in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            signature in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            id in "[a-z0-9]{0,16}",
+            epoch in proptest::num::u64::ANY,
+        ) {
+            let submission = SealedSubmission {
+                conversation: ConversationId([3; 16]),
+                epoch,
+                submission_id: &id,
+                payload: &payload,
+            };
+            let _ = submission.verify(&key, &signature);
+            let _ = sealed_public_key(&key);
+            let real = SealedKey::from_secret(epoch, &seed).unwrap();
+            let signed = real.sign(&submission);
+            proptest::prop_assert!(submission.verify(&real.public(), &signed));
+            let other = SealedSubmission {
+                epoch: epoch.wrapping_add(1),
+                ..submission.clone()
+            };
+            proptest::prop_assert!(!other.verify(&real.public(), &signed));
+            proptest::prop_assert!(!submission.verify(&key, &signed) || key == real.public());
+        }
+    }
+
     #[test]
     fn the_key_depends_only_on_the_secret_and_never_prints_it() {
         let a = SealedKey::from_secret(1, &[3; 32]).unwrap();
