@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use nightjar_api::{
     ApiError, ConsentEntry, ConsentListResponse, ConsentState, ReportRequest, SetConsentRequest,
 };
-use nightjar_core::ConversationId;
 use nightjar_core::identity::validate_username;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -162,12 +161,8 @@ async fn report(
     Json(request): Json<ReportRequest>,
 ) -> Result<StatusCode> {
     let peer = peer(&session, &request.username)?;
-    if let Some(id) = &request.conversation_id
-        && ConversationId::parse(id).is_none()
-    {
-        return Err(Error::bad_request(
-            "a conversation id is 32 lowercase hex digits",
-        ));
+    if let Some(id) = &request.conversation_id {
+        super::messages::parse_conversation(id)?;
     }
     if request
         .reason

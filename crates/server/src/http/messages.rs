@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use nightjar_api::{
-    AckRequest, ApiError, EnvelopeKind, ErrorCode, InboxResponse, SealedKeyRequest,
+    AckRequest, ApiError, B64, EnvelopeKind, ErrorCode, InboxResponse, SealedKeyRequest,
     SealedSendRequest, SendRequest, SendResponse,
 };
 use nightjar_core::ConversationId;
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rate_limit::{address_group, retry_ms};
 use crate::rules::consent::{ConsentRefusal, QueueLimits, RequestLimits};
-use crate::rules::delivery::{Refusal, SendError, check_send};
+use crate::rules::delivery::{CheckedSend, Refusal, SendError, check_send};
 use crate::state::{AppState, now_ms};
 use crate::store::{Registration, SendOutcome, SendQuota, Sender, Submission};
 
@@ -77,16 +77,11 @@ async fn send(
     Path(conversation_id): Path<String>,
     Json(request): Json<SendRequest>,
 ) -> Result<axum::Json<SendResponse>> {
-    let conversation = ConversationId::parse(&conversation_id)
-        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
+    let conversation = parse_conversation(&conversation_id)?;
     let limits = &state.config.limits;
     let idempotency_key = request.idempotency_key.clone();
     let sender = session.sender();
-    let mut checked =
-        check_send(conversation, request, limits.max_envelope_bytes).map_err(|e| match e {
-            SendError::TooLarge => Error::too_large(e.to_string()),
-            SendError::Invalid(why) => Error::bad_request(why),
-        })?;
+    let mut checked = checked_send(conversation, request, limits.max_envelope_bytes)?;
     // Commits and proposals only: validated against the group's public state.
     super::handshakes::validate(&state, &sender, &mut checked).await?;
     let kind = checked.kind;
@@ -147,20 +142,14 @@ async fn sealed_send(
     Path(conversation_id): Path<String>,
     Json(request): Json<SealedSendRequest>,
 ) -> Result<axum::Json<SendResponse>> {
-    let conversation = ConversationId::parse(&conversation_id)
-        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
+    let conversation = parse_conversation(&conversation_id)?;
     let group = address_group(peer.ip());
     state
         .sealed_refusals
         .check(&group, Instant::now())
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
     let limits = &state.config.limits;
-    let key: [u8; 32] = request
-        .key
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))?;
+    let key = sealed_key_bytes(&request.key)?;
     if request.signature.0.len() != 64 {
         return Err(Error::bad_request("a signature is 64 bytes"));
     }
@@ -180,11 +169,7 @@ async fn sealed_send(
         members: None,
         group_info: None,
     };
-    let checked =
-        check_send(conversation, send, limits.max_envelope_bytes).map_err(|e| match e {
-            SendError::TooLarge => Error::too_large(e.to_string()),
-            SendError::Invalid(why) => Error::bad_request(why),
-        })?;
+    let checked = checked_send(conversation, send, limits.max_envelope_bytes)?;
     let known = match state.sealed_keys.get(conversation, epoch, &key) {
         Some(decoded) => Some(decoded),
         None => {
@@ -280,14 +265,8 @@ async fn register_sealed_key(
     Path(conversation_id): Path<String>,
     Json(request): Json<SealedKeyRequest>,
 ) -> Result<StatusCode> {
-    let conversation = ConversationId::parse(&conversation_id)
-        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))?;
-    let key: [u8; 32] = request
-        .key
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))?;
+    let conversation = parse_conversation(&conversation_id)?;
+    let key = sealed_key_bytes(&request.key)?;
     let Some(decoded) = sealed_public_key(&key) else {
         return Err(Error::bad_request(
             "the key is not an Ed25519 public key of large order",
@@ -314,12 +293,42 @@ async fn register_sealed_key(
             Ok(StatusCode::NO_CONTENT)
         }
         Registration::UnknownConversation => Err(Error::not_found("no such conversation")),
-        Registration::NotAMember => Err(Error::new(
-            ErrorCode::NotAMember,
-            "this device is not a member of the conversation",
-        )),
+        Registration::NotAMember => Err(not_a_member()),
         Registration::EpochConflict { current } => Err(Error::epoch_conflict(current)),
     }
+}
+
+/// The conversation id of a request path: 400 unless it is 32 lowercase hex digits.
+pub(super) fn parse_conversation(text: &str) -> Result<ConversationId> {
+    ConversationId::parse(text)
+        .ok_or_else(|| Error::bad_request("a conversation id is 32 lowercase hex digits"))
+}
+
+/// The bytes of a sealed-sender public key: 400 unless there are 32.
+fn sealed_key_bytes(key: &B64) -> Result<[u8; 32]> {
+    key.0
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))
+}
+
+/// [`check_send`] with its refusals as the HTTP errors they are.
+fn checked_send(
+    conversation: ConversationId,
+    request: SendRequest,
+    max_bytes: usize,
+) -> Result<CheckedSend> {
+    check_send(conversation, request, max_bytes).map_err(|e| match e {
+        SendError::TooLarge => Error::too_large(e.to_string()),
+        SendError::Invalid(why) => Error::bad_request(why),
+    })
+}
+
+fn not_a_member() -> Error {
+    Error::new(
+        ErrorCode::NotAMember,
+        "this device is not a member of the conversation",
+    )
 }
 
 /// The answer to a stored or refused send; `charge` is told how many envelopes were queued.
@@ -359,10 +368,7 @@ fn answer(
         SendOutcome::Refused(Refusal::EpochConflict { current }) => {
             Err(Error::epoch_conflict(current))
         }
-        SendOutcome::Refused(Refusal::NotAMember) => Err(Error::new(
-            ErrorCode::NotAMember,
-            "this device is not a member of the conversation",
-        )),
+        SendOutcome::Refused(Refusal::NotAMember) => Err(not_a_member()),
         SendOutcome::Refused(Refusal::UnknownConversation) => {
             Err(Error::not_found("no such conversation"))
         }

@@ -176,6 +176,27 @@ impl ConsentCache {
     fn account_of(&self, username: &str) -> Option<i64> {
         self.ids.get(username).copied()
     }
+
+    /// `devices` grouped by their account (`unknown` for a device the batch did not read).
+    fn by_account(&self, devices: &[i64], unknown: i64) -> BTreeMap<i64, Vec<i64>> {
+        let mut accounts: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for pk in devices {
+            let account = self.devices.get(pk).copied().unwrap_or(unknown);
+            accounts.entry(account).or_default().push(*pk);
+        }
+        accounts
+    }
+
+    /// Who is still asking `account` to accept `conversation`: its inviter, while it has not
+    /// accepted the conversation.
+    fn asking(&self, conversation: &str, account: i64) -> Option<i64> {
+        if self.has_accepted(conversation, account) {
+            return None;
+        }
+        self.inviters
+            .get(&(conversation.to_owned(), account))
+            .copied()
+    }
 }
 
 /// A conversation acceptance to write: (conversation, account) → (inviter, accepted).
@@ -477,11 +498,7 @@ where
             plan.conversation_writes
                 .push(((conversation.to_owned(), sender_id), (None, true)));
         }
-        let mut by_account: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        for pk in devices {
-            let account = cache.devices.get(pk).copied().unwrap_or(sender_id);
-            by_account.entry(account).or_default().push(*pk);
-        }
+        let by_account = cache.by_account(devices, sender_id);
         let mut delivered = 0;
         let mut skipped = Vec::new();
         for (account, pks) in by_account {
@@ -558,11 +575,7 @@ where
             Self::load_conversation(tx, conversation, "", cache).await?;
         }
         let mut plan = ConsentPlan::default();
-        let mut by_account: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        for pk in devices {
-            let account = cache.devices.get(pk).copied().unwrap_or(0);
-            by_account.entry(account).or_default().push(*pk);
-        }
+        let by_account = cache.by_account(devices, 0);
         // In a conversation of two accounts, a block of the other one stops its messages: any
         // sealed message reaching the blocker would be from the blocked account (or the
         // blocker's own, which it cannot send there while it blocks the only other member).
@@ -576,11 +589,7 @@ where
         });
         let mut asked: Vec<(i64, i64)> = by_account
             .keys()
-            .filter(|&&a| !cache.has_accepted(conversation, a))
-            .filter_map(|&a| {
-                let inviter = cache.inviters.get(&(conversation.to_owned(), a))?;
-                Some((a, *inviter))
-            })
+            .filter_map(|&a| Some((a, cache.asking(conversation, a)?)))
             .collect();
         if let Some((a, b)) = pair {
             asked.extend([(a, b), (b, a)]);
@@ -604,12 +613,7 @@ where
                 skipped.push(SkipReason::Blocked);
                 continue;
             }
-            let inviter = cache
-                .inviters
-                .get(&(conversation.to_owned(), account))
-                .copied();
-            let Some(inviter) = inviter.filter(|_| !cache.has_accepted(conversation, account))
-            else {
+            let Some(inviter) = cache.asking(conversation, account) else {
                 delivered += 1;
                 plan.devices.extend(pks);
                 continue;
