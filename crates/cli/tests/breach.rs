@@ -550,8 +550,12 @@ fn a_dump_of_the_server_after_a_day_of_traffic_reveals_only_what_privacy_md_decl
         ("idempotency", "created_at_ms"),
         ("consent", "updated_at_ms"),
         ("kt_epochs", "published_at_ms"),
+        ("devices", "created_at_ms"),
+        ("sessions", "created_at_ms"),
+        ("sealed_submissions", "created_at_ms"),
     ] {
         rounded(table, name, HOUR_MS);
     }
     assert!(!column(&db, "idempotency", "created_at_ms").is_empty());
+    assert!(!column(&db, "sessions", "created_at_ms").is_empty());
 }

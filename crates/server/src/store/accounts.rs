@@ -129,8 +129,8 @@ where
     }
 
     pub(super) async fn create_account(&self, new: NewAccount) -> Result<Option<()>, sqlx::Error> {
-        let now = to_i64(new.now_ms);
-        // Only the day an account was made is kept.
+        // The first device and session keep the hour; the account only the day it was made.
+        let now = to_i64(super::stored_time(new.now_ms));
         let created = to_i64(super::stored_day(new.now_ms));
         let mut w = self.write().await?;
         let account_id: Option<i64> = sqlx::query_scalar(

@@ -206,7 +206,8 @@ where
         now_ms: u64,
         expires_at_ms: u64,
     ) -> Result<LoginOutcome, sqlx::Error> {
-        let now = to_i64(now_ms);
+        // Device and session rows keep the hour only (ordering the account's own list needs no more).
+        let now = to_i64(super::stored_time(now_ms));
         let mut w = self.write().await?;
         // Logins to one account take turns, so the pending-device limit holds.
         let lock = format!("SELECT id FROM accounts WHERE id = $1{}", DB::FOR_UPDATE);
