@@ -70,3 +70,30 @@ test("a swapped identity key is refused and shown as a warning", async () => {
   await warning.getByRole("button", { name: "Compare safety numbers" }).click();
   await alice.page.getByText(/Their new identity key would give/).waitFor({ timeout: 10_000 });
 });
+
+test("the browser walks the directory's epochs and finds each append-only", async () => {
+  const profiles = mkdtempSync(path.join(tmpdir(), "nightjar-cli-epochs-"));
+  await cli(path.join(profiles, "frank"), ["register", "--server", real.url, "frank"]);
+  const erin = await openApp(browser, real.url);
+  await register(erin.page, "erin");
+  // erin verifies a root when she looks frank up, and a newer one for gina, who registers
+  // after it: the epochs in between are for her device to check.
+  await openChat(erin.page, "frank");
+  await send(erin.page, "hello frank");
+  await erin.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  await cli(path.join(profiles, "gina"), ["register", "--server", real.url, "gina"]);
+  await openChat(erin.page, "gina");
+  await send(erin.page, "hello gina");
+  await erin.page.locator('.message[data-state="sent"]', { hasText: "hello gina" }).waitFor({ timeout: 30_000 });
+
+  // A reload syncs: the wasm client fetches the epochs after its first root and checks their
+  // append-only proofs; an honest directory raises no alarm.
+  const walked = erin.page.waitForResponse(
+    (r) => r.url().includes("/v1/kt/epochs?") && r.status() === 200, { timeout: 30_000 });
+  await erin.page.reload();
+  const page = await (await walked).json();
+  assert.ok(page.epochs.length >= 1, JSON.stringify(page));
+  await erin.page.getByRole("button", { name: /^gina/ }).waitFor({ timeout: 30_000 });
+  await erin.page.waitForTimeout(1_000);
+  assert.equal(await erin.page.getByText(/Key transparency alarm/).count(), 0);
+});

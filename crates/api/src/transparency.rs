@@ -39,6 +39,18 @@ pub struct EpochResponse {
     pub audit_proof: B64,
 }
 
+/// Most epochs `GET /v1/kt/epochs` returns at once.
+pub const MAX_EPOCHS_PER_PAGE: u32 = 64;
+
+/// `GET /v1/kt/epochs?after=E&limit=N`: the signed epochs after `E`, oldest first, each with
+/// its append-only proof from the epoch before. Fewer than asked for (or none) once the
+/// newest epoch is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EpochsResponse {
+    /// The epochs.
+    pub epochs: Vec<EpochResponse>,
+}
+
 /// `GET /v1/kt/lookup/{username}` and `GET /v1/kt/history`: a proof against a signed root.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProofResponse {

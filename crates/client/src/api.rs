@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use nightjar_api::{
     AccountResponse, AckRequest, ApiError, ApproveDeviceRequest, ClaimKeyPackagesResponse,
-    DeviceListUpdate, DevicesResponse, DirectoryKeysResponse, EpochResponse, EpochRoot, ErrorCode,
-    InboxResponse, KeyPackageCount, LinkStatusResponse, LoginFinishRequest, LoginStartRequest,
-    LoginStartResponse, PendingDevicesResponse, ProofResponse, RegisterFinishRequest,
-    RegisterStartRequest, RegisterStartResponse, SealedKeyRequest, SealedSendRequest, SendRequest,
-    SendResponse, SessionResponse, UploadKeyPackagesRequest,
+    DeviceListUpdate, DevicesResponse, DirectoryKeysResponse, EpochResponse, EpochRoot,
+    EpochsResponse, ErrorCode, InboxResponse, KeyPackageCount, LinkStatusResponse,
+    LoginFinishRequest, LoginStartRequest, LoginStartResponse, PendingDevicesResponse,
+    ProofResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
+    SealedKeyRequest, SealedSendRequest, SendRequest, SendResponse, SessionResponse,
+    UploadKeyPackagesRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -366,6 +367,16 @@ impl Api {
     pub async fn kt_epoch(&self, epoch: u64) -> Result<EpochResponse> {
         self.call(Method::GET, &format!("/v1/kt/epochs/{epoch}"), None::<&()>)
             .await
+    }
+
+    /// The signed epochs after `after` (at most `limit`), each with its append-only proof.
+    pub async fn kt_epochs(&self, after: u64, limit: u32) -> Result<EpochsResponse> {
+        self.call(
+            Method::GET,
+            &format!("/v1/kt/epochs?after={after}&limit={limit}"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// This account's complete key-transparency history, with its proof.

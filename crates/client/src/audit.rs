@@ -6,10 +6,10 @@
 //! Kept running (`watch`), it also notices a directory that goes back to an older epoch or
 //! shows a different root for an epoch it already audited.
 
-use akd::AppendOnlyProof;
 use nightjar_api::EpochRoot;
-use nightjar_core::transparency::{DirectoryKeys, KtConfig, KtError, RootKey, SignedRoot};
-use protobuf::Message as _;
+use nightjar_core::transparency::{
+    DirectoryKeys, KtError, RootKey, SignedRoot, verify_append_only,
+};
 
 use crate::api::Api;
 use crate::error::{Error, Result};
@@ -182,8 +182,11 @@ impl Auditor {
                 Ok(found) => found,
                 Err(f) => return Ok(Err(f)),
             };
-            if let Err(reason) = verify_step(&previous, &root, &proof).await {
-                return Ok(Err(AuditFailure::Epoch { epoch, reason }));
+            if let Err(e) = verify_append_only(&previous, &root, &proof) {
+                return Ok(Err(AuditFailure::Epoch {
+                    epoch,
+                    reason: e.to_string(),
+                }));
             }
             proofs += 1;
             previous = root;
@@ -200,28 +203,4 @@ impl Auditor {
             fingerprint: self.keys.fingerprint(),
         }))
     }
-}
-
-/// Checks AKD's append-only proof from `from` to `to` (consecutive epochs).
-pub async fn verify_step(
-    from: &SignedRoot,
-    to: &SignedRoot,
-    proof: &[u8],
-) -> std::result::Result<(), String> {
-    if proof.len() > nightjar_core::transparency::MAX_AUDIT_PROOF_BYTES {
-        return Err("the append-only proof is larger than an auditor accepts".into());
-    }
-    let proto = akd::proto::specs::types::AppendOnlyProof::parse_from_bytes(proof)
-        .map_err(|e| format!("malformed append-only proof: {e}"))?;
-    let proof = AppendOnlyProof::try_from(&proto)
-        .map_err(|e| format!("malformed append-only proof: {e}"))?;
-    if proof.epochs != [from.epoch] || to.epoch != from.epoch + 1 {
-        return Err(format!(
-            "the append-only proof covers epochs {:?}, not {} to {}",
-            proof.epochs, from.epoch, to.epoch
-        ));
-    }
-    akd::auditor::audit_verify::<KtConfig>(vec![from.root, to.root], proof)
-        .await
-        .map_err(|e| format!("not append-only: {e}"))
 }

@@ -390,3 +390,67 @@ async fn a_directory_that_shows_members_different_roots_is_caught_as_a_fork() {
         "{raised:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_rewrote_an_epoch_fails_the_members_append_only_check() {
+    let mut w = world().await;
+    let operator = operator_root_key(&w._tmp.path().join("server"));
+    // bob and frank each verify a root (alice's lookup), then newer ones appear.
+    let mut frank = account(w._tmp.path(), &w.mitm.base, "frank").await;
+    w.bob.safety_number("alice").await.unwrap();
+    frank.safety_number("alice").await.unwrap();
+    let first = w.bob.verified_root().unwrap().unwrap();
+    for name in ["carol", "dave"] {
+        let _peer = account(w._tmp.path(), w.mitm.upstream(), name).await;
+        w.bob.safety_number(name).await.unwrap();
+    }
+    let newest = w.bob.verified_root().unwrap().unwrap();
+    assert!(newest.epoch >= first.epoch + 2, "{first:?} {newest:?}");
+
+    // Honest: bob's sync walks the epochs in between, each proven append-only.
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = pages.clone();
+    w.mitm.on_response(move |request, _| {
+        if request.path.starts_with("/v1/kt/epochs?") {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Verdict::Forward
+    });
+    w.bob.sync().await.unwrap();
+    assert!(alarms(&mut w.bob).is_empty());
+    assert!(pages.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // frank meets a directory whose history was rewritten after the root he saw first: the
+    // operator replaced the next epoch's root (to drop or change an entry) and re-signed it
+    // with the real key, so every signature checks out.
+    let rewritten = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let noted = rewritten.clone();
+    w.mitm.on_response(move |request, response| {
+        if request.path.starts_with("/v1/kt/epochs?")
+            && let Some(mut body) = response.json()
+            && let Some(e) = body["epochs"].get_mut(0)
+        {
+            let epoch = e["root"]["epoch"].as_u64().unwrap();
+            let forged_root = [0x5au8; 32];
+            let signature = operator.sign(&SignedRoot::message(epoch, &forged_root));
+            e["root"]["root"] = json!(B64::encode(&forged_root));
+            e["root"]["signature"] = json!(B64::encode(&signature.to_bytes()));
+            *noted.lock().unwrap() = Some(epoch);
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    frank.safety_number("dave").await.unwrap();
+    frank.sync().await.unwrap();
+    let raised = alarms(&mut frank);
+    let epoch = rewritten
+        .lock()
+        .unwrap()
+        .expect("frank checked the directory's epochs");
+    assert!(
+        raised
+            .iter()
+            .any(|n| n.contains(&format!("to {epoch} fails its append-only check"))),
+        "{raised:?}"
+    );
+}

@@ -3,8 +3,8 @@
 //! stream is open) and hand the outcome to [`crate::Machine::handle_response`].
 
 use nightjar_api::{
-    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, EpochResponse, ProofResponse,
-    SealedKeyRequest, SealedSendRequest, SendRequest, SendResponse,
+    AccountResponse, ApiError, ClaimKeyPackagesResponse, Envelope, EpochResponse, EpochsResponse,
+    ProofResponse, SealedKeyRequest, SealedSendRequest, SendRequest, SendResponse,
 };
 use nightjar_core::ConversationId;
 
@@ -67,6 +67,14 @@ pub enum Request {
         /// The epoch.
         epoch: u64,
     },
+    /// `GET /v1/kt/epochs?after=&limit=`: the directory's signed epochs after one, each with
+    /// its append-only proof (public).
+    DirectoryEpochs {
+        /// Epochs after this one.
+        after: u64,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// A successful answer to a [`Request`] of the same kind.
@@ -88,6 +96,8 @@ pub enum Response {
     OwnHistory(ProofResponse),
     /// To [`Request::DirectoryRoot`].
     DirectoryRoot(EpochResponse),
+    /// To [`Request::DirectoryEpochs`].
+    DirectoryEpochs(EpochsResponse),
 }
 
 /// Why a request failed.

@@ -211,7 +211,9 @@ impl Ds {
                 None => refused(ErrorCode::NotFound, "no such account"),
             }),
             // No directory here (machines take lists unproven and never ask).
-            Request::OwnHistory | Request::DirectoryRoot { .. } => {
+            Request::OwnHistory
+            | Request::DirectoryRoot { .. }
+            | Request::DirectoryEpochs { .. } => {
                 Answer::Now(refused(ErrorCode::NotFound, "no directory"))
             }
             Request::ClaimKeyPackages { username } => {

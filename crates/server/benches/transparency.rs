@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use nightjar_core::transparency::{
-    DirectoryKeys, RootKey, SignedRoot, verify_history, verify_lookup,
+    DirectoryKeys, KtConfig, RootKey, SignedRoot, verify_append_only, verify_history, verify_lookup,
 };
 use nightjar_server::bench_support::{BenchProof, KtBench};
+use protobuf::Message as _;
 
 const BASE: usize = 10_000;
 
@@ -117,5 +118,59 @@ fn proofs(c: &mut Criterion) {
     rt.block_on(bench.close());
 }
 
-criterion_group!(benches, publish, proofs);
+/// One epoch's append-only proof, checked as a device does in its walk (`verify_append_only`,
+/// AKD's auditor tree without task parallelism) and as AKD's own auditor does
+/// (`audit_verify`, its tasks on a 2-thread runtime), for epochs of 10 and 1,000 new accounts
+/// on a directory of 10k.
+fn append_only(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let bench = rt.block_on(KtBench::open(dir.path(), None)).unwrap();
+    let mut group = c.benchmark_group("kt_append_only");
+    rt.block_on(async {
+        bench.add_accounts(0, BASE).await.unwrap();
+        bench.publish().await.unwrap();
+    });
+    let mut next = BASE;
+    for added in [10usize, 1_000] {
+        let (before, after) = rt.block_on(async {
+            bench.add_accounts(next, added).await.unwrap();
+            let epoch = bench.publish().await.unwrap().unwrap();
+            (
+                bench.epoch(epoch - 1).await.unwrap(),
+                bench.epoch(epoch).await.unwrap(),
+            )
+        });
+        next += added;
+        eprintln!(
+            "append-only proof of {added} new entries: {} bytes",
+            after.proof.len()
+        );
+        let (from, to) = (root(&before), root(&after));
+        group.bench_with_input(BenchmarkId::new("device_walk", added), &added, |b, _| {
+            b.iter(|| verify_append_only(&from, &to, &after.proof).unwrap())
+        });
+        group.bench_with_input(
+            BenchmarkId::new("akd_audit_verify", added),
+            &added,
+            |b, _| {
+                b.iter(|| {
+                    let proto =
+                        akd::proto::specs::types::AppendOnlyProof::parse_from_bytes(&after.proof)
+                            .unwrap();
+                    let proof = akd::AppendOnlyProof::try_from(&proto).unwrap();
+                    rt.block_on(akd::auditor::audit_verify::<KtConfig>(
+                        vec![from.root, to.root],
+                        proof,
+                    ))
+                    .unwrap()
+                })
+            },
+        );
+    }
+    group.finish();
+    rt.block_on(bench.close());
+}
+
+criterion_group!(benches, publish, proofs, append_only);
 criterion_main!(benches);

@@ -102,6 +102,22 @@ impl KtBench {
         bench_proof(self.kt.history(&self.store, username).await)
     }
 
+    /// A published epoch: its signed root, with the append-only proof from the epoch before
+    /// as `proof`.
+    pub async fn epoch(&self, epoch: u64) -> Result<BenchProof, ServerError> {
+        let stored = self
+            .store
+            .kt_epoch(epoch)
+            .await?
+            .ok_or_else(|| ServerError::Config(format!("no epoch {epoch}")))?;
+        Ok(BenchProof {
+            epoch: stored.epoch,
+            root: stored.root,
+            signature: stored.signature,
+            proof: stored.audit_proof,
+        })
+    }
+
     /// Closes the database.
     pub async fn close(self) {
         self.store.close().await;

@@ -405,7 +405,7 @@ pub(crate) async fn run_publisher(state: AppState, shutdown: CancellationToken) 
 mod tests {
     use akd::AppendOnlyProof;
     use nightjar_core::transparency::{
-        DirectoryKeys, RootKey, SignedRoot, verify_history, verify_lookup,
+        DirectoryKeys, RootKey, SignedRoot, verify_append_only, verify_history, verify_lookup,
     };
 
     use super::*;
@@ -430,15 +430,27 @@ mod tests {
         SignedRoot::from_slices(e.epoch, &e.root, &e.signature).unwrap()
     }
 
+    /// Checks the append-only proof of `epoch` with AKD's own auditor and with the clients'
+    /// check (`verify_append_only`), which must agree; a proof is also tried against a root
+    /// with one bit changed, which both must refuse.
     async fn append_only(store: &Store, epoch: u64) -> Result<(), String> {
-        let before = store.kt_epoch(epoch - 1).await.unwrap().unwrap();
-        let after = store.kt_epoch(epoch).await.unwrap().unwrap();
-        let proto = akd::proto::specs::types::AppendOnlyProof::parse_from_bytes(&after.audit_proof)
-            .unwrap();
-        let proof = AppendOnlyProof::try_from(&proto).unwrap();
-        akd::auditor::audit_verify::<KtConfig>(vec![root(&before).root, root(&after).root], proof)
-            .await
-            .map_err(|e| e.to_string())
+        let before = root(&store.kt_epoch(epoch - 1).await.unwrap().unwrap());
+        let after = root(&store.kt_epoch(epoch).await.unwrap().unwrap());
+        let bytes = store.kt_epoch(epoch).await.unwrap().unwrap().audit_proof;
+        let akd_says = |end: [u8; 32]| {
+            let proto =
+                akd::proto::specs::types::AppendOnlyProof::parse_from_bytes(&bytes).unwrap();
+            let proof = AppendOnlyProof::try_from(&proto).unwrap();
+            akd::auditor::audit_verify::<KtConfig>(vec![before.root, end], proof)
+        };
+        let mut bent = after;
+        bent.root[7] ^= 1;
+        assert!(akd_says(bent.root).await.is_err());
+        assert!(verify_append_only(&before, &bent, &bytes).is_err());
+        let ours = verify_append_only(&before, &after, &bytes).map_err(|e| e.to_string());
+        let theirs = akd_says(after.root).await.map_err(|e| e.to_string());
+        assert_eq!(ours.is_ok(), theirs.is_ok(), "{ours:?} / {theirs:?}");
+        ours
     }
 
     #[tokio::test]
@@ -512,6 +524,11 @@ mod tests {
             )
             .await;
             assert!(wrong.is_err());
+            assert!(
+                verify_append_only(&root(&genesis), &root(&step1), &step2.audit_proof).is_err()
+            );
+            assert!(verify_append_only(&root(&step1), &root(&step2), &step1.audit_proof).is_err());
+            assert!(verify_append_only(&root(&step1), &root(&step2), b"\x01junk").is_err());
         }
     }
 

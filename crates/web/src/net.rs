@@ -161,6 +161,12 @@ pub(crate) async fn execute(token: Option<&str>, request: Request) -> Result<Res
                 .await
                 .map(Response::DirectoryRoot)
         }
+        Request::DirectoryEpochs { after, limit } => {
+            let path = format!("/v1/kt/epochs?after={after}&limit={limit}");
+            json("GET", &path, token, None::<&()>)
+                .await
+                .map(Response::DirectoryEpochs)
+        }
         Request::ClaimKeyPackages { username } => {
             let path = format!("/v1/accounts/{}/key-packages/claim", segment(&username));
             json("POST", &path, token, None::<&()>)

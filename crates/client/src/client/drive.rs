@@ -64,6 +64,10 @@ impl Client {
             Request::DirectoryRoot { epoch } => {
                 api.kt_epoch(epoch).await.map(Response::DirectoryRoot)
             }
+            Request::DirectoryEpochs { after, limit } => api
+                .kt_epochs(after, limit)
+                .await
+                .map(Response::DirectoryEpochs),
         };
         result.map_err(failure)
     }

@@ -59,6 +59,9 @@ pub mod meta {
     pub const KT_ALARMED: &str = "kt_alarmed/";
     /// Every directory root this device verified, per epoch (prefix; base64 root hash).
     pub const KT_ROOT_AT: &str = "kt_root_at/";
+    /// The newest root up to which this device checked the directory's append-only proofs,
+    /// from the first root it verified (`epoch:root:signature`).
+    pub const KT_CHAIN: &str = "kt_chain";
     /// Conversations in which this device registered a sealed-sender key at least once
     /// (prefix), which accepted the conversation on the server.
     pub const SEALED_JOINED: &str = "sealed_joined/";
@@ -190,6 +193,8 @@ enum Pending {
     OwnHistory,
     /// The directory's signed root for an epoch a sender stated.
     DirectoryRoot { epoch: u64 },
+    /// A page of the directory's epochs, to check that it only grew.
+    DirectoryEpochs,
     /// A sealed-sender key registration, made before posting the outbox entry `seq` (if
     /// any).
     Register {
@@ -249,6 +254,8 @@ pub struct Machine<S: ClientStore> {
     checking_history: bool,
     /// What senders stated about their device lists and directory roots, until checked.
     statements: transparency::Statements,
+    /// Progress of the check that the directory only grows (append-only proofs).
+    chain: transparency::ChainCheck,
     /// Whether stored messages are answered with a delivery receipt, and those waiting for one.
     delivery_receipts: bool,
     delivered: BTreeMap<ConversationId, Vec<MessageId>>,
@@ -337,6 +344,7 @@ impl<S: ClientStore> Machine<S> {
             require_transparency: true,
             checking_history: false,
             statements: transparency::Statements::default(),
+            chain: transparency::ChainCheck::default(),
             delivery_receipts: false,
             delivered: BTreeMap::new(),
             creations: BTreeMap::new(),
@@ -468,6 +476,10 @@ impl<S: ClientStore> Machine<S> {
         if let Err(e) = self.check_own_history(now) {
             self.notice(format!("local profile error: {e}"));
         }
+        self.chain.pages_left = transparency::CHAIN_PAGES_PER_SYNC;
+        if let Err(e) = self.check_chain() {
+            self.notice(format!("local profile error: {e}"));
+        }
         self.work(now);
     }
 
@@ -594,6 +606,7 @@ impl<S: ClientStore> Machine<S> {
             Pending::Account { username } => self.on_account(now, &username, outcome)?,
             Pending::OwnHistory => self.on_own_history(now, outcome)?,
             Pending::DirectoryRoot { epoch } => self.on_directory_root(epoch, outcome)?,
+            Pending::DirectoryEpochs => self.on_directory_epochs(outcome)?,
             Pending::Claim { conversation } => {
                 self.claiming = false;
                 self.on_claimed(now, conversation, outcome)?;
@@ -622,6 +635,7 @@ impl<S: ClientStore> Machine<S> {
             }
             Pending::OwnHistory => self.checking_history = false,
             Pending::DirectoryRoot { .. } => self.statements.fetching_root = None,
+            Pending::DirectoryEpochs => self.chain.fetching = false,
             Pending::Post { .. } | Pending::Register { .. } | Pending::Ack => {}
         }
     }

@@ -19,8 +19,8 @@ use nightjar_api::{AccountResponse, AccountTransparency, B64, EpochRoot};
 use nightjar_core::content::{DirectoryView, SenderState};
 use nightjar_core::identity::{DeviceList, SignedDeviceList};
 use nightjar_core::transparency::{
-    DirectoryEntry, DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_history,
-    verify_lookup,
+    DirectoryEntry, DirectoryKeys, KtError, ProvenEntry, RootKey, SignedRoot, verify_append_only,
+    verify_history, verify_lookup,
 };
 
 use super::{Machine, Notification, Pending, meta};
@@ -34,6 +34,24 @@ pub(super) const HISTORY_EVERY_MS: u64 = 60_000;
 /// Directory roots stated by senders for epochs this device has no root of its own for, at
 /// most this many (the newest kept).
 const STATED_ROOTS_KEPT: usize = 64;
+
+/// Epochs asked for per page of the append-only check (each costs about a millisecond to
+/// verify natively, two or three in the browser, for a small epoch).
+const CHAIN_PAGE: u32 = 16;
+
+/// Pages of the append-only check per sync: a device that was away for long catches up over
+/// several syncs.
+pub(super) const CHAIN_PAGES_PER_SYNC: u32 = 16;
+
+/// The check that the directory only grows: from the first root this device verified, every
+/// later epoch's append-only proof, a page at a time.
+#[derive(Debug, Default)]
+pub(super) struct ChainCheck {
+    /// Whether a page is being fetched.
+    pub(super) fetching: bool,
+    /// Pages this sync may still ask for.
+    pub(super) pages_left: u32,
+}
 
 /// What senders stated in their messages that this device has yet to check.
 #[derive(Debug, Default)]
@@ -145,10 +163,14 @@ impl<S: ClientStore> Machine<S> {
     }
 
     /// Remembers `root` (verified) for its epoch, and as the newest root if it is newer (which
-    /// every message this device sends then states).
+    /// every message this device sends then states). The first root verified starts the
+    /// append-only check.
     fn remember_root(&mut self, root: &SignedRoot) -> Result<()> {
         let key = format!("{}{:020}", meta::KT_ROOT_AT, root.epoch);
         self.store.set_meta(&key, &B64::encode(&root.root))?;
+        if self.store.meta(meta::KT_CHAIN)?.is_none() {
+            self.store.set_meta(meta::KT_CHAIN, &encode_root(root))?;
+        }
         if self
             .verified_root()?
             .is_none_or(|seen| root.epoch > seen.epoch)
@@ -515,6 +537,117 @@ impl<S: ClientStore> Machine<S> {
             self.fetch_account(&me);
         }
         Ok(())
+    }
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// The newest root up to which the directory is proven append-only.
+    fn chain_head(&self) -> Result<Option<SignedRoot>> {
+        Ok(self
+            .store
+            .meta(meta::KT_CHAIN)?
+            .as_deref()
+            .and_then(decode_root))
+    }
+
+    /// Asks for the next page of epochs after the append-only check's head, while that head
+    /// is behind the newest root this device verified (and this sync's pages last).
+    pub(super) fn check_chain(&mut self) -> Result<()> {
+        if !self.require_transparency || self.chain.fetching || self.chain.pages_left == 0 {
+            return Ok(());
+        }
+        let (Some(head), Some(newest)) = (self.chain_head()?, self.verified_root()?) else {
+            return Ok(());
+        };
+        if head.epoch >= newest.epoch {
+            return Ok(());
+        }
+        let behind = u32::try_from(newest.epoch - head.epoch).unwrap_or(u32::MAX);
+        self.chain.fetching = true;
+        self.chain.pages_left -= 1;
+        self.request(
+            Request::DirectoryEpochs {
+                after: head.epoch,
+                limit: behind.min(CHAIN_PAGE),
+            },
+            Pending::DirectoryEpochs,
+        );
+        Ok(())
+    }
+
+    /// A page of epochs: each must follow the head, carry the pinned key's signature, come
+    /// with a proof that its tree is the head's tree plus new entries only, and agree with
+    /// any root this device verified for the same epoch. The head moves past each that does;
+    /// the first that does not raises an alarm and stops the check there.
+    pub(super) fn on_directory_epochs(
+        &mut self,
+        outcome: std::result::Result<Response, Failure>,
+    ) -> Result<()> {
+        self.chain.fetching = false;
+        let Ok(Response::DirectoryEpochs(page)) = outcome else {
+            // Out of reach or refused: the next sync asks again.
+            return Ok(());
+        };
+        let (Some(keys), Some(mut head), Some(newest)) = (
+            self.pinned_directory_keys()?,
+            self.chain_head()?,
+            self.verified_root()?,
+        ) else {
+            return Ok(());
+        };
+        if page.epochs.is_empty() && head.epoch < newest.epoch {
+            return self.alarm(
+                &format!("chain/{}", head.epoch),
+                format!(
+                    "the key-transparency directory signed epoch {} but the server does not show \
+                     the epochs after {}: it cannot prove that it only added to the directory",
+                    newest.epoch, head.epoch
+                ),
+            );
+        }
+        for answer in &page.epochs {
+            let epoch = head.epoch + 1;
+            let checked = signed_root(&answer.root).and_then(|root| {
+                if root.epoch != epoch {
+                    return Err(KtError::BadProof(format!(
+                        "the server answered epoch {} for epoch {epoch}",
+                        root.epoch
+                    )));
+                }
+                root.verify(&keys.root_key)?;
+                verify_append_only(&head, &root, &answer.audit_proof.0)?;
+                Ok(root)
+            });
+            let root = match checked {
+                Ok(root) => root,
+                Err(e) => {
+                    return self.alarm(
+                        &format!("chain/{epoch}"),
+                        format!(
+                            "the key-transparency directory from epoch {} to {epoch} fails its \
+                             append-only check ({e}): entries it published may have been \
+                             changed or removed",
+                            head.epoch
+                        ),
+                    );
+                }
+            };
+            if let Some(mine) = self.root_at(epoch)?
+                && mine != root.root
+            {
+                return self.alarm(
+                    &format!("chain-fork/{epoch}"),
+                    format!(
+                        "the key-transparency directory's history has a different root for \
+                         epoch {epoch} than the one this device verified: the server is showing \
+                         different views of the directory (a fork)"
+                    ),
+                );
+            }
+            head = root;
+            self.store.set_meta(meta::KT_CHAIN, &encode_root(&head))?;
+        }
+        self.check_chain()
     }
 }
 

@@ -243,6 +243,7 @@ mod tests {
             ("/v1/kt/keys", "get"),
             ("/v1/kt/epochs/latest", "get"),
             ("/v1/kt/epochs/{epoch}", "get"),
+            ("/v1/kt/epochs", "get"),
             ("/v1/kt/lookup/{username}", "get"),
             ("/v1/kt/history", "get"),
             ("/v1/device-login/start", "post"),
@@ -263,6 +264,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 35, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 36, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

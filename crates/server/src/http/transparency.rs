@@ -2,12 +2,17 @@
 //! account), and lookup and history proofs (for signed-in devices).
 
 use axum::extract::State;
-use nightjar_api::{ApiError, B64, DirectoryKeysResponse, EpochResponse, EpochRoot, ProofResponse};
+use nightjar_api::{
+    ApiError, B64, DirectoryKeysResponse, EpochResponse, EpochRoot, EpochsResponse,
+    MAX_EPOCHS_PER_PAGE, ProofResponse,
+};
 use nightjar_core::identity::validate_username;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Path;
+use super::{Path, Query};
 use crate::auth::ActiveSession;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -19,6 +24,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys))
         .routes(routes!(latest_epoch))
         .routes(routes!(epoch))
+        .routes(routes!(epochs))
         .routes(routes!(lookup))
         .routes(routes!(history))
 }
@@ -103,9 +109,51 @@ async fn epoch(
         .kt_epoch(epoch)
         .await?
         .ok_or_else(|| Error::not_found("no such epoch"))?;
-    Ok(axum::Json(EpochResponse {
+    Ok(axum::Json(epoch_view(stored)))
+}
+
+fn epoch_view(stored: StoredEpoch) -> EpochResponse {
+    EpochResponse {
         root: root_view(&stored),
         audit_proof: B64(stored.audit_proof),
+    }
+}
+
+/// Paging through the signed epochs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EpochsQuery {
+    /// Return the epochs after this one.
+    after: u64,
+    /// At most this many (default and maximum 64).
+    limit: Option<u32>,
+}
+
+/// The signed epochs after `after`, oldest first, each with its append-only proof from the
+/// epoch before: a device (or an auditor) walks the directory's history a page at a time.
+#[utoipa::path(get, path = "/v1/kt/epochs", tag = "transparency",
+    params(EpochsQuery),
+    responses(
+        (status = 200, body = EpochsResponse),
+        (status = 400, description = "a malformed query", body = ApiError),
+    ))]
+async fn epochs(
+    State(state): State<AppState>,
+    Query(query): Query<EpochsQuery>,
+) -> Result<axum::Json<EpochsResponse>> {
+    // The document declares `after` as int64: refuse what it excludes.
+    if i64::try_from(query.after).is_err() {
+        return Err(Error::bad_request("`after` is out of range"));
+    }
+    let limit = query.limit.unwrap_or(MAX_EPOCHS_PER_PAGE);
+    if !(1..=MAX_EPOCHS_PER_PAGE).contains(&limit) {
+        return Err(Error::bad_request(format!(
+            "limit must be 1 to {MAX_EPOCHS_PER_PAGE}"
+        )));
+    }
+    let stored = state.store.kt_epochs_after(query.after, limit).await?;
+    Ok(axum::Json(EpochsResponse {
+        epochs: stored.into_iter().map(epoch_view).collect(),
     }))
 }
 

@@ -141,6 +141,15 @@ impl Store {
         dispatch!(self, db => db.kt_epoch(epoch).await)
     }
 
+    /// The stored signed epochs after `after`, oldest first, at most `limit`.
+    pub(crate) async fn kt_epochs_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEpoch>, sqlx::Error> {
+        dispatch!(self, db => db.kt_epochs_after(after, limit).await)
+    }
+
     /// The newest stored signed epoch.
     pub(crate) async fn kt_latest_epoch(&self) -> Result<Option<StoredEpoch>, sqlx::Error> {
         dispatch!(self, db => db.kt_latest_epoch().await)
@@ -521,6 +530,22 @@ where
         .fetch_optional(self.reader())
         .await?;
         Ok(row.map(stored_epoch))
+    }
+
+    async fn kt_epochs_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEpoch>, sqlx::Error> {
+        let rows: Vec<EpochRow> = sqlx::query_as(
+            "SELECT epoch, root, signature, audit_proof FROM kt_epochs WHERE epoch > $1 \
+             ORDER BY epoch LIMIT $2",
+        )
+        .bind(to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows.into_iter().map(stored_epoch).collect())
     }
 
     async fn kt_latest_epoch(&self) -> Result<Option<StoredEpoch>, sqlx::Error> {
