@@ -476,7 +476,7 @@ impl<S: ClientStore> Machine<S> {
         if let Err(e) = self.check_own_history(now) {
             self.notice(format!("local profile error: {e}"));
         }
-        self.chain.pages_left = transparency::CHAIN_PAGES_PER_SYNC;
+        self.chain.renew();
         if let Err(e) = self.check_chain() {
             self.notice(format!("local profile error: {e}"));
         }
