@@ -44,7 +44,7 @@ pub const MAX_EPOCHS_PER_PAGE: u32 = 64;
 
 /// `GET /v1/kt/epochs?after=E&limit=N`: the signed epochs after `E`, oldest first, each with
 /// its append-only proof from the epoch before. Fewer than asked for (or none) once the
-/// newest epoch is reached.
+/// newest epoch is reached, or once the page holds 4 MiB of proofs (never fewer than one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EpochsResponse {
     /// The epochs.
