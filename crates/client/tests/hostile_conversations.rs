@@ -3,9 +3,12 @@
 //! in-process server. mallory is a real account that builds her own MLS messages.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 #[path = "../../server/tests/common/hostile_mls.rs"]
 mod hostile_mls;
 
+use common::{account, start};
 use std::path::Path;
 
 use hostile_mls::HostileDevice;
@@ -13,38 +16,16 @@ use nightjar_api::{
     B64, ClaimKeyPackagesResponse, DeviceAddress, EnvelopeKind, InboxResponse, SendRequest,
     WelcomeOut,
 };
-use nightjar_client::{Client, ClientOptions, Password};
+use nightjar_client::Client;
+use nightjar_core::ConversationId;
 use nightjar_core::identity::{DeviceCredential, DeviceId};
-use nightjar_core::{ConversationId, EngineConfig, Suite};
 use nightjar_server::{RunningServer, ServerConfig};
 use openmls::prelude::Ciphersuite;
 
 const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
 
-fn options() -> ClientOptions {
-    ClientOptions {
-        try_keyring: false,
-        engine: EngineConfig {
-            suite: Suite::Classic,
-            ..EngineConfig::default()
-        },
-    }
-}
-
 async fn server(data: &Path) -> (RunningServer, String) {
-    let running = nightjar_server::start(ServerConfig::new(data, "127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let url = format!("http://{}", running.local_addr());
-    (running, url)
-}
-
-async fn account(root: &Path, url: &str, name: &str) -> Client {
-    let mut c = Client::open(&root.join(name), options()).unwrap();
-    c.register(url, name, &Password::new("pw".into()))
-        .await
-        .unwrap();
-    c
+    start(ServerConfig::new(data, "127.0.0.1:0".parse().unwrap())).await
 }
 
 fn http() -> reqwest::Client {

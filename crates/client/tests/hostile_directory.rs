@@ -4,44 +4,26 @@
 //! testkit's proxy as the server's lying front.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{account, options, start};
 use std::path::Path;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use nightjar_api::B64;
-use nightjar_client::{Client, ClientOptions, LoginOutcome, Password};
+use nightjar_client::{Client, LoginOutcome, Password};
 use nightjar_core::identity::{AccountIdentity, DeviceList};
 use nightjar_core::transparency::SignedRoot;
-use nightjar_core::{EngineConfig, Suite};
 use nightjar_server::{RunningServer, ServerConfig};
 use nightjar_testkit::{Mitm, Verdict};
 use serde_json::json;
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        try_keyring: false,
-        engine: EngineConfig {
-            suite: Suite::Classic,
-            ..EngineConfig::default()
-        },
-    }
-}
 
 async fn server(data: &Path) -> (RunningServer, String) {
     let config = ServerConfig {
         kt_interval: std::time::Duration::from_millis(100),
         ..ServerConfig::new(data, "127.0.0.1:0".parse().unwrap())
     };
-    let running = nightjar_server::start(config).await.unwrap();
-    let url = format!("http://{}", running.local_addr());
-    (running, url)
-}
-
-async fn account(root: &Path, url: &str, name: &str) -> Client {
-    let mut c = Client::open(&root.join(name), options()).unwrap();
-    c.register(url, name, &Password::new("pw".into()))
-        .await
-        .unwrap();
-    c
+    start(config).await
 }
 
 /// A device list for `username` under an identity key the server made up.

@@ -4,14 +4,17 @@
 //! but never the approval code, which only the user carries from one screen to the other.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{options, start};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use nightjar_api::B64;
-use nightjar_client::{Client, ClientOptions, LoginOutcome, Password};
+use nightjar_client::{Client, LoginOutcome, Password};
+use nightjar_core::Engine;
 use nightjar_core::identity::{AccountIdentity, DeviceList};
 use nightjar_core::provisioning::{LinkCode, LinkOffer, LinkSecret, seal_bundle};
-use nightjar_core::{Engine, EngineConfig};
 use nightjar_server::{RunningServer, ServerConfig};
 use nightjar_testkit::{Mitm, Verdict};
 use serde_json::json;
@@ -31,13 +34,11 @@ async fn world() -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_owned();
-    let server = nightjar_server::start(ServerConfig::new(
+    let (server, direct) = start(ServerConfig::new(
         root.join("server"),
         "127.0.0.1:0".parse().unwrap(),
     ))
-    .await
-    .unwrap();
-    let direct = format!("http://{}", server.local_addr());
+    .await;
     let mitm = Mitm::start(&direct).await;
     World {
         _tmp: tmp,
@@ -45,16 +46,6 @@ async fn world() -> World {
         _server: server,
         direct,
         mitm,
-    }
-}
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        try_keyring: false,
-        engine: EngineConfig {
-            suite: nightjar_core::Suite::Classic,
-            ..EngineConfig::default()
-        },
     }
 }
 

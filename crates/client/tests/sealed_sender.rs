@@ -4,26 +4,18 @@
 //! attacks are raw HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{account, start};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use nightjar_api::{B64, SealedKeyRequest, SealedSendRequest};
-use nightjar_client::{Client, ClientOptions, Password};
+use nightjar_client::Client;
 use nightjar_core::ConversationId;
 use nightjar_core::sealed::SealedSubmission;
-use nightjar_core::{EngineConfig, Suite};
 use nightjar_server::{RunningServer, ServerConfig};
 use nightjar_testkit::Mitm;
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        try_keyring: false,
-        engine: EngineConfig {
-            suite: Suite::Classic,
-            ..EngineConfig::default()
-        },
-    }
-}
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -34,14 +26,6 @@ struct World {
     mitm: Mitm,
     alice: Client,
     bob: Client,
-}
-
-async fn account(root: &Path, url: &str, name: &str) -> Client {
-    let mut c = Client::open(&root.join(name), options()).unwrap();
-    c.register(url, name, &Password::new("pw".into()))
-        .await
-        .unwrap();
-    c
 }
 
 /// alice and bob, who accepted each other and exchanged a message each.
@@ -55,8 +39,7 @@ async fn world_with(limits: impl FnOnce(&mut nightjar_server::Limits)) -> World 
     let data = tmp.path().join("server");
     let mut config = ServerConfig::new(&data, "127.0.0.1:0".parse().unwrap());
     limits(&mut config.limits);
-    let server = nightjar_server::start(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
+    let (server, url) = start(config).await;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mitm = Mitm::start(&url).await;
     let mut alice = account(tmp.path(), &mitm.base, "alice").await;
