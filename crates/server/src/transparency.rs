@@ -453,6 +453,15 @@ mod tests {
         ours
     }
 
+    /// The epoch numbers of a page of epochs.
+    async fn page(store: &Store, after: u64, limit: u32, max_bytes: usize) -> Vec<u64> {
+        let page = store
+            .kt_epochs_after(after, limit, max_bytes)
+            .await
+            .unwrap();
+        page.iter().map(|e| e.epoch).collect()
+    }
+
     #[tokio::test]
     async fn changed_accounts_are_published_in_signed_epochs_that_clients_and_auditors_verify() {
         for store in each_backend("kt_publish").await {
@@ -529,6 +538,21 @@ mod tests {
             );
             assert!(verify_append_only(&root(&step1), &root(&step2), &step1.audit_proof).is_err());
             assert!(verify_append_only(&root(&step1), &root(&step2), b"\x01junk").is_err());
+
+            // Pages of epochs end at the limit, or after the epoch whose proof reaches the
+            // byte budget, and never hold nothing while an epoch follows.
+            let first = step1.audit_proof.len();
+            assert_eq!(page(&store, 0, 64, 1 << 20).await, [1, 2]);
+            assert_eq!(page(&store, 0, 1, 1 << 20).await, [1]);
+            assert_eq!(page(&store, 1, 64, 1 << 20).await, [2]);
+            assert_eq!(page(&store, 2, 64, 1 << 20).await, [] as [u64; 0]);
+            assert_eq!(page(&store, 0, 64, 1).await, [1], "the first epoch always");
+            assert_eq!(page(&store, 0, 64, first).await, [1]);
+            assert_eq!(page(&store, 0, 64, first + 1).await, [1, 2]);
+            assert_eq!(
+                store.kt_epochs_after(0, 64, 1 << 20).await.unwrap()[1],
+                step2
+            );
         }
     }
 

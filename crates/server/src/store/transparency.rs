@@ -141,13 +141,16 @@ impl Store {
         dispatch!(self, db => db.kt_epoch(epoch).await)
     }
 
-    /// The stored signed epochs after `after`, oldest first, at most `limit`.
+    /// The stored signed epochs after `after`, oldest first, at most `limit`, ending after
+    /// the epoch that takes their append-only proofs to `max_bytes` (never empty while there
+    /// is one): proofs past that are never read.
     pub(crate) async fn kt_epochs_after(
         &self,
         after: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredEpoch>, sqlx::Error> {
-        dispatch!(self, db => db.kt_epochs_after(after, limit).await)
+        dispatch!(self, db => db.kt_epochs_after(after, limit, max_bytes).await)
     }
 
     /// The newest stored signed epoch.
@@ -536,13 +539,20 @@ where
         &self,
         after: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredEpoch>, sqlx::Error> {
+        // Sizes first (LENGTH reads no blob), then only the proofs of the page.
         let rows: Vec<EpochRow> = sqlx::query_as(
-            "SELECT epoch, root, signature, audit_proof FROM kt_epochs WHERE epoch > $1 \
-             ORDER BY epoch LIMIT $2",
+            "SELECT k.epoch, k.root, k.signature, k.audit_proof FROM kt_epochs k JOIN ( \
+               SELECT epoch, SUM(size) OVER (ORDER BY epoch) - size AS before FROM ( \
+                 SELECT epoch, LENGTH(audit_proof) AS size FROM kt_epochs WHERE epoch > $1 \
+                 ORDER BY epoch LIMIT $2) AS sized \
+             ) AS page ON page.epoch = k.epoch \
+             WHERE page.before < $3 ORDER BY k.epoch",
         )
         .bind(to_i64(after))
         .bind(i64::from(limit))
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
         .fetch_all(self.reader())
         .await?;
         Ok(rows.into_iter().map(stored_epoch).collect())
