@@ -18,11 +18,15 @@ if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -qF "$version"; then
   CARGO_TARGET_DIR="$tools/build" cargo install wasm-bindgen-cli --version "$version" --root "$tools"
 fi
 
-cargo build -p nightjar-web --target wasm32-unknown-unknown --release
+# The app, and the call media worker's SFrame module (a small wasm of its own, loaded by
+# web/sframe-worker.js in each call).
+cargo build -p nightjar-web -p nightjar-media --target wasm32-unknown-unknown --release
 rm -rf "$out"
 mkdir -p "$out"
-"$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$out" \
-  "$target_dir/wasm32-unknown-unknown/release/nightjar_web.wasm"
+for module in nightjar_web nightjar_media; do
+  "$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$out" \
+    "$target_dir/wasm32-unknown-unknown/release/$module.wasm"
+done
 # binaryen's wasm-opt shrinks the module, but releases before 116 (Debian 12 has 108) break
 # what wasm-bindgen emits for current rustc (its function tables): only a newer one is used.
 # (No wasm-opt at all is fine: the module is just larger.)
@@ -31,6 +35,9 @@ if [ -n "$wasm_opt_version" ] && [ "$wasm_opt_version" -ge 116 ]; then
   wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types --enable-multivalue \
     "$out/nightjar_web_bg.wasm" -o "$out/nightjar_web_bg.wasm"
+  wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    "$out/nightjar_media_bg.wasm" -o "$out/nightjar_media_bg.wasm"
 fi
-cp web/index.html web/style.css web/boot.js "$out/"
+cp web/index.html web/style.css web/boot.js web/sframe-worker.js "$out/"
 echo "web app built in $out ($(du -sh "$out" | cut -f1))"

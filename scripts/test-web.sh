@@ -12,6 +12,10 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   exit 1
 fi
 cargo build -p nightjar-cli
+# The call tests relay through a loopback coturn when one can be started (Debian's package).
+if [ -z "${NIGHTJAR_TEST_TURN_URL:-}" ] && command -v turnserver >/dev/null 2>&1; then
+  eval "$(scripts/coturn.sh)"
+fi
 cd web/tests
 if [ ! -d node_modules/playwright-core ]; then
   npm install --no-audit --no-fund

@@ -21,6 +21,15 @@ if [ ! -x "$venv/bin/st" ]; then
 fi
 export NIGHTJAR_SCHEMATHESIS="$venv/bin/st"
 
+# The calls' relay tests use a loopback coturn (Debian's package): started here when installed
+# and not configured already; without it those tests say they were skipped.
+if [ -z "${NIGHTJAR_TEST_TURN_URL:-}" ] && command -v turnserver >/dev/null 2>&1; then
+  echo "== coturn on 127.0.0.1:3478"
+  # An assignment, so that a failed start stops the run (set -e) instead of skipping tests.
+  turn_env="$(scripts/coturn.sh)"
+  eval "$turn_env"
+fi
+
 echo "== cargo test"
 cargo test --workspace
 

@@ -15,12 +15,12 @@ export const screenshots = path.join(here, "screenshots");
 mkdirSync(screenshots, { recursive: true });
 
 /** Starts a server on a free port; resolves with { url, stop }. */
-export async function startServer() {
+export async function startServer(extra = []) {
   const data = mkdtempSync(path.join(tmpdir(), "nightjar-web-"));
   const child = spawn(
     nightjarBin,
     ["server", "--data-dir", data, "--listen", "127.0.0.1:0", "--metrics-listen", "off",
-     "--web-dir", path.join(root, "web", "dist")],
+     "--web-dir", path.join(root, "web", "dist"), ...extra],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
   );
   const url = await new Promise((resolve, reject) => {
@@ -42,11 +42,22 @@ export async function startServer() {
 }
 
 /** Debian's Chromium, headless. */
-export async function launchBrowser() {
+export async function launchBrowser(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage", ...extra],
   });
+}
+
+/** Chromium's stand-ins for a camera and a microphone (a moving test picture and a tone),
+ * allowed without asking. */
+export const FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
+
+/** The server flags of the test TURN relay (scripts/coturn.sh), if one was started. */
+export function turnFlags() {
+  const url = process.env.NIGHTJAR_TEST_TURN_URL;
+  const secret = process.env.NIGHTJAR_TEST_TURN_SECRET_FILE;
+  return url && secret ? ["--turn-url", url, "--turn-secret-file", secret] : [];
 }
 
 /** A new browser profile (its own IndexedDB) at the app. */
@@ -127,11 +138,11 @@ export async function cli(profile, args, serverUrl) {
  * A server and a browser for the tests of one file, started before them and stopped after;
  * `world.server` and `world.browser` are set once `before` ran.
  */
-export function serverAndBrowser({ before, after }) {
+export function serverAndBrowser({ before, after }, options = {}) {
   const world = {};
   before(async () => {
-    world.server = await startServer();
-    world.browser = await launchBrowser();
+    world.server = await startServer(options.serverArgs ?? []);
+    world.browser = await launchBrowser(options.browserArgs ?? []);
   });
   after(async () => {
     await world.browser?.close();

@@ -44,6 +44,9 @@ pub enum ErrorCode {
     /// 403: a sealed message's key is not registered for its conversation and epoch, or its
     /// signature does not verify; a member registers the epoch's key and sends again.
     SealedKeyUnknown,
+    /// 404: the server does not offer this feature (for example no TURN relay is configured
+    /// for calls); asking again will not help until its operator configures it.
+    NotConfigured,
 }
 
 impl ErrorCode {
@@ -53,7 +56,7 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::InvalidUsername => 400,
             ErrorCode::Unauthorized | ErrorCode::WrongCredentials => 401,
             ErrorCode::Forbidden | ErrorCode::NotAMember => 403,
-            ErrorCode::NotFound => 404,
+            ErrorCode::NotFound | ErrorCode::NotConfigured => 404,
             ErrorCode::UsernameTaken | ErrorCode::EpochConflict | ErrorCode::DeviceListConflict => {
                 409
             }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod bytes;
+mod calls;
 mod consent;
 mod error;
 #[cfg(feature = "opaque")]
@@ -15,6 +16,7 @@ mod transparency;
 
 pub use auth::*;
 pub use bytes::{B64, B64_PATTERN};
+pub use calls::*;
 pub use consent::*;
 pub use error::{ApiError, ErrorCode};
 pub use stream::*;

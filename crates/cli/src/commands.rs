@@ -87,6 +87,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             kt_interval_ms,
             metrics_listen,
             web_dir,
+            turn,
         } => {
             let web_dir = web_dir.or_else(|| {
                 let built = std::path::PathBuf::from("web/dist");
@@ -101,6 +102,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 kt_interval: std::time::Duration::from_millis(kt_interval_ms.max(10)),
                 metrics_listen: metrics_listen.0,
                 web_dir,
+                turn: turn_config(*turn)?,
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -121,6 +123,32 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
     }
 }
 
+/// The TURN relay settings: both the URLs and the secret file, or neither (clap checks the
+/// flags; this also covers the environment variables).
+fn turn_config(args: crate::TurnArgs) -> Result<Option<nightjar_server::TurnConfig>, String> {
+    let crate::TurnArgs {
+        turn_urls: urls,
+        turn_secret_file: secret_file,
+        turn_ttl_secs: ttl_secs,
+    } = args;
+    let urls: Vec<String> = urls
+        .into_iter()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect();
+    match (urls.is_empty(), secret_file) {
+        (true, None) => Ok(None),
+        (false, Some(file)) => Ok(Some(nightjar_server::TurnConfig {
+            ttl: Duration::from_secs(ttl_secs),
+            ..nightjar_server::TurnConfig::new(urls, file)
+        })),
+        (false, None) => {
+            Err("--turn-url needs --turn-secret-file (coturn's static-auth-secret)".into())
+        }
+        (true, Some(_)) => Err("--turn-secret-file needs at least one --turn-url".into()),
+    }
+}
+
 async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     // Server logs go to stderr; `RUST_LOG` overrides the default level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -138,6 +166,7 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
         format!(", notifications via {}", redact_password(url))
     });
     let web = config.web_dir.is_some();
+    let relay = config.turn.as_ref().map(|turn| turn.urls.join(", "));
     let server = nightjar_server::start(config)
         .await
         .map_err(|e| format!("server: {e}"))?;
@@ -159,6 +188,9 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
         },
         server.local_addr()
     );
+    if let Some(urls) = relay {
+        eprintln!("nightjar server: calls may relay through {urls}");
+    }
     server
         .serve_until(nightjar_server::shutdown_signal())
         .await

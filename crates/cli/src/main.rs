@@ -31,6 +31,42 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// `nightjar server`'s TURN relay flags: the URLs and the secret file come together or not at
+/// all (docs/calls.md).
+#[derive(Debug, clap::Args)]
+pub(crate) struct TurnArgs {
+    /// A URL of the TURN relay (coturn) that carries calls when devices cannot connect
+    /// directly, e.g. turn:turn.example.org:3478?transport=udp; repeat it for each
+    /// transport (comma-separated in the variable). Needs --turn-secret-file.
+    #[arg(
+        long = "turn-url",
+        value_name = "URL",
+        env = "NIGHTJAR_TURN_URL",
+        value_delimiter = ',',
+        requires = "turn_secret_file"
+    )]
+    pub(crate) turn_urls: Vec<String>,
+    /// File holding the relay's static-auth-secret (coturn's use-auth-secret mode), alone
+    /// on one line; devices get short-lived credentials made with it from GET
+    /// /v1/calls/turn. Needs --turn-url.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "NIGHTJAR_TURN_SECRET_FILE",
+        requires = "turn_urls"
+    )]
+    pub(crate) turn_secret_file: Option<PathBuf>,
+    /// How long a TURN credential is valid, in seconds (60 to 86400): long enough to
+    /// start a call, short enough that a copied credential soon opens no new relays.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "NIGHTJAR_TURN_TTL_SECS",
+        default_value_t = 600
+    )]
+    pub(crate) turn_ttl_secs: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a Nightjar server (SQLite in the data directory; Ctrl-C stops it gracefully).
@@ -96,6 +132,9 @@ pub(crate) enum Command {
         /// [default: web/dist if it exists].
         #[arg(long, value_name = "DIR", env = "NIGHTJAR_WEB_DIR")]
         web_dir: Option<PathBuf>,
+        /// The TURN relay calls fall back to.
+        #[command(flatten)]
+        turn: Box<TurnArgs>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {

@@ -15,7 +15,7 @@ use nightjar_api::{
     LoginFinishRequest, LoginStartRequest, LoginStartResponse, PendingDevicesResponse,
     ProofResponse, RegisterFinishRequest, RegisterStartRequest, RegisterStartResponse,
     SealedKeyRequest, SealedSendRequest, SendRequest, SendResponse, SessionResponse,
-    UploadKeyPackagesRequest,
+    TurnCredentials, UploadKeyPackagesRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -315,6 +315,13 @@ impl Api {
     pub async fn revoke_other_sessions(&self) -> Result<nightjar_api::RevokeSessionsResponse> {
         self.call(Method::POST, "/v1/sessions/revoke-others", None::<&()>)
             .await
+    }
+
+    /// `GET /v1/calls/turn`: fresh short-lived credentials for the server's TURN relay, ready
+    /// for a WebRTC `iceServers` entry; a server without a relay answers with the error code
+    /// `not_configured`.
+    pub async fn turn_credentials(&self) -> Result<TurnCredentials> {
+        self.call(Method::GET, "/v1/calls/turn", None::<&()>).await
     }
 
     /// `GET /v1/devices`.

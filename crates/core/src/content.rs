@@ -67,7 +67,7 @@
 //! | 7 | `Typing` | `bool active` |
 //! | 8 | `Attachment` | `opaque blob_id<V>; opaque key[32]; opaque digest[32]; uint64 size; opaque media_type<V>; optional<opaque file_name<V>>; optional<opaque caption<V>>` |
 //! | 9 | `DisappearingTimer` | `uint32 seconds` |
-//! | 10 | `Call` | `opaque call_id[16]; uint8 signal; ...` where signal 1 = offer (`opaque sdp<V>; bool video`), 2 = answer (`opaque sdp<V>`), 3 = ICE candidate (`opaque candidate<V>; optional<opaque sdp_mid<V>>; optional<uint16 sdp_m_line_index>`), 4 = ringing, 5 = busy, 6 = hangup |
+//! | 10 | `Call` | `opaque call_id[16]; uint8 signal; ...` where signal 1 = offer (`opaque sdp<V>; bool video`), 2 = answer (`opaque sdp<V>`), 3 = ICE candidate (`opaque candidate<V>; optional<opaque sdp_mid<V>>; optional<uint16 sdp_m_line_index>`), 4 = ringing, 5 = busy, 6 = hangup, 7 = decline, 8 = join a group call (`bool video`), 9 = leave it |
 //! | 11 | `DeliveryReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
 //! | other | `Unknown` | kept as opaque bytes |
 //!
@@ -147,6 +147,9 @@ const SIGNAL_ICE_CANDIDATE: u8 = 3;
 const SIGNAL_RINGING: u8 = 4;
 const SIGNAL_BUSY: u8 = 5;
 const SIGNAL_HANGUP: u8 = 6;
+const SIGNAL_DECLINE: u8 = 7;
+const SIGNAL_JOIN: u8 = 8;
+const SIGNAL_LEAVE: u8 = 9;
 
 /// Why bytes could not be decoded as a [`Message`] or [`GroupMetadata`].
 ///
@@ -371,8 +374,18 @@ pub enum CallSignalKind {
     Ringing,
     /// The callee is in another call.
     Busy,
-    /// Either side ends or declines the call.
+    /// Either side ends the call (the caller, before an answer: it stopped ringing).
     Hangup,
+    /// The callee refuses the call (every device of the callee stops ringing).
+    Decline,
+    /// A device joins the conversation's group call (the first join starts it and rings the
+    /// other members); media goes through the server's forwarding unit.
+    Join {
+        /// Whether the device sends video.
+        video: bool,
+    },
+    /// A device leaves the conversation's group call.
+    Leave,
 }
 
 impl CallSignal {
@@ -401,6 +414,12 @@ impl CallSignal {
             CallSignalKind::Ringing => w.u8(SIGNAL_RINGING),
             CallSignalKind::Busy => w.u8(SIGNAL_BUSY),
             CallSignalKind::Hangup => w.u8(SIGNAL_HANGUP),
+            CallSignalKind::Decline => w.u8(SIGNAL_DECLINE),
+            CallSignalKind::Join { video } => {
+                w.u8(SIGNAL_JOIN);
+                w.bool(*video);
+            }
+            CallSignalKind::Leave => w.u8(SIGNAL_LEAVE),
         }
     }
 
@@ -420,6 +439,9 @@ impl CallSignal {
             SIGNAL_RINGING => CallSignalKind::Ringing,
             SIGNAL_BUSY => CallSignalKind::Busy,
             SIGNAL_HANGUP => CallSignalKind::Hangup,
+            SIGNAL_DECLINE => CallSignalKind::Decline,
+            SIGNAL_JOIN => CallSignalKind::Join { video: r.bool()? },
+            SIGNAL_LEAVE => CallSignalKind::Leave,
             _ => return Err(ContentError::Malformed),
         };
         Ok(Self { call_id, kind })
@@ -1095,6 +1117,9 @@ mod tests {
             call(CallSignalKind::Ringing),
             call(CallSignalKind::Busy),
             call(CallSignalKind::Hangup),
+            call(CallSignalKind::Decline),
+            call(CallSignalKind::Join { video: true }),
+            call(CallSignalKind::Leave),
             Content::Unknown {
                 content_type: 999,
                 body: vec![1, 2, 3],
@@ -1513,6 +1538,9 @@ mod tests {
             Just(CallSignalKind::Ringing),
             Just(CallSignalKind::Busy),
             Just(CallSignalKind::Hangup),
+            Just(CallSignalKind::Decline),
+            any::<bool>().prop_map(|video| CallSignalKind::Join { video }),
+            Just(CallSignalKind::Leave),
         ]
     }
 

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod calls;
 mod error;
 mod machine;
 mod memory;

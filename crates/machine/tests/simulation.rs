@@ -1177,3 +1177,110 @@ fn unproven(mut machine: Machine<MemoryClientStore>) -> Machine<MemoryClientStor
     machine.set_require_transparency(false);
     machine
 }
+
+#[test]
+fn a_call_rings_every_device_the_first_answer_wins_and_each_device_keeps_one_history_row() {
+    use nightjar_machine::calls::{CallEnd, CallEvent};
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob1 = new_account(&mut ds, "bob");
+    let mut bob2 = link_device(&mut ds, &mut bob1);
+    // Consent is each device's (a stranger's call rings nowhere, tested in `calls`).
+    bob2.store()
+        .set_consent("alice", Some(Consent::Accepted))
+        .unwrap();
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    let call = alice
+        .machine
+        .start_call(T0 + 10, c, true, "offer-sdp".into())
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 10);
+    for bob in [&mut bob1, &mut bob2] {
+        sync(&mut ds, bob, T0 + 20);
+        assert!(bob.seen.iter().any(|n| matches!(n,
+            Notification::Call(CallEvent::Incoming { call: id, from, video: true, offer, .. })
+                if *id == call && from == "alice" && offer == "offer-sdp")));
+    }
+    bob1.machine
+        .answer_call(T0 + 30, call, "answer-sdp".into())
+        .unwrap();
+    run(&mut ds, &mut bob1, T0 + 30);
+    // Both ends derive the same SFrame base key for this call, each with its own sender index.
+    let (ka, kb) = (
+        alice.machine.call_keys(call).unwrap(),
+        bob1.machine.call_keys(call).unwrap(),
+    );
+    assert_eq!(ka.base_key(), kb.base_key());
+    assert_eq!(ka.epoch, kb.epoch);
+    assert_ne!(ka.leaf_index, kb.leaf_index);
+
+    sync(&mut ds, &mut bob2, T0 + 40);
+    assert!(bob2.seen.iter().any(|n| matches!(
+        n,
+        Notification::Call(CallEvent::Ended {
+            end: CallEnd::AnsweredElsewhere,
+            ..
+        })
+    )));
+    sync(&mut ds, &mut alice, T0 + 40);
+    assert!(alice.seen.iter().any(|n| matches!(n,
+        Notification::Call(CallEvent::Answered { answer, .. }) if answer == "answer-sdp")));
+
+    alice.machine.hang_up(T0 + 65_040, call).unwrap();
+    run(&mut ds, &mut alice, T0 + 65_040);
+    sync(&mut ds, &mut bob1, T0 + 65_050);
+    assert!(bob1.seen.iter().any(|n| matches!(
+        n,
+        Notification::Call(CallEvent::Ended {
+            end: CallEnd::Ended { .. },
+            ..
+        })
+    )));
+    // One row per device, and no signalling in the history.
+    assert_eq!(alice.texts(c), ["video call, 1:05"]);
+    assert_eq!(bob1.texts(c), ["video call, 1:05"]);
+    assert_eq!(bob2.texts(c), ["video call answered on another device"]);
+    assert!(alice.machine.calls().unwrap().calls.is_empty());
+    assert!(bob1.machine.calls().unwrap().calls.is_empty());
+}
+
+#[test]
+fn a_call_nobody_answers_rings_out_and_is_missed() {
+    use nightjar_machine::calls::RING_TIMEOUT_MS;
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    alice
+        .machine
+        .start_call(T0 + 10, c, false, "offer".into())
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 10);
+    sync(&mut ds, &mut bob, T0 + 20);
+    // Time passes: both machines wake up for the ring's end.
+    let end = T0 + 10 + RING_TIMEOUT_MS;
+    assert_eq!(alice.machine.next_wakeup(), Some(end));
+    alice.machine.tick(end);
+    run(&mut ds, &mut alice, end);
+    bob.machine.tick(end);
+    run(&mut ds, &mut bob, end);
+    assert_eq!(alice.texts(c), ["voice call: no answer"]);
+    assert_eq!(bob.texts(c), ["missed voice call"]);
+    // The caller's hang-up reaches bob later and changes nothing.
+    sync(&mut ds, &mut bob, end + 5);
+    assert_eq!(bob.texts(c), ["missed voice call"]);
+}

@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// The web app's built assets (`index.html`, the wasm module, its JavaScript glue and
     /// style sheet), served at `/`; `None` serves a page that says how to build them.
     pub web_dir: Option<PathBuf>,
+    /// The TURN relay (coturn) that carries a call's media when two devices cannot reach each
+    /// other directly; devices fetch short-lived credentials for it from `GET /v1/calls/turn`.
+    /// `None` offers no relay: that route answers 404 `not_configured`.
+    pub turn: Option<TurnConfig>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             kt_interval: Duration::from_secs(2),
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             web_dir: None,
+            turn: None,
         }
     }
 }
@@ -104,6 +109,48 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen,
             ..Self::default()
+        }
+    }
+}
+
+/// A coturn relay running with `use-auth-secret`: the server hands devices credentials that
+/// coturn checks against the same shared secret, with no database and no call between the two
+/// (see docs/calls.md). Only the secret file's path is here; the secret itself is read at
+/// start and never printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// The relay's URLs as a browser's `RTCIceServer.urls` takes them (RFC 7065), e.g.
+    /// `turn:turn.example.org:3478?transport=udp`, `turns:turn.example.org:5349?transport=tcp`
+    /// (the CLI's repeatable `--turn-url`). At least one; each `turn:`, `turns:`, `stun:` or
+    /// `stuns:`.
+    pub urls: Vec<String>,
+    /// The file holding coturn's `static-auth-secret`, alone (surrounding whitespace and the
+    /// final newline are ignored); read once at start, which fails if it is unreadable or empty
+    /// (the CLI's `--turn-secret-file`).
+    pub secret_file: PathBuf,
+    /// How long a credential is valid, between [`TurnConfig::MIN_TTL`] and
+    /// [`TurnConfig::MAX_TTL`] (the CLI's `--turn-ttl-secs`).
+    pub ttl: Duration,
+}
+
+impl TurnConfig {
+    /// The default lifetime of a credential: ten minutes. A device fetches credentials when it
+    /// starts or answers a call (and again for an ICE restart), and coturn checks the expiry
+    /// when an allocation is made, not while it is refreshed, so a call outlives its
+    /// credential; a credential copied out of a device lets others open relays only for this
+    /// long. It also leaves room for some clock skew between this server and the relay.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+    /// The shortest lifetime accepted: a minute, above any sane clock skew.
+    pub const MIN_TTL: Duration = Duration::from_secs(60);
+    /// The longest lifetime accepted: a day.
+    pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+    /// A relay at `urls` sharing the secret in `secret_file`, with the default lifetime.
+    pub fn new(urls: Vec<String>, secret_file: impl Into<PathBuf>) -> Self {
+        Self {
+            urls,
+            secret_file: secret_file.into(),
+            ttl: Self::DEFAULT_TTL,
         }
     }
 }

@@ -35,10 +35,11 @@ mod state;
 mod store;
 mod stream_slots;
 mod transparency;
+mod turn;
 
 #[doc(hidden)]
 pub mod bench_support;
 
-pub use config::{GroupCommit, Limits, ServerConfig};
+pub use config::{GroupCommit, Limits, ServerConfig, TurnConfig};
 pub use error::ServerError;
 pub use server::{RunningServer, run, shutdown_signal, start};

@@ -96,6 +96,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 .into(),
         ));
     }
+    // Before anything is opened: a bad relay setting is a configuration error at once.
+    let turn = config
+        .turn
+        .as_ref()
+        .map(crate::turn::Turn::load)
+        .transpose()?;
     let node = config.node_id.clone().unwrap_or_else(|| random_hex(4));
     let notifier = Notifier::default();
     let metrics = Metrics::new();
@@ -129,7 +135,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let state = AppState::new(config, store, opaque, transparency, notifier, metrics);
+    let state = AppState::new(config, store, opaque, transparency, notifier, metrics, turn);
     let depth = state.store.queue_depth().await?;
     state
         .metrics

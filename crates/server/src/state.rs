@@ -19,6 +19,7 @@ use crate::session_cache::SessionCache;
 use crate::store::Store;
 use crate::stream_slots::StreamSlots;
 use crate::transparency::Transparency;
+use crate::turn::Turn;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) sealed_refusals: TokenBuckets<IpAddr>,
     /// The cap on streams per device.
     pub(crate) stream_slots: StreamSlots,
+    /// The TURN relay calls may use, if one is configured.
+    pub(crate) turn: Option<Turn>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
         transparency: Transparency,
         notifier: Notifier,
         metrics: Metrics,
+        turn: Option<Turn>,
     ) -> Self {
         let limits = &config.limits;
         let shared = Shared {
@@ -112,6 +116,7 @@ impl AppState {
                 limits.login_window,
             ),
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
+            turn,
             config,
             store,
             opaque,

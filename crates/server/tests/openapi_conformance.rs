@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use nightjar_server::Limits;
+use nightjar_server::{Limits, TurnConfig};
 
 /// The variable naming schemathesis's `st` executable.
 const SCHEMATHESIS_ENV: &str = "NIGHTJAR_SCHEMATHESIS";
@@ -23,8 +23,18 @@ async fn the_document_matches_the_server() {
         return;
     };
     // The server's own limits, so the document is checked against what production answers;
-    // schemathesis is throttled below the per-device request rate.
-    let server = TestServer::with_limits(Backend::Sqlite, Limits::default()).await;
+    // schemathesis is throttled below the per-device request rate. A TURN relay is configured
+    // (no relay needs to run: the server only mints credentials for it).
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("turn-secret");
+    std::fs::write(&secret_file, "conformance-secret\n").unwrap();
+    let server = TestServer::with_config(Backend::Sqlite, Limits::default(), move |config| {
+        config.turn = Some(TurnConfig::new(
+            vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            secret_file.clone(),
+        ));
+    })
+    .await;
     let alice = register(&server, "alice", 5).await;
     let bob = register(&server, "bob", 5).await;
     // Logging out revokes the token every other operation needs: it gets a run of its own,

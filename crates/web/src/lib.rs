@@ -5,6 +5,9 @@
 
 mod account;
 pub mod bench;
+// Leptos's `#[component]` makes each component's props type `pub`.
+#[allow(unreachable_pub)]
+mod call;
 mod driver;
 mod js;
 mod link;

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use nightjar_core::ConversationKind;
 use nightjar_core::content::Content;
+use nightjar_machine::ClientStore as _;
 
 use crate::account;
 use crate::driver::Driver;
@@ -271,6 +272,29 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             d.intent(|_, _, _| {});
         }
     };
+    let relay = RwSignal::new(false);
+    if let Some(d) = driver.get_value() {
+        d.intent(move |machine, _, _| {
+            relay.set(
+                machine
+                    .store()
+                    .meta(crate::call::RELAY_CALLS)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|v| v == "1"),
+            );
+        });
+    }
+    let set_relay = move |on: bool| {
+        relay.set(on);
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, _, _| {
+                let _ = machine
+                    .store()
+                    .set_meta(crate::call::RELAY_CALLS, if on { "1" } else { "0" });
+            });
+        }
+    };
     let notice_items = move || {
         let list: Vec<(usize, String)> = ui.notices.get().into_iter().enumerate().collect();
         list
@@ -283,6 +307,14 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
                 {move || if ui.online.get() { "online" } else { "offline: messages wait and go out when you're back" }}
             </span>
             <button class="small" on:click=move |_| open_devices()>"Devices"</button>
+            <details class="settings">
+                <summary>"Settings"</summary>
+                <label>
+                    <input type="checkbox" prop:checked=move || relay.get()
+                        on:change=move |ev| set_relay(event_target_checked(&ev))/>
+                    "Always relay calls (hides your IP address from the people you call)"
+                </label>
+            </details>
             <button class="logout small" on:click=move |_| logout()>"Log out"</button>
         </header>
         <Show when=move || ui.expired.get()>
@@ -335,6 +367,9 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
         </div>
         <Show when=move || ui.devices.get().is_some()>
             <Devices ui=ui driver=driver/>
+        </Show>
+        <Show when=move || ui.call.get().is_some()>
+            <crate::call::CallScreen ui=ui/>
         </Show>
         <ul class="notices" role="status" aria-live="polite">
             <For each=notice_items key=|n| n.clone() let:n>
@@ -425,6 +460,13 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     let title = move || current().map(|c| c.title).unwrap_or_default();
     let request_from = move || current().and_then(|c| c.request_from);
     let members_open = RwSignal::new(false);
+    let call = move |video: bool| {
+        if let Some(c) = current()
+            && let Some(peer) = c.peer
+        {
+            crate::call::start(ui, c.id, peer, video);
+        }
+    };
     let safety_for = move |peer: Option<String>| {
         let (Some(d), Some(peer)) = (driver.get_value(), peer) else {
             return;
@@ -465,6 +507,8 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
                     <h2>{title}</h2>
                     <Show when=move || current().is_some_and(|c| !c.group)>
+                        <button class="small" aria-label="Voice call" on:click=move |_| call(false)>"Call"</button>
+                        <button class="small" aria-label="Video call" on:click=move |_| call(true)>"Video"</button>
                         <button class="small" on:click=move |_| safety_for(current().and_then(|c| c.peer))>"Safety number"</button>
                     </Show>
                     <Show when=move || current().is_some_and(|c| c.group)>

@@ -123,6 +123,8 @@ pub(crate) struct Ui {
     pub(crate) devices: RwSignal<Option<Vec<nightjar_api::DeviceInfo>>>,
     /// Who is typing where, until when (ms).
     pub(crate) typing: RwSignal<Vec<(ConversationId, String, u64)>>,
+    /// The call on screen, if any.
+    pub(crate) call: RwSignal<Option<crate::call::CallView>>,
     /// The running driver, once signed in.
     pub(crate) driver: StoredValue<Option<crate::driver::Driver>, LocalStorage>,
 }
@@ -141,6 +143,7 @@ impl Ui {
             safety: RwSignal::new(None),
             devices: RwSignal::new(None),
             typing: RwSignal::new(Vec::new()),
+            call: RwSignal::new(None),
             driver: StoredValue::new_local(None),
         }
     }
@@ -196,6 +199,10 @@ impl Ui {
             }
             Notification::SessionExpired => {
                 self.expired.set(true);
+                return;
+            }
+            Notification::Call(event) => {
+                crate::call::on_event(self, event);
                 return;
             }
             Notification::Typing {
@@ -285,6 +292,7 @@ impl Ui {
                         .iter()
                         .filter(|m| !m.outgoing)
                         .skip(seen)
+                        .filter(|m| m.kind != "call")
                         .filter_map(|m| MessageId::from_hex(&m.id))
                         .collect();
                     // Not to a stranger: a receipt would tell them, and sending accepts.

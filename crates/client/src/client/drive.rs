@@ -158,7 +158,9 @@ impl Client {
                 | Notification::Sent { .. }
                 | Notification::ConversationChanged(_)
                 | Notification::Synced
-                | Notification::SessionExpired => {}
+                | Notification::SessionExpired
+                // Calls are the browser's; their outcome is a history row `sync` reports.
+                | Notification::Call(_) => {}
             }
         }
         Ok(())

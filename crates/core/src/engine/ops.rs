@@ -450,6 +450,32 @@ impl<S: KvStore> Engine<S> {
         Ok(Zeroizing::new(secret))
     }
 
+    /// The SFrame keys of call `call_id` in the conversation's current epoch (see
+    /// [`crate::calls`]): the same base key on every member device, and this device's leaf
+    /// index as its sender index.
+    pub fn call_keys(
+        &mut self,
+        conversation: ConversationId,
+        call_id: &[u8; 16],
+    ) -> Result<crate::calls::CallKeys> {
+        use crate::calls::{CALL_BASE_KEY_LABEL, CALL_BASE_KEY_LEN, CallKeys};
+        let group = load_group(&mut self.groups, &self.provider, conversation)?;
+        let epoch = group.epoch().as_u64();
+        let leaf_index = group.own_leaf_index().u32();
+        let secret = Zeroizing::new(
+            group
+                .export_secret(
+                    self.provider.crypto(),
+                    CALL_BASE_KEY_LABEL,
+                    call_id,
+                    CALL_BASE_KEY_LEN,
+                )
+                .map_err(internal)?,
+        );
+        CallKeys::from_secret(epoch, leaf_index, &secret)
+            .ok_or_else(|| internal("a call secret of the wrong length"))
+    }
+
     /// The sealed-sender key of the conversation's current epoch (see [`crate::sealed`]):
     /// every member device derives the same key, nobody else can.
     pub fn sealed_key(&mut self, conversation: ConversationId) -> Result<SealedKey> {

@@ -38,7 +38,10 @@ enum Outcome {
 /// event, not a message (typing, receipts).
 pub(crate) fn describe(content: &Content) -> Option<(String, Option<String>)> {
     Some(match content {
-        Content::Typing { .. } | Content::ReadReceipt { .. } | Content::DeliveryReceipt { .. } => {
+        Content::Typing { .. }
+        | Content::ReadReceipt { .. }
+        | Content::DeliveryReceipt { .. }
+        | Content::Call(_) => {
             return None;
         }
         Content::Text { body } => ("text".into(), Some(body.clone())),
@@ -74,6 +77,7 @@ fn record_incoming<S: ClientStore>(
     store: &S,
     incoming: &Incoming,
     now: u64,
+    replies: &mut Vec<(ConversationId, nightjar_core::content::CallSignal)>,
 ) -> Result<Vec<Notification>> {
     let me = engine.device().clone();
     let mut out = Vec::new();
@@ -101,6 +105,17 @@ fn record_incoming<S: ClientStore>(
                     from: sender.username.clone(),
                     message_ids: message_ids.clone(),
                 }),
+                Content::Call(signal) => {
+                    let origin = crate::calls::SignalOrigin {
+                        conversation: *conversation,
+                        sender,
+                        sent_at: message.sent_at_ms,
+                    };
+                    let back = super::calling::on_call_signal(
+                        engine, store, now, origin, signal, &mut out,
+                    )?;
+                    replies.extend(back.into_iter().map(|s| (*conversation, s)));
+                }
                 _ => {}
             }
             if let Some((kind, text)) = describe(&message.content) {
@@ -410,9 +425,10 @@ impl<S: ClientStore> Machine<S> {
             return Ok(Outcome::Done);
         }
         let id = envelope.id;
+        let mut replies = Vec::new();
         let result = self.atomic(|engine, store| {
             let incoming = engine.process(now, &envelope.payload.0)?;
-            let notes = record_incoming(engine, store, &incoming, now)?;
+            let notes = record_incoming(engine, store, &incoming, now, &mut replies)?;
             store.mark_processed(id, now)?;
             let stated = match incoming {
                 Incoming::Message {
@@ -431,8 +447,10 @@ impl<S: ClientStore> Machine<S> {
                 }
                 if self.delivery_receipts {
                     for n in &notes {
+                        // A call's history row is no message of the sender's: no receipt.
                         if let Notification::Received(m) = n
                             && !m.outgoing
+                            && m.kind != "call"
                             && let (Some(c), Some(id)) = (
                                 ConversationId::parse(&m.conversation),
                                 nightjar_core::content::MessageId::from_hex(&m.id),
@@ -443,6 +461,10 @@ impl<S: ClientStore> Machine<S> {
                     }
                 }
                 self.notifications.extend(notes);
+                for (conversation, signal) in replies {
+                    self.send_call_signal(now, conversation, signal)?;
+                }
+                self.call_deadline = super::calling::load_book(&self.store)?.next_deadline();
                 return Ok(Outcome::Done);
             }
             Err(e) => e,

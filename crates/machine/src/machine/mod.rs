@@ -15,6 +15,7 @@
 //! posted before a crash is posted again with the same idempotency key, which the server
 //! answers as the first time.
 
+mod calling;
 mod create;
 mod devices;
 mod inbox;
@@ -150,6 +151,8 @@ pub enum Notification {
         /// Why.
         reason: OperationError,
     },
+    /// A call rang, was answered, trickled a candidate or ended (see [`crate::calls`]).
+    Call(crate::calls::CallEvent),
     /// Everything queued on the server was processed.
     Synced,
     /// The session is no longer valid (expired, or this device was removed): log in again.
@@ -262,6 +265,8 @@ pub struct Machine<S: ClientStore> {
     /// Conversations being created.
     creations: BTreeMap<OperationId, create::Creation>,
     next_operation: u64,
+    /// When the next ringing call runs out.
+    call_deadline: Option<u64>,
 }
 
 impl<S: ClientStore> std::fmt::Debug for Machine<S> {
@@ -316,6 +321,9 @@ impl<S: ClientStore> Machine<S> {
     /// The machine over an engine the caller just created (registration, a linked device).
     pub fn new(store: S, engine: Engine<S>) -> Self {
         let me = engine.device().clone();
+        let call_deadline = calling::load_book(&store)
+            .ok()
+            .and_then(|b| b.next_deadline());
         Self {
             store,
             engine,
@@ -349,6 +357,7 @@ impl<S: ClientStore> Machine<S> {
             delivered: BTreeMap::new(),
             creations: BTreeMap::new(),
             next_operation: 0,
+            call_deadline,
         }
     }
 
@@ -431,6 +440,7 @@ impl<S: ClientStore> Machine<S> {
             .chain(self.paused_until)
             .chain(self.inbox_paused_until)
             .chain(self.reconcile_at)
+            .chain(self.call_deadline)
             .min()
     }
 
@@ -685,6 +695,7 @@ impl<S: ClientStore> Machine<S> {
             self.reconcile_own_devices(now)?;
         }
         self.process_queue(now)?;
+        self.expire_calls(now)?;
         self.send_acks();
         self.advance_pull(now)?;
         self.flush(now)?;

@@ -2,6 +2,7 @@
 //! rejection handling, the fallbacks, the body limit and the request middleware.
 
 mod accounts;
+mod calls;
 mod consent;
 mod devices;
 mod handshakes;
@@ -77,6 +78,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "key-packages", description = "The MLS key-package directory"),
         (name = "messages", description = "Delivery queues and the push stream"),
         (name = "consent", description = "Message requests: accepting, blocking, reporting"),
+        (name = "calls", description = "Calls: short-lived credentials for the TURN relay"),
         (name = "operations", description = "Health and this document (metrics are served on a separate, loopback-by-default listener)"),
     )
 )]
@@ -161,6 +163,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(sessions::router())
         .merge(consent::router())
         .merge(transparency::router())
+        .merge(calls::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -254,6 +257,7 @@ mod tests {
             ("/v1/consent/{username}", "put"),
             ("/v1/consent/{username}", "delete"),
             ("/v1/reports", "post"),
+            ("/v1/calls/turn", "get"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -264,6 +268,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 36, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 37, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

@@ -132,7 +132,12 @@ pub struct TestServer {
     pub limits: Limits,
     /// The PostgreSQL schema the server runs in, if it runs on PostgreSQL.
     pub schema: Option<Schema>,
+    /// Changes to the configuration (beyond limits), applied again on restart.
+    pub configure: Configure,
 }
+
+/// A change to a test server's configuration.
+pub type Configure = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
@@ -140,13 +145,23 @@ impl TestServer {
     }
 
     pub async fn with_limits(backend: Backend, limits: Limits) -> Self {
+        Self::with_config(backend, limits, |_| {}).await
+    }
+
+    /// A server whose configuration `configure` changes after the test defaults are set.
+    pub async fn with_config(
+        backend: Backend,
+        limits: Limits,
+        configure: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let schema = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(schema().await),
         };
         let url = schema.as_ref().map(|s| s.url.clone());
-        let (server, base) = boot(dir.path(), url, limits.clone()).await;
+        let configure: Configure = Arc::new(configure);
+        let (server, base) = boot(dir.path(), url, limits.clone(), &*configure).await;
         Self {
             server: Some(server),
             dir,
@@ -154,6 +169,7 @@ impl TestServer {
             http: http_client(),
             limits,
             schema,
+            configure,
         }
     }
 
@@ -166,6 +182,7 @@ impl TestServer {
             http: http_client(),
             limits: test_limits(),
             schema: None,
+            configure: Arc::new(|_| {}),
         }
     }
 
@@ -173,7 +190,8 @@ impl TestServer {
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
         let url = self.schema.as_ref().map(|s| s.url.clone());
-        let (server, base) = boot(self.dir.path(), url, self.limits.clone()).await;
+        let (server, base) =
+            boot(self.dir.path(), url, self.limits.clone(), &*self.configure).await;
         self.server = Some(server);
         self.base = base;
     }
@@ -259,11 +277,13 @@ async fn boot(
     dir: &std::path::Path,
     database_url: Option<String>,
     limits: Limits,
+    configure: &(dyn Fn(&mut ServerConfig) + Send + Sync),
 ) -> (RunningServer, String) {
     let mut config = ServerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
     config.database_url = database_url;
     config.limits = limits;
     config.shutdown_grace = Duration::from_secs(5);
+    configure(&mut config);
     let server = nightjar_server::start(config).await.unwrap();
     let base = format!("http://{}", server.local_addr());
     (server, base)

@@ -1,0 +1,448 @@
+//! Calls as the client sees them: which calls ring, which are live on this device, and how each
+//! one ends up in the history. Pure decisions over a [`CallBook`] kept in the store's settings,
+//! so a device that reads its queue after a restart (the command line's `sync`) still tells a
+//! missed call from one answered on another device.
+//!
+//! Signalling travels as end-to-end encrypted call messages in the conversation
+//! (`nightjar_core::content::CallSignal`); media keys come from the conversation's MLS epoch
+//! (`nightjar_core::calls`). The rules:
+//! - An offer rings every device of every other member, unless it is older than
+//!   [`RING_TIMEOUT_MS`] when it arrives (a device coming online later shows a missed call,
+//!   never a ring), or comes from an account the user has not accepted (a message request:
+//!   strangers cannot ring anyone). A device already in a call answers `busy`.
+//! - The first answer the caller's device reads wins; an answer from one device of an account
+//!   stops the ringing on its other devices ("answered on another device").
+//! - A call that rang out (the caller hung up first, declined, busy, or
+//!   [`RING_TIMEOUT_MS`] passed) and a call that ended leave one history row per device, whose
+//!   id is the call id.
+
+use std::collections::BTreeMap;
+
+use nightjar_core::ConversationId;
+use nightjar_core::content::{CallSignal, CallSignalKind, MessageId};
+use nightjar_core::identity::DeviceCredential;
+use serde::{Deserialize, Serialize};
+
+use crate::rows::StoredMessage;
+
+/// How long a call rings before it counts as missed (and how old an offer may be and still
+/// ring).
+pub const RING_TIMEOUT_MS: u64 = 60_000;
+
+/// The settings key of the [`CallBook`].
+pub(crate) const CALL_BOOK: &str = "calls";
+
+/// A call's id (chosen by the caller), 32 hex digits in rows and settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub [u8; 16]);
+
+impl CallId {
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        MessageId(self.0).to_hex()
+    }
+
+    /// Parses 32 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        MessageId::from_hex(hex).map(|m| Self(m.0))
+    }
+}
+
+/// Where a call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum CallPhase {
+    /// Ringing (outgoing: waiting for an answer; incoming: waiting for the user).
+    Ringing,
+    /// Answered, since this time (ms).
+    Active {
+        /// When it was answered.
+        since: u64,
+    },
+}
+
+/// One call this device knows of and that has not ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The conversation (32 hex digits).
+    pub conversation: String,
+    /// The account that called.
+    pub caller: String,
+    /// The calling device (16 hex digits).
+    pub caller_device: String,
+    /// Whether this device's account called.
+    pub outgoing: bool,
+    /// Whether the call is a video call.
+    pub video: bool,
+    /// When it began (the caller's clock, ms).
+    pub started_at: u64,
+    /// Ringing or answered.
+    pub phase: CallPhase,
+    /// Whether this device takes part (it called, or it answered).
+    pub here: bool,
+    /// The other device in the call, once answered (the answering device for the caller, the
+    /// calling device for the callee): only its candidates and hang-up count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_device: Option<String>,
+}
+
+/// Every call this device knows of that has not ended, by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallBook {
+    /// The calls, by 32 hex digits.
+    pub calls: BTreeMap<String, CallRecord>,
+}
+
+/// How a call ended, as the history says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallEnd {
+    /// Rang here and nobody answered.
+    Missed,
+    /// The callee declined.
+    Declined,
+    /// The callee was in another call.
+    Busy,
+    /// This device called and nobody answered (or it stopped ringing).
+    NoAnswer,
+    /// Another device of this account answered.
+    AnsweredElsewhere,
+    /// It was answered and someone hung up, after this many ms.
+    Ended {
+        /// How long it lasted.
+        duration_ms: u64,
+    },
+}
+
+/// What a call signal or a call action means for the user and the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A call rings on this device.
+    Incoming {
+        /// The call.
+        call: CallId,
+        /// Where.
+        conversation: ConversationId,
+        /// Who calls.
+        from: String,
+        /// Whether it is a video call.
+        video: bool,
+        /// The caller's SDP offer.
+        offer: String,
+    },
+    /// The callee's devices are ringing (for the caller).
+    Ringing {
+        /// The call.
+        call: CallId,
+    },
+    /// The callee answered (for the caller's device).
+    Answered {
+        /// The call.
+        call: CallId,
+        /// The callee's SDP answer.
+        answer: String,
+    },
+    /// A trickled ICE candidate from the other side.
+    Candidate {
+        /// The call.
+        call: CallId,
+        /// The candidate line.
+        candidate: String,
+        /// Its media stream tag.
+        sdp_mid: Option<String>,
+        /// Its media description index.
+        sdp_m_line_index: Option<u16>,
+    },
+    /// The call is over on this device.
+    Ended {
+        /// The call.
+        call: CallId,
+        /// Where.
+        conversation: ConversationId,
+        /// How.
+        end: CallEnd,
+    },
+}
+
+/// Where a call signal came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignalOrigin<'a> {
+    /// The conversation it was sent in.
+    pub(crate) conversation: ConversationId,
+    /// The sending device.
+    pub(crate) sender: &'a DeviceCredential,
+    /// The sender's clock when it sent it (ms).
+    pub(crate) sent_at: u64,
+}
+
+/// What handling a signal decided: events for the user, rows for the history, and signals this
+/// device sends back.
+#[derive(Debug, Default)]
+pub(crate) struct CallStep {
+    pub(crate) events: Vec<CallEvent>,
+    pub(crate) rows: Vec<StoredMessage>,
+    pub(crate) replies: Vec<CallSignal>,
+}
+
+/// The history text of a call that ended.
+pub fn describe_end(video: bool, end: CallEnd) -> String {
+    let kind = if video { "video call" } else { "voice call" };
+    match end {
+        CallEnd::Missed => format!("missed {kind}"),
+        CallEnd::Declined => format!("{kind} declined"),
+        CallEnd::Busy => format!("{kind}: busy"),
+        CallEnd::NoAnswer => format!("{kind}: no answer"),
+        CallEnd::AnsweredElsewhere => format!("{kind} answered on another device"),
+        CallEnd::Ended { duration_ms } => {
+            let secs = duration_ms / 1000;
+            format!("{kind}, {}:{:02}", secs / 60, secs % 60)
+        }
+    }
+}
+
+impl CallBook {
+    /// The call ringing or live on this device, if any.
+    pub fn live_here(&self) -> Option<(CallId, &CallRecord)> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.here && matches!(c.phase, CallPhase::Active { .. }))
+            .and_then(|(id, c)| CallId::from_hex(id).map(|id| (id, c)))
+    }
+
+    /// When the next ringing call runs out.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.calls
+            .values()
+            .filter(|c| c.phase == CallPhase::Ringing)
+            .map(|c| c.started_at.saturating_add(RING_TIMEOUT_MS))
+            .min()
+    }
+
+    /// Ends `call`: removes it and gives the event and the history row.
+    pub(crate) fn end(&mut self, call: CallId, end: CallEnd, step: &mut CallStep) {
+        let Some(record) = self.calls.remove(&call.to_hex()) else {
+            return;
+        };
+        let Some(conversation) = ConversationId::parse(&record.conversation) else {
+            return;
+        };
+        step.rows.push(StoredMessage {
+            conversation: record.conversation.clone(),
+            id: call.to_hex(),
+            from: record.caller.clone(),
+            device: record.caller_device.clone(),
+            sent_at: record.started_at,
+            kind: "call".into(),
+            text: Some(describe_end(record.video, end)),
+            outgoing: record.outgoing,
+        });
+        step.events.push(CallEvent::Ended {
+            call,
+            conversation,
+            end,
+        });
+    }
+
+    /// Ends every call that rang out by `now`; the caller's own ringing call is hung up.
+    pub(crate) fn expire(&mut self, now: u64) -> CallStep {
+        let mut step = CallStep::default();
+        let due: Vec<(CallId, bool)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == CallPhase::Ringing && c.started_at.saturating_add(RING_TIMEOUT_MS) <= now
+            })
+            .filter_map(|(id, c)| CallId::from_hex(id).map(|id| (id, c.outgoing && c.here)))
+            .collect();
+        for (call, mine) in due {
+            if mine {
+                step.replies.push(CallSignal {
+                    call_id: call.0,
+                    kind: CallSignalKind::Hangup,
+                });
+                self.end(call, CallEnd::NoAnswer, &mut step);
+            } else {
+                let end = if self.calls.get(&call.to_hex()).is_some_and(|c| c.outgoing) {
+                    CallEnd::NoAnswer
+                } else {
+                    CallEnd::Missed
+                };
+                self.end(call, end, &mut step);
+            }
+        }
+        step
+    }
+
+    /// Handles a call signal from `origin`; `may_ring` is false for an account the user has not
+    /// accepted.
+    pub(crate) fn on_signal(
+        &mut self,
+        now: u64,
+        me: &DeviceCredential,
+        origin: SignalOrigin<'_>,
+        signal: &CallSignal,
+        may_ring: bool,
+    ) -> CallStep {
+        let SignalOrigin {
+            conversation,
+            sender,
+            sent_at,
+        } = origin;
+        let mut step = CallStep::default();
+        let call = CallId(signal.call_id);
+        let key = call.to_hex();
+        let from_my_account = sender.username == me.username;
+        let known = self.calls.get(&key).cloned();
+        match &signal.kind {
+            CallSignalKind::Offer { sdp, video } => {
+                if known.is_some() {
+                    return step;
+                }
+                let record = CallRecord {
+                    conversation: conversation.to_string(),
+                    caller: sender.username.clone(),
+                    caller_device: sender.device_id.to_string(),
+                    outgoing: from_my_account,
+                    video: *video,
+                    started_at: sent_at.min(now),
+                    phase: CallPhase::Ringing,
+                    here: false,
+                    peer_device: None,
+                };
+                self.calls.insert(key, record);
+                if from_my_account {
+                    // Another device of this account calls: the history row comes at the end.
+                } else if now.saturating_sub(sent_at) >= RING_TIMEOUT_MS || !may_ring {
+                    self.end(call, CallEnd::Missed, &mut step);
+                } else if self.live_here().is_some() {
+                    step.replies.push(CallSignal {
+                        call_id: call.0,
+                        kind: CallSignalKind::Busy,
+                    });
+                    self.end(call, CallEnd::Missed, &mut step);
+                } else {
+                    step.events.push(CallEvent::Incoming {
+                        call,
+                        conversation,
+                        from: sender.username.clone(),
+                        video: *video,
+                        offer: sdp.clone(),
+                    });
+                }
+            }
+            CallSignalKind::Answer { sdp } => {
+                let Some(record) = known else { return step };
+                if record.phase != CallPhase::Ringing {
+                    // A later answer from a device that lost the race: the first one won.
+                    return step;
+                }
+                if record.outgoing && record.here {
+                    if let Some(r) = self.calls.get_mut(&key) {
+                        r.phase = CallPhase::Active { since: now };
+                        r.peer_device = Some(sender.device_id.to_string());
+                    }
+                    step.events.push(CallEvent::Answered {
+                        call,
+                        answer: sdp.clone(),
+                    });
+                } else if from_my_account && !record.here {
+                    self.end(call, CallEnd::AnsweredElsewhere, &mut step);
+                } else if let Some(r) = self.calls.get_mut(&key) {
+                    // Someone else's device answered a call this device only watches.
+                    r.phase = CallPhase::Active { since: now };
+                }
+            }
+            CallSignalKind::IceCandidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                if known.is_some_and(|r| r.here && from_peer(&r, sender)) {
+                    step.events.push(CallEvent::Candidate {
+                        call,
+                        candidate: candidate.clone(),
+                        sdp_mid: sdp_mid.clone(),
+                        sdp_m_line_index: *sdp_m_line_index,
+                    });
+                }
+            }
+            CallSignalKind::Ringing => {
+                if known.is_some_and(|r| r.here && r.outgoing) {
+                    step.events.push(CallEvent::Ringing { call });
+                }
+            }
+            CallSignalKind::Busy | CallSignalKind::Decline => {
+                let Some(record) = known else { return step };
+                let busy = signal.kind == CallSignalKind::Busy;
+                if record.phase != CallPhase::Ringing {
+                    return step;
+                }
+                if record.outgoing {
+                    self.end(
+                        call,
+                        if busy {
+                            CallEnd::Busy
+                        } else {
+                            CallEnd::Declined
+                        },
+                        &mut step,
+                    );
+                } else if from_my_account && !busy {
+                    // Declined on another device of this account: stop ringing here too.
+                    self.end(call, CallEnd::Declined, &mut step);
+                }
+            }
+            CallSignalKind::Hangup => {
+                let Some(record) = known else {
+                    if !from_my_account {
+                        self.calls.insert(
+                            key,
+                            CallRecord {
+                                conversation: conversation.to_string(),
+                                caller: sender.username.clone(),
+                                caller_device: sender.device_id.to_string(),
+                                outgoing: false,
+                                video: false,
+                                started_at: sent_at.min(now),
+                                phase: CallPhase::Ringing,
+                                here: false,
+                                peer_device: None,
+                            },
+                        );
+                        self.end(call, CallEnd::Missed, &mut step);
+                    }
+                    return step;
+                };
+                if record.here
+                    && matches!(record.phase, CallPhase::Active { .. })
+                    && !from_peer(&record, sender)
+                {
+                    // Only the other end hangs up a live call: not a device that lost the race
+                    // to answer, nor any other member.
+                    return step;
+                }
+                let end = match record.phase {
+                    CallPhase::Active { since } => CallEnd::Ended {
+                        duration_ms: now.saturating_sub(since),
+                    },
+                    CallPhase::Ringing if record.outgoing => CallEnd::NoAnswer,
+                    CallPhase::Ringing => CallEnd::Missed,
+                };
+                self.end(call, end, &mut step);
+            }
+            // Group calls go through the forwarding unit; their signals carry no state here yet.
+            CallSignalKind::Join { .. } | CallSignalKind::Leave => {}
+        }
+        step
+    }
+}
+
+/// Whether `sender` is the other device of a call this device takes part in.
+fn from_peer(record: &CallRecord, sender: &DeviceCredential) -> bool {
+    record
+        .peer_device
+        .as_deref()
+        .is_some_and(|d| d == sender.device_id.to_string())
+}
+
+#[cfg(test)]
+mod tests;

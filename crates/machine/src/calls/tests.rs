@@ -1,0 +1,311 @@
+use nightjar_core::identity::DeviceId;
+
+use super::*;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn device(user: &str, id: u64) -> DeviceCredential {
+    DeviceCredential {
+        username: user.into(),
+        device_id: DeviceId(id),
+    }
+}
+
+fn conv() -> ConversationId {
+    ConversationId([3; 16])
+}
+
+fn origin(sender: &DeviceCredential, sent_at: u64) -> SignalOrigin<'_> {
+    SignalOrigin {
+        conversation: conv(),
+        sender,
+        sent_at,
+    }
+}
+
+fn signal(kind: CallSignalKind) -> CallSignal {
+    CallSignal {
+        call_id: [1; 16],
+        kind,
+    }
+}
+
+fn offer() -> CallSignal {
+    signal(CallSignalKind::Offer {
+        sdp: "v=0 offer".into(),
+        video: true,
+    })
+}
+
+fn answer() -> CallSignal {
+    signal(CallSignalKind::Answer {
+        sdp: "v=0 answer".into(),
+    })
+}
+
+fn ended(step: &CallStep) -> Option<CallEnd> {
+    step.events.iter().find_map(|e| match e {
+        CallEvent::Ended { end, .. } => Some(*end),
+        _ => None,
+    })
+}
+
+fn row_text(step: &CallStep) -> Option<String> {
+    step.rows.first().and_then(|r| r.text.clone())
+}
+
+/// The caller's device with a call it placed at `T0`.
+fn caller_book() -> CallBook {
+    let mut book = CallBook::default();
+    book.calls.insert(
+        CallId([1; 16]).to_hex(),
+        CallRecord {
+            conversation: conv().to_string(),
+            caller: "alice".into(),
+            caller_device: DeviceId(1).to_string(),
+            outgoing: true,
+            video: true,
+            started_at: T0,
+            phase: CallPhase::Ringing,
+            here: true,
+            peer_device: None,
+        },
+    );
+    book
+}
+
+#[test]
+fn an_offer_rings_every_device_of_the_callee_and_one_answer_stops_the_others() {
+    let alice = device("alice", 1);
+    let (bob1, bob2) = (device("bob", 21), device("bob", 22));
+    let mut phone = CallBook::default();
+    let mut laptop = CallBook::default();
+    for (book, me) in [(&mut phone, &bob1), (&mut laptop, &bob2)] {
+        let step = book.on_signal(T0 + 100, me, origin(&alice, T0), &offer(), true);
+        assert!(matches!(
+            step.events.as_slice(),
+            [CallEvent::Incoming { from, video: true, .. }] if from == "alice"
+        ));
+        assert!(step.rows.is_empty());
+    }
+    // The phone answered (what `Machine::answer_call` records); the laptop reads that answer.
+    let step = laptop.on_signal(T0 + 900, &bob2, origin(&bob1, T0 + 800), &answer(), true);
+    assert_eq!(ended(&step), Some(CallEnd::AnsweredElsewhere));
+    assert_eq!(
+        row_text(&step).as_deref(),
+        Some("video call answered on another device")
+    );
+    assert!(laptop.calls.is_empty());
+}
+
+#[test]
+fn the_first_answer_wins_and_only_the_other_end_can_hang_up() {
+    let alice = device("alice", 1);
+    let (bob1, bob2) = (device("bob", 21), device("bob", 22));
+    let mut book = caller_book();
+    let step = book.on_signal(T0 + 500, &alice, origin(&bob1, T0 + 400), &answer(), true);
+    assert!(matches!(
+        step.events.as_slice(),
+        [CallEvent::Answered { .. }]
+    ));
+    // A second device that answered a moment later is ignored, and cannot end the call.
+    let step = book.on_signal(T0 + 600, &alice, origin(&bob2, T0 + 500), &answer(), true);
+    assert!(step.events.is_empty());
+    let hangup = signal(CallSignalKind::Hangup);
+    let step = book.on_signal(T0 + 700, &alice, origin(&bob2, T0 + 700), &hangup, true);
+    assert!(step.events.is_empty(), "only the answering device ends it");
+    let ice = signal(CallSignalKind::IceCandidate {
+        candidate: "candidate:1".into(),
+        sdp_mid: None,
+        sdp_m_line_index: Some(0),
+    });
+    assert!(
+        book.on_signal(T0 + 700, &alice, origin(&bob2, T0), &ice, true)
+            .events
+            .is_empty()
+    );
+    assert_eq!(
+        book.on_signal(T0 + 700, &alice, origin(&bob1, T0), &ice, true)
+            .events
+            .len(),
+        1
+    );
+    let step = book.on_signal(
+        T0 + 65_500,
+        &alice,
+        origin(&bob1, T0 + 65_000),
+        &hangup,
+        true,
+    );
+    assert_eq!(
+        ended(&step),
+        Some(CallEnd::Ended {
+            duration_ms: 65_000
+        })
+    );
+    assert_eq!(row_text(&step).as_deref(), Some("video call, 1:05"));
+}
+
+#[test]
+fn a_call_nobody_answers_is_missed_for_the_callee_and_unanswered_for_the_caller() {
+    let alice = device("alice", 1);
+    let bob = device("bob", 21);
+    let mut callee = CallBook::default();
+    callee.on_signal(T0, &bob, origin(&alice, T0), &offer(), true);
+    assert_eq!(callee.next_deadline(), Some(T0 + RING_TIMEOUT_MS));
+    assert!(callee.expire(T0 + RING_TIMEOUT_MS - 1).events.is_empty());
+    let step = callee.expire(T0 + RING_TIMEOUT_MS);
+    assert_eq!(ended(&step), Some(CallEnd::Missed));
+    assert_eq!(row_text(&step).as_deref(), Some("missed video call"));
+    assert!(step.replies.is_empty());
+
+    let mut caller = caller_book();
+    let step = caller.expire(T0 + RING_TIMEOUT_MS);
+    assert_eq!(ended(&step), Some(CallEnd::NoAnswer));
+    assert_eq!(step.replies.len(), 1, "the caller hangs up");
+    assert_eq!(step.replies[0].kind, CallSignalKind::Hangup);
+}
+
+#[test]
+fn an_offer_read_late_or_a_hangup_without_its_offer_is_a_missed_call_not_a_ring() {
+    let alice = device("alice", 1);
+    let bob = device("bob", 21);
+    let mut book = CallBook::default();
+    let step = book.on_signal(
+        T0 + RING_TIMEOUT_MS,
+        &bob,
+        origin(&alice, T0),
+        &offer(),
+        true,
+    );
+    assert_eq!(ended(&step), Some(CallEnd::Missed));
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Incoming { .. }))
+    );
+
+    let mut cli = CallBook::default();
+    let hangup = signal(CallSignalKind::Hangup);
+    let step = cli.on_signal(T0, &bob, origin(&alice, T0), &hangup, true);
+    assert_eq!(row_text(&step).as_deref(), Some("missed voice call"));
+    assert!(cli.calls.is_empty());
+}
+
+#[test]
+fn decline_and_busy_end_the_callers_ringing_and_a_busy_device_answers_busy() {
+    let alice = device("alice", 1);
+    let (bob1, bob2) = (device("bob", 21), device("bob", 22));
+    let mut book = caller_book();
+    let step = book.on_signal(
+        T0 + 1,
+        &alice,
+        origin(&bob1, T0),
+        &signal(CallSignalKind::Decline),
+        true,
+    );
+    assert_eq!(ended(&step), Some(CallEnd::Declined));
+    let mut book = caller_book();
+    let step = book.on_signal(
+        T0 + 1,
+        &alice,
+        origin(&bob1, T0),
+        &signal(CallSignalKind::Busy),
+        true,
+    );
+    assert_eq!(row_text(&step).as_deref(), Some("video call: busy"));
+
+    // Declined on one of bob's devices: the other stops ringing.
+    let mut laptop = CallBook::default();
+    laptop.on_signal(T0, &bob2, origin(&alice, T0), &offer(), true);
+    let step = laptop.on_signal(
+        T0 + 5,
+        &bob2,
+        origin(&bob1, T0 + 5),
+        &signal(CallSignalKind::Decline),
+        true,
+    );
+    assert_eq!(ended(&step), Some(CallEnd::Declined));
+
+    // Bob's phone is in a call with carol; alice's offer is answered busy and not rung.
+    let mut phone = CallBook::default();
+    phone.calls.insert(
+        CallId([9; 16]).to_hex(),
+        CallRecord {
+            conversation: conv().to_string(),
+            caller: "carol".into(),
+            caller_device: DeviceId(3).to_string(),
+            outgoing: false,
+            video: false,
+            started_at: T0,
+            phase: CallPhase::Active { since: T0 },
+            here: true,
+            peer_device: Some(DeviceId(3).to_string()),
+        },
+    );
+    let step = phone.on_signal(T0 + 10, &bob1, origin(&alice, T0 + 10), &offer(), true);
+    assert_eq!(step.replies.len(), 1);
+    assert_eq!(step.replies[0].kind, CallSignalKind::Busy);
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Incoming { .. }))
+    );
+}
+
+#[test]
+fn a_stranger_cannot_ring() {
+    let mut book = CallBook::default();
+    let step = book.on_signal(
+        T0,
+        &device("bob", 21),
+        origin(&device("mallory", 9), T0),
+        &offer(),
+        false,
+    );
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Incoming { .. }))
+    );
+    assert_eq!(row_text(&step).as_deref(), Some("missed video call"));
+}
+
+#[test]
+fn a_replayed_offer_rings_once_and_own_devices_never_ring() {
+    let alice1 = device("alice", 1);
+    let alice2 = device("alice", 2);
+    let bob = device("bob", 21);
+    let mut book = CallBook::default();
+    assert_eq!(
+        book.on_signal(T0, &bob, origin(&alice1, T0), &offer(), true)
+            .events
+            .len(),
+        1
+    );
+    assert!(
+        book.on_signal(T0, &bob, origin(&alice1, T0), &offer(), true)
+            .events
+            .is_empty()
+    );
+    let mut other = CallBook::default();
+    assert!(
+        other
+            .on_signal(T0, &alice2, origin(&alice1, T0), &offer(), true)
+            .events
+            .is_empty()
+    );
+    // It keeps the call, to write the history row when it ends.
+    let step = other.on_signal(
+        T0 + 3,
+        &alice2,
+        origin(&bob, T0 + 3),
+        &signal(CallSignalKind::Decline),
+        true,
+    );
+    assert_eq!(row_text(&step).as_deref(), Some("video call declined"));
+    assert!(step.rows[0].outgoing);
+}

@@ -1,0 +1,301 @@
+//! The machine's side of calls: the user's call actions become call signals in the outbox, and
+//! signals read from the inbox go through the [`CallBook`] rules (see [`crate::calls`]), in the
+//! transaction that processes their envelope.
+
+use nightjar_core::calls::CallKeys;
+use nightjar_core::content::{CallSignal, CallSignalKind, Content};
+use nightjar_core::{ConversationId, ConversationKind, Engine};
+
+use super::{Machine, Notification, random_bytes};
+use crate::calls::{
+    CALL_BOOK, CallBook, CallEnd, CallId, CallPhase, CallRecord, CallStep, SignalOrigin,
+};
+use crate::error::{Error, Result};
+use crate::store::ClientStore;
+
+/// Reads the call book from the store's settings (empty if none).
+pub(crate) fn load_book<S: ClientStore>(store: &S) -> Result<CallBook> {
+    Ok(match store.meta(CALL_BOOK)? {
+        Some(json) => serde_json::from_str(&json).unwrap_or_default(),
+        None => CallBook::default(),
+    })
+}
+
+fn save_book<S: ClientStore>(store: &S, book: &CallBook) -> Result<()> {
+    if book.calls.is_empty() {
+        store.delete_meta(CALL_BOOK)?;
+    } else {
+        let json =
+            serde_json::to_string(book).map_err(|e| Error::Usage(format!("call book: {e}")))?;
+        store.set_meta(CALL_BOOK, &json)?;
+    }
+    Ok(())
+}
+
+/// Stores the step's history rows and turns its events into notifications.
+fn record_step<S: ClientStore>(
+    store: &S,
+    step: &CallStep,
+    now: u64,
+    out: &mut Vec<Notification>,
+) -> Result<()> {
+    for row in &step.rows {
+        if store.insert_message(row, now, false)? {
+            out.push(Notification::Received(row.clone()));
+        }
+    }
+    out.extend(step.events.iter().cloned().map(Notification::Call));
+    Ok(())
+}
+
+/// Handles a call signal read from the inbox (inside its envelope's transaction): returns the
+/// signals to send back.
+pub(crate) fn on_call_signal<S: ClientStore>(
+    engine: &mut Engine<S>,
+    store: &S,
+    now: u64,
+    origin: SignalOrigin<'_>,
+    signal: &CallSignal,
+    out: &mut Vec<Notification>,
+) -> Result<Vec<CallSignal>> {
+    let SignalOrigin {
+        conversation,
+        sender,
+        ..
+    } = origin;
+    // One-to-one calls are offered in direct conversations only; groups call through the
+    // forwarding unit.
+    if matches!(signal.kind, CallSignalKind::Offer { .. })
+        && engine.conversation(conversation)?.kind != ConversationKind::Direct
+    {
+        return Ok(Vec::new());
+    }
+    let me = engine.device().clone();
+    let may_ring = sender.username == me.username
+        || !store.is_request(&conversation.to_string(), &sender.username)?;
+    let mut book = load_book(store)?;
+    let step = book.on_signal(now, &me, origin, signal, may_ring);
+    save_book(store, &book)?;
+    record_step(store, &step, now, out)?;
+    Ok(step.replies)
+}
+
+impl<S: ClientStore> Machine<S> {
+    /// The calls this device knows of that have not ended.
+    pub fn calls(&self) -> Result<CallBook> {
+        load_book(&self.store)
+    }
+
+    /// Starts a call in a direct conversation with the caller's SDP offer: every device of the
+    /// other account rings. Refused while this device is in another call.
+    pub fn start_call(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        video: bool,
+        offer: String,
+    ) -> Result<CallId> {
+        if self.engine.conversation(conversation)?.kind != ConversationKind::Direct {
+            return Err(Error::Usage("calls are one-to-one here".into()));
+        }
+        let mut book = self.calls()?;
+        if book.live_here().is_some() {
+            return Err(Error::Usage("already in a call".into()));
+        }
+        let call = CallId(random_bytes()?);
+        book.calls.insert(
+            call.to_hex(),
+            CallRecord {
+                conversation: conversation.to_string(),
+                caller: self.me.username.clone(),
+                caller_device: self.me.device_id.to_string(),
+                outgoing: true,
+                video,
+                started_at: now,
+                phase: CallPhase::Ringing,
+                here: true,
+                peer_device: None,
+            },
+        );
+        self.atomic(|_, store| save_book(store, &book))?;
+        self.signal(
+            now,
+            conversation,
+            call,
+            CallSignalKind::Offer { sdp: offer, video },
+        )?;
+        Ok(call)
+    }
+
+    /// Answers a call ringing on this device with the SDP answer: the caller connects, the
+    /// account's other devices stop ringing.
+    pub fn answer_call(&mut self, now: u64, call: CallId, answer: String) -> Result<()> {
+        let mut book = self.calls()?;
+        let record = book
+            .calls
+            .get_mut(&call.to_hex())
+            .filter(|r| !r.outgoing && r.phase == CallPhase::Ringing)
+            .ok_or_else(|| Error::Usage("that call is not ringing".into()))?;
+        record.phase = CallPhase::Active { since: now };
+        record.here = true;
+        record.peer_device = Some(record.caller_device.clone());
+        let conversation = parse(&record.conversation)?;
+        self.atomic(|_, store| save_book(store, &book))?;
+        self.signal(
+            now,
+            conversation,
+            call,
+            CallSignalKind::Answer { sdp: answer },
+        )
+    }
+
+    /// Declines a call ringing on this device (the caller and this account's other devices
+    /// stop ringing).
+    pub fn decline_call(&mut self, now: u64, call: CallId) -> Result<()> {
+        self.finish(now, call, CallSignalKind::Decline, CallEnd::Declined)
+    }
+
+    /// Hangs up this device's call (or stops calling).
+    pub fn hang_up(&mut self, now: u64, call: CallId) -> Result<()> {
+        let book = self.calls()?;
+        let record = book
+            .calls
+            .get(&call.to_hex())
+            .ok_or_else(|| Error::Usage("no such call".into()))?;
+        let end = match record.phase {
+            CallPhase::Active { since } => CallEnd::Ended {
+                duration_ms: now.saturating_sub(since),
+            },
+            CallPhase::Ringing if record.outgoing => CallEnd::NoAnswer,
+            CallPhase::Ringing => CallEnd::Declined,
+        };
+        let kind = if end == CallEnd::Declined {
+            CallSignalKind::Decline
+        } else {
+            CallSignalKind::Hangup
+        };
+        self.finish(now, call, kind, end)
+    }
+
+    /// Sends a trickled ICE candidate to the other end of this device's call.
+    pub fn send_candidate(
+        &mut self,
+        now: u64,
+        call: CallId,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+    ) -> Result<()> {
+        let book = self.calls()?;
+        let record = book
+            .calls
+            .get(&call.to_hex())
+            .filter(|r| r.here)
+            .ok_or_else(|| Error::Usage("no such call".into()))?;
+        let conversation = parse(&record.conversation)?;
+        self.signal(
+            now,
+            conversation,
+            call,
+            CallSignalKind::IceCandidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            },
+        )
+    }
+
+    /// The SFrame keys of `call` in its conversation's current epoch (ask again after the
+    /// conversation changed: a new epoch gives new keys).
+    pub fn call_keys(&mut self, call: CallId) -> Result<CallKeys> {
+        let book = self.calls()?;
+        let record = book
+            .calls
+            .get(&call.to_hex())
+            .ok_or_else(|| Error::Usage("no such call".into()))?;
+        let conversation = parse(&record.conversation)?;
+        Ok(self.engine.call_keys(conversation, &call.0)?)
+    }
+
+    /// Ends calls that rang out (called from the machine's loop).
+    pub(super) fn expire_calls(&mut self, now: u64) -> Result<()> {
+        if self.call_deadline.is_none_or(|t| t > now) {
+            return Ok(());
+        }
+        let mut book = self.calls()?;
+        let step = book.expire(now);
+        let mut notes = Vec::new();
+        self.atomic(|_, store| {
+            save_book(store, &book)?;
+            record_step(store, &step, now, &mut notes)
+        })?;
+        self.call_deadline = book.next_deadline();
+        self.notifications.extend(notes);
+        for reply in step.replies {
+            if let Some(conversation) = step.events.iter().find_map(|e| match e {
+                crate::calls::CallEvent::Ended {
+                    call, conversation, ..
+                } if call.0 == reply.call_id => Some(*conversation),
+                _ => None,
+            }) {
+                self.send_call_signal(now, conversation, reply)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends `call` on this device with `end`, telling the others with `kind`.
+    fn finish(&mut self, now: u64, call: CallId, kind: CallSignalKind, end: CallEnd) -> Result<()> {
+        let mut book = self.calls()?;
+        let record = book
+            .calls
+            .get(&call.to_hex())
+            .ok_or_else(|| Error::Usage("no such call".into()))?;
+        let conversation = parse(&record.conversation)?;
+        let mut step = CallStep::default();
+        book.end(call, end, &mut step);
+        let mut notes = Vec::new();
+        self.atomic(|_, store| {
+            save_book(store, &book)?;
+            record_step(store, &step, now, &mut notes)
+        })?;
+        self.call_deadline = book.next_deadline();
+        self.notifications.extend(notes);
+        self.signal(now, conversation, call, kind)
+    }
+
+    fn signal(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        call: CallId,
+        kind: CallSignalKind,
+    ) -> Result<()> {
+        self.send_call_signal(
+            now,
+            conversation,
+            CallSignal {
+                call_id: call.0,
+                kind,
+            },
+        )
+    }
+
+    /// Queues a call signal like any message (it is not kept in the history), and refreshes
+    /// when the next ringing call runs out.
+    pub(super) fn send_call_signal(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        signal: CallSignal,
+    ) -> Result<()> {
+        self.call_deadline = self.calls()?.next_deadline();
+        self.send_message(now, conversation, Content::Call(signal))?;
+        Ok(())
+    }
+}
+
+fn parse(conversation: &str) -> Result<ConversationId> {
+    ConversationId::parse(conversation)
+        .ok_or_else(|| Error::Usage("a call in an unknown conversation".into()))
+}

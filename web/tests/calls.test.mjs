@@ -1,0 +1,182 @@
+// Calls between two browsers: real WebRTC in Chromium (fake camera and microphone), signalling
+// as end-to-end encrypted messages, SFrame in a worker on every frame, and a real coturn relay.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import {
+  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, FAKE_MEDIA,
+  turnFlags, cli,
+} from "./harness.mjs";
+
+const world = serverAndBrowser({ before, after }, { serverArgs: turnFlags(), browserArgs: FAKE_MEDIA });
+
+/** Two accounts that accepted each other, with their chat open. */
+async function pair(a, b) {
+  const caller = await openApp(world.browser, world.server.url);
+  const callee = await openApp(world.browser, world.server.url);
+  await register(caller.page, a);
+  await register(callee.page, b);
+  await openChat(caller.page, b);
+  await send(caller.page, `hi ${b}`);
+  await callee.page.getByRole("button", { name: new RegExp(`^${a}`) }).click();
+  const request = callee.page.getByRole("region", { name: "Message request" });
+  await request.getByRole("button", { name: "Accept" }).click();
+  await request.waitFor({ state: "detached", timeout: 10_000 });
+  await send(callee.page, `hi ${a}`);
+  await seeMessage(caller.page, `hi ${a}`);
+  return { caller, callee };
+}
+
+/** A number the call screen shows, e.g. "Frames decoded". */
+async function detail(page, name) {
+  const text = await page.getByRole("dialog").getByLabel(name, { exact: true }).innerText();
+  return Number(text.trim());
+}
+
+/** Whether the video element from `peer` shows a picture that is not black. */
+async function showsPicture(page, peer) {
+  return page.getByLabel(`Video from ${peer}`).evaluate((video) => {
+    if (!video.videoWidth) return false;
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    const g = canvas.getContext("2d");
+    g.drawImage(video, 0, 0);
+    const { data } = g.getImageData(0, 0, canvas.width, canvas.height);
+    let lit = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
+    return lit > (data.length / 4) * 0.05;
+  });
+}
+
+async function until(check, what, timeout = 30_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** alice calls; bob's browser rings and bob accepts; returns once both are connected. */
+async function call(caller, callee, calleeName, callerName, video = true) {
+  await caller.page.getByRole("button", { name: video ? "Video call" : "Voice call" }).click();
+  const ring = callee.page.getByRole("dialog", { name: `Call with ${callerName}` });
+  await ring.getByRole("heading", { name: `Incoming ${video ? "video" : "voice"} call from ${callerName}` })
+    .waitFor({ timeout: 30_000 });
+  await callee.page.screenshot({ path: path.join(screenshots, "call-incoming.png") });
+  await ring.getByRole("button", { name: "Accept" }).click();
+  for (const page of [caller.page, callee.page]) {
+    await page.getByLabel("Call status").filter({ hasText: /^\d+:\d\d$/ }).waitFor({ timeout: 30_000 });
+  }
+  await caller.page.getByRole("dialog", { name: `Call with ${calleeName}` }).waitFor();
+}
+
+test("a 1:1 video call connects and both sides decode SFrame-encrypted video", async () => {
+  const { caller: alice, callee: bob } = await pair("alice", "bob");
+  await call(alice, bob, "bob", "alice");
+  for (const [me, peer] of [[alice, "bob"], [bob, "alice"]]) {
+    await until(async () => (await detail(me.page, "Frames decoded")) > 10, `${peer}'s frames decoding`);
+    const first = await detail(me.page, "Frames decoded");
+    await until(async () => (await detail(me.page, "Frames decoded")) > first + 10, "the frame count growing");
+    await until(() => showsPicture(me.page, peer), `a picture from ${peer}`);
+    assert.ok((await detail(me.page, "Frames decrypted")) > 0, "frames went through SFrame");
+    // A few frames can be refused while a key change reaches the two ends a moment apart (a
+    // device's periodic key update); a call without the right keys refuses dozens a second.
+    const refused = await detail(me.page, "Frames refused");
+    const decoded = await detail(me.page, "Frames decoded");
+    await until(async () => (await detail(me.page, "Frames decoded")) > decoded + 20, "more frames");
+    assert.ok((await detail(me.page, "Frames refused")) <= refused + 10, "frames are refused");
+  }
+  const dialog = alice.page.getByRole("dialog");
+  assert.match(await dialog.getByLabel("Encryption").innerText(), /End-to-end encrypted/);
+  await alice.page.screenshot({ path: path.join(screenshots, "call-video.png") });
+  await alice.page.setViewportSize({ width: 360, height: 740 });
+  await alice.page.screenshot({ path: path.join(screenshots, "call-video-360.png") });
+  await alice.page.setViewportSize({ width: 1100, height: 720 });
+  // Mute and camera off are toggles.
+  await dialog.getByRole("button", { name: "Mute" }).click();
+  await dialog.getByRole("button", { name: "Unmute" }).waitFor();
+  await dialog.getByRole("button", { name: "Camera off" }).click();
+  await dialog.getByRole("button", { name: "Camera on" }).waitFor();
+
+  await bob.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await alice.page.getByRole("dialog").waitFor({ state: "detached", timeout: 30_000 });
+  for (const page of [alice.page, bob.page]) {
+    await page.locator(".message .text", { hasText: /^video call, \d+:\d\d$/ }).waitFor({ timeout: 30_000 });
+  }
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a call that nobody answers is a missed call on the callee's side", async () => {
+  const { caller: carol, callee: dave } = await pair("carol", "dave");
+  await carol.page.getByRole("button", { name: "Voice call" }).click();
+  const ring = dave.page.getByRole("dialog", { name: "Call with carol" });
+  await ring.waitFor({ timeout: 30_000 });
+  await carol.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await ring.waitFor({ state: "detached", timeout: 30_000 });
+  await seeMessage(dave.page, "missed voice call");
+  await seeMessage(carol.page, "voice call: no answer");
+  await carol.context.close();
+  await dave.context.close();
+});
+
+test("with 'Always relay calls' the call goes through the TURN relay", { skip: turnFlags().length === 0 && "no test TURN relay (scripts/coturn.sh)" }, async () => {
+  const { caller: erin, callee: frank } = await pair("erin", "frank");
+  await erin.page.getByText("Settings", { exact: true }).click();
+  await erin.page.getByLabel(/Always relay calls/).check();
+  await call(erin, frank, "frank", "erin");
+  await until(async () => (await detail(erin.page, "Frames decoded")) > 10, "frames through the relay");
+  await erin.page.getByRole("dialog").getByLabel("Connection", { exact: true })
+    .filter({ hasText: "relayed through TURN" }).waitFor({ timeout: 15_000 });
+  await until(() => showsPicture(erin.page, "frank"), "a picture through the relay");
+  await erin.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await erin.context.close();
+  await frank.context.close();
+});
+
+test("a participant without the epoch's keys gets only frames that fail to decrypt", async () => {
+  const { caller: gina, callee: hal } = await pair("gina", "hal");
+  // hal's page hands its SFrame worker a wrong base key, as a device outside the epoch would
+  // have: everything gina sends must be refused, and nothing reach hal's decoder.
+  await hal.page.evaluate(() => {
+    const post = Worker.prototype.postMessage;
+    Worker.prototype.postMessage = function (message, ...rest) {
+      if (message && message.type === "epoch") {
+        message = { ...message, baseKey: new Uint8Array(message.baseKey.length).fill(0x5a) };
+      }
+      return post.call(this, message, ...rest);
+    };
+  });
+  await call(gina, hal, "hal", "gina");
+  await until(async () => (await detail(hal.page, "Frames refused")) > 20, "refused frames");
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.equal(await detail(hal.page, "Frames decrypted"), 0);
+  assert.equal(await detail(hal.page, "Frames decoded"), 0, "no frame reached the decoder");
+  await hal.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await gina.context.close();
+  await hal.context.close();
+});
+
+test("a call to a terminal user shows as a missed call in its sync", async () => {
+  const ivan = mkdtempSync(path.join(tmpdir(), "nightjar-cli-ivan-"));
+  await cli(ivan, ["register", "--server", world.server.url, "ivan"]);
+  const judy = await openApp(world.browser, world.server.url);
+  await register(judy.page, "judy");
+  await cli(ivan, ["accept", "judy"]);
+  await openChat(judy.page, "ivan");
+  await send(judy.page, "call you?");
+  await judy.page.getByRole("button", { name: "Video call" }).click();
+  await judy.page.getByLabel("Call status").filter({ hasText: "calling…" }).waitFor({ timeout: 30_000 });
+  await judy.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await seeMessage(judy.page, "video call: no answer");
+  const synced = await cli(ivan, ["sync", "--json"]);
+  const rows = synced.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  assert.ok(rows.some((r) => r.type === "call" && r.text === "missed video call" && r.from === "judy" && r.id),
+    `ivan's sync: ${synced}`);
+  assert.ok(!rows.some((r) => r.type === "call" && r.text !== "missed video call"), "one row per call, no signalling rows");
+  await judy.context.close();
+});
