@@ -1156,7 +1156,7 @@ mod tests {
             .collect();
         let expected = "1:text 2:reply 3:reaction 4:edit 5:delete 6:read_receipt 6:read_receipt \
             11:delivery_receipt 7:typing 8:attachment 9:disappearing_timer 10:call 10:call 10:call \
-            10:call 10:call 10:call 999:unknown";
+            10:call 10:call 10:call 10:call 10:call 10:call 999:unknown";
         assert_eq!(pairs.join(" "), expected);
     }
 
@@ -1435,8 +1435,8 @@ mod tests {
                 Malformed,
             ),
             (
-                "call signal 7",
-                with_body(TYPE_CALL, &[[0; 16].as_slice(), &[7]].concat()),
+                "call signal 10",
+                with_body(TYPE_CALL, &[[0; 16].as_slice(), &[10]].concat()),
                 Malformed,
             ),
             ("2^30 body length", huge_len, Truncated),
