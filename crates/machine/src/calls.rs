@@ -174,13 +174,20 @@ pub(crate) struct SignalOrigin<'a> {
     pub(crate) sent_at: u64,
 }
 
+/// A signal this device sends back, and where.
+#[derive(Debug)]
+pub(crate) struct CallReply {
+    pub(crate) conversation: ConversationId,
+    pub(crate) signal: CallSignal,
+}
+
 /// What handling a signal decided: events for the user, rows for the history, and signals this
 /// device sends back.
 #[derive(Debug, Default)]
 pub(crate) struct CallStep {
     pub(crate) events: Vec<CallEvent>,
     pub(crate) rows: Vec<StoredMessage>,
-    pub(crate) replies: Vec<CallSignal>,
+    pub(crate) replies: Vec<CallReply>,
 }
 
 /// The history text of a call that ended.
@@ -245,20 +252,28 @@ impl CallBook {
     /// Ends every call that rang out by `now`; the caller's own ringing call is hung up.
     pub(crate) fn expire(&mut self, now: u64) -> CallStep {
         let mut step = CallStep::default();
-        let due: Vec<(CallId, bool)> = self
+        let due: Vec<(CallId, bool, Option<ConversationId>)> = self
             .calls
             .iter()
             .filter(|(_, c)| {
                 c.phase == CallPhase::Ringing && c.started_at.saturating_add(RING_TIMEOUT_MS) <= now
             })
-            .filter_map(|(id, c)| CallId::from_hex(id).map(|id| (id, c.outgoing && c.here)))
+            .filter_map(|(id, c)| {
+                let conversation = ConversationId::parse(&c.conversation);
+                CallId::from_hex(id).map(|id| (id, c.outgoing && c.here, conversation))
+            })
             .collect();
-        for (call, mine) in due {
+        for (call, mine, conversation) in due {
             if mine {
-                step.replies.push(CallSignal {
-                    call_id: call.0,
-                    kind: CallSignalKind::Hangup,
-                });
+                if let Some(conversation) = conversation {
+                    step.replies.push(CallReply {
+                        conversation,
+                        signal: CallSignal {
+                            call_id: call.0,
+                            kind: CallSignalKind::Hangup,
+                        },
+                    });
+                }
                 self.end(call, CallEnd::NoAnswer, &mut step);
             } else {
                 let end = if self.calls.get(&call.to_hex()).is_some_and(|c| c.outgoing) {
@@ -314,9 +329,12 @@ impl CallBook {
                 } else if now.saturating_sub(sent_at) >= RING_TIMEOUT_MS || !may_ring {
                     self.end(call, CallEnd::Missed, &mut step);
                 } else if self.live_here().is_some() {
-                    step.replies.push(CallSignal {
-                        call_id: call.0,
-                        kind: CallSignalKind::Busy,
+                    step.replies.push(CallReply {
+                        conversation,
+                        signal: CallSignal {
+                            call_id: call.0,
+                            kind: CallSignalKind::Busy,
+                        },
                     });
                     self.end(call, CallEnd::Missed, &mut step);
                 } else {

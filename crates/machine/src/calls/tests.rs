@@ -163,7 +163,7 @@ fn a_call_nobody_answers_is_missed_for_the_callee_and_unanswered_for_the_caller(
     let step = caller.expire(T0 + RING_TIMEOUT_MS);
     assert_eq!(ended(&step), Some(CallEnd::NoAnswer));
     assert_eq!(step.replies.len(), 1, "the caller hangs up");
-    assert_eq!(step.replies[0].kind, CallSignalKind::Hangup);
+    assert_eq!(step.replies[0].signal.kind, CallSignalKind::Hangup);
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn decline_and_busy_end_the_callers_ringing_and_a_busy_device_answers_busy() {
     );
     let step = phone.on_signal(T0 + 10, &bob1, origin(&alice, T0 + 10), &offer(), true);
     assert_eq!(step.replies.len(), 1);
-    assert_eq!(step.replies[0].kind, CallSignalKind::Busy);
+    assert_eq!(step.replies[0].signal.kind, CallSignalKind::Busy);
     assert!(
         !step
             .events

@@ -8,7 +8,7 @@ use nightjar_core::{ConversationId, ConversationKind, Engine};
 
 use super::{Machine, Notification, random_bytes};
 use crate::calls::{
-    CALL_BOOK, CallBook, CallEnd, CallId, CallPhase, CallRecord, CallStep, SignalOrigin,
+    CALL_BOOK, CallBook, CallEnd, CallId, CallPhase, CallRecord, CallReply, CallStep, SignalOrigin,
 };
 use crate::error::{Error, Result};
 use crate::store::ClientStore;
@@ -49,7 +49,7 @@ fn record_step<S: ClientStore>(
 }
 
 /// Handles a call signal read from the inbox (inside its envelope's transaction): returns the
-/// signals to send back.
+/// signals to send back, each with its conversation.
 pub(crate) fn on_call_signal<S: ClientStore>(
     engine: &mut Engine<S>,
     store: &S,
@@ -57,7 +57,7 @@ pub(crate) fn on_call_signal<S: ClientStore>(
     origin: SignalOrigin<'_>,
     signal: &CallSignal,
     out: &mut Vec<Notification>,
-) -> Result<Vec<CallSignal>> {
+) -> Result<Vec<CallReply>> {
     let SignalOrigin {
         conversation,
         sender,
@@ -117,7 +117,7 @@ impl<S: ClientStore> Machine<S> {
                 peer_device: None,
             },
         );
-        self.atomic(|_, store| save_book(store, &book))?;
+        self.apply_step(now, &book, CallStep::default())?;
         self.signal(
             now,
             conversation,
@@ -140,7 +140,7 @@ impl<S: ClientStore> Machine<S> {
         record.here = true;
         record.peer_device = Some(record.caller_device.clone());
         let conversation = parse(&record.conversation)?;
-        self.atomic(|_, store| save_book(store, &book))?;
+        self.apply_step(now, &book, CallStep::default())?;
         self.signal(
             now,
             conversation,
@@ -224,22 +224,21 @@ impl<S: ClientStore> Machine<S> {
         }
         let mut book = self.calls()?;
         let step = book.expire(now);
+        self.apply_step(now, &book, step)
+    }
+
+    /// Stores `book` and what `step` decided in one transaction, shows its events, sends its
+    /// replies, and sets when the next ringing call runs out.
+    fn apply_step(&mut self, now: u64, book: &CallBook, step: CallStep) -> Result<()> {
         let mut notes = Vec::new();
         self.atomic(|_, store| {
-            save_book(store, &book)?;
+            save_book(store, book)?;
             record_step(store, &step, now, &mut notes)
         })?;
         self.call_deadline = book.next_deadline();
         self.notifications.extend(notes);
         for reply in step.replies {
-            if let Some(conversation) = step.events.iter().find_map(|e| match e {
-                crate::calls::CallEvent::Ended {
-                    call, conversation, ..
-                } if call.0 == reply.call_id => Some(*conversation),
-                _ => None,
-            }) {
-                self.send_call_signal(now, conversation, reply)?;
-            }
+            self.send_call_signal(now, reply)?;
         }
         Ok(())
     }
@@ -254,13 +253,7 @@ impl<S: ClientStore> Machine<S> {
         let conversation = parse(&record.conversation)?;
         let mut step = CallStep::default();
         book.end(call, end, &mut step);
-        let mut notes = Vec::new();
-        self.atomic(|_, store| {
-            save_book(store, &book)?;
-            record_step(store, &step, now, &mut notes)
-        })?;
-        self.call_deadline = book.next_deadline();
-        self.notifications.extend(notes);
+        self.apply_step(now, &book, step)?;
         self.signal(now, conversation, call, kind)
     }
 
@@ -273,24 +266,19 @@ impl<S: ClientStore> Machine<S> {
     ) -> Result<()> {
         self.send_call_signal(
             now,
-            conversation,
-            CallSignal {
-                call_id: call.0,
-                kind,
+            CallReply {
+                conversation,
+                signal: CallSignal {
+                    call_id: call.0,
+                    kind,
+                },
             },
         )
     }
 
-    /// Queues a call signal like any message (it is not kept in the history), and refreshes
-    /// when the next ringing call runs out.
-    pub(super) fn send_call_signal(
-        &mut self,
-        now: u64,
-        conversation: ConversationId,
-        signal: CallSignal,
-    ) -> Result<()> {
-        self.call_deadline = self.calls()?.next_deadline();
-        self.send_message(now, conversation, Content::Call(signal))?;
+    /// Queues a call signal like any message (it is not kept in the history).
+    pub(super) fn send_call_signal(&mut self, now: u64, reply: CallReply) -> Result<()> {
+        self.send_message(now, reply.conversation, Content::Call(reply.signal))?;
         Ok(())
     }
 }

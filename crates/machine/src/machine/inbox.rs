@@ -77,7 +77,7 @@ fn record_incoming<S: ClientStore>(
     store: &S,
     incoming: &Incoming,
     now: u64,
-    replies: &mut Vec<(ConversationId, nightjar_core::content::CallSignal)>,
+    call_replies: &mut Option<Vec<crate::calls::CallReply>>,
 ) -> Result<Vec<Notification>> {
     let me = engine.device().clone();
     let mut out = Vec::new();
@@ -111,10 +111,9 @@ fn record_incoming<S: ClientStore>(
                         sender,
                         sent_at: message.sent_at_ms,
                     };
-                    let back = super::calling::on_call_signal(
+                    *call_replies = Some(super::calling::on_call_signal(
                         engine, store, now, origin, signal, &mut out,
-                    )?;
-                    replies.extend(back.into_iter().map(|s| (*conversation, s)));
+                    )?);
                 }
                 _ => {}
             }
@@ -425,10 +424,11 @@ impl<S: ClientStore> Machine<S> {
             return Ok(Outcome::Done);
         }
         let id = envelope.id;
-        let mut replies = Vec::new();
+        // Set when the envelope was a call signal: what to send back.
+        let mut call_replies = None;
         let result = self.atomic(|engine, store| {
             let incoming = engine.process(now, &envelope.payload.0)?;
-            let notes = record_incoming(engine, store, &incoming, now, &mut replies)?;
+            let notes = record_incoming(engine, store, &incoming, now, &mut call_replies)?;
             store.mark_processed(id, now)?;
             let stated = match incoming {
                 Incoming::Message {
@@ -461,10 +461,12 @@ impl<S: ClientStore> Machine<S> {
                     }
                 }
                 self.notifications.extend(notes);
-                for (conversation, signal) in replies {
-                    self.send_call_signal(now, conversation, signal)?;
+                if let Some(replies) = call_replies {
+                    for reply in replies {
+                        self.send_call_signal(now, reply)?;
+                    }
+                    self.call_deadline = super::calling::load_book(&self.store)?.next_deadline();
                 }
-                self.call_deadline = super::calling::load_book(&self.store)?.next_deadline();
                 return Ok(Outcome::Done);
             }
             Err(e) => e,
