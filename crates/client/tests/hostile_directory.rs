@@ -136,6 +136,42 @@ async fn a_list_without_a_proof_is_not_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_the_directory_does_not_prove_yet_is_asked_for_again_and_accepted_once_proven() {
+    // An account that changed a moment ago is not in a published epoch yet: the first answers
+    // come without a proof. The conversation waits for one instead of failing.
+    let w = world().await;
+    let World {
+        mitm,
+        mut alice,
+        mut bob,
+        ..
+    } = w;
+    let stripped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = stripped.clone();
+    mitm.on_response(move |request, response| {
+        if request.path == "/v1/accounts/alice"
+            && count.load(std::sync::atomic::Ordering::SeqCst) < 2
+            && let Some(mut body) = response.json()
+        {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            body.as_object_mut().unwrap().remove("transparency");
+            response.set_json(&body);
+        }
+        Verdict::Forward
+    });
+    bob.send_direct("alice", "proven at last").await.unwrap();
+    assert_eq!(stripped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    alice.accept("bob").await.unwrap();
+    let report = alice.sync().await.unwrap();
+    let texts: Vec<_> = report
+        .messages
+        .iter()
+        .filter_map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, ["proven at last"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_that_signs_with_another_key_is_refused() {
     let mut w = world().await;
     // bob pins the directory at first contact (his own account answer during sync, or a

@@ -15,6 +15,23 @@
 //! - A call that rang out (the caller hung up first, declined, busy, or
 //!   [`RING_TIMEOUT_MS`] passed) and a call that ended leave one history row per device, whose
 //!   id is the call id.
+//!
+//! Group calls (in group conversations) go through the server's forwarding unit; their
+//! signals are `join` and `leave`, and every member's device keeps the call's participants:
+//! - The first `join` of a call rings every other member's devices (same exceptions as an
+//!   offer: late, a message request, or already in a call); later joins only update the
+//!   participants. A device that did not join stops ringing after [`RING_TIMEOUT_MS`] and may
+//!   still join while the call goes on.
+//! - Media keys rotate whenever the participants change: the joining device commits a fresh
+//!   leaf key as it joins, and when a participant leaves, the remaining participant with the
+//!   lowest device id commits one (see [`CallStep::rotate`]), so a device that left can no
+//!   longer follow the call's media with keys it held while in it... unless it is still a member
+//!   of the conversation, which can always derive them; removing it from the conversation is
+//!   what cuts it off.
+//! - A device's history row is written when it leaves (the time it spent in the call), or,
+//!   for a device that never joined, when the call ends (the last participant left): "missed
+//!   group call". A call nobody left cleanly (a device vanished) is forgotten after
+//!   [`GROUP_CALL_STALE_MS`] without a signal.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +45,9 @@ use crate::rows::StoredMessage;
 /// How long a call rings before it counts as missed (and how old an offer may be and still
 /// ring).
 pub const RING_TIMEOUT_MS: u64 = 60_000;
+
+/// How long a group call this device is not in stays known without any signal about it.
+pub const GROUP_CALL_STALE_MS: u64 = 4 * 60 * 60 * 1000;
 
 /// The settings key of the [`CallBook`].
 pub(crate) const CALL_BOOK: &str = "calls";
@@ -54,11 +74,13 @@ impl CallId {
 pub enum CallPhase {
     /// Ringing (outgoing: waiting for an answer; incoming: waiting for the user).
     Ringing,
-    /// Answered, since this time (ms).
+    /// Answered, since this time (ms); for a group call, this device is in it since then.
     Active {
         /// When it was answered.
         since: u64,
     },
+    /// A group call that goes on without this device (it stopped ringing, or the device left).
+    Elsewhere,
 }
 
 /// One call this device knows of and that has not ended.
@@ -84,6 +106,66 @@ pub struct CallRecord {
     /// calling device for the callee): only its candidates and hang-up count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_device: Option<String>,
+    /// Whether it is a group call (through the forwarding unit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
+    /// A group call's participants now: device id (16 hex digits) → account.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub participants: BTreeMap<String, String>,
+    /// Whether this device took part in the group call at some time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
+    /// When the last signal about the call arrived (ms; group calls).
+    #[serde(default)]
+    pub last_signal_at: u64,
+}
+
+impl CallRecord {
+    /// A call this device learns of from `sender`'s first signal.
+    fn learned(
+        conversation: ConversationId,
+        sender: &DeviceCredential,
+        outgoing: bool,
+        video: bool,
+        started_at: u64,
+    ) -> Self {
+        Self {
+            conversation: conversation.to_string(),
+            caller: sender.username.clone(),
+            caller_device: sender.device_id.to_string(),
+            outgoing,
+            video,
+            started_at,
+            phase: CallPhase::Ringing,
+            here: false,
+            peer_device: None,
+            group: false,
+            participants: BTreeMap::new(),
+            joined: false,
+            last_signal_at: started_at,
+        }
+    }
+
+    /// The call this device starts: one-to-one (ringing) or a group call it is in.
+    pub(crate) fn started(
+        conversation: ConversationId,
+        me: &DeviceCredential,
+        video: bool,
+        now: u64,
+        group: bool,
+    ) -> Self {
+        let mut record = Self::learned(conversation, me, true, video, now);
+        record.here = true;
+        if group {
+            record.group = true;
+            record.joined = true;
+            record.phase = CallPhase::Active { since: now };
+            record
+                .participants
+                .insert(me.device_id.to_string(), me.username.clone());
+        }
+        record
+    }
 }
 
 /// Every call this device knows of that has not ended, by id.
@@ -152,6 +234,24 @@ pub enum CallEvent {
         /// Its media description index.
         sdp_m_line_index: Option<u16>,
     },
+    /// A group call rings on this device: join it with `Machine::join_call`.
+    Invited {
+        /// The call.
+        call: CallId,
+        /// The group.
+        conversation: ConversationId,
+        /// Who started it.
+        from: String,
+        /// Whether it is a video call.
+        video: bool,
+    },
+    /// A group call's participants changed (for a device in it, and for one it rings on).
+    Participants {
+        /// The call.
+        call: CallId,
+        /// Device id (16 hex digits) → account, this device included when it is in the call.
+        participants: BTreeMap<String, String>,
+    },
     /// The call is over on this device.
     Ended {
         /// The call.
@@ -188,11 +288,23 @@ pub(crate) struct CallStep {
     pub(crate) events: Vec<CallEvent>,
     pub(crate) rows: Vec<StoredMessage>,
     pub(crate) replies: Vec<CallReply>,
+    /// Conversations in which this device commits a fresh leaf key, so that the call's media
+    /// keys change with its participants.
+    pub(crate) rotate: Vec<ConversationId>,
 }
 
 /// The history text of a call that ended.
 pub fn describe_end(video: bool, end: CallEnd) -> String {
-    let kind = if video { "video call" } else { "voice call" };
+    describe(video, false, end)
+}
+
+fn describe(video: bool, group: bool, end: CallEnd) -> String {
+    let kind = match (group, video) {
+        (false, true) => "video call",
+        (false, false) => "voice call",
+        (true, true) => "group video call",
+        (true, false) => "group voice call",
+    };
     match end {
         CallEnd::Missed => format!("missed {kind}"),
         CallEnd::Declined => format!("{kind} declined"),
@@ -215,12 +327,15 @@ impl CallBook {
             .and_then(|(id, c)| CallId::from_hex(id).map(|id| (id, c)))
     }
 
-    /// When the next ringing call runs out.
+    /// When the next ringing call runs out (or a group call this device is not in goes stale).
     pub fn next_deadline(&self) -> Option<u64> {
         self.calls
             .values()
-            .filter(|c| c.phase == CallPhase::Ringing)
-            .map(|c| c.started_at.saturating_add(RING_TIMEOUT_MS))
+            .filter_map(|c| match c.phase {
+                CallPhase::Ringing => Some(c.started_at.saturating_add(RING_TIMEOUT_MS)),
+                CallPhase::Elsewhere => Some(c.last_signal_at.saturating_add(GROUP_CALL_STALE_MS)),
+                CallPhase::Active { .. } => None,
+            })
             .min()
     }
 
@@ -232,6 +347,16 @@ impl CallBook {
         let Some(conversation) = ConversationId::parse(&record.conversation) else {
             return;
         };
+        step.events.push(CallEvent::Ended {
+            call,
+            conversation,
+            end,
+        });
+        if record.group && (record.outgoing || record.joined) {
+            // A group call this device left (its row was written then), or one another device
+            // of this account started.
+            return;
+        }
         step.rows.push(StoredMessage {
             conversation: record.conversation.clone(),
             id: call.to_hex(),
@@ -239,24 +364,113 @@ impl CallBook {
             device: record.caller_device.clone(),
             sent_at: record.started_at,
             kind: "call".into(),
-            text: Some(describe_end(record.video, end)),
+            text: Some(describe(record.video, record.group, end)),
             outgoing: record.outgoing,
         });
-        step.events.push(CallEvent::Ended {
-            call,
-            conversation,
-            end,
-        });
+    }
+
+    /// This device leaves the group call `call`: its history row (the time it spent in the
+    /// call) is written now, and the call stays known while others are in it.
+    pub(crate) fn leave_group(
+        &mut self,
+        now: u64,
+        me: &DeviceCredential,
+        call: CallId,
+        step: &mut CallStep,
+    ) {
+        let key = call.to_hex();
+        let Some(record) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let since = match record.phase {
+            CallPhase::Active { since } => since,
+            CallPhase::Ringing | CallPhase::Elsewhere => return,
+        };
+        record.here = false;
+        record.phase = CallPhase::Elsewhere;
+        record.last_signal_at = now;
+        record.participants.remove(&me.device_id.to_string());
+        let end = CallEnd::Ended {
+            duration_ms: now.saturating_sub(since),
+        };
+        if let Some(conversation) = ConversationId::parse(&record.conversation) {
+            step.rows.push(StoredMessage {
+                conversation: record.conversation.clone(),
+                id: key.clone(),
+                from: record.caller.clone(),
+                device: record.caller_device.clone(),
+                sent_at: record.started_at,
+                kind: "call".into(),
+                text: Some(describe(record.video, true, end)),
+                outgoing: record.outgoing,
+            });
+            step.events.push(CallEvent::Ended {
+                call,
+                conversation,
+                end,
+            });
+        }
+        if record.participants.is_empty() {
+            self.calls.remove(&key);
+        }
+    }
+
+    /// This device joins the group call `call` it knows of.
+    pub(crate) fn join_group(&mut self, now: u64, me: &DeviceCredential, call: CallId) -> bool {
+        let Some(record) = self
+            .calls
+            .get_mut(&call.to_hex())
+            .filter(|r| r.group && !r.here)
+        else {
+            return false;
+        };
+        record.here = true;
+        record.joined = true;
+        record.phase = CallPhase::Active { since: now };
+        record.last_signal_at = now;
+        record
+            .participants
+            .insert(me.device_id.to_string(), me.username.clone());
+        true
     }
 
     /// Ends every call that rang out by `now`; the caller's own ringing call is hung up.
     pub(crate) fn expire(&mut self, now: u64) -> CallStep {
         let mut step = CallStep::default();
+        let group: Vec<(CallId, bool)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.group)
+            .filter_map(|(id, c)| {
+                let stale = c.phase == CallPhase::Elsewhere
+                    && c.last_signal_at.saturating_add(GROUP_CALL_STALE_MS) <= now;
+                let rang_out = c.phase == CallPhase::Ringing
+                    && c.started_at.saturating_add(RING_TIMEOUT_MS) <= now;
+                (stale || rang_out).then(|| CallId::from_hex(id).map(|id| (id, stale)))?
+            })
+            .collect();
+        for (call, stale) in group {
+            if stale {
+                self.end(call, CallEnd::Missed, &mut step);
+            } else if let Some(record) = self.calls.get_mut(&call.to_hex()) {
+                // It stops ringing; the call goes on and this device may still join it.
+                record.phase = CallPhase::Elsewhere;
+                if let Some(conversation) = ConversationId::parse(&record.conversation) {
+                    step.events.push(CallEvent::Ended {
+                        call,
+                        conversation,
+                        end: CallEnd::Missed,
+                    });
+                }
+            }
+        }
         let due: Vec<(CallId, bool, Option<ConversationId>)> = self
             .calls
             .iter()
             .filter(|(_, c)| {
-                c.phase == CallPhase::Ringing && c.started_at.saturating_add(RING_TIMEOUT_MS) <= now
+                !c.group
+                    && c.phase == CallPhase::Ringing
+                    && c.started_at.saturating_add(RING_TIMEOUT_MS) <= now
             })
             .filter_map(|(id, c)| {
                 let conversation = ConversationId::parse(&c.conversation);
@@ -307,22 +521,27 @@ impl CallBook {
         let key = call.to_hex();
         let from_my_account = sender.username == me.username;
         let known = self.calls.get(&key).cloned();
+        if known.as_ref().is_some_and(|r| r.group)
+            || matches!(
+                signal.kind,
+                CallSignalKind::Join { .. } | CallSignalKind::Leave
+            )
+        {
+            self.on_group_signal(now, me, origin, signal, may_ring, &mut step);
+            return step;
+        }
         match &signal.kind {
             CallSignalKind::Offer { sdp, video } => {
                 if known.is_some() {
                     return step;
                 }
-                let record = CallRecord {
-                    conversation: conversation.to_string(),
-                    caller: sender.username.clone(),
-                    caller_device: sender.device_id.to_string(),
-                    outgoing: from_my_account,
-                    video: *video,
-                    started_at: sent_at.min(now),
-                    phase: CallPhase::Ringing,
-                    here: false,
-                    peer_device: None,
-                };
+                let record = CallRecord::learned(
+                    conversation,
+                    sender,
+                    from_my_account,
+                    *video,
+                    sent_at.min(now),
+                );
                 self.calls.insert(key, record);
                 if from_my_account {
                     // Another device of this account calls: the history row comes at the end.
@@ -414,17 +633,13 @@ impl CallBook {
                     if !from_my_account {
                         self.calls.insert(
                             key,
-                            CallRecord {
-                                conversation: conversation.to_string(),
-                                caller: sender.username.clone(),
-                                caller_device: sender.device_id.to_string(),
-                                outgoing: false,
-                                video: false,
-                                started_at: sent_at.min(now),
-                                phase: CallPhase::Ringing,
-                                here: false,
-                                peer_device: None,
-                            },
+                            CallRecord::learned(
+                                conversation,
+                                sender,
+                                false,
+                                false,
+                                sent_at.min(now),
+                            ),
                         );
                         self.end(call, CallEnd::Missed, &mut step);
                     }
@@ -442,15 +657,128 @@ impl CallBook {
                     CallPhase::Active { since } => CallEnd::Ended {
                         duration_ms: now.saturating_sub(since),
                     },
-                    CallPhase::Ringing if record.outgoing => CallEnd::NoAnswer,
-                    CallPhase::Ringing => CallEnd::Missed,
+                    CallPhase::Ringing | CallPhase::Elsewhere if record.outgoing => {
+                        CallEnd::NoAnswer
+                    }
+                    CallPhase::Ringing | CallPhase::Elsewhere => CallEnd::Missed,
                 };
                 self.end(call, end, &mut step);
             }
-            // Group calls go through the forwarding unit; their signals carry no state here yet.
+            // Handled above.
             CallSignalKind::Join { .. } | CallSignalKind::Leave => {}
         }
         step
+    }
+
+    /// A signal about a group call: only `join` and `leave` count (a one-to-one signal naming
+    /// a group call's id is ignored).
+    fn on_group_signal(
+        &mut self,
+        now: u64,
+        me: &DeviceCredential,
+        origin: SignalOrigin<'_>,
+        signal: &CallSignal,
+        may_ring: bool,
+        step: &mut CallStep,
+    ) {
+        let SignalOrigin {
+            conversation,
+            sender,
+            sent_at,
+        } = origin;
+        let call = CallId(signal.call_id);
+        let key = call.to_hex();
+        let device = sender.device_id.to_string();
+        if *sender == *me {
+            return;
+        }
+        match &signal.kind {
+            CallSignalKind::Join { video } => {
+                let fresh = now.saturating_sub(sent_at) < RING_TIMEOUT_MS;
+                let busy = self.live_here().is_some();
+                let record = match self.calls.get_mut(&key) {
+                    Some(record)
+                        if record.group && record.conversation == conversation.to_string() =>
+                    {
+                        record
+                    }
+                    // A call id of another conversation, or of a one-to-one call.
+                    Some(_) => return,
+                    None => {
+                        let from_my_account = sender.username == me.username;
+                        let mut record = CallRecord::learned(
+                            conversation,
+                            sender,
+                            from_my_account,
+                            *video,
+                            sent_at.min(now),
+                        );
+                        record.group = true;
+                        let rings = fresh && may_ring && !from_my_account && !busy;
+                        if !rings {
+                            record.phase = CallPhase::Elsewhere;
+                        }
+                        self.calls.insert(key.clone(), record);
+                        let Some(record) = self.calls.get_mut(&key) else {
+                            return;
+                        };
+                        if rings {
+                            step.events.push(CallEvent::Invited {
+                                call,
+                                conversation,
+                                from: sender.username.clone(),
+                                video: *video,
+                            });
+                        }
+                        record
+                    }
+                };
+                record.last_signal_at = now;
+                record.participants.insert(device, sender.username.clone());
+                step.events.push(CallEvent::Participants {
+                    call,
+                    participants: record.participants.clone(),
+                });
+            }
+            CallSignalKind::Leave => {
+                let Some(record) = self
+                    .calls
+                    .get_mut(&key)
+                    .filter(|r| r.group && r.conversation == conversation.to_string())
+                else {
+                    return;
+                };
+                record.last_signal_at = now;
+                if record.participants.remove(&device).is_none() {
+                    return;
+                }
+                step.events.push(CallEvent::Participants {
+                    call,
+                    participants: record.participants.clone(),
+                });
+                let mine = me.device_id.to_string();
+                if record.here
+                    && record
+                        .participants
+                        .keys()
+                        .next()
+                        .is_some_and(|d| *d == mine)
+                {
+                    // The remaining participant with the lowest device id rotates the keys.
+                    step.rotate.push(conversation);
+                }
+                if record.participants.is_empty() {
+                    let end = if record.joined || record.outgoing {
+                        CallEnd::Ended { duration_ms: 0 }
+                    } else {
+                        CallEnd::Missed
+                    };
+                    self.end(call, end, step);
+                }
+            }
+            // One-to-one signals do not apply to a group call.
+            _ => {}
+        }
     }
 }
 

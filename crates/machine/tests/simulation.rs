@@ -1284,3 +1284,119 @@ fn a_call_nobody_answers_rings_out_and_is_missed() {
     sync(&mut ds, &mut bob, end + 5);
     assert_eq!(bob.texts(c), ["missed voice call"]);
 }
+
+#[test]
+fn a_group_call_rings_the_members_rotates_keys_as_people_join_and_leave_and_ends_with_one_row_each()
+{
+    use nightjar_machine::calls::CallEvent;
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let mut carol = new_account(&mut ds, "carol");
+    for (d, others) in [
+        (&bob, ["alice", "carol"]),
+        (&carol, ["alice", "bob"]),
+        (&alice, ["bob", "carol"]),
+    ] {
+        for o in others {
+            d.store().set_consent(o, Some(Consent::Accepted)).unwrap();
+        }
+    }
+    let g = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Group,
+        &["bob", "carol"],
+        Some("team"),
+        T0,
+    );
+    for d in [&mut bob, &mut carol] {
+        sync(&mut ds, d, T0 + 1);
+    }
+    let epoch = |d: &mut Device| d.machine.engine().conversation(g).unwrap().epoch;
+    let before = epoch(&mut alice);
+
+    // Alice starts a video call: bob and carol ring; starting it rotated the keys.
+    let call = alice.machine.start_group_call(T0 + 10, g, true).unwrap();
+    run(&mut ds, &mut alice, T0 + 10);
+    assert_eq!(
+        epoch(&mut alice),
+        before + 1,
+        "joining commits a fresh leaf key"
+    );
+    for d in [&mut bob, &mut carol] {
+        sync(&mut ds, d, T0 + 20);
+        assert!(d.seen.iter().any(|n| matches!(n,
+            Notification::Call(CallEvent::Invited { call: id, from, video: true, .. })
+                if *id == call && from == "alice")));
+    }
+    // Bob joins: another rotation, and everyone in the call derives the same key.
+    bob.machine.join_call(T0 + 30, call, true).unwrap();
+    run(&mut ds, &mut bob, T0 + 30);
+    for d in [&mut alice, &mut carol] {
+        sync(&mut ds, d, T0 + 40);
+    }
+    assert_eq!(epoch(&mut bob), before + 2);
+    let (ka, kb) = (
+        alice.machine.call_keys(call).unwrap(),
+        bob.machine.call_keys(call).unwrap(),
+    );
+    assert_eq!((ka.epoch, ka.base_key()), (kb.epoch, kb.base_key()));
+    assert_ne!(ka.leaf_index, kb.leaf_index);
+    let in_call = |d: &Device| {
+        let book = d.machine.calls().unwrap();
+        let mut names: Vec<String> = book.calls[&call.to_hex()]
+            .participants
+            .values()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(in_call(&alice), ["alice", "bob"]);
+    assert_eq!(in_call(&carol), ["alice", "bob"], "carol sees who is in it");
+
+    // Carol joins, then leaves: the remaining participant with the lowest device id rotates
+    // the keys once more, so the epoch carol last keyed is not the call's any longer.
+    carol.machine.join_call(T0 + 50, call, true).unwrap();
+    run(&mut ds, &mut carol, T0 + 50);
+    for d in [&mut alice, &mut bob] {
+        sync(&mut ds, d, T0 + 60);
+    }
+    let carols_key = carol.machine.call_keys(call).unwrap();
+    carol.machine.hang_up(T0 + 62_050, call).unwrap();
+    run(&mut ds, &mut carol, T0 + 62_050);
+    for t in 0..3 {
+        for d in [&mut alice, &mut bob] {
+            sync(&mut ds, d, T0 + 62_060 + t);
+        }
+    }
+    let (ka, kb) = (
+        alice.machine.call_keys(call).unwrap(),
+        bob.machine.call_keys(call).unwrap(),
+    );
+    assert_eq!((ka.epoch, ka.base_key()), (kb.epoch, kb.base_key()));
+    assert_eq!(
+        ka.epoch,
+        carols_key.epoch + 1,
+        "one rotation after carol left"
+    );
+    assert_ne!(ka.base_key(), carols_key.base_key());
+    assert_eq!(carol.texts(g), ["group video call, 1:02"]);
+
+    // Alice and bob hang up: one row each; the call is over everywhere.
+    alice.machine.hang_up(T0 + 70_000, call).unwrap();
+    run(&mut ds, &mut alice, T0 + 70_000);
+    sync(&mut ds, &mut bob, T0 + 70_010);
+    bob.machine.hang_up(T0 + 70_020, call).unwrap();
+    run(&mut ds, &mut bob, T0 + 70_020);
+    for d in [&mut alice, &mut carol] {
+        sync(&mut ds, d, T0 + 70_030);
+    }
+    assert_eq!(alice.texts(g), ["group video call, 1:09"]);
+    assert_eq!(bob.texts(g), ["group video call, 1:09"]);
+    assert_eq!(carol.texts(g), ["group video call, 1:02"]);
+    for d in [&alice, &bob, &carol] {
+        assert!(d.machine.calls().unwrap().calls.is_empty());
+    }
+}

@@ -59,17 +59,7 @@ fn caller_book() -> CallBook {
     let mut book = CallBook::default();
     book.calls.insert(
         CallId([1; 16]).to_hex(),
-        CallRecord {
-            conversation: conv().to_string(),
-            caller: "alice".into(),
-            caller_device: DeviceId(1).to_string(),
-            outgoing: true,
-            video: true,
-            started_at: T0,
-            phase: CallPhase::Ringing,
-            here: true,
-            peer_device: None,
-        },
+        CallRecord::started(conv(), &device("alice", 1), true, T0, false),
     );
     book
 }
@@ -233,15 +223,11 @@ fn decline_and_busy_end_the_callers_ringing_and_a_busy_device_answers_busy() {
     phone.calls.insert(
         CallId([9; 16]).to_hex(),
         CallRecord {
-            conversation: conv().to_string(),
-            caller: "carol".into(),
-            caller_device: DeviceId(3).to_string(),
             outgoing: false,
             video: false,
-            started_at: T0,
             phase: CallPhase::Active { since: T0 },
-            here: true,
             peer_device: Some(DeviceId(3).to_string()),
+            ..CallRecord::started(conv(), &device("carol", 3), false, T0, false)
         },
     );
     let step = phone.on_signal(T0 + 10, &bob1, origin(&alice, T0 + 10), &offer(), true);
@@ -308,4 +294,174 @@ fn a_replayed_offer_rings_once_and_own_devices_never_ring() {
     );
     assert_eq!(row_text(&step).as_deref(), Some("video call declined"));
     assert!(step.rows[0].outgoing);
+}
+
+fn join() -> CallSignal {
+    signal(CallSignalKind::Join { video: true })
+}
+
+fn participants(step: &CallStep) -> Option<Vec<String>> {
+    step.events.iter().rev().find_map(|e| match e {
+        CallEvent::Participants { participants, .. } => {
+            Some(participants.values().cloned().collect())
+        }
+        _ => None,
+    })
+}
+
+/// A group call started at `T0` by alice's device 1, as the starting device records it.
+fn group_starter_book(alice: &DeviceCredential) -> CallBook {
+    let mut book = CallBook::default();
+    book.calls.insert(
+        CallId([1; 16]).to_hex(),
+        CallRecord::started(conv(), alice, true, T0, true),
+    );
+    book
+}
+
+#[test]
+fn a_group_call_rings_once_and_tracks_who_joins_and_leaves() {
+    let alice = device("alice", 1);
+    let bob = device("bob", 21);
+    let carol = device("carol", 31);
+    let mut book = CallBook::default();
+    let step = book.on_signal(T0 + 100, &carol, origin(&alice, T0), &join(), true);
+    assert!(matches!(
+        step.events.as_slice(),
+        [CallEvent::Invited { from, video: true, .. }, CallEvent::Participants { .. }]
+            if from == "alice"
+    ));
+    // A second join updates the participants and does not ring again.
+    let step = book.on_signal(T0 + 200, &carol, origin(&bob, T0 + 150), &join(), true);
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Invited { .. }))
+    );
+    assert_eq!(
+        participants(&step),
+        Some(vec!["alice".into(), "bob".into()])
+    );
+    // Carol does not answer: the ringing stops, the call goes on, no history row yet.
+    let step = book.expire(T0 + RING_TIMEOUT_MS);
+    assert_eq!(ended(&step), Some(CallEnd::Missed));
+    assert!(step.rows.is_empty());
+    let key = CallId([1; 16]).to_hex();
+    assert_eq!(book.calls[&key].phase, CallPhase::Elsewhere);
+    // Both leave: the call is over and carol's history says she missed it.
+    let leave = signal(CallSignalKind::Leave);
+    let step = book.on_signal(
+        T0 + 70_000,
+        &carol,
+        origin(&alice, T0 + 70_000),
+        &leave,
+        true,
+    );
+    assert!(step.rows.is_empty() && step.rotate.is_empty());
+    let step = book.on_signal(T0 + 71_000, &carol, origin(&bob, T0 + 71_000), &leave, true);
+    assert_eq!(row_text(&step).as_deref(), Some("missed group video call"));
+    assert!(book.calls.is_empty());
+}
+
+#[test]
+fn joining_and_leaving_rotate_the_keys_and_the_leaver_gets_its_own_row() {
+    let alice = device("alice", 1);
+    let bob = device("bob", 21);
+    let carol = device("carol", 31);
+    let mut book = group_starter_book(&alice);
+    let mut carols = CallBook::default();
+    // Bob and carol join: alice's book follows; carol's device joins the call it learned of.
+    book.on_signal(T0 + 100, &alice, origin(&bob, T0 + 100), &join(), true);
+    carols.on_signal(T0 + 100, &carol, origin(&alice, T0), &join(), true);
+    carols.on_signal(T0 + 100, &carol, origin(&bob, T0 + 100), &join(), true);
+    assert!(carols.join_group(T0 + 200, &carol, CallId([1; 16])));
+    assert!(carols.live_here().is_some());
+    book.on_signal(T0 + 200, &alice, origin(&carol, T0 + 200), &join(), true);
+    // Bob leaves: the remaining participant with the lowest device id (alice's 1) rotates;
+    // carol (31) does not.
+    let leave = signal(CallSignalKind::Leave);
+    let step = book.on_signal(T0 + 5_000, &alice, origin(&bob, T0 + 5_000), &leave, true);
+    assert_eq!(step.rotate, vec![conv()]);
+    assert_eq!(
+        participants(&step),
+        Some(vec!["alice".into(), "carol".into()])
+    );
+    let step = carols.on_signal(T0 + 5_000, &carol, origin(&bob, T0 + 5_000), &leave, true);
+    assert!(step.rotate.is_empty());
+    // Carol hangs up after 62 s in the call: her row now; the call stays known, not here.
+    let mut step = CallStep::default();
+    carols.leave_group(T0 + 62_200, &carol, CallId([1; 16]), &mut step);
+    assert_eq!(row_text(&step).as_deref(), Some("group video call, 1:02"));
+    assert!(carols.live_here().is_none());
+    // Alice leaves later: the call ends on carol's device without a second row.
+    let step = carols.on_signal(
+        T0 + 90_000,
+        &carol,
+        origin(&alice, T0 + 90_000),
+        &leave,
+        true,
+    );
+    assert!(step.rows.is_empty());
+    assert!(carols.calls.is_empty());
+}
+
+#[test]
+fn group_signals_cannot_ring_strangers_reach_other_calls_or_forge_participants() {
+    let alice = device("alice", 1);
+    let mallory = device("mallory", 66);
+    let carol = device("carol", 31);
+    // A message request cannot ring; a join read late does not ring either.
+    let mut book = CallBook::default();
+    let step = book.on_signal(T0 + 100, &carol, origin(&mallory, T0), &join(), false);
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Invited { .. }))
+    );
+    let mut book = CallBook::default();
+    let step = book.on_signal(
+        T0 + RING_TIMEOUT_MS,
+        &carol,
+        origin(&alice, T0),
+        &join(),
+        true,
+    );
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Invited { .. }))
+    );
+    // A leave names only its sender: mallory cannot take alice out of the call.
+    let mut book = group_starter_book(&alice);
+    book.on_signal(T0 + 100, &alice, origin(&carol, T0 + 100), &join(), true);
+    let leave = signal(CallSignalKind::Leave);
+    let step = book.on_signal(T0 + 200, &alice, origin(&mallory, T0 + 200), &leave, true);
+    assert!(step.events.is_empty() && step.rotate.is_empty());
+    // One-to-one signals cannot end or answer a group call.
+    for kind in [CallSignalKind::Hangup, CallSignalKind::Decline] {
+        let step = book.on_signal(
+            T0 + 300,
+            &alice,
+            origin(&carol, T0 + 300),
+            &signal(kind),
+            true,
+        );
+        assert!(step.events.is_empty());
+    }
+    assert!(book.live_here().is_some());
+    // A join naming a one-to-one call's id does not turn it into a group call.
+    let mut caller = caller_book();
+    let step = caller.on_signal(T0 + 400, &alice, origin(&carol, T0 + 400), &join(), true);
+    assert!(step.events.is_empty());
+    assert!(!caller.calls[&CallId([1; 16]).to_hex()].group);
+    // A group call forgotten by everyone goes stale instead of staying forever.
+    let mut book = CallBook::default();
+    book.on_signal(T0 + 100, &carol, origin(&alice, T0), &join(), true);
+    book.expire(T0 + RING_TIMEOUT_MS);
+    assert_eq!(book.next_deadline(), Some(T0 + 100 + GROUP_CALL_STALE_MS));
+    let step = book.expire(T0 + 100 + GROUP_CALL_STALE_MS);
+    assert_eq!(row_text(&step).as_deref(), Some("missed group video call"));
 }

@@ -8,7 +8,8 @@ use nightjar_core::{ConversationId, ConversationKind, Engine};
 
 use super::{Machine, Notification, random_bytes};
 use crate::calls::{
-    CALL_BOOK, CallBook, CallEnd, CallId, CallPhase, CallRecord, CallReply, CallStep, SignalOrigin,
+    CALL_BOOK, CallBook, CallEnd, CallEvent, CallId, CallPhase, CallRecord, CallReply, CallStep,
+    SignalOrigin,
 };
 use crate::error::{Error, Result};
 use crate::store::ClientStore;
@@ -65,8 +66,13 @@ pub(crate) fn on_call_signal<S: ClientStore>(
     } = origin;
     // One-to-one calls are offered in direct conversations only; groups call through the
     // forwarding unit.
-    if matches!(signal.kind, CallSignalKind::Offer { .. })
-        && engine.conversation(conversation)?.kind != ConversationKind::Direct
+    let kind = engine.conversation(conversation)?.kind;
+    let group_signal = matches!(
+        signal.kind,
+        CallSignalKind::Join { .. } | CallSignalKind::Leave
+    );
+    if matches!(signal.kind, CallSignalKind::Offer { .. }) && kind != ConversationKind::Direct
+        || group_signal && kind != ConversationKind::Group
     {
         return Ok(Vec::new());
     }
@@ -77,13 +83,93 @@ pub(crate) fn on_call_signal<S: ClientStore>(
     let step = book.on_signal(now, &me, origin, signal, may_ring);
     save_book(store, &book)?;
     record_step(store, &step, now, out)?;
+    for conversation in &step.rotate {
+        rotate_keys(engine, store, now, *conversation)?;
+    }
     Ok(step.replies)
+}
+
+/// Commits a fresh leaf key for this device in `conversation`, so that the epoch, and with it
+/// every call's media keys, changes. A commit already on its way changes the epoch too.
+fn rotate_keys<S: ClientStore>(
+    engine: &mut Engine<S>,
+    store: &S,
+    now: u64,
+    conversation: ConversationId,
+) -> Result<()> {
+    use nightjar_core::ConversationError;
+    match engine.self_update(conversation) {
+        Ok(bundle) => super::outbox::enqueue_commit(engine, store, &bundle, now),
+        Err(nightjar_core::Error::Conversation(ConversationError::CommitInFlight)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl<S: ClientStore> Machine<S> {
     /// The calls this device knows of that have not ended.
     pub fn calls(&self) -> Result<CallBook> {
         load_book(&self.store)
+    }
+
+    /// Starts a group call in a group conversation: every other member's devices ring, and this
+    /// device connects its media to the server's forwarding unit. Joining changes the media
+    /// keys (this device commits a fresh leaf key). Refused while this device is in a call.
+    pub fn start_group_call(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        video: bool,
+    ) -> Result<CallId> {
+        if self.engine.conversation(conversation)?.kind != ConversationKind::Group {
+            return Err(Error::Usage("a group call is for a group".into()));
+        }
+        let mut book = self.calls()?;
+        if book.live_here().is_some() {
+            return Err(Error::Usage("already in a call".into()));
+        }
+        let call = CallId(random_bytes()?);
+        book.calls.insert(
+            call.to_hex(),
+            CallRecord::started(conversation, &self.me, video, now, true),
+        );
+        self.enter_group_call(now, conversation, call, video, &book)?;
+        Ok(call)
+    }
+
+    /// Joins a group call that goes on (or rings) in one of this device's groups.
+    pub fn join_call(&mut self, now: u64, call: CallId, video: bool) -> Result<()> {
+        let mut book = self.calls()?;
+        if book.live_here().is_some() {
+            return Err(Error::Usage("already in a call".into()));
+        }
+        let me = self.me.clone();
+        if !book.join_group(now, &me, call) {
+            return Err(Error::Usage("no such group call".into()));
+        }
+        let conversation = parse(&book.calls[&call.to_hex()].conversation)?;
+        self.enter_group_call(now, conversation, call, video, &book)
+    }
+
+    fn enter_group_call(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        call: CallId,
+        video: bool,
+        book: &CallBook,
+    ) -> Result<()> {
+        let participants = book
+            .calls
+            .get(&call.to_hex())
+            .map(|r| r.participants.clone())
+            .unwrap_or_default();
+        let step = CallStep {
+            events: vec![CallEvent::Participants { call, participants }],
+            rotate: vec![conversation],
+            ..CallStep::default()
+        };
+        self.signal(now, conversation, call, CallSignalKind::Join { video })?;
+        self.apply_step(now, book, step)
     }
 
     /// Starts a call in a direct conversation with the caller's SDP offer: every device of the
@@ -105,17 +191,7 @@ impl<S: ClientStore> Machine<S> {
         let call = CallId(random_bytes()?);
         book.calls.insert(
             call.to_hex(),
-            CallRecord {
-                conversation: conversation.to_string(),
-                caller: self.me.username.clone(),
-                caller_device: self.me.device_id.to_string(),
-                outgoing: true,
-                video,
-                started_at: now,
-                phase: CallPhase::Ringing,
-                here: true,
-                peer_device: None,
-            },
+            CallRecord::started(conversation, &self.me, video, now, false),
         );
         self.apply_step(now, &book, CallStep::default())?;
         self.signal(
@@ -152,22 +228,51 @@ impl<S: ClientStore> Machine<S> {
     /// Declines a call ringing on this device (the caller and this account's other devices
     /// stop ringing).
     pub fn decline_call(&mut self, now: u64, call: CallId) -> Result<()> {
+        let mut book = self.calls()?;
+        if let Some(record) = book.calls.get_mut(&call.to_hex()).filter(|r| r.group) {
+            // A group call stops ringing here; it goes on, and nobody else needs to know.
+            if record.phase != CallPhase::Ringing {
+                return Err(Error::Usage("that call is not ringing".into()));
+            }
+            record.phase = CallPhase::Elsewhere;
+            let conversation = parse(&record.conversation)?;
+            let step = CallStep {
+                events: vec![CallEvent::Ended {
+                    call,
+                    conversation,
+                    end: CallEnd::Declined,
+                }],
+                ..CallStep::default()
+            };
+            return self.apply_step(now, &book, step);
+        }
         self.finish(now, call, CallSignalKind::Decline, CallEnd::Declined)
     }
 
-    /// Hangs up this device's call (or stops calling).
+    /// Hangs up this device's call (or stops calling); leaves a group call.
     pub fn hang_up(&mut self, now: u64, call: CallId) -> Result<()> {
-        let book = self.calls()?;
+        let mut book = self.calls()?;
         let record = book
             .calls
             .get(&call.to_hex())
             .ok_or_else(|| Error::Usage("no such call".into()))?;
+        if record.group {
+            if !record.here {
+                return Err(Error::Usage("this device is not in that call".into()));
+            }
+            let conversation = parse(&record.conversation)?;
+            let mut step = CallStep::default();
+            let me = self.me.clone();
+            book.leave_group(now, &me, call, &mut step);
+            self.apply_step(now, &book, step)?;
+            return self.signal(now, conversation, call, CallSignalKind::Leave);
+        }
         let end = match record.phase {
             CallPhase::Active { since } => CallEnd::Ended {
                 duration_ms: now.saturating_sub(since),
             },
-            CallPhase::Ringing if record.outgoing => CallEnd::NoAnswer,
-            CallPhase::Ringing => CallEnd::Declined,
+            CallPhase::Ringing | CallPhase::Elsewhere if record.outgoing => CallEnd::NoAnswer,
+            CallPhase::Ringing | CallPhase::Elsewhere => CallEnd::Declined,
         };
         let kind = if end == CallEnd::Declined {
             CallSignalKind::Decline
@@ -239,6 +344,14 @@ impl<S: ClientStore> Machine<S> {
         self.notifications.extend(notes);
         for reply in step.replies {
             self.send_call_signal(now, reply)?;
+        }
+        if !step.rotate.is_empty() {
+            self.atomic(|engine, store| {
+                step.rotate
+                    .iter()
+                    .try_for_each(|c| rotate_keys(engine, store, now, *c))
+            })?;
+            self.work(now);
         }
         Ok(())
     }

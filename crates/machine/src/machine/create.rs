@@ -6,7 +6,7 @@
 //! [`Notification::Completed`] or [`Notification::OperationFailed`]. Changes that need nothing
 //! from the server (removing a member, renaming) are queued at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nightjar_core::content::GroupMetadata;
 use nightjar_core::identity::validate_username;
@@ -62,7 +62,23 @@ pub(super) struct Creation {
     /// Device lists accepted so far: claims start once all are in.
     claiming: bool,
     key_packages: Vec<Vec<u8>>,
+    /// Device lists the directory did not prove yet (an account that changed seconds ago):
+    /// asked for again at the given time (ms).
+    unproven: BTreeMap<String, UnprovenList>,
 }
+
+/// A device list a creation waits to see proven by the directory.
+#[derive(Clone, Copy, Debug)]
+struct UnprovenList {
+    /// How many times it came back unproven.
+    tries: u32,
+    /// When to ask again (`None`: asked, waiting for the answer).
+    again_at: Option<u64>,
+}
+
+/// How many times a creation asks for a device list the directory does not prove yet before
+/// it gives up (the directory publishes every few seconds; this covers about half a minute).
+const UNPROVEN_TRIES: u32 = 6;
 
 impl<S: ClientStore> Machine<S> {
     /// Starts a 1:1 conversation with `peer`, or a group named `name` with `peers`. Check with
@@ -131,6 +147,7 @@ impl<S: ClientStore> Machine<S> {
                 waiting: everyone,
                 claiming: false,
                 key_packages: Vec::new(),
+                unproven: BTreeMap::new(),
             },
         );
         Ok(op)
@@ -179,6 +196,7 @@ impl<S: ClientStore> Machine<S> {
                 waiting: BTreeSet::from([username.to_owned()]),
                 claiming: false,
                 key_packages: Vec::new(),
+                unproven: BTreeMap::new(),
             },
         );
         Ok(op)
@@ -295,6 +313,35 @@ impl<S: ClientStore> Machine<S> {
         }
     }
 
+    /// Asks again for the device lists creations wait to see proven, once their time came.
+    pub(super) fn ask_again_for_unproven(&mut self, now: u64) {
+        let mut due = Vec::new();
+        for (op, creation) in &mut self.creations {
+            for (username, entry) in &mut creation.unproven {
+                if entry.again_at.is_some_and(|t| t <= now) {
+                    entry.again_at = None;
+                    due.push((*op, username.clone()));
+                }
+            }
+        }
+        for (op, username) in due {
+            self.request(
+                Request::Account {
+                    username: username.clone(),
+                },
+                Pending::CreateAccount { op, username },
+            );
+        }
+    }
+
+    /// When the next unproven device list is asked for again.
+    pub(super) fn unproven_wakeup(&self) -> Option<u64> {
+        self.creations
+            .values()
+            .flat_map(|c| c.unproven.values().filter_map(|e| e.again_at))
+            .min()
+    }
+
     /// A device list for a creation.
     pub(super) fn on_create_account(
         &mut self,
@@ -324,7 +371,31 @@ impl<S: ClientStore> Machine<S> {
         };
         match self.accept_account(now, username, &account) {
             Ok(()) => {}
-            Err(Error::Transparency(why) | Error::NotYetProven(why)) => {
+            Err(Error::NotYetProven(why)) => {
+                // The account changed moments ago and the directory has not published it yet:
+                // ask again in a second or two, a few times.
+                let Some(creation) = self.creations.get_mut(&op) else {
+                    return Ok(());
+                };
+                let entry = creation
+                    .unproven
+                    .entry(username.to_owned())
+                    .or_insert(UnprovenList {
+                        tries: 0,
+                        again_at: None,
+                    });
+                entry.tries += 1;
+                if entry.tries < UNPROVEN_TRIES {
+                    entry.again_at = Some(now + 1000 * u64::from(entry.tries));
+                    return Ok(());
+                }
+                self.fail_creation(
+                    op,
+                    OperationError::Invalid(format!("refused the keys of {username}: {why}")),
+                );
+                return Ok(());
+            }
+            Err(Error::Transparency(why)) => {
                 self.fail_creation(
                     op,
                     OperationError::Invalid(format!("refused the keys of {username}: {why}")),
@@ -349,6 +420,7 @@ impl<S: ClientStore> Machine<S> {
         let Some(creation) = self.creations.get_mut(&op) else {
             return Ok(());
         };
+        creation.unproven.remove(username);
         creation.waiting.remove(username);
         if !creation.waiting.is_empty() || creation.claiming {
             return Ok(());

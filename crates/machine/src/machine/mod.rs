@@ -441,6 +441,7 @@ impl<S: ClientStore> Machine<S> {
             .chain(self.inbox_paused_until)
             .chain(self.reconcile_at)
             .chain(self.call_deadline)
+            .chain(self.unproven_wakeup())
             .min()
     }
 
@@ -696,6 +697,7 @@ impl<S: ClientStore> Machine<S> {
         }
         self.process_queue(now)?;
         self.expire_calls(now)?;
+        self.ask_again_for_unproven(now);
         self.send_acks();
         self.advance_pull(now)?;
         self.flush(now)?;
