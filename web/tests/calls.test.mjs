@@ -180,3 +180,100 @@ test("a call to a terminal user shows as a missed call in its sync", async () =>
   assert.ok(!rows.some((r) => r.type === "call" && r.text !== "missed video call"), "one row per call, no signalling rows");
   await judy.context.close();
 });
+
+/** Accepts the message request on `page`'s open conversation, if it shows one. */
+async function acceptIfRequest(page) {
+  const request = page.getByRole("region", { name: "Message request" });
+  if (await request.isVisible()) {
+    await request.getByRole("button", { name: "Accept" }).click();
+    await request.waitFor({ state: "detached", timeout: 10_000 });
+  }
+}
+
+/** Waits until `page`'s group call shows a decoding, non-black tile for each of `peers`, and
+ * none for `gone`. */
+async function seesInGrid(page, peers, gone = []) {
+  const grid = page.getByRole("dialog").getByLabel("Participants");
+  for (const peer of peers) {
+    await until(() => showsPicture(page, peer), `a picture from ${peer}`, 45_000);
+  }
+  for (const peer of gone) {
+    await grid.getByLabel(`Video from ${peer}`).waitFor({ state: "detached", timeout: 30_000 });
+  }
+  const decoded = await detail(page, "Frames decoded");
+  await until(async () => (await detail(page, "Frames decoded")) > decoded + 20, "frames decoding");
+  assert.equal(await grid.locator("video").count(), peers.length, "one tile per other participant");
+}
+
+test("a group call of four through the SFU: everyone sees everyone, one leaves, one joins", async () => {
+  const names = ["kim", "lou", "max", "ned", "oda"];
+  const people = {};
+  for (const name of names) {
+    people[name] = await openApp(world.browser, world.server.url);
+    await register(people[name].page, name);
+  }
+  const { kim, lou, max, ned, oda } = people;
+  await kim.page.getByText("New group").click();
+  await kim.page.getByLabel("Group name").fill("crew");
+  await kim.page.getByLabel("Members (usernames, comma-separated)").fill("lou, max, ned, oda");
+  await kim.page.getByRole("button", { name: "Create group" }).click();
+  await kim.page.getByRole("heading", { name: "crew" }).waitFor({ timeout: 30_000 });
+  await send(kim.page, "hello crew");
+  for (const name of ["lou", "max", "ned", "oda"]) {
+    const page = people[name].page;
+    await page.getByRole("button", { name: /crew/ }).click();
+    await seeMessage(page, "hello crew");
+    await acceptIfRequest(page);
+  }
+
+  // kim starts a video call; lou and max join from the ringing screen.
+  await kim.page.getByRole("button", { name: "Video call" }).click();
+  for (const p of [lou, max]) {
+    const ring = p.page.getByRole("dialog", { name: "Call with crew" });
+    await ring.getByRole("heading", { name: "Group video call in crew" }).waitFor({ timeout: 30_000 });
+    await ring.getByRole("button", { name: "Join" }).click();
+  }
+  await seesInGrid(kim.page, ["lou", "max"]);
+  await seesInGrid(lou.page, ["kim", "max"]);
+  await seesInGrid(max.page, ["kim", "lou"]);
+  assert.match(await kim.page.getByRole("dialog").getByLabel("In the call").innerText(), /lou/);
+  await kim.page.screenshot({ path: path.join(screenshots, "group-call.png") });
+
+  // max leaves: his tile goes everywhere. ned, who let it ring, joins from the chat's banner.
+  await max.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+  await max.page.locator(".message .text", { hasText: /^group video call, \d+:\d\d$/ }).waitFor({ timeout: 30_000 });
+  // (The ringing stops by itself after a minute, which a slow machine may have reached.)
+  const nedRing = ned.page.getByRole("dialog", { name: "Call with crew" });
+  await nedRing.getByRole("button", { name: "Not now" }).click({ timeout: 2_000 }).catch(() => {});
+  await nedRing.waitFor({ state: "detached", timeout: 10_000 });
+  const banner = ned.page.getByRole("region", { name: "Call in progress" });
+  await banner.getByRole("button", { name: "Join call" }).click();
+  await seesInGrid(kim.page, ["lou", "ned"], ["max"]);
+  await seesInGrid(lou.page, ["kim", "ned"], ["max"]);
+  await seesInGrid(ned.page, ["kim", "lou"]);
+  for (const p of [kim, lou, ned]) {
+    const refused = await detail(p.page, "Frames refused");
+    const decrypted = await detail(p.page, "Frames decrypted");
+    assert.ok(decrypted > 10 * Math.max(refused, 1), `frames refused: ${refused} of ${decrypted}`);
+  }
+
+  // oda, who is not in the call, removes lou from the group: the server cuts lou off the
+  // call's media at once (and the removal's new epoch already changed the keys).
+  const odaRing = oda.page.getByRole("dialog", { name: "Call with crew" });
+  await odaRing.getByRole("button", { name: "Not now" }).click({ timeout: 2_000 }).catch(() => {});
+  await odaRing.waitFor({ state: "detached", timeout: 10_000 });
+  await oda.page.getByRole("button", { name: "Members" }).click();
+  await oda.page.getByRole("button", { name: "Remove lou" }).click();
+  await lou.page.getByText("You were removed from the call.").waitFor({ timeout: 30_000 });
+  await lou.page.getByRole("dialog").waitFor({ state: "detached", timeout: 30_000 });
+  await seesInGrid(kim.page, ["ned"], ["lou"]);
+  await seesInGrid(ned.page, ["kim"], ["lou"]);
+
+  // The others hang up: each has one history row; oda, who never joined, missed it.
+  for (const p of [kim, ned]) {
+    await p.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
+    await p.page.locator(".message .text", { hasText: /^group video call, \d+:\d\d$/ }).waitFor({ timeout: 30_000 });
+  }
+  await seeMessage(oda.page, "missed group video call");
+  for (const name of names) await people[name].context.close();
+});

@@ -100,7 +100,13 @@ export async function signInNewDevice(page, username, password = "correct horse 
 export async function openChat(page, peer) {
   await page.getByLabel("Start a chat with username").fill(peer);
   await page.getByRole("button", { name: "Start chat" }).click();
-  await page.getByRole("heading", { name: peer }).waitFor({ timeout: 30_000 });
+  try {
+    await page.getByRole("heading", { name: peer }).waitFor({ timeout: 30_000 });
+  } catch (e) {
+    // Say what the app said instead (a refusal shows as a notice).
+    const notices = await page.locator(".notices").innerText().catch(() => "");
+    throw new Error(`${e.message}\nthe app's notices: ${notices}`);
+  }
 }
 
 /** Types and sends `text` with Enter. */

@@ -6,14 +6,13 @@
 
 mod client;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nightjar_sfu::test_client::{Client, Options, offerer};
 use nightjar_sfu::{ParticipantId, RoomId, Sfu, SfuConfig, SfuStats};
 
-use crate::client::{Counters, Media};
+use crate::client::{LoadFrames, Media};
 
 #[derive(Parser, Debug)]
 #[command(about = "N publishers x M subscribers against the Nightjar SFU, over loopback UDP")]
@@ -73,14 +72,39 @@ struct Sample {
     received: u64,
 }
 
-fn sample(sfu: &Sfu, thread_stat: &str, counters: &Counters) -> Sample {
+fn sample(sfu: &Sfu, thread_stat: &str, clients: &[Client]) -> Sample {
     Sample {
         at: Instant::now(),
         stats: sfu.stats(),
         sfu_cpu: cpu_seconds(thread_stat).unwrap_or(0.0),
         process_cpu: cpu_seconds("/proc/self/stat").unwrap_or(0.0),
-        received: counters.frames_received.load(Ordering::Relaxed),
+        received: clients.iter().map(|c| c.state().frames_received).sum(),
     }
+}
+
+/// Joins `room` as `id`, publishing `publish` (or only receiving).
+async fn join(
+    sfu: &Sfu,
+    room: RoomId,
+    id: ParticipantId,
+    publish: Option<Media>,
+) -> Result<Client, Box<dyn std::error::Error>> {
+    let media = publish.unwrap_or(Media {
+        video_bps: 0,
+        fps: 1,
+        audio_pps: 1,
+    });
+    let options = Options {
+        audio: publish.is_some(),
+        video: publish.is_some(),
+        audio_level: -40,
+        audio_interval: Duration::from_secs(1) / media.audio_pps.max(1),
+        video_interval: Duration::from_secs(1) / media.fps.max(1),
+        record: false,
+    };
+    let offerer = offerer(options, true)?;
+    let answer = sfu.join(room, id, offerer.offer.clone()).await?;
+    Ok(offerer.start(id, &answer, LoadFrames::new(media))?)
 }
 
 fn report(label: &str, a: &Sample, b: &Sample) {
@@ -129,23 +153,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.audio_pps
     );
     let room = RoomId([0x42; 16]);
-    let counters = Arc::new(Counters::default());
     let media = Media {
         video_bps: args.video_kbps * 1000,
         fps: args.fps,
         audio_pps: args.audio_pps,
     };
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..total as u64 {
         let publish = (i < u64::from(args.publishers)).then_some(media);
-        let task = tokio::spawn(client::run(
-            sfu.clone(),
-            room,
-            ParticipantId(i + 1),
-            publish,
-            counters.clone(),
-        ));
-        tasks.push(task);
+        clients.push(join(&sfu, room, ParticipantId(i + 1), publish).await?);
     }
     // Everyone connected and renegotiated: the expected number of streams flows.
     let p = args.publishers as usize;
@@ -159,11 +175,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sfu.stats().forwarded_streams,
         setup.elapsed().as_secs_f64()
     );
-    let first = sample(&sfu, &thread_stat, &counters);
-    let mut last = sample(&sfu, &thread_stat, &counters);
+    let first = sample(&sfu, &thread_stat, &clients);
+    let mut last = sample(&sfu, &thread_stat, &clients);
     for second in 1..=args.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = sample(&sfu, &thread_stat, &counters);
+        let now = sample(&sfu, &thread_stat, &clients);
         report(&format!("t={second:>3}s"), &last, &now);
         last = now;
     }
@@ -173,11 +189,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "totals: {} participants, {} frames forwarded, {} datagrams sent, {} dropped",
         stats.participants, stats.frames_forwarded, stats.datagrams_sent, stats.datagrams_dropped
     );
-    counters.stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), t).await {
-            eprintln!("client: {e}");
+    let connected = clients.iter().filter(|c| c.state().connected).count();
+    println!("clients: {connected} of {total} connected");
+    for client in &clients {
+        for problem in &client.state().problems {
+            eprintln!("client {}: {problem}", client.id);
         }
     }
+    // Dropping the clients ends their tasks.
+    drop(clients);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Calls: the short-lived credentials a device uses to have a TURN relay (coturn) carry a
-//! call's media when the two devices cannot reach each other directly.
+//! call's media when the two devices cannot reach each other directly, and the join of a group
+//! call on the server's selective forwarding unit (SFU).
 //!
 //! The credentials follow coturn's `use-auth-secret` scheme (the "TURN REST API"): the
 //! username is `<expiry unix seconds>:<random id>` and the credential is
@@ -44,6 +45,32 @@ impl std::fmt::Debug for TurnCredentials {
     }
 }
 
+/// The largest SDP offer `POST /v1/calls/{conversation}/sfu` takes, in bytes: a browser's offer
+/// with one audio and one video track and a data channel is 3 to 6 KB.
+pub const MAX_SFU_OFFER_BYTES: usize = 32 * 1024;
+
+/// `POST /v1/calls/{conversation}/sfu`: join the conversation's group call on the server's SFU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SfuJoin {
+    /// The device's SDP offer: at most one audio (Opus) and one video (VP8) track it publishes,
+    /// and a data channel labelled `nightjar-sfu`, over which everything after the join is
+    /// signalled (others' tracks, renegotiation, active speaker, `bye`).
+    #[schema(max_length = 32768)]
+    pub offer: String,
+}
+
+/// The SFU's answer to an [`SfuJoin`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SfuAnswer {
+    /// The SDP answer, with the SFU's one ICE candidate.
+    pub answer: String,
+    /// This device's participant id in the call: its device id as a decimal number (a JSON
+    /// string, since JavaScript numbers lose precision past 2^53). Others' tracks are named by
+    /// their participant ids on the data channel.
+    #[schema(pattern = "^[0-9]{1,20}$")]
+    pub participant: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +97,21 @@ mod tests {
         assert_eq!(
             format!("{credentials:?}"),
             r#"TurnCredentials { urls: ["turn:127.0.0.1:3478"], ttl_secs: 600, expires_at: 1800000600, .. }"#
+        );
+    }
+
+    #[test]
+    fn sfu_join_json_shape() {
+        let join: SfuJoin = serde_json::from_str(r#"{"offer":"v=0"}"#).unwrap();
+        assert_eq!(join.offer, "v=0");
+        assert!(serde_json::from_str::<SfuJoin>("{}").is_err());
+        let answer = SfuAnswer {
+            answer: "v=0".into(),
+            participant: "18446744073709551615".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"answer": "v=0", "participant": "18446744073709551615"})
         );
     }
 }

@@ -47,6 +47,12 @@ pub enum ErrorCode {
     /// 404: the server does not offer this feature (for example no TURN relay is configured
     /// for calls); asking again will not help until its operator configures it.
     NotConfigured,
+    /// 409: the group call already holds as many participants as the server's SFU takes.
+    CallFull,
+    /// 409: another device with the same device id is in this group call.
+    ParticipantConflict,
+    /// 429: the server's SFU already holds as many group calls as it takes; try later.
+    TooManyCalls,
 }
 
 impl ErrorCode {
@@ -57,11 +63,13 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::WrongCredentials => 401,
             ErrorCode::Forbidden | ErrorCode::NotAMember => 403,
             ErrorCode::NotFound | ErrorCode::NotConfigured => 404,
-            ErrorCode::UsernameTaken | ErrorCode::EpochConflict | ErrorCode::DeviceListConflict => {
-                409
-            }
+            ErrorCode::UsernameTaken
+            | ErrorCode::EpochConflict
+            | ErrorCode::DeviceListConflict
+            | ErrorCode::CallFull
+            | ErrorCode::ParticipantConflict => 409,
             ErrorCode::TooLarge => 413,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::TooManyCalls => 429,
             ErrorCode::QueueFull => 507,
             ErrorCode::Internal => 500,
             ErrorCode::Blocked | ErrorCode::MessageRequestLimit | ErrorCode::SealedKeyUnknown => {

@@ -88,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             metrics_listen,
             web_dir,
             turn,
+            sfu,
         } => {
             let web_dir = web_dir.or_else(|| {
                 let built = std::path::PathBuf::from("web/dist");
@@ -103,6 +104,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 metrics_listen: metrics_listen.0,
                 web_dir,
                 turn: turn_config(*turn)?,
+                sfu: sfu_settings(*sfu),
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -149,6 +151,15 @@ fn turn_config(args: crate::TurnArgs) -> Result<Option<nightjar_server::TurnConf
     }
 }
 
+/// The SFU settings: none with `--no-sfu`.
+fn sfu_settings(args: crate::SfuArgs) -> Option<nightjar_server::SfuSettings> {
+    (!args.no_sfu).then(|| nightjar_server::SfuSettings {
+        udp: args.sfu_udp,
+        public_addr: args.sfu_public_addr,
+        ..nightjar_server::SfuSettings::default()
+    })
+}
+
 async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     // Server logs go to stderr; `RUST_LOG` overrides the default level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -190,6 +201,18 @@ async fn server(config: nightjar_server::ServerConfig) -> Outcome {
     );
     if let Some(urls) = relay {
         eprintln!("nightjar server: calls may relay through {urls}");
+    }
+    match server.sfu() {
+        Some(sfu) if sfu.advertised_addr() == sfu.local_addr() => eprintln!(
+            "nightjar server: group calls (SFU) on udp {}",
+            sfu.local_addr()
+        ),
+        Some(sfu) => eprintln!(
+            "nightjar server: group calls (SFU) on udp {}, reached at {}",
+            sfu.local_addr(),
+            sfu.advertised_addr()
+        ),
+        None => eprintln!("nightjar server: group calls off (--no-sfu)"),
     }
     server
         .serve_until(nightjar_server::shutdown_signal())

@@ -67,6 +67,30 @@ pub(crate) struct TurnArgs {
     pub(crate) turn_ttl_secs: u64,
 }
 
+/// `nightjar server`'s group-call SFU flags (docs/calls.md).
+#[derive(Debug, clap::Args)]
+pub(crate) struct SfuArgs {
+    /// UDP address of the selective forwarding unit that carries group calls: every
+    /// participant's media goes through this one socket. The default is loopback on a free
+    /// port (printed at start), for calls on this machine; give 0.0.0.0:PORT (with
+    /// --sfu-public-addr) to take calls from elsewhere.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "NIGHTJAR_SFU_UDP",
+        default_value = "127.0.0.1:0"
+    )]
+    pub(crate) sfu_udp: SocketAddr,
+    /// The address clients send group-call media to (the SFU's one ICE candidate): needed
+    /// when --sfu-udp is 0.0.0.0 or behind NAT or a port forward, e.g. 203.0.113.7:3479.
+    #[arg(long, value_name = "ADDR", env = "NIGHTJAR_SFU_PUBLIC_ADDR")]
+    pub(crate) sfu_public_addr: Option<SocketAddr>,
+    /// Run no SFU: POST /v1/calls/{conversation}/sfu answers 404 not_configured and group
+    /// calls are off.
+    #[arg(long, env = "NIGHTJAR_NO_SFU", conflicts_with = "sfu_public_addr")]
+    pub(crate) no_sfu: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a Nightjar server (SQLite in the data directory; Ctrl-C stops it gracefully).
@@ -135,6 +159,9 @@ pub(crate) enum Command {
         /// The TURN relay calls fall back to.
         #[command(flatten)]
         turn: Box<TurnArgs>,
+        /// The SFU group calls go through.
+        #[command(flatten)]
+        sfu: Box<SfuArgs>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {

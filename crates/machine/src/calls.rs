@@ -33,7 +33,7 @@
 //!   group call". A call nobody left cleanly (a device vanished) is forgotten after
 //!   [`GROUP_CALL_STALE_MS`] without a signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nightjar_core::ConversationId;
 use nightjar_core::content::{CallSignal, CallSignalKind, MessageId};
@@ -432,6 +432,63 @@ impl CallBook {
             .participants
             .insert(me.device_id.to_string(), me.username.clone());
         true
+    }
+
+    /// The members of `conversation` changed (a commit): devices no longer in it leave its
+    /// group calls. `members` holds the member devices' ids (16 hex digits); if this device is
+    /// not among them it was removed, and its calls there end. The commit itself changed the
+    /// keys: no rotation is needed.
+    pub(crate) fn members_changed(
+        &mut self,
+        now: u64,
+        me: &DeviceCredential,
+        conversation: ConversationId,
+        members: &BTreeSet<String>,
+        step: &mut CallStep,
+    ) {
+        let here = conversation.to_string();
+        let calls: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, r)| r.group && r.conversation == here)
+            .filter_map(|(id, _)| CallId::from_hex(id))
+            .collect();
+        let mine = me.device_id.to_string();
+        for call in calls {
+            let key = call.to_hex();
+            if !members.contains(&mine) {
+                if self.calls.get(&key).is_some_and(|r| r.here) {
+                    self.leave_group(now, me, call, step);
+                }
+                if let Some(record) = self.calls.get_mut(&key) {
+                    record.joined = true; // no "missed" row for a group this device left
+                    self.end(call, CallEnd::Missed, step);
+                }
+                continue;
+            }
+            let Some(record) = self.calls.get_mut(&key) else {
+                continue;
+            };
+            let before = record.participants.len();
+            record
+                .participants
+                .retain(|device, _| members.contains(device));
+            if record.participants.len() == before {
+                continue;
+            }
+            step.events.push(CallEvent::Participants {
+                call,
+                participants: record.participants.clone(),
+            });
+            if record.participants.is_empty() {
+                let end = if record.joined || record.outgoing {
+                    CallEnd::Ended { duration_ms: 0 }
+                } else {
+                    CallEnd::Missed
+                };
+                self.end(call, end, step);
+            }
+        }
     }
 
     /// Ends every call that rang out by `now`; the caller's own ringing call is hung up.

@@ -73,6 +73,12 @@ pub struct ServerConfig {
     /// other directly; devices fetch short-lived credentials for it from `GET /v1/calls/turn`.
     /// `None` offers no relay: that route answers 404 `not_configured`.
     pub turn: Option<TurnConfig>,
+    /// The selective forwarding unit that carries group calls (`POST
+    /// /v1/calls/{conversation}/sfu`): one UDP socket in this process. On by default on
+    /// loopback (`127.0.0.1:0`, a free port; see [`crate::RunningServer::sfu`]); `None` runs
+    /// none, and the route answers 404 `not_configured`. A call's room lives on the node where
+    /// it was joined: with several nodes, send a conversation's calls to one node.
+    pub sfu: Option<SfuSettings>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +104,7 @@ impl Default for ServerConfig {
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             web_dir: None,
             turn: None,
+            sfu: Some(SfuSettings::default()),
         }
     }
 }
@@ -151,6 +158,32 @@ impl TurnConfig {
             urls,
             secret_file: secret_file.into(),
             ttl: Self::DEFAULT_TTL,
+        }
+    }
+}
+
+/// Where the group-call SFU listens and what it tells clients (the CLI's `--sfu-udp`,
+/// `--sfu-public-addr`, `--no-sfu`; see docs/calls.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SfuSettings {
+    /// The UDP address the SFU binds; every participant of every call talks to this one
+    /// socket. Port 0 picks a free port.
+    pub udp: SocketAddr,
+    /// The address clients are told to send to (the one ICE candidate of every answer): the
+    /// public address when the socket is bound to `0.0.0.0` or sits behind NAT or a port
+    /// forward. `None` advertises the socket's own address, which must then be a specific one.
+    pub public_addr: Option<SocketAddr>,
+    /// The SFU's limits and tuning (rooms, participants per room, bandwidth estimation).
+    pub config: nightjar_sfu::SfuConfig,
+}
+
+impl Default for SfuSettings {
+    /// Loopback on a free port, the SFU's default limits: enough for calls on one machine.
+    fn default() -> Self {
+        Self {
+            udp: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            public_addr: None,
+            config: nightjar_sfu::SfuConfig::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ mod auth;
 mod config;
 mod error;
 mod fan_out;
+mod group_calls;
 mod http;
 mod metrics;
 mod notify;
@@ -40,6 +41,6 @@ mod turn;
 #[doc(hidden)]
 pub mod bench_support;
 
-pub use config::{GroupCommit, Limits, ServerConfig, TurnConfig};
+pub use config::{GroupCommit, Limits, ServerConfig, SfuSettings, TurnConfig};
 pub use error::ServerError;
 pub use server::{RunningServer, run, shutdown_signal, start};

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::group_calls::GroupCalls;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Remote};
-use crate::state::{AppState, now_ms};
+use crate::state::{AppState, CallServices, now_ms};
 use crate::store::{CommitSink, DatabaseKind, Lifetimes, Queued, Store};
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -22,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 pub struct RunningServer {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    sfu: Option<nightjar_sfu::Sfu>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -36,6 +38,13 @@ impl RunningServer {
     /// [`ServerConfig::metrics_listen`]); `None` when metrics are not served.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The group-call SFU this server runs ([`ServerConfig::sfu`]), for its UDP address
+    /// ([`nightjar_sfu::Sfu::local_addr`]) and, in tests, its rooms (`participants`, `tap`,
+    /// `events`); `None` when it runs none.
+    pub fn sfu(&self) -> Option<&nightjar_sfu::Sfu> {
+        self.sfu.as_ref()
     }
 
     /// Stops accepting connections, lets in-flight requests finish, closes WebSockets with a
@@ -102,6 +111,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(crate::turn::Turn::load)
         .transpose()?;
+    let calls = config
+        .sfu
+        .as_ref()
+        .map(GroupCalls::start)
+        .transpose()?
+        .map(Arc::new);
+    let sfu = calls.as_ref().map(|calls| calls.sfu().clone());
+    let sfu_addr = sfu.as_ref().map(nightjar_sfu::Sfu::local_addr);
     let node = config.node_id.clone().unwrap_or_else(|| random_hex(4));
     let notifier = Notifier::default();
     let metrics = Metrics::new();
@@ -135,7 +152,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let state = AppState::new(config, store, opaque, transparency, notifier, metrics, turn);
+    let state = AppState::new(
+        config,
+        store,
+        opaque,
+        transparency,
+        notifier,
+        metrics,
+        CallServices { turn, group: calls },
+    );
     let depth = state.store.queue_depth().await?;
     state
         .metrics
@@ -146,10 +171,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tokio::spawn(serve_metrics(metrics, state.clone()));
     }
     let task = tokio::spawn(serve(listener, state));
-    tracing::info!(%local_addr, ?metrics_addr, %node, database = ?kind, "nightjar server listening");
+    tracing::info!(%local_addr, ?metrics_addr, ?sfu_addr, %node, database = ?kind, "nightjar server listening");
     Ok(RunningServer {
         local_addr,
         metrics_addr,
+        sfu,
         shutdown,
         task,
     })
@@ -195,6 +221,10 @@ async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError
         state.clone(),
         state.shutdown.clone(),
     ));
+    let calls = state
+        .calls
+        .clone()
+        .map(|calls| tokio::spawn(recheck_loop(calls, state.clone())));
     // Other nodes write to the same queues: bound what a lost notification costs.
     let poller = (state.store.kind() == DatabaseKind::Postgres)
         .then(|| tokio::spawn(poll_loop(state.clone())));
@@ -224,6 +254,12 @@ async fn serve(listener: TcpListener, state: AppState) -> Result<(), ServerError
     }
     sweeper.abort();
     publisher.abort();
+    if let Some(calls) = calls {
+        calls.abort();
+    }
+    if let Some(calls) = &state.calls {
+        calls.close_all().await;
+    }
     if let Some(poller) = poller {
         poller.abort();
     }
@@ -256,6 +292,19 @@ async fn sweep_loop(state: AppState) {
         tokio::select! {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => sweep_once(&state).await,
+        }
+    }
+}
+
+/// Checks every group call's participants against the database, for commits accepted and
+/// devices removed on other nodes (this node's own are checked at once).
+async fn recheck_loop(calls: Arc<GroupCalls>, state: AppState) {
+    let mut tick = tokio::time::interval(crate::group_calls::RECHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => calls.recheck_all(&state.store).await,
         }
     }
 }

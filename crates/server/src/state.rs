@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::fan_out::FanOutMeters;
+use crate::group_calls::GroupCalls;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::opaque::OpaqueSetup;
@@ -26,6 +27,16 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What calls use on this server: the TURN relay's credentials and the group-call SFU, each
+/// if configured.
+#[derive(Debug, Default)]
+pub(crate) struct CallServices {
+    /// The TURN relay.
+    pub(crate) turn: Option<Turn>,
+    /// The SFU.
+    pub(crate) group: Option<Arc<GroupCalls>>,
 }
 
 /// Cheap to clone; everything lives behind one `Arc`.
@@ -70,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) stream_slots: StreamSlots,
     /// The TURN relay calls may use, if one is configured.
     pub(crate) turn: Option<Turn>,
+    /// This node's SFU for group calls, if it runs one.
+    pub(crate) calls: Option<Arc<GroupCalls>>,
 }
 
 impl AppState {
@@ -80,8 +93,9 @@ impl AppState {
         transparency: Transparency,
         notifier: Notifier,
         metrics: Metrics,
-        turn: Option<Turn>,
+        calls: CallServices,
     ) -> Self {
+        let CallServices { turn, group: calls } = calls;
         let limits = &config.limits;
         let shared = Shared {
             login_by_account: attempts_per_window(
@@ -117,6 +131,7 @@ impl AppState {
             ),
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
             turn,
+            calls,
             config,
             store,
             opaque,
@@ -128,9 +143,17 @@ impl AppState {
 
 impl AppState {
     /// Ends every session of these devices on this node at once (their streams close, cached
-    /// sessions are forgotten) and tells the other nodes.
+    /// sessions are forgotten, they are cut off from the group calls on this node's SFU) and
+    /// tells the other nodes.
     pub(crate) fn revoke_devices(&self, devices: &[i64]) {
         self.notifier.revoke(devices);
+        if let Some(calls) = &self.calls
+            && !devices.is_empty()
+        {
+            let calls = calls.clone();
+            let devices = devices.to_vec();
+            tokio::spawn(async move { calls.cut_off_devices(&devices).await });
+        }
     }
 }
 

@@ -25,68 +25,6 @@ backend_tests!(
     welcome_goes_exactly_to_the_added_devices,
 );
 
-/// Registers `names`, has the first create a conversation of `kind` with the others, and has
-/// every other device join it.
-async fn conversation(
-    server: &TestServer,
-    names: &[&str],
-    kind: ConversationKind,
-) -> (Vec<Device>, ConversationId) {
-    let mut devices = Vec::new();
-    for name in names {
-        devices.push(register(server, name, 2).await);
-    }
-    for device in devices.iter_mut() {
-        learn(server, device, names).await;
-    }
-    let mut kps = Vec::new();
-    for name in &names[1..] {
-        kps.extend(
-            claim(server, &devices[0], name)
-                .await
-                .key_packages
-                .into_iter()
-                .map(|k| k.key_package.0),
-        );
-    }
-    let (conv, bundle) = devices[0]
-        .engine
-        .create_conversation(NOW, kind, &names[1..], None, &kps)
-        .unwrap();
-    let (status, body) = post_commit(server, &mut devices[0], &bundle, "create").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    devices[0].engine.commit_accepted(NOW, conv).unwrap();
-    for device in devices[1..].iter_mut() {
-        let got = deliver(server, device).await;
-        assert!(
-            matches!(got.as_slice(), [Ok(Incoming::Joined { .. })]),
-            "{got:?}"
-        );
-    }
-    (devices, conv)
-}
-
-/// Fetches, processes and acknowledges everything queued for `device`.
-async fn deliver(
-    server: &TestServer,
-    device: &mut Device,
-) -> Vec<Result<Incoming, nightjar_core::Error>> {
-    let inbox: InboxResponse = server.get_ok("/v1/messages", device.token()).await;
-    let ids: Vec<u64> = inbox.envelopes.iter().map(|e| e.id).collect();
-    let out = inbox
-        .envelopes
-        .iter()
-        .map(|e| device.engine.process(NOW, &e.payload.0))
-        .collect();
-    if !ids.is_empty() {
-        let (status, body) = server
-            .post("/v1/messages/ack", device.token(), &AckRequest { ids })
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    }
-    out
-}
-
 async fn inbox(server: &TestServer, device: &Device) -> Vec<Envelope> {
     let inbox: InboxResponse = server.get_ok("/v1/messages", device.token()).await;
     inbox.envelopes

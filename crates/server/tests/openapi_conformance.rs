@@ -24,7 +24,8 @@ async fn the_document_matches_the_server() {
     };
     // The server's own limits, so the document is checked against what production answers;
     // schemathesis is throttled below the per-device request rate. A TURN relay is configured
-    // (no relay needs to run: the server only mints credentials for it).
+    // (no relay needs to run: the server only mints credentials for it), and the SFU runs (the
+    // default), so group-call joins are checked too.
     let secrets = tempfile::tempdir().unwrap();
     let secret_file = secrets.path().join("turn-secret");
     std::fs::write(&secret_file, "conformance-secret\n").unwrap();

@@ -328,10 +328,10 @@ impl SfuCore {
         if !self.sink.removed.is_empty() {
             let removed = std::mem::take(&mut self.sink.removed);
             self.by_addr.retain(|_, v| !removed.contains(v));
-            self.rooms.retain(|id, r| {
+            self.rooms.retain(|_, r| {
                 let keep = !(r.auto_opened && r.len() == 0);
                 if !keep {
-                    debug!(room = %id, "room closed: empty");
+                    debug!("room closed: empty");
                 }
                 keep
             });

@@ -44,6 +44,14 @@ struct Shared {
     local_addr: SocketAddr,
 }
 
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Stops the driver when the last [`Sfu`] handle goes.
 struct Lifetime(Arc<Shared>);
 
@@ -242,8 +250,12 @@ async fn drive(shared: Arc<Shared>, socket: std::net::UdpSocket) {
 }
 
 fn feed(core: &mut SfuCore, source: SocketAddr, contents: &[u8]) {
-    if let Err(e) = core.handle_input(Instant::now(), SfuInput::Datagram { source, contents }) {
-        debug!("datagram dropped: {e}");
+    // Logged without the source address: the log names no client (docs/privacy.md).
+    match core.handle_input(Instant::now(), SfuInput::Datagram { source, contents }) {
+        Ok(()) => {}
+        Err(SfuError::UnknownSource(_)) => debug!("datagram from an unknown address dropped"),
+        Err(SfuError::MalformedDatagram(_)) => debug!("malformed datagram dropped"),
+        Err(_) => debug!("datagram dropped"),
     }
 }
 

@@ -89,6 +89,12 @@
 //! or has no data channel. Datagrams from addresses no participant owns are dropped and
 //! counted ([`SfuStats::datagrams_dropped`]).
 //!
+//! # Test client
+//! With the `test-client` feature, the module `test_client` is a native WebRTC client of the
+//! SFU (str0m on a loopback socket) that publishes frames from a source of the caller's
+//! choosing and records what it receives: the SFU's own tests, the Nightjar server's call
+//! tests and the `sfu-load` tool use it.
+//!
 //! [str0m]: https://docs.rs/str0m
 
 mod config;
@@ -103,6 +109,8 @@ pub mod protocol;
 mod room;
 mod speaker;
 mod stats;
+#[cfg(feature = "test-client")]
+pub mod test_client;
 mod tracks;
 
 pub use crate::config::SfuConfig;

@@ -123,7 +123,7 @@ impl Peer {
             return;
         }
         if let Err(e) = self.rtc.handle_input(input) {
-            warn!(participant = %self.id, "connection failed: {e}");
+            warn!("connection failed: {e}");
             self.rtc.disconnect();
             self.gone = Some(LeaveReason::Failed);
         }
@@ -136,7 +136,7 @@ impl Peer {
             return;
         }
         if !self.connected && now >= self.settings.connect_deadline {
-            debug!(participant = %self.id, "connection did not come up in time");
+            debug!("connection did not come up in time");
             self.rtc.disconnect();
             self.gone = Some(LeaveReason::ConnectTimeout);
             return;
@@ -199,7 +199,7 @@ impl Peer {
         };
         if let Err(e) = writer.request_keyframe(None, how) {
             // Typically: nothing received on this track yet; its first frame is a keyframe.
-            debug!(participant = %self.id, "keyframe request not sent: {e}");
+            debug!("keyframe request not sent: {e}");
         }
     }
 
@@ -239,7 +239,7 @@ impl Peer {
         match writer.write(pt, data.network_time, data.time, data.data.clone()) {
             Ok(()) => Forward::Sent,
             Err(e) => {
-                debug!(participant = %self.id, "frame not forwarded: {e}");
+                debug!("frame not forwarded: {e}");
                 Forward::Skipped
             }
         }
@@ -253,8 +253,8 @@ impl Peer {
         };
         match channel.write(false, message.to_json().as_bytes()) {
             Ok(true) => {}
-            Ok(false) => debug!(participant = %self.id, "signalling channel full; notice dropped"),
-            Err(e) => debug!(participant = %self.id, "signalling channel write failed: {e}"),
+            Ok(false) => debug!("signalling channel full; notice dropped"),
+            Err(e) => debug!("signalling channel write failed: {e}"),
         }
     }
 
@@ -273,7 +273,7 @@ impl Peer {
         });
         self.drain(now, out);
         if let Err(e) = self.rtc.close() {
-            debug!(participant = %self.id, "close: {e}");
+            debug!("close: {e}");
             self.rtc.disconnect();
         }
         self.gone = Some(reason);
@@ -317,7 +317,7 @@ impl Peer {
                 }),
                 Ok(Output::Event(e)) => self.handle_event(now, e, out),
                 Err(e) => {
-                    warn!(participant = %self.id, "connection failed: {e}");
+                    warn!("connection failed: {e}");
                     self.rtc.disconnect();
                     self.gone.get_or_insert(LeaveReason::Failed);
                     break;
@@ -405,7 +405,7 @@ impl Peer {
                 });
                 out.events.push_back((self.id, PeerEvent::Published(kind)));
             }
-            (None, true) => debug!(participant = %self.id, "second {kind:?} track ignored"),
+            (None, true) => debug!("second {kind:?} track ignored"),
             (Some(i), false) => {
                 self.published.remove(i);
                 out.events
@@ -426,7 +426,7 @@ impl Peer {
             bps < floor
         };
         if pause != self.video_paused {
-            debug!(participant = %self.id, bps, pause, "video pause changed");
+            debug!(bps, pause, "video pause changed");
             self.video_paused = pause;
             self.notify(&ServerMessage::Paused { video: pause });
             out.events
@@ -453,7 +453,8 @@ impl Peer {
     }
 
     fn refuse(&mut self, message: &str) {
-        debug!(participant = %self.id, "refused client message: {message}");
+        // The text may quote the client's SDP (its addresses): it goes to the client only.
+        debug!("refused a client message");
         self.notify(&ServerMessage::Error {
             message: message.into(),
         });

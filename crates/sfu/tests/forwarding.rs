@@ -3,11 +3,9 @@
 //! tap sees exactly what the publishers sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Options, assert_run_of, eventually};
+use nightjar_sfu::test_client::{Client, Options, assert_run_of, eventually};
 use nightjar_sfu::{ParticipantId, RoomId, Sfu, TrackKind};
 
 fn sfu() -> Sfu {
@@ -75,7 +73,10 @@ async fn three_participants_receive_each_others_frames_byte_for_byte() {
                 .find(|f| f.from == Some(tx.id) && f.kind == TrackKind::Video)
                 .unwrap();
             assert!(first.keyframe);
-            assert_eq!(first.data[..10], common::vp8_keyframe_header());
+            assert_eq!(
+                first.data[..10],
+                nightjar_sfu::test_client::vp8_keyframe_header()
+            );
         }
     }
     let stats = sfu.stats();

@@ -3,11 +3,9 @@
 //! a clear error and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Options, eventually, offerer};
+use nightjar_sfu::test_client::{Client, Options, eventually, offerer};
 use nightjar_sfu::{ParticipantId, RoomId, Sfu, SfuConfig, SfuError, TrackKind};
 
 const ROOM: RoomId = RoomId([1; 16]);
@@ -39,7 +37,7 @@ async fn bad_offers_are_refused_and_change_nothing() {
         sfu.join(ROOM, who, empty.into()).await,
         Err(SfuError::NoDataChannel)
     );
-    let no_channel = offerer(Options::default(), false).offer;
+    let no_channel = offerer(Options::default(), false).unwrap().offer;
     assert_eq!(
         sfu.join(ROOM, who, no_channel).await,
         Err(SfuError::NoDataChannel)
@@ -53,7 +51,7 @@ async fn bad_offers_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(sfu.participants(ROOM), vec![who]);
     assert_eq!(
-        sfu.join(ROOM, who, offerer(Options::default(), true).offer)
+        sfu.join(ROOM, who, offerer(Options::default(), true).unwrap().offer)
             .await,
         Err(SfuError::AlreadyJoined {
             room: ROOM,
@@ -77,7 +75,7 @@ async fn unknown_full_and_surplus_rooms_are_refused() {
         open_rooms_on_join: false,
         ..SfuConfig::default()
     });
-    let offer = || offerer(Options::default(), true).offer;
+    let offer = || offerer(Options::default(), true).unwrap().offer;
     assert_eq!(
         sfu.join(ROOM, ParticipantId(1), offer()).await,
         Err(SfuError::UnknownRoom(ROOM))

@@ -3,11 +3,9 @@
 //! renegotiated away; a kicked participant receives nothing more.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Options, assert_run_of, eventually};
+use nightjar_sfu::test_client::{Client, Options, assert_run_of, eventually};
 use nightjar_sfu::{ParticipantId, RoomId, Sfu, SfuError, SfuEvent, TrackKind};
 
 const ROOM: RoomId = RoomId([9; 16]);

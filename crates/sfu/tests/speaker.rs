@@ -2,12 +2,10 @@
 //! reports it and as clients are told on the data channel; `last_n` then picks their video.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, Options, eventually};
 use nightjar_sfu::protocol::ClientMessage;
+use nightjar_sfu::test_client::{Client, Options, eventually};
 use nightjar_sfu::{ParticipantId, RoomId, Sfu, SfuConfig, TrackKind};
 
 const ROOM: RoomId = RoomId([5; 16]);

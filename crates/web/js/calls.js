@@ -6,8 +6,11 @@
 // what leaves the page is SFrame ciphertext inside DTLS-SRTP.
 
 let current = null;
-/// The call screen's video elements (they may exist before the call's media does).
-const views = { local: null, remote: null };
+/// The call screen's video elements (they may exist before the call's media does): the local
+/// camera, the other side's video (one-to-one), and the grid of a group call's participants.
+const views = { local: null, remote: null, grid: null };
+/// A group call's participants' names, by forwarding-unit participant id (decimal device id).
+let names = {};
 
 /// Candidates gathered within this long go inside the offer or answer; later ones trickle.
 const GATHER_MS = 1500;
@@ -235,6 +238,170 @@ export function hangUp() {
   current = null;
   if (!call) return;
   if (call.local) call.local.getTracks().forEach((t) => t.stop());
+  if (call.channel) call.channel.close();
   call.pc.close();
   call.worker.terminate();
+  if (call.tiles) for (const id of [...call.tiles.keys()]) removeTile(call, id);
+}
+
+// ---- Group calls, through the server's forwarding unit (SFU) ----
+//
+// The page sends its camera and microphone to the SFU and receives everyone else's tracks from
+// it, every frame SFrame-encrypted by the worker (the SFU forwards what it cannot read). After
+// the join (an HTTP request the Rust side makes with the offer returned here), the SFU and the
+// page renegotiate over the "nightjar-sfu" data channel whenever someone joins or leaves: the
+// SFU offers, the page answers. The SFU tags each forwarded stream with the publisher's
+// participant id, and says which `mid` carries whom in a `tracks` message before each offer.
+
+/// A group call's video: smaller than a one-to-one call's, as a grid shows several at once.
+const GROUP_VIDEO = { width: { ideal: 320 }, height: { ideal: 240 }, frameRate: { ideal: 15 } };
+
+function tileFor(call, participant) {
+  let tile = call.tiles.get(participant);
+  if (tile) return tile;
+  const figure = document.createElement("figure");
+  figure.className = "tile";
+  figure.dataset.participant = participant;
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  const caption = document.createElement("figcaption");
+  figure.append(video, caption);
+  tile = { figure, video, caption, stream: new MediaStream() };
+  call.tiles.set(participant, tile);
+  label(participant, tile);
+  if (views.grid) views.grid.append(figure);
+  show(video, tile.stream);
+  return tile;
+}
+
+function label(participant, tile) {
+  const name = names[participant] || "someone";
+  tile.caption.textContent = name;
+  tile.video.setAttribute("aria-label", `Video from ${name}`);
+}
+
+function removeTile(call, participant) {
+  const tile = call.tiles.get(participant);
+  if (!tile) return;
+  call.tiles.delete(participant);
+  tile.stream.getTracks().forEach((t) => tile.stream.removeTrack(t));
+  tile.figure.remove();
+}
+
+/// Applies the SFU's view of who sends what: tiles of participants who left go.
+function onTracks(call, tracks) {
+  call.mids = new Map(tracks.map((t) => [t.mid, t.participant]));
+  const present = new Set(tracks.map((t) => t.participant));
+  for (const id of [...call.tiles.keys()]) if (!present.has(id)) removeTile(call, id);
+}
+
+async function onSfuMessage(call, text) {
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch (_) {
+    return;
+  }
+  if (m.type === "tracks") {
+    onTracks(call, m.tracks || []);
+  } else if (m.type === "offer") {
+    // Renegotiations are handled one at a time, in order.
+    call.negotiation = call.negotiation.then(async () => {
+      if (current !== call) return;
+      await call.pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
+      // Receivers the offer created get their transform before the answer starts them.
+      for (const t of call.pc.getTransceivers()) {
+        if (!t.receiver.transform && t.receiver.track) {
+          t.receiver.transform = transform(call.worker, "receive", t.receiver.track.kind);
+        }
+      }
+      await call.pc.setLocalDescription(await call.pc.createAnswer());
+      call.channel.send(JSON.stringify({ type: "answer", sdp: call.pc.localDescription.sdp }));
+    }).catch((e) => call.listener("error", String(e)));
+  } else if (m.type === "speaker") {
+    for (const [id, tile] of call.tiles) tile.figure.classList.toggle("speaking", id === m.participant);
+  } else if (m.type === "bye") {
+    call.listener("state", m.reason === "kicked" ? "kicked" : "closed");
+  } else if (m.type === "error") {
+    call.listener("error", m.message || "the forwarding unit refused a message");
+  }
+}
+
+/// Starts the media of a group call: returns the SDP offer for the forwarding unit (the Rust
+/// side sends it with the join request and hands the answer to `applySfuAnswer`).
+export async function joinGroup(video, iceJson, listener) {
+  hangUp();
+  const ice = JSON.parse(iceJson);
+  const pc = new RTCPeerConnection({
+    iceServers: ice.servers,
+    iceTransportPolicy: ice.relay_only ? "relay" : "all",
+    bundlePolicy: "max-bundle",
+  });
+  const worker = newWorker();
+  const call = {
+    pc, worker, listener, local: null, remote: new MediaStream(), late: [], gathering: false,
+    group: true, tiles: new Map(), mids: new Map(), negotiation: Promise.resolve(), channel: null,
+  };
+  current = call;
+  worker.onmessage = (e) => {
+    if (e.data && e.data.type === "stats") call.sframe = e.data;
+  };
+  pc.ontrack = (e) => {
+    if (!e.receiver.transform) e.receiver.transform = transform(worker, "receive", e.track.kind);
+    const participant = (e.streams[0] && e.streams[0].id) || call.mids.get(e.transceiver.mid);
+    if (!participant) return;
+    const tile = tileFor(call, participant);
+    tile.stream.getTracks().filter((t) => t.kind === e.track.kind).forEach((t) => tile.stream.removeTrack(t));
+    tile.stream.addTrack(e.track);
+    show(tile.video, tile.stream);
+  };
+  pc.onconnectionstatechange = () => listener("state", pc.connectionState);
+  const channel = pc.createDataChannel("nightjar-sfu");
+  call.channel = channel;
+  channel.onmessage = (e) => onSfuMessage(call, e.data);
+  const local = await navigator.mediaDevices.getUserMedia({ audio: true, video: video ? GROUP_VIDEO : false });
+  if (current !== call) {
+    local.getTracks().forEach((t) => t.stop());
+    throw new Error("the call ended");
+  }
+  call.local = local;
+  show(views.local, local);
+  for (const track of local.getTracks()) {
+    const t = pc.addTransceiver(track, { direction: "sendonly", streams: [local] });
+    t.sender.transform = transform(worker, "send", track.kind);
+    if (track.kind === "video") preferVp8(t);
+  }
+  await pc.setLocalDescription(await pc.createOffer());
+  // The SFU takes no trickled candidates: the offer carries what gathering found.
+  call.gathering = true;
+  await gathered(pc);
+  call.gathering = false;
+  return pc.localDescription.sdp;
+}
+
+/// The forwarding unit's answer to the join.
+export async function applySfuAnswer(answer) {
+  if (!current || !current.group) return;
+  await current.pc.setRemoteDescription({ type: "answer", sdp: answer });
+}
+
+/// The names to show on the tiles, as JSON `{participant id: account}`.
+export function setNames(json) {
+  try {
+    names = JSON.parse(json) || {};
+  } catch (_) {
+    names = {};
+  }
+  if (current && current.tiles) for (const [id, tile] of current.tiles) label(id, tile);
+}
+
+/// Where the group call's tiles go.
+export function attachGrid(el) {
+  views.grid = el;
+  if (!current || !current.tiles || !el) return;
+  for (const tile of current.tiles.values()) {
+    el.append(tile.figure);
+    show(tile.video, tile.stream);
+  }
 }

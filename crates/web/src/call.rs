@@ -5,6 +5,8 @@
 //! one to the other, and gives the worker the call's keys whenever the conversation's epoch
 //! moves on.
 
+use std::collections::BTreeMap;
+
 use leptos::prelude::*;
 use nightjar_core::ConversationId;
 use nightjar_machine::calls::{CallEvent, CallId, describe_end};
@@ -50,6 +52,18 @@ extern "C" {
     async fn stats() -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = hangUp)]
     fn media_hang_up();
+    #[wasm_bindgen(js_name = joinGroup, catch)]
+    async fn join_group(
+        video: bool,
+        ice: &str,
+        listener: &js_sys::Function,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = applySfuAnswer, catch)]
+    async fn apply_sfu_answer(answer: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = setNames)]
+    fn set_names(json: &str);
+    #[wasm_bindgen(js_name = attachGrid)]
+    fn attach_grid(grid: Option<web_sys::HtmlElement>);
 }
 
 /// The settings key of "always relay calls" (hides this device's address from the other side).
@@ -60,6 +74,8 @@ pub(crate) const RELAY_CALLS: &str = "web/relay_calls";
 pub(crate) enum CallStage {
     /// Ringing here; the caller's offer waits for Accept.
     Incoming { offer: String },
+    /// A group call rings here: Join connects to it.
+    Invited,
     /// Calling out: the callee's devices ring.
     Calling,
     /// Answered; the media path is being set up.
@@ -83,6 +99,38 @@ pub(crate) struct CallView {
     pub(crate) keyed_epoch: Option<u64>,
     /// What the call's statistics said last.
     pub(crate) details: CallDetails,
+    /// Whether it is a group call (through the server's forwarding unit).
+    pub(crate) group: bool,
+    /// A group call's participants: device id (16 hex digits) → account.
+    pub(crate) participants: BTreeMap<String, String>,
+}
+
+impl CallView {
+    fn new(conversation: ConversationId, peer: String, video: bool, stage: CallStage) -> Self {
+        Self {
+            id: None,
+            conversation,
+            peer,
+            video,
+            stage,
+            muted: false,
+            camera_off: false,
+            keyed_epoch: None,
+            details: CallDetails::default(),
+            group: false,
+            participants: BTreeMap::new(),
+        }
+    }
+}
+
+/// A group call going on in one of this device's groups, which this device is not in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OngoingCall {
+    pub(crate) call: CallId,
+    pub(crate) conversation: ConversationId,
+    pub(crate) video: bool,
+    /// How many devices are in it.
+    pub(crate) participants: usize,
 }
 
 /// The call's statistics, as the call screen shows them.
@@ -148,8 +196,13 @@ fn listener(ui: Ui) -> js_sys::Function {
                     ui.error("The call's connection failed.".into());
                     hang_up_now(machine, now, ui);
                 }
+                "kicked" => {
+                    ui.error("You were removed from the call.".into());
+                    hang_up_now(machine, now, ui);
+                }
                 _ => {}
             }),
+            "error" => ui.error(format!("Call: {value}")),
             _ => {}
         }
     });
@@ -168,17 +221,12 @@ pub(crate) fn start(ui: Ui, conversation: ConversationId, peer: String, video: b
     let Some(d) = ui.driver.get_value() else {
         return;
     };
-    ui.call.set(Some(CallView {
-        id: None,
+    ui.call.set(Some(CallView::new(
         conversation,
         peer,
         video,
-        stage: CallStage::Calling,
-        muted: false,
-        camera_off: false,
-        keyed_epoch: None,
-        details: CallDetails::default(),
-    }));
+        CallStage::Calling,
+    )));
     d.intent(move |machine, _, ui| {
         let token = account::token(machine);
         let relay = relay_only(machine);
@@ -223,8 +271,101 @@ pub(crate) fn start(ui: Ui, conversation: ConversationId, peer: String, video: b
     });
 }
 
+/// Starts a group call in the group `conversation` (named `name`), or joins the one going on
+/// there.
+pub(crate) fn start_group(ui: Ui, conversation: ConversationId, name: String, video: bool) {
+    if ui.call.get_untracked().is_some() {
+        ui.error("You are already in a call.".into());
+        return;
+    }
+    let Some(d) = ui.driver.get_value() else {
+        return;
+    };
+    d.intent(move |machine, now, ui| {
+        let ongoing = ui
+            .group_calls
+            .get_untracked()
+            .into_iter()
+            .find(|c| c.conversation == conversation);
+        let placed = match &ongoing {
+            Some(c) => machine.join_call(now, c.call, video).map(|()| c.call),
+            None => machine.start_group_call(now, conversation, video),
+        };
+        match placed {
+            Ok(id) => {
+                let mut view = CallView::new(conversation, name, video, CallStage::Connecting);
+                view.id = Some(id);
+                view.group = true;
+                view.participants = participants_of(machine, id);
+                set_names(&names_json(&view.participants));
+                ui.call.set(Some(view));
+                connect_group(*ui, machine, conversation, video);
+            }
+            Err(e) => ui.error(e.to_string()),
+        }
+    });
+}
+
+fn participants_of(machine: &Machine<MemoryClientStore>, call: CallId) -> BTreeMap<String, String> {
+    machine
+        .calls()
+        .ok()
+        .and_then(|book| {
+            book.calls
+                .get(&call.to_hex())
+                .map(|r| r.participants.clone())
+        })
+        .unwrap_or_default()
+}
+
+/// Connects this device's media to the forwarding unit: the offer goes with the join request,
+/// which the server grants to member devices only.
+fn connect_group(
+    ui: Ui,
+    machine: &Machine<MemoryClientStore>,
+    conversation: ConversationId,
+    video: bool,
+) {
+    let token = account::token(machine);
+    let relay = relay_only(machine);
+    leptos::task::spawn_local(async move {
+        let ice = ice_config(token.clone(), relay).await;
+        let joined = async {
+            let offer = join_group(video, &ice, &listener(ui))
+                .await
+                .map_err(|e| crate::js::describe(&e))?
+                .as_string()
+                .unwrap_or_default();
+            let path = format!("/v1/calls/{conversation}/sfu");
+            let body = serde_json::json!({ "offer": offer });
+            let answer: serde_json::Value =
+                crate::net::json("POST", &path, token.as_deref(), Some(&body))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let sdp = answer["answer"].as_str().unwrap_or_default().to_owned();
+            apply_sfu_answer(&sdp)
+                .await
+                .map_err(|e| crate::js::describe(&e))?;
+            Ok::<(), String>(())
+        };
+        if let Err(e) = joined.await {
+            ui.error(format!("Could not join the call: {e}"));
+            if let Some(d) = ui.driver.get_value() {
+                d.intent(hang_up_now);
+            }
+        }
+    });
+}
+
 /// Answers the call ringing on screen.
 pub(crate) fn accept(ui: Ui) {
+    if let Some(view) = ui.call.get_untracked()
+        && view.stage == CallStage::Invited
+    {
+        ui.call.set(None);
+        start_group(ui, view.conversation, view.peer, view.video);
+        return;
+    }
     let Some(CallView {
         id: Some(id),
         video,
@@ -282,9 +423,14 @@ fn hang_up_now(machine: &mut Machine<MemoryClientStore>, now: u64, ui: &Ui) {
     media_hang_up();
     let call = ui.call.get_untracked();
     ui.call.set(None);
-    if let Some(id) = call.and_then(|c| c.id)
-        && let Err(e) = machine.hang_up(now, id)
-    {
+    let Some(view) = call else { return };
+    let Some(id) = view.id else { return };
+    let done = if view.stage == CallStage::Invited {
+        machine.decline_call(now, id)
+    } else {
+        machine.hang_up(now, id)
+    };
+    if let Err(e) = done {
         ui.error(e.to_string());
     }
 }
@@ -312,17 +458,40 @@ pub(crate) fn on_event(ui: &Ui, event: &CallEvent) {
             if ui.call.get_untracked().is_some() {
                 return;
             }
-            ui.call.set(Some(CallView {
-                id: Some(call),
-                conversation,
-                peer: from,
-                video,
-                stage: CallStage::Incoming { offer },
-                muted: false,
-                camera_off: false,
-                keyed_epoch: None,
-                details: CallDetails::default(),
-            }));
+            let mut view = CallView::new(conversation, from, video, CallStage::Incoming { offer });
+            view.id = Some(call);
+            ui.call.set(Some(view));
+        }
+        CallEvent::Invited {
+            call,
+            conversation,
+            from,
+            video,
+        } => {
+            if ui.call.get_untracked().is_some() {
+                return;
+            }
+            let name = ui
+                .conversations
+                .get_untracked()
+                .into_iter()
+                .find(|c| c.id == conversation)
+                .map_or(from, |c| c.title);
+            let mut view = CallView::new(conversation, name, video, CallStage::Invited);
+            view.id = Some(call);
+            view.group = true;
+            ui.call.set(Some(view));
+        }
+        CallEvent::Participants { call, participants } => {
+            if !is_current(ui, call) {
+                return;
+            }
+            set_names(&names_json(&participants));
+            ui.call.update(|c| {
+                if let Some(c) = c {
+                    c.participants = participants;
+                }
+            });
         }
         CallEvent::Ringing { .. } => {}
         CallEvent::Answered { call, answer } => {
@@ -369,6 +538,14 @@ pub(crate) fn on_event(ui: &Ui, event: &CallEvent) {
             if view.id != Some(call) {
                 return;
             }
+            if view.group {
+                // A group call stopped ringing, or this device left it.
+                if view.stage != CallStage::Invited {
+                    media_hang_up();
+                }
+                ui.call.set(None);
+                return;
+            }
             media_hang_up();
             ui.call.set(None);
             ui.show(format!(
@@ -378,6 +555,18 @@ pub(crate) fn on_event(ui: &Ui, event: &CallEvent) {
             ));
         }
     }
+}
+
+/// The tiles' names: the forwarding unit knows participants by their decimal device id.
+fn names_json(participants: &BTreeMap<String, String>) -> String {
+    let names: serde_json::Map<String, serde_json::Value> = participants
+        .iter()
+        .filter_map(|(hex, account)| {
+            let id = u64::from_str_radix(hex, 16).ok()?;
+            Some((id.to_string(), serde_json::Value::String(account.clone())))
+        })
+        .collect();
+    serde_json::Value::Object(names).to_string()
 }
 
 fn capitalize(text: &str) -> String {
@@ -392,14 +581,39 @@ fn is_current(ui: Ui, call: CallId) -> bool {
     ui.call.get_untracked().is_some_and(|c| c.id == Some(call))
 }
 
-/// After every event: gives the SFrame worker the call's keys when the conversation's epoch
-/// moved on (a member joined or left, a device updated its keys).
-pub(crate) fn rekey(machine: &mut Machine<MemoryClientStore>, ui: &Ui) {
+/// After every event: lists the group calls going on without this device, and gives the
+/// SFrame worker the call's keys when the conversation's epoch moved on (a member joined or
+/// left, a device updated its keys).
+pub(crate) fn refresh(machine: &mut Machine<MemoryClientStore>, ui: &Ui) {
+    let ongoing: Vec<OngoingCall> = machine
+        .calls()
+        .map(|book| {
+            book.calls
+                .iter()
+                .filter(|(_, r)| r.group && !r.here && !r.participants.is_empty())
+                .filter_map(|(id, r)| {
+                    Some(OngoingCall {
+                        call: CallId::from_hex(id)?,
+                        conversation: ConversationId::parse(&r.conversation)?,
+                        video: r.video,
+                        participants: r.participants.len(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if ui.group_calls.get_untracked() != ongoing {
+        ui.group_calls.set(ongoing);
+    }
+    rekey(machine, ui);
+}
+
+fn rekey(machine: &mut Machine<MemoryClientStore>, ui: &Ui) {
     let Some(view) = ui.call.get_untracked() else {
         return;
     };
     let Some(id) = view.id else { return };
-    if matches!(view.stage, CallStage::Incoming { .. }) {
+    if matches!(view.stage, CallStage::Incoming { .. } | CallStage::Invited) {
         return;
     }
     let Ok(keys) = machine.call_keys(id) else {
@@ -476,9 +690,16 @@ fn duration(since: u64) -> String {
 pub(crate) fn CallScreen(ui: Ui) -> impl IntoView {
     let local = NodeRef::<leptos::html::Video>::new();
     let remote = NodeRef::<leptos::html::Video>::new();
+    let grid = NodeRef::<leptos::html::Div>::new();
     Effect::new(move || {
-        if let (Some(l), Some(r)) = (local.get(), remote.get()) {
-            attach(Some(l), Some(r));
+        if let Some(l) = local.get() {
+            attach(Some(l), remote.get());
+        }
+    });
+    Effect::new(move || {
+        if let Some(g) = grid.get() {
+            let el: &web_sys::HtmlElement = &g;
+            attach_grid(Some(el.clone()));
         }
     });
     watch_stats(ui);
@@ -493,12 +714,27 @@ pub(crate) fn CallScreen(ui: Ui) -> impl IntoView {
     let view_of = move || ui.call.get();
     let peer = move || view_of().map(|c| c.peer).unwrap_or_default();
     let video = move || view_of().is_some_and(|c| c.video);
-    let incoming = move || view_of().is_some_and(|c| matches!(c.stage, CallStage::Incoming { .. }));
+    let incoming = move || {
+        view_of()
+            .is_some_and(|c| matches!(c.stage, CallStage::Incoming { .. } | CallStage::Invited))
+    };
+    let group = move || view_of().is_some_and(|c| c.group);
+    let others = move || {
+        let me = ui.me.get();
+        let names: Vec<String> = view_of()
+            .map(|c| c.participants.into_values().filter(|a| *a != me).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            "waiting for others to join".to_owned()
+        } else {
+            format!("with {}", names.join(", "))
+        }
+    };
     let status = move || {
         clock.get();
         let placed = view_of().is_some_and(|c| c.id.is_some());
         match view_of().map(|c| c.stage) {
-            Some(CallStage::Incoming { .. }) => "ringing".to_owned(),
+            Some(CallStage::Incoming { .. } | CallStage::Invited) => "ringing".to_owned(),
             Some(CallStage::Calling) if !placed => "starting…".to_owned(),
             Some(CallStage::Calling) => "calling…".to_owned(),
             Some(CallStage::Connecting) => "connecting…".to_owned(),
@@ -565,22 +801,34 @@ pub(crate) fn CallScreen(ui: Ui) -> impl IntoView {
     view! {
         <section class="call" role="dialog" aria-label=move || format!("Call with {}", peer())>
             <Show when=incoming>
-                <h2>{move || format!("Incoming {} call from {}", if video() { "video" } else { "voice" }, peer())}</h2>
+                <h2>{move || if group() {
+                    format!("Group {} call in {}", if video() { "video" } else { "voice" }, peer())
+                } else {
+                    format!("Incoming {} call from {}", if video() { "video" } else { "voice" }, peer())
+                }}</h2>
                 <div class="call-controls">
-                    <button class="accept" on:click=move |_| accept(ui)>"Accept"</button>
-                    <button class="decline" on:click=move |_| hang_up(ui)>"Decline"</button>
+                    <button class="accept" on:click=move |_| accept(ui)>{move || if group() { "Join" } else { "Accept" }}</button>
+                    <button class="decline" on:click=move |_| hang_up(ui)>{move || if group() { "Not now" } else { "Decline" }}</button>
                 </div>
             </Show>
             <Show when=move || !incoming()>
                 <h2>{peer}</h2>
                 <p class="call-status" role="status" aria-label="Call status">{status}</p>
+                <Show when=group>
+                    <p class="call-people" aria-label="In the call">{others}</p>
+                </Show>
                 <p class="e2ee" aria-label="Encryption">
                     <span class="badge-e2ee">"End-to-end encrypted"</span>
                     " Audio and video are encrypted on this device with keys only the people in this conversation have."
                 </p>
-                <div class="videos">
-                    <video class="remote" node_ref=remote autoplay=true playsinline=true
-                        aria-label=move || format!("Video from {}", peer())></video>
+                <div class="videos" class:group=group>
+                    <Show when=move || !group()>
+                        <video class="remote" node_ref=remote autoplay=true playsinline=true
+                            aria-label=move || format!("Video from {}", peer())></video>
+                    </Show>
+                    <Show when=group>
+                        <div class="grid" node_ref=grid aria-label="Participants"></div>
+                    </Show>
                     <video class="local" node_ref=local autoplay=true playsinline=true muted=true
                         aria-label="Your camera"></video>
                 </div>

@@ -260,7 +260,7 @@ async fn run(
             }
             ui.notify(&n);
         }
-        crate::call::rekey(&mut machine, &ui);
+        crate::call::refresh(&mut machine, &ui);
         ui.refresh(&mut machine);
         if machine.has_requests() {
             // Showing the conversation sent read receipts: carry them out first.

@@ -461,11 +461,19 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     let request_from = move || current().and_then(|c| c.request_from);
     let members_open = RwSignal::new(false);
     let call = move |video: bool| {
-        if let Some(c) = current()
-            && let Some(peer) = c.peer
-        {
+        let Some(c) = current() else { return };
+        if c.group {
+            crate::call::start_group(ui, c.id, c.title, video);
+        } else if let Some(peer) = c.peer {
             crate::call::start(ui, c.id, peer, video);
         }
+    };
+    let ongoing = move || {
+        let selected = ui.selected.get();
+        ui.group_calls
+            .get()
+            .into_iter()
+            .find(|c| Some(c.conversation) == selected)
     };
     let safety_for = move |peer: Option<String>| {
         let (Some(d), Some(peer)) = (driver.get_value(), peer) else {
@@ -506,9 +514,11 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <header class="chat-head">
                     <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
                     <h2>{title}</h2>
-                    <Show when=move || current().is_some_and(|c| !c.group)>
+                    <Show when=move || ongoing().is_none()>
                         <button class="small" aria-label="Voice call" on:click=move |_| call(false)>"Call"</button>
                         <button class="small" aria-label="Video call" on:click=move |_| call(true)>"Video"</button>
+                    </Show>
+                    <Show when=move || current().is_some_and(|c| !c.group)>
                         <button class="small" on:click=move |_| safety_for(current().and_then(|c| c.peer))>"Safety number"</button>
                     </Show>
                     <Show when=move || current().is_some_and(|c| c.group)>
@@ -534,6 +544,16 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                         }
                     }
                 </For>
+                <Show when=move || ongoing().is_some()>
+                    <div class="ongoing-call" role="region" aria-label="Call in progress">
+                        <p>{move || {
+                            let n = ongoing().map_or(0, |c| c.participants);
+                            let kind = if ongoing().is_some_and(|c| c.video) { "video" } else { "voice" };
+                            format!("A group {kind} call is going on ({n} in it).")
+                        }}</p>
+                        <button class="accept" on:click=move |_| call(ongoing().is_some_and(|c| c.video))>"Join call"</button>
+                    </div>
+                </Show>
                 <Show when=move || members_open.get() && current().is_some_and(|c| c.group)>
                     <Members ui=ui driver=driver/>
                 </Show>

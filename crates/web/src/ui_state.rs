@@ -125,6 +125,8 @@ pub(crate) struct Ui {
     pub(crate) typing: RwSignal<Vec<(ConversationId, String, u64)>>,
     /// The call on screen, if any.
     pub(crate) call: RwSignal<Option<crate::call::CallView>>,
+    /// Group calls going on without this device, in its groups.
+    pub(crate) group_calls: RwSignal<Vec<crate::call::OngoingCall>>,
     /// The running driver, once signed in.
     pub(crate) driver: StoredValue<Option<crate::driver::Driver>, LocalStorage>,
 }
@@ -144,6 +146,7 @@ impl Ui {
             devices: RwSignal::new(None),
             typing: RwSignal::new(Vec::new()),
             call: RwSignal::new(None),
+            group_calls: RwSignal::new(Vec::new()),
             driver: StoredValue::new_local(None),
         }
     }

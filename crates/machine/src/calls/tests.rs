@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use nightjar_core::identity::DeviceId;
 
 use super::*;
@@ -464,4 +466,58 @@ fn group_signals_cannot_ring_strangers_reach_other_calls_or_forge_participants()
     assert_eq!(book.next_deadline(), Some(T0 + 100 + GROUP_CALL_STALE_MS));
     let step = book.expire(T0 + 100 + GROUP_CALL_STALE_MS);
     assert_eq!(row_text(&step).as_deref(), Some("missed group video call"));
+}
+
+#[test]
+fn a_member_removed_from_the_group_leaves_its_calls_and_a_removed_device_ends_its_own() {
+    let alice = device("alice", 1);
+    let bob = device("bob", 21);
+    let carol = device("carol", 31);
+    let key = CallId([1; 16]).to_hex();
+    let members = |ds: &[&DeviceCredential]| -> BTreeSet<String> {
+        ds.iter().map(|d| d.device_id.to_string()).collect()
+    };
+    // Alice's call with bob and carol; bob is removed from the group (he could not say goodbye).
+    let mut book = group_starter_book(&alice);
+    book.on_signal(T0 + 100, &alice, origin(&bob, T0 + 100), &join(), true);
+    book.on_signal(T0 + 100, &alice, origin(&carol, T0 + 100), &join(), true);
+    let mut step = CallStep::default();
+    book.members_changed(
+        T0 + 500,
+        &alice,
+        conv(),
+        &members(&[&alice, &carol]),
+        &mut step,
+    );
+    assert_eq!(
+        participants(&step),
+        Some(vec!["alice".into(), "carol".into()])
+    );
+    assert!(
+        step.rotate.is_empty(),
+        "the removal's commit changed the keys already"
+    );
+    // A device that watched the call without joining: when the last participant is removed,
+    // the call is over and it was missed.
+    let mut watcher = CallBook::default();
+    watcher.on_signal(T0 + 100, &carol, origin(&bob, T0), &join(), true);
+    let mut step = CallStep::default();
+    watcher.members_changed(
+        T0 + 500,
+        &carol,
+        conv(),
+        &members(&[&alice, &carol]),
+        &mut step,
+    );
+    assert_eq!(row_text(&step).as_deref(), Some("missed group video call"));
+    assert!(watcher.calls.is_empty());
+    // Carol herself is removed while in the call: her call ends, with her own row only.
+    let mut carols = CallBook::default();
+    carols.on_signal(T0 + 100, &carol, origin(&alice, T0), &join(), true);
+    assert!(carols.join_group(T0 + 200, &carol, CallId([1; 16])));
+    let mut step = CallStep::default();
+    carols.members_changed(T0 + 5_200, &carol, conv(), &members(&[&alice]), &mut step);
+    assert_eq!(step.rows.len(), 1);
+    assert_eq!(row_text(&step).as_deref(), Some("group video call, 0:05"));
+    assert!(!carols.calls.contains_key(&key));
 }

@@ -2,6 +2,8 @@
 //! signals read from the inbox go through the [`CallBook`] rules (see [`crate::calls`]), in the
 //! transaction that processes their envelope.
 
+use std::collections::BTreeSet;
+
 use nightjar_core::calls::CallKeys;
 use nightjar_core::content::{CallSignal, CallSignalKind, Content};
 use nightjar_core::{ConversationId, ConversationKind, Engine};
@@ -87,6 +89,39 @@ pub(crate) fn on_call_signal<S: ClientStore>(
         rotate_keys(engine, store, now, *conversation)?;
     }
     Ok(step.replies)
+}
+
+/// After a commit in `conversation`: devices no longer in it leave its group calls (and if this
+/// device was removed, its calls there end).
+pub(crate) fn on_members_changed<S: ClientStore>(
+    engine: &mut Engine<S>,
+    store: &S,
+    now: u64,
+    conversation: ConversationId,
+    out: &mut Vec<Notification>,
+) -> Result<()> {
+    let mut book = load_book(store)?;
+    let here = conversation.to_string();
+    if !book
+        .calls
+        .values()
+        .any(|r| r.group && r.conversation == here)
+    {
+        return Ok(());
+    }
+    let members: BTreeSet<String> = match engine.conversation(conversation) {
+        Ok(info) if info.active => info
+            .members
+            .iter()
+            .map(|m| m.device_id.to_string())
+            .collect(),
+        _ => BTreeSet::new(),
+    };
+    let me = engine.device().clone();
+    let mut step = CallStep::default();
+    book.members_changed(now, &me, conversation, &members, &mut step);
+    save_book(store, &book)?;
+    record_step(store, &step, now, out)
 }
 
 /// Commits a fresh leaf key for this device in `conversation`, so that the epoch, and with it

@@ -177,6 +177,9 @@ fn record_incoming<S: ClientStore>(
                     sender.username
                 )));
             }
+            if !removed.is_empty() {
+                super::calling::on_members_changed(engine, store, now, *conversation, &mut out)?;
+            }
             let mut gone: Vec<&str> = removed.iter().map(|d| d.username.as_str()).collect();
             gone.dedup();
             let info = engine.conversation(*conversation)?;
@@ -247,6 +250,7 @@ fn record_incoming<S: ClientStore>(
                 out.push(Notification::ConversationChanged(*conversation));
             }
             store.clear_outbox_for(&id)?;
+            super::calling::on_members_changed(engine, store, now, *conversation, &mut out)?;
         }
         Incoming::LeaveRequested {
             conversation,

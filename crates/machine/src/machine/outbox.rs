@@ -522,12 +522,15 @@ impl<S: ClientStore> Machine<S> {
             (OutboxItem::Commit { .. }, Ok(_)) => {
                 // The members of the new epoch send sealed under its key: register it.
                 self.registrations_due.insert(conversation);
+                let mut notes = Vec::new();
                 let result = self.atomic(|engine, store| {
                     engine.commit_accepted(now, conversation)?;
                     store.remove_outbox(seq)?;
                     let row = conversation_row(engine, conversation)?;
-                    Ok(store.upsert_conversation(&row, now)?)
+                    store.upsert_conversation(&row, now)?;
+                    super::calling::on_members_changed(engine, store, now, conversation, &mut notes)
                 });
+                self.notifications.extend(notes);
                 match result {
                     Ok(()) => {}
                     // Our pending commit is gone (superseded locally): nothing to merge.

@@ -104,11 +104,28 @@ async fn send(
             quota: send_quota(limits),
         })
         .await?;
-    answer(&state, outcome, kind, with_welcome, |queued| {
+    let commit_accepted =
+        matches!(kind, EnvelopeKind::Commit) && matches!(outcome, SendOutcome::Accepted { .. });
+    let response = answer(&state, outcome, kind, with_welcome, |queued| {
         state
             .fan_out
             .charge(account, now, queued, queued.saturating_mul(payload_len));
-    })
+    })?;
+    if commit_accepted {
+        cut_off_from_call(&state, conversation).await;
+    }
+    Ok(response)
+}
+
+/// After a commit: whoever it removed (or is otherwise no longer an active member device) leaves
+/// the conversation's group call on this node at once. A failure is logged; the periodic check
+/// (`group_calls::RECHECK_INTERVAL`) tries again.
+async fn cut_off_from_call(state: &AppState, conversation: ConversationId) {
+    if let Some(calls) = &state.calls
+        && let Err(e) = calls.recheck(&state.store, conversation).await
+    {
+        tracing::warn!(error = %e, "group-call membership check failed");
+    }
 }
 
 /// Sends an application message *without a session* (sealed sender). A member of the

@@ -78,7 +78,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "key-packages", description = "The MLS key-package directory"),
         (name = "messages", description = "Delivery queues and the push stream"),
         (name = "consent", description = "Message requests: accepting, blocking, reporting"),
-        (name = "calls", description = "Calls: short-lived credentials for the TURN relay"),
+        (name = "calls", description = "Calls: short-lived credentials for the TURN relay, and joining a group call on the server's SFU"),
         (name = "operations", description = "Health and this document (metrics are served on a separate, loopback-by-default listener)"),
     )
 )]
@@ -258,6 +258,7 @@ mod tests {
             ("/v1/consent/{username}", "delete"),
             ("/v1/reports", "post"),
             ("/v1/calls/turn", "get"),
+            ("/v1/calls/{conversation_id}/sfu", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -268,6 +269,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 37, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 38, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

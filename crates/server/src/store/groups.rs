@@ -30,7 +30,26 @@ pub(crate) enum StoredGroup {
     },
 }
 
+/// A member device of a conversation that exists and is active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberDevice {
+    /// Its address.
+    pub(crate) address: DeviceAddress,
+    /// Its row id.
+    pub(crate) device_pk: i64,
+}
+
 impl Store {
+    /// The member devices of `conversation` by the last commit the server accepted
+    /// (`conversation_members`) that exist and are active: who may be in its group call.
+    /// Empty for an unknown conversation.
+    pub(crate) async fn active_members(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<MemberDevice>, sqlx::Error> {
+        dispatch!(self, db => db.active_members(conversation).await)
+    }
+
     /// The public group state of `conversation`, read outside any transaction: the send
     /// transaction checks the epoch again before writing anything that depends on it.
     pub(crate) async fn group_state(&self, conversation: &str) -> Result<StoredGroup, sqlx::Error> {
@@ -87,6 +106,28 @@ where
             state,
             proposals,
         })
+    }
+
+    async fn active_members(&self, conversation: &str) -> Result<Vec<MemberDevice>, sqlx::Error> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT m.username, m.device_id, d.id FROM conversation_members m \
+             JOIN accounts a ON a.username = m.username \
+             JOIN devices d ON d.account_id = a.id AND d.device_id = m.device_id \
+             WHERE m.conversation_id = $1 AND d.status = 'active'",
+        )
+        .bind(conversation)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(username, device_id, device_pk)| MemberDevice {
+                address: DeviceAddress {
+                    username,
+                    device_id,
+                },
+                device_pk,
+            })
+            .collect())
     }
 
     async fn device_keys(
