@@ -238,6 +238,9 @@ test("a group call of four through the SFU: everyone sees everyone, one leaves, 
   await seesInGrid(max.page, ["kim", "lou"]);
   assert.match(await kim.page.getByRole("dialog").getByLabel("In the call").innerText(), /lou/);
   await kim.page.screenshot({ path: path.join(screenshots, "group-call.png") });
+  await kim.page.setViewportSize({ width: 360, height: 740 });
+  await kim.page.screenshot({ path: path.join(screenshots, "group-call-360.png") });
+  await kim.page.setViewportSize({ width: 1100, height: 720 });
 
   // max leaves: his tile goes everywhere. ned, who let it ring, joins from the chat's banner.
   await max.page.getByRole("dialog").getByRole("button", { name: "Hang up" }).click();
