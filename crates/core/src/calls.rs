@@ -67,3 +67,46 @@ mod tests {
         assert!(CallKeys::from_secret(7, 2, &[0; 15]).is_none());
     }
 }
+
+/// The label of [`sfu_participant`]'s hash.
+const SFU_PARTICIPANT_LABEL: &[u8] = b"nightjar sfu participant v1";
+
+/// A device's participant id at the group-call forwarding unit: the first 8 bytes (big-endian)
+/// of SHA-256 over a label, the account name and the device id. Device ids are unique only
+/// within an account (each device picks its own), so the account is part of it: another
+/// account cannot take a device's place in a call by choosing the same device id. The server
+/// and every member compute it alike, so members can name the tiles of a call.
+pub fn sfu_participant(username: &str, device: crate::identity::DeviceId) -> u64 {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(SFU_PARTICIPANT_LABEL);
+    hash.update((username.len() as u64).to_be_bytes());
+    hash.update(username.as_bytes());
+    hash.update(device.0.to_be_bytes());
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod participant_tests {
+    use super::sfu_participant;
+    use crate::identity::DeviceId;
+
+    #[test]
+    fn the_same_device_id_in_two_accounts_is_two_participants() {
+        let id = DeviceId(0x1234);
+        assert_ne!(sfu_participant("alice", id), sfu_participant("mallory", id));
+        assert_eq!(sfu_participant("alice", id), sfu_participant("alice", id));
+        assert_ne!(
+            sfu_participant("alice", id),
+            sfu_participant("alice", DeviceId(0x1235))
+        );
+        // The name's length is hashed: "ab"+device is not "a"+("b"...)+device.
+        assert_ne!(
+            sfu_participant("ab", DeviceId(1)),
+            sfu_participant("a", DeviceId(1))
+        );
+    }
+}

@@ -24,7 +24,7 @@
 //!   still join while the call goes on.
 //! - Media keys rotate whenever the participants change: the joining device commits a fresh
 //!   leaf key as it joins, and when a participant leaves, the remaining participant with the
-//!   lowest device id commits one (see [`CallStep::rotate`]), so a device that left can no
+//!   lowest participant id commits one (see [`CallStep::rotate`]), so a device that left can no
 //!   longer follow the call's media with keys it held while in it... unless it is still a member
 //!   of the conversation, which can always derive them; removing it from the conversation is
 //!   what cuts it off.
@@ -48,6 +48,16 @@ pub const RING_TIMEOUT_MS: u64 = 60_000;
 
 /// How long a group call this device is not in stays known without any signal about it.
 pub const GROUP_CALL_STALE_MS: u64 = 4 * 60 * 60 * 1000;
+
+/// The least time between two key rotations a device makes because participants left a call
+/// (a leave within it is rotated for when it ends): a member that joins and leaves over and
+/// over cannot make another device commit more often.
+pub const LEAVE_ROTATION_GAP_MS: u64 = 10_000;
+
+/// Most group calls a device keeps for one conversation (joins of further new calls there are
+/// ignored until one ends): a member cannot fill the book, or ring again and again, with
+/// made-up calls.
+pub const GROUP_CALLS_PER_CONVERSATION: usize = 2;
 
 /// The settings key of the [`CallBook`].
 pub(crate) const CALL_BOOK: &str = "calls";
@@ -109,7 +119,7 @@ pub struct CallRecord {
     /// Whether it is a group call (through the forwarding unit).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group: bool,
-    /// A group call's participants now: device id (16 hex digits) → account.
+    /// A group call's participants now: participant id ([`participant_key`]) → account.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub participants: BTreeMap<String, String>,
     /// Whether this device took part in the group call at some time.
@@ -118,6 +128,12 @@ pub struct CallRecord {
     /// When the last signal about the call arrived (ms; group calls).
     #[serde(default)]
     pub last_signal_at: u64,
+    /// When this device last rotated the keys because someone left (ms; group calls).
+    #[serde(default)]
+    pub rotated_at: u64,
+    /// A rotation for a leave that came within [`LEAVE_ROTATION_GAP_MS`] of the last, due then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_due: Option<u64>,
 }
 
 impl CallRecord {
@@ -143,6 +159,8 @@ impl CallRecord {
             participants: BTreeMap::new(),
             joined: false,
             last_signal_at: started_at,
+            rotated_at: 0,
+            rotate_due: None,
         }
     }
 
@@ -162,7 +180,7 @@ impl CallRecord {
             record.phase = CallPhase::Active { since: now };
             record
                 .participants
-                .insert(me.device_id.to_string(), me.username.clone());
+                .insert(participant_key(me), me.username.clone());
         }
         record
     }
@@ -249,7 +267,8 @@ pub enum CallEvent {
     Participants {
         /// The call.
         call: CallId,
-        /// Device id (16 hex digits) → account, this device included when it is in the call.
+        /// Participant id ([`participant_key`]) → account, this device included when it is in
+        /// the call.
         participants: BTreeMap<String, String>,
     },
     /// The call is over on this device.
@@ -334,7 +353,7 @@ impl CallBook {
             .filter_map(|c| match c.phase {
                 CallPhase::Ringing => Some(c.started_at.saturating_add(RING_TIMEOUT_MS)),
                 CallPhase::Elsewhere => Some(c.last_signal_at.saturating_add(GROUP_CALL_STALE_MS)),
-                CallPhase::Active { .. } => None,
+                CallPhase::Active { .. } => c.rotate_due,
             })
             .min()
     }
@@ -389,7 +408,7 @@ impl CallBook {
         record.here = false;
         record.phase = CallPhase::Elsewhere;
         record.last_signal_at = now;
-        record.participants.remove(&me.device_id.to_string());
+        record.participants.remove(&participant_key(me));
         let end = CallEnd::Ended {
             duration_ms: now.saturating_sub(since),
         };
@@ -430,12 +449,12 @@ impl CallBook {
         record.last_signal_at = now;
         record
             .participants
-            .insert(me.device_id.to_string(), me.username.clone());
+            .insert(participant_key(me), me.username.clone());
         true
     }
 
     /// The members of `conversation` changed (a commit): devices no longer in it leave its
-    /// group calls. `members` holds the member devices' ids (16 hex digits); if this device is
+    /// group calls. `members` holds the member devices' [`participant_key`]s; if this device is
     /// not among them it was removed, and its calls there end. The commit itself changed the
     /// keys: no rotation is needed.
     pub(crate) fn members_changed(
@@ -453,7 +472,7 @@ impl CallBook {
             .filter(|(_, r)| r.group && r.conversation == here)
             .filter_map(|(id, _)| CallId::from_hex(id))
             .collect();
-        let mine = me.device_id.to_string();
+        let mine = participant_key(me);
         for call in calls {
             let key = call.to_hex();
             if !members.contains(&mine) {
@@ -506,6 +525,15 @@ impl CallBook {
                 (stale || rang_out).then(|| CallId::from_hex(id).map(|id| (id, stale)))?
             })
             .collect();
+        for record in self.calls.values_mut() {
+            if record.rotate_due.is_some_and(|t| t <= now) {
+                record.rotate_due = None;
+                record.rotated_at = now;
+                if let Some(conversation) = ConversationId::parse(&record.conversation) {
+                    step.rotate.push(conversation);
+                }
+            }
+        }
         for (call, stale) in group {
             if stale {
                 self.end(call, CallEnd::Missed, &mut step);
@@ -745,7 +773,7 @@ impl CallBook {
         } = origin;
         let call = CallId(signal.call_id);
         let key = call.to_hex();
-        let device = sender.device_id.to_string();
+        let device = participant_key(sender);
         if *sender == *me {
             return;
         }
@@ -762,6 +790,15 @@ impl CallBook {
                     // A call id of another conversation, or of a one-to-one call.
                     Some(_) => return,
                     None => {
+                        let here = conversation.to_string();
+                        let known_there = self
+                            .calls
+                            .values()
+                            .filter(|r| r.group && r.conversation == here)
+                            .count();
+                        if known_there >= GROUP_CALLS_PER_CONVERSATION {
+                            return;
+                        }
                         let from_my_account = sender.username == me.username;
                         let mut record = CallRecord::learned(
                             conversation,
@@ -771,7 +808,10 @@ impl CallBook {
                             sent_at.min(now),
                         );
                         record.group = true;
-                        let rings = fresh && may_ring && !from_my_account && !busy;
+                        // Only a conversation's first call rings: a second one at the same time
+                        // (a race, or a member making calls up) shows only in the group.
+                        let rings =
+                            fresh && may_ring && !from_my_account && !busy && known_there == 0;
                         if !rings {
                             record.phase = CallPhase::Elsewhere;
                         }
@@ -813,7 +853,7 @@ impl CallBook {
                     call,
                     participants: record.participants.clone(),
                 });
-                let mine = me.device_id.to_string();
+                let mine = participant_key(me);
                 if record.here
                     && record
                         .participants
@@ -821,8 +861,15 @@ impl CallBook {
                         .next()
                         .is_some_and(|d| *d == mine)
                 {
-                    // The remaining participant with the lowest device id rotates the keys.
-                    step.rotate.push(conversation);
+                    // The remaining participant with the lowest participant id rotates the
+                    // keys, at most once per gap.
+                    let next = record.rotated_at.saturating_add(LEAVE_ROTATION_GAP_MS);
+                    if record.rotated_at == 0 || now >= next {
+                        record.rotated_at = now;
+                        step.rotate.push(conversation);
+                    } else {
+                        record.rotate_due = Some(next);
+                    }
                 }
                 if record.participants.is_empty() {
                     let end = if record.joined || record.outgoing {
@@ -837,6 +884,13 @@ impl CallBook {
             _ => {}
         }
     }
+}
+
+/// A device's key in a group call's participants: its participant id at the forwarding unit
+/// (`nightjar_core::calls::sfu_participant`, a hash of the account and the device id) in
+/// decimal, as the forwarding unit names it. Device ids alone are unique only per account.
+pub fn participant_key(device: &DeviceCredential) -> String {
+    nightjar_core::calls::sfu_participant(&device.username, device.device_id).to_string()
 }
 
 /// Whether `sender` is the other device of a call this device takes part in.

@@ -1400,3 +1400,46 @@ fn a_group_call_rings_the_members_rotates_keys_as_people_join_and_leave_and_ends
         assert!(d.machine.calls().unwrap().calls.is_empty());
     }
 }
+
+#[test]
+fn a_device_that_restarts_mid_call_leaves_it_instead_of_staying_in_it_for_good() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    bob.store()
+        .set_consent("alice", Some(Consent::Accepted))
+        .unwrap();
+    let g = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Group,
+        &["bob"],
+        Some("pair"),
+        T0,
+    );
+    sync(&mut ds, &mut bob, T0 + 1);
+    let call = alice.machine.start_group_call(T0 + 10, g, false).unwrap();
+    run(&mut ds, &mut alice, T0 + 10);
+    sync(&mut ds, &mut bob, T0 + 20);
+    assert_eq!(bob.machine.calls().unwrap().calls.len(), 1);
+    // The page reloads: its media is gone; the stored book still says it is in the call.
+    assert!(alice.machine.calls().unwrap().live_here().is_some());
+    alice
+        .machine
+        .leave_calls_of_an_earlier_run(T0 + 5_000)
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 5_000);
+    assert!(alice.machine.calls().unwrap().live_here().is_none());
+    assert_eq!(alice.texts(g), ["group voice call, 0:04"]);
+    // Bob's device sees it end, and a new call can start.
+    sync(&mut ds, &mut bob, T0 + 5_010);
+    assert!(bob.machine.calls().unwrap().calls.is_empty());
+    assert_eq!(bob.texts(g), ["missed group voice call"]);
+    assert_ne!(
+        alice
+            .machine
+            .start_group_call(T0 + 6_000, g, false)
+            .unwrap(),
+        call
+    );
+}

@@ -307,9 +307,14 @@ fn room(conversation: ConversationId) -> RoomId {
     RoomId(conversation.0)
 }
 
-/// A device's participant id: its device id as a number.
+/// A device's participant id: a hash of its account and device id.
 fn participant(device: &Device) -> ParticipantId {
-    ParticipantId(u64::from_str_radix(&device.device_id(), 16).unwrap())
+    let id =
+        nightjar_core::identity::DeviceId(u64::from_str_radix(&device.device_id(), 16).unwrap());
+    ParticipantId(nightjar_core::calls::sfu_participant(
+        &device.username(),
+        id,
+    ))
 }
 
 fn sfu_path(conversation: impl std::fmt::Display) -> String {

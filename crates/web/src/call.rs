@@ -101,7 +101,7 @@ pub(crate) struct CallView {
     pub(crate) details: CallDetails,
     /// Whether it is a group call (through the server's forwarding unit).
     pub(crate) group: bool,
-    /// A group call's participants: device id (16 hex digits) → account.
+    /// A group call's participants: participant id → account.
     pub(crate) participants: BTreeMap<String, String>,
 }
 
@@ -200,6 +200,10 @@ fn listener(ui: Ui) -> js_sys::Function {
                     ui.error("You were removed from the call.".into());
                     hang_up_now(machine, now, ui);
                 }
+                "closed" => {
+                    ui.error("The call's server closed the call.".into());
+                    hang_up_now(machine, now, ui);
+                }
                 _ => {}
             }),
             "error" => ui.error(format!("Call: {value}")),
@@ -271,9 +275,15 @@ pub(crate) fn start(ui: Ui, conversation: ConversationId, peer: String, video: b
     });
 }
 
-/// Starts a group call in the group `conversation` (named `name`), or joins the one going on
-/// there.
-pub(crate) fn start_group(ui: Ui, conversation: ConversationId, name: String, video: bool) {
+/// Joins the group call `call` in the group `conversation` (named `name`); without one, joins
+/// the call going on there with the most participants, or starts one.
+pub(crate) fn start_group(
+    ui: Ui,
+    conversation: ConversationId,
+    name: String,
+    video: bool,
+    call: Option<CallId>,
+) {
     if ui.call.get_untracked().is_some() {
         ui.error("You are already in a call.".into());
         return;
@@ -282,13 +292,16 @@ pub(crate) fn start_group(ui: Ui, conversation: ConversationId, name: String, vi
         return;
     };
     d.intent(move |machine, now, ui| {
-        let ongoing = ui
-            .group_calls
-            .get_untracked()
-            .into_iter()
-            .find(|c| c.conversation == conversation);
-        let placed = match &ongoing {
-            Some(c) => machine.join_call(now, c.call, video).map(|()| c.call),
+        let ongoing = call.or_else(|| {
+            ui.group_calls
+                .get_untracked()
+                .into_iter()
+                .filter(|c| c.conversation == conversation)
+                .max_by_key(|c| c.participants)
+                .map(|c| c.call)
+        });
+        let placed = match ongoing {
+            Some(id) => machine.join_call(now, id, video).map(|()| id),
             None => machine.start_group_call(now, conversation, video),
         };
         match placed {
@@ -363,7 +376,7 @@ pub(crate) fn accept(ui: Ui) {
         && view.stage == CallStage::Invited
     {
         ui.call.set(None);
-        start_group(ui, view.conversation, view.peer, view.video);
+        start_group(ui, view.conversation, view.peer, view.video, view.id);
         return;
     }
     let Some(CallView {
@@ -557,14 +570,12 @@ pub(crate) fn on_event(ui: &Ui, event: &CallEvent) {
     }
 }
 
-/// The tiles' names: the forwarding unit knows participants by their decimal device id.
+/// The tiles' names, by participant id (the machine keys participants the way the forwarding
+/// unit names them).
 fn names_json(participants: &BTreeMap<String, String>) -> String {
     let names: serde_json::Map<String, serde_json::Value> = participants
         .iter()
-        .filter_map(|(hex, account)| {
-            let id = u64::from_str_radix(hex, 16).ok()?;
-            Some((id.to_string(), serde_json::Value::String(account.clone())))
-        })
+        .map(|(id, account)| (id.clone(), serde_json::Value::String(account.clone())))
         .collect();
     serde_json::Value::Object(names).to_string()
 }

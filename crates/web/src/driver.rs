@@ -61,6 +61,11 @@ pub(crate) fn start(
     token: String,
     ui: Ui,
 ) -> Driver {
+    let mut machine = machine;
+    // A call this page was in before a reload has no media any more: leave it.
+    if let Err(e) = machine.leave_calls_of_an_earlier_run(js::now_ms()) {
+        ui.error(e.to_string());
+    }
     let (tx, rx) = unbounded();
     let socket: Rc<RefCell<Option<web_sys::WebSocket>>> = Rc::new(RefCell::new(None));
     connect(token.clone(), tx.clone(), socket.clone());

@@ -463,7 +463,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     let call = move |video: bool| {
         let Some(c) = current() else { return };
         if c.group {
-            crate::call::start_group(ui, c.id, c.title, video);
+            crate::call::start_group(ui, c.id, c.title, video, None);
         } else if let Some(peer) = c.peer {
             crate::call::start(ui, c.id, peer, video);
         }
@@ -473,7 +473,8 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
         ui.group_calls
             .get()
             .into_iter()
-            .find(|c| Some(c.conversation) == selected)
+            .filter(|c| Some(c.conversation) == selected)
+            .max_by_key(|c| c.participants)
     };
     let safety_for = move |peer: Option<String>| {
         let (Some(d), Some(peer)) = (driver.get_value(), peer) else {

@@ -475,7 +475,7 @@ fn a_member_removed_from_the_group_leaves_its_calls_and_a_removed_device_ends_it
     let carol = device("carol", 31);
     let key = CallId([1; 16]).to_hex();
     let members = |ds: &[&DeviceCredential]| -> BTreeSet<String> {
-        ds.iter().map(|d| d.device_id.to_string()).collect()
+        ds.iter().map(|d| participant_key(d)).collect()
     };
     // Alice's call with bob and carol; bob is removed from the group (he could not say goodbye).
     let mut book = group_starter_book(&alice);
@@ -520,4 +520,42 @@ fn a_member_removed_from_the_group_leaves_its_calls_and_a_removed_device_ends_it
     assert_eq!(step.rows.len(), 1);
     assert_eq!(row_text(&step).as_deref(), Some("group video call, 0:05"));
     assert!(!carols.calls.contains_key(&key));
+}
+
+#[test]
+fn a_member_cannot_make_up_calls_without_bound_or_force_a_commit_per_leave() {
+    let alice = device("alice", 1);
+    let mallory = device("mallory", 66);
+    let carol = device("carol", 31);
+    // Made-up calls: the first rings, a second is kept without ringing, more are ignored.
+    let mut book = CallBook::default();
+    for n in 0..10u8 {
+        let made_up = CallSignal {
+            call_id: [n + 10; 16],
+            kind: CallSignalKind::Join { video: true },
+        };
+        let step = book.on_signal(T0 + 100, &carol, origin(&mallory, T0 + 100), &made_up, true);
+        let rang = step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Invited { .. }));
+        assert_eq!(rang, n == 0, "call {n}");
+    }
+    assert_eq!(book.calls.len(), GROUP_CALLS_PER_CONVERSATION);
+    // Join and leave over and over: alice (lowest in her call) rotates once per gap, and the
+    // leave inside the gap is rotated for when the gap ends.
+    let mut book = group_starter_book(&alice);
+    let leave = signal(CallSignalKind::Leave);
+    let mut rotations = 0;
+    for t in 0..20 {
+        let now = T0 + 1_000 + t * 500;
+        book.on_signal(now, &alice, origin(&mallory, now), &join(), true);
+        let step = book.on_signal(now + 100, &alice, origin(&mallory, now + 100), &leave, true);
+        rotations += step.rotate.len();
+    }
+    // (Alice is the only one left after each leave, so hers is the lowest id.)
+    assert_eq!(rotations, 1, "one rotation in 10.6 s of churn");
+    let due = book.next_deadline().expect("a rotation is due");
+    assert_eq!(book.expire(due).rotate, vec![conv()]);
+    assert_eq!(book.next_deadline(), None);
 }

@@ -113,7 +113,7 @@ pub(crate) fn on_members_changed<S: ClientStore>(
         Ok(info) if info.active => info
             .members
             .iter()
-            .map(|m| m.device_id.to_string())
+            .map(crate::calls::participant_key)
             .collect(),
         _ => BTreeSet::new(),
     };
@@ -144,6 +144,22 @@ impl<S: ClientStore> Machine<S> {
     /// The calls this device knows of that have not ended.
     pub fn calls(&self) -> Result<CallBook> {
         load_book(&self.store)
+    }
+
+    /// Ends the calls this device was in when the app last stopped (a reload, a crash): their
+    /// media is gone with the page, so this device hangs up or leaves them, and writes their
+    /// history. Call it when the app starts, before anything else happens.
+    pub fn leave_calls_of_an_earlier_run(&mut self, now: u64) -> Result<()> {
+        let book = self.calls()?;
+        for (id, record) in &book.calls {
+            let Some(call) = CallId::from_hex(id) else {
+                continue;
+            };
+            if record.here {
+                self.hang_up(now, call)?;
+            }
+        }
+        Ok(())
     }
 
     /// Starts a group call in a group conversation: every other member's devices ring, and this

@@ -101,7 +101,7 @@ async fn join_sfu(
         device_pk: session.device.device_pk,
         address: session.address(),
     };
-    let participant = participant_id(&seat.address.device_id)
+    let participant = participant_id(&seat.address.username, &seat.address.device_id)
         .ok_or(Error::Internal("a stored device id is not 16 hex digits"))?;
     let answer = calls
         .join(&state.store, conversation, participant, seat, request.offer)

@@ -121,11 +121,20 @@ async fn send(
 /// the conversation's group call on this node at once. A failure is logged; the periodic check
 /// (`group_calls::RECHECK_INTERVAL`) tries again.
 async fn cut_off_from_call(state: &AppState, conversation: ConversationId) {
-    if let Some(calls) = &state.calls
-        && let Err(e) = calls.recheck(&state.store, conversation).await
-    {
-        tracing::warn!(error = %e, "group-call membership check failed");
+    if state.calls.is_none() {
+        return;
     }
+    let state = state.clone();
+    // A task of its own, awaited: the answer still waits for it, but a client that hangs up
+    // mid-request cannot cancel the kick.
+    let check = tokio::spawn(async move {
+        if let Some(calls) = &state.calls
+            && let Err(e) = calls.recheck(&state.store, conversation).await
+        {
+            tracing::warn!(error = %e, "group-call membership check failed");
+        }
+    });
+    let _ = check.await;
 }
 
 /// Sends an application message *without a session* (sealed sender). A member of the

@@ -17,10 +17,11 @@ pub(crate) struct Seat {
     pub(crate) address: DeviceAddress,
 }
 
-/// The participant id of a device: its device id (16 hex digits) as a number. `None` for an
-/// address that is not a device id.
-pub(crate) fn participant_id(device_id: &str) -> Option<ParticipantId> {
-    DeviceId::parse(device_id).map(|id| ParticipantId(id.0))
+/// The participant id of a device (see [`nightjar_core::calls::sfu_participant`]). `None` for
+/// an address that is not a device id.
+pub(crate) fn participant_id(username: &str, device_id: &str) -> Option<ParticipantId> {
+    DeviceId::parse(device_id)
+        .map(|id| ParticipantId(nightjar_core::calls::sfu_participant(username, id)))
 }
 
 /// The participants that must leave the call because their device is no longer a member: those
@@ -111,14 +112,12 @@ mod tests {
     }
 
     #[test]
-    fn a_participant_is_its_device_id() {
-        assert_eq!(participant_id("00000000000000ff"), Some(ParticipantId(255)));
-        assert_eq!(
-            participant_id("ffffffffffffffff"),
-            Some(ParticipantId(u64::MAX))
-        );
-        assert_eq!(participant_id("ff"), None);
-        assert_eq!(participant_id("00000000000000FF"), None);
+    fn a_participant_is_its_account_and_device_id() {
+        let alice = participant_id("alice", "00000000000000ff");
+        assert!(alice.is_some());
+        assert_ne!(alice, participant_id("mallory", "00000000000000ff"));
+        assert_eq!(participant_id("alice", "ff"), None);
+        assert_eq!(participant_id("alice", "00000000000000FF"), None);
     }
 
     #[test]
