@@ -164,6 +164,20 @@ impl CallRecord {
         }
     }
 
+    /// The history row of this call, `call`, ended with `end`.
+    fn history_row(&self, call: CallId, end: CallEnd) -> StoredMessage {
+        StoredMessage {
+            conversation: self.conversation.clone(),
+            id: call.to_hex(),
+            from: self.caller.clone(),
+            device: self.caller_device.clone(),
+            sent_at: self.started_at,
+            kind: "call".into(),
+            text: Some(describe(self.video, self.group, end)),
+            outgoing: self.outgoing,
+        }
+    }
+
     /// The call this device starts: one-to-one (ringing) or a group call it is in.
     pub(crate) fn started(
         conversation: ConversationId,
@@ -376,16 +390,25 @@ impl CallBook {
             // of this account started.
             return;
         }
-        step.rows.push(StoredMessage {
-            conversation: record.conversation.clone(),
-            id: call.to_hex(),
-            from: record.caller.clone(),
-            device: record.caller_device.clone(),
-            sent_at: record.started_at,
-            kind: "call".into(),
-            text: Some(describe(record.video, record.group, end)),
-            outgoing: record.outgoing,
-        });
+        step.rows.push(record.history_row(call, end));
+    }
+
+    /// Ends the group call `call` once nobody is in it any more (missed, for a device that
+    /// never joined it).
+    fn end_if_nobody_left(&mut self, call: CallId, step: &mut CallStep) {
+        let Some(record) = self
+            .calls
+            .get(&call.to_hex())
+            .filter(|r| r.participants.is_empty())
+        else {
+            return;
+        };
+        let end = if record.joined || record.outgoing {
+            CallEnd::Ended { duration_ms: 0 }
+        } else {
+            CallEnd::Missed
+        };
+        self.end(call, end, step);
     }
 
     /// This device leaves the group call `call`: its history row (the time it spent in the
@@ -413,16 +436,7 @@ impl CallBook {
             duration_ms: now.saturating_sub(since),
         };
         if let Some(conversation) = ConversationId::parse(&record.conversation) {
-            step.rows.push(StoredMessage {
-                conversation: record.conversation.clone(),
-                id: key.clone(),
-                from: record.caller.clone(),
-                device: record.caller_device.clone(),
-                sent_at: record.started_at,
-                kind: "call".into(),
-                text: Some(describe(record.video, true, end)),
-                outgoing: record.outgoing,
-            });
+            step.rows.push(record.history_row(call, end));
             step.events.push(CallEvent::Ended {
                 call,
                 conversation,
@@ -499,14 +513,7 @@ impl CallBook {
                 call,
                 participants: record.participants.clone(),
             });
-            if record.participants.is_empty() {
-                let end = if record.joined || record.outgoing {
-                    CallEnd::Ended { duration_ms: 0 }
-                } else {
-                    CallEnd::Missed
-                };
-                self.end(call, end, step);
-            }
+            self.end_if_nobody_left(call, step);
         }
     }
 
@@ -871,14 +878,7 @@ impl CallBook {
                         record.rotate_due = Some(next);
                     }
                 }
-                if record.participants.is_empty() {
-                    let end = if record.joined || record.outgoing {
-                        CallEnd::Ended { duration_ms: 0 }
-                    } else {
-                        CallEnd::Missed
-                    };
-                    self.end(call, end, step);
-                }
+                self.end_if_nobody_left(call, step);
             }
             // One-to-one signals do not apply to a group call.
             _ => {}

@@ -28,7 +28,7 @@ const SUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA
 /// both accounts.
 async fn victims(server: &TestServer) -> (Device, Device, Device, ConversationId) {
     let (mut alice, mut bob, conv) = create_direct(server, server).await;
-    for incoming in drain(server, &mut bob).await {
+    for incoming in deliver(server, &mut bob).await {
         assert!(
             matches!(incoming, Ok(Incoming::Joined { .. })),
             "{incoming:?}"
@@ -39,26 +39,6 @@ async fn victims(server: &TestServer) -> (Device, Device, Device, ConversationId
     learn(server, &mut alice, &["mallory"]).await;
     learn(server, &mut bob, &["mallory"]).await;
     (alice, bob, mallory, conv)
-}
-
-/// Processes (and acknowledges) everything queued for `device`, returning each outcome.
-async fn drain(
-    server: &TestServer,
-    device: &mut Device,
-) -> Vec<Result<Incoming, nightjar_core::Error>> {
-    let inbox: InboxResponse = server.get_ok("/v1/messages", device.token()).await;
-    let mut out = Vec::new();
-    for envelope in &inbox.envelopes {
-        out.push(device.engine.process(NOW, &envelope.payload.0));
-    }
-    let ids = inbox.envelopes.iter().map(|e| e.id).collect::<Vec<_>>();
-    if !ids.is_empty() {
-        let (status, body) = server
-            .post("/v1/messages/ack", device.token(), &AckRequest { ids })
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    }
-    out
 }
 
 fn hostile(device: &Device) -> HostileDevice {
@@ -129,7 +109,7 @@ async fn still_talking(
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let received = drain(server, bob).await;
+    let received = deliver(server, bob).await;
     assert_eq!(received.len(), 1);
     expect_text(received[0].as_ref().unwrap(), "still ours");
 }
@@ -163,7 +143,7 @@ async fn mallory_cannot_join_a_direct_conversation_as_a_third_account(backend: B
     // engines exactly as a server would deliver it); neither victim joins.
     for victim in [&mut alice, &mut bob] {
         assert!(
-            drain(&server, victim).await.is_empty(),
+            deliver(&server, victim).await.is_empty(),
             "nothing was queued"
         );
         let result = victim.engine.process(NOW, &crafted.welcome);
@@ -220,13 +200,13 @@ async fn a_member_cannot_remove_the_peer_of_a_direct_conversation(backend: Backe
     let (status, body) = post_commit(&server, &mut alice, &bundle, "add-alice2").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     alice.engine.commit_accepted(NOW, conv).unwrap();
-    for incoming in drain(&server, &mut alice2).await {
+    for incoming in deliver(&server, &mut alice2).await {
         assert!(
             matches!(incoming, Ok(Incoming::Joined { .. })),
             "{incoming:?}"
         );
     }
-    for incoming in drain(&server, &mut bob).await {
+    for incoming in deliver(&server, &mut bob).await {
         assert!(
             matches!(incoming, Ok(Incoming::Commit { .. })),
             "{incoming:?}"
@@ -247,7 +227,7 @@ async fn a_member_cannot_remove_the_peer_of_a_direct_conversation(backend: Backe
     let (status, body) = post_commit(&server, &mut alice2, &bundle, "drop-bob").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let results = drain(&server, &mut alice).await;
+    let results = deliver(&server, &mut alice).await;
     assert_eq!(results.len(), 1);
     assert!(
         results[0].is_err(),

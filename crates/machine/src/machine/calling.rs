@@ -171,14 +171,11 @@ impl<S: ClientStore> Machine<S> {
         conversation: ConversationId,
         video: bool,
     ) -> Result<CallId> {
-        if self.engine.conversation(conversation)?.kind != ConversationKind::Group {
-            return Err(Error::Usage("a group call is for a group".into()));
-        }
-        let mut book = self.calls()?;
-        if book.live_here().is_some() {
-            return Err(Error::Usage("already in a call".into()));
-        }
-        let call = CallId(random_bytes()?);
+        let (mut book, call) = self.new_call(
+            conversation,
+            ConversationKind::Group,
+            "a group call is for a group",
+        )?;
         book.calls.insert(
             call.to_hex(),
             CallRecord::started(conversation, &self.me, video, now, true),
@@ -199,6 +196,25 @@ impl<S: ClientStore> Machine<S> {
         }
         let conversation = parse(&book.calls[&call.to_hex()].conversation)?;
         self.enter_group_call(now, conversation, call, video, &book)
+    }
+
+    /// The call book and a fresh call id for a call this device starts in `conversation`,
+    /// which must be of `kind` (else `wrong_kind` is the refusal). Refused while this device is
+    /// in a call.
+    fn new_call(
+        &mut self,
+        conversation: ConversationId,
+        kind: ConversationKind,
+        wrong_kind: &str,
+    ) -> Result<(CallBook, CallId)> {
+        if self.engine.conversation(conversation)?.kind != kind {
+            return Err(Error::Usage(wrong_kind.into()));
+        }
+        let book = self.calls()?;
+        if book.live_here().is_some() {
+            return Err(Error::Usage("already in a call".into()));
+        }
+        Ok((book, CallId(random_bytes()?)))
     }
 
     fn enter_group_call(
@@ -232,14 +248,11 @@ impl<S: ClientStore> Machine<S> {
         video: bool,
         offer: String,
     ) -> Result<CallId> {
-        if self.engine.conversation(conversation)?.kind != ConversationKind::Direct {
-            return Err(Error::Usage("calls are one-to-one here".into()));
-        }
-        let mut book = self.calls()?;
-        if book.live_here().is_some() {
-            return Err(Error::Usage("already in a call".into()));
-        }
-        let call = CallId(random_bytes()?);
+        let (mut book, call) = self.new_call(
+            conversation,
+            ConversationKind::Direct,
+            "calls are one-to-one here",
+        )?;
         book.calls.insert(
             call.to_hex(),
             CallRecord::started(conversation, &self.me, video, now, false),
