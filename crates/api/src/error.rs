@@ -53,6 +53,11 @@ pub enum ErrorCode {
     ParticipantConflict,
     /// 429: the server's SFU already holds as many group calls as it takes; try later.
     TooManyCalls,
+    /// 507: the account's attachment storage is full (its quota), or it has too many uploads
+    /// going on.
+    QuotaExceeded,
+    /// 409: the blob is complete: its parts can no longer change.
+    BlobComplete,
 }
 
 impl ErrorCode {
@@ -67,10 +72,11 @@ impl ErrorCode {
             | ErrorCode::EpochConflict
             | ErrorCode::DeviceListConflict
             | ErrorCode::CallFull
-            | ErrorCode::ParticipantConflict => 409,
+            | ErrorCode::ParticipantConflict
+            | ErrorCode::BlobComplete => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyCalls => 429,
-            ErrorCode::QueueFull => 507,
+            ErrorCode::QueueFull | ErrorCode::QuotaExceeded => 507,
             ErrorCode::Internal => 500,
             ErrorCode::Blocked | ErrorCode::MessageRequestLimit | ErrorCode::SealedKeyUnknown => {
                 403

@@ -5,6 +5,7 @@
 //! messages as MLS ciphertext, a new device's account identity key sealed to that device.
 
 mod auth;
+mod blobs;
 mod bytes;
 mod calls;
 mod consent;
@@ -15,6 +16,7 @@ mod stream;
 mod transparency;
 
 pub use auth::*;
+pub use blobs::*;
 pub use bytes::{B64, B64_PATTERN};
 pub use calls::*;
 pub use consent::*;

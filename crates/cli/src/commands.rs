@@ -89,6 +89,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             web_dir,
             turn,
             sfu,
+            blobs,
         } => {
             let web_dir = web_dir.or_else(|| {
                 let built = std::path::PathBuf::from("web/dist");
@@ -105,6 +106,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 web_dir,
                 turn: turn_config(*turn)?,
                 sfu: sfu_settings(*sfu),
+                blobs: blob_settings(*blobs),
                 ..nightjar_server::ServerConfig::new(data_dir, listen)
             };
             server(config).await
@@ -160,10 +162,23 @@ fn sfu_settings(args: crate::SfuArgs) -> Option<nightjar_server::SfuSettings> {
     })
 }
 
+/// The blob store's settings: the flags, and the default lifetimes.
+fn blob_settings(args: crate::BlobArgs) -> nightjar_server::BlobSettings {
+    nightjar_server::BlobSettings {
+        store: args.blob_store.filter(|url| !url.trim().is_empty()),
+        max_blob_bytes: args.blob_max_bytes,
+        quota_bytes: args.blob_quota_bytes,
+        part_bytes: args.blob_part_bytes,
+        ..nightjar_server::BlobSettings::default()
+    }
+}
+
 async fn server(config: nightjar_server::ServerConfig) -> Outcome {
-    // Server logs go to stderr; `RUST_LOG` overrides the default level.
+    // Server logs go to stderr; `RUST_LOG` overrides the default level. The object store's
+    // client notes its retries at `info` with the object's URL, which names a blob (its hash):
+    // warnings only.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -487,6 +502,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             Ok(())
         }
         Command::Consent(command) => crate::consent::run(client, command).await,
+        Command::Messages(command) => crate::messages::run(client, command).await,
     }
 }
 

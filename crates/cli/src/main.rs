@@ -5,6 +5,7 @@
 mod audit;
 mod commands;
 mod consent;
+mod messages;
 mod output;
 
 use std::net::SocketAddr;
@@ -91,6 +92,43 @@ pub(crate) struct SfuArgs {
     pub(crate) no_sfu: bool,
 }
 
+/// `nightjar server`'s attachment flags: where the blob store keeps attachments' ciphertext,
+/// and its limits (docs/attachments.md).
+#[derive(Debug, clap::Args)]
+pub(crate) struct BlobArgs {
+    /// Where attachments' ciphertext is kept: file:///ABSOLUTE/PATH, or s3://BUCKET in an
+    /// S3-compatible store (Garage in production) whose endpoint, region and keys come from
+    /// the AWS_* environment variables (AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP=true for plain http) [default: DATA_DIR/blobs].
+    #[arg(long, value_name = "URL", env = "NIGHTJAR_BLOB_STORE")]
+    pub(crate) blob_store: Option<String>,
+    /// The largest attachment (blob) accepted, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "NIGHTJAR_BLOB_MAX_BYTES",
+        default_value_t = 3 << 30
+    )]
+    pub(crate) blob_max_bytes: u64,
+    /// What one account's attachments may take at once, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "NIGHTJAR_BLOB_QUOTA_BYTES",
+        default_value_t = 10 << 30
+    )]
+    pub(crate) blob_quota_bytes: u64,
+    /// The size of an attachment's upload parts (one object and one request each), in bytes
+    /// (at most 64 MiB).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "NIGHTJAR_BLOB_PART_BYTES",
+        default_value_t = 4 << 20
+    )]
+    pub(crate) blob_part_bytes: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a Nightjar server (SQLite in the data directory; Ctrl-C stops it gracefully).
@@ -162,6 +200,9 @@ pub(crate) enum Command {
         /// The SFU group calls go through.
         #[command(flatten)]
         sfu: Box<SfuArgs>,
+        /// Where attachments are kept.
+        #[command(flatten)]
+        blobs: Box<BlobArgs>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {
@@ -286,6 +327,10 @@ pub(crate) enum Command {
     /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.
     #[command(flatten)]
     Consent(consent::ConsentCommand),
+    /// About earlier messages and conversations: `reply`, `react`, `edit`, `delete`,
+    /// `timer`, `settings`.
+    #[command(flatten)]
+    Messages(messages::MessageCommand),
 }
 
 /// The `--metrics-listen` value: an address, or `off` (no metrics listener).

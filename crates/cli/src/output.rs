@@ -30,24 +30,109 @@ pub(crate) fn line(text: &str) {
 /// Prints a received message, as JSON or for people.
 pub(crate) fn message(m: &ReceivedMessage, json: bool) {
     if json {
-        let value = serde_json::json!({
-            "conversation": m.conversation,
-            "group": m.group,
-            "id": m.id,
-            "from": m.from,
-            "device": m.device,
-            "sent_at": m.sent_at,
-            "type": m.kind,
-            "text": m.text,
-        });
-        line(&value.to_string());
+        line(&message_json(m).to_string());
         return;
     }
-    let text = m.text.clone().unwrap_or_else(|| format!("<{}>", m.kind));
+    let d = &m.detail;
+    let target = d.target.as_deref().map(short).unwrap_or_default();
+    let text = m.text.clone().unwrap_or_default();
+    let body = match m.kind.as_str() {
+        "text" | "call" => text,
+        "reply" => format!("(reply to {target}) {text}"),
+        "reaction" if d.remove => format!("withdrew {text} from {target}"),
+        "reaction" => format!("reacted {text} to {target}"),
+        "edit" => format!("(edited {target}) {text}"),
+        "delete" => format!("deleted {target}"),
+        "read" | "delivered" => format!(
+            "{} {}",
+            m.kind,
+            d.message_ids
+                .iter()
+                .map(|id| short(id))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        "timer" => match d.timer_secs {
+            Some(s) if s > 0 => format!("set disappearing messages to {s} s after reading"),
+            _ => "turned disappearing messages off".into(),
+        },
+        "attachment" => match &d.attachment {
+            Some(a) => format!(
+                "file {} ({} bytes, {}){}{}",
+                a.name.as_deref().unwrap_or("attachment"),
+                a.size,
+                a.media_type,
+                a.file
+                    .as_deref()
+                    .map(|f| format!(" saved as {f}"))
+                    .unwrap_or_default(),
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {text}")
+                }
+            ),
+            None => "<deleted file>".into(),
+        },
+        other => format!("<{other}>"),
+    };
     match &m.group {
-        Some(g) => line(&format!("[{g}] {}: {text}", m.from)),
-        None => line(&format!("{}: {text}", m.from)),
+        Some(g) => line(&format!("[{g}] {}: {body}", m.from)),
+        None => line(&format!("{}: {body}", m.from)),
     }
+}
+
+/// The first 8 hex digits of a message id, enough for people to tell messages apart.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// One `sync --json` row: the fields every row has, then those of its kind.
+pub(crate) fn message_json(m: &ReceivedMessage) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "conversation": m.conversation,
+        "group": m.group,
+        "id": m.id,
+        "from": m.from,
+        "device": m.device,
+        "sent_at": m.sent_at,
+        "type": m.kind,
+        "text": m.text,
+    });
+    let d = &m.detail;
+    let mut put = |key: &str, v: serde_json::Value| {
+        value[key] = v;
+    };
+    match m.kind.as_str() {
+        "reply" => put("reply_to", d.target.clone().into()),
+        "reaction" => {
+            put("target", d.target.clone().into());
+            put("emoji", m.text.clone().into());
+            put("remove", d.remove.into());
+        }
+        "edit" | "delete" => put("target", d.target.clone().into()),
+        "read" | "delivered" => put("message_ids", d.message_ids.clone().into()),
+        "timer" => put("seconds", d.timer_secs.unwrap_or(0).into()),
+        "attachment" => {
+            if let Some(a) = &d.attachment {
+                put("file", a.file.clone().into());
+                put("name", a.name.clone().into());
+                put("size", a.size.into());
+                put("media_type", a.media_type.clone().into());
+            }
+        }
+        _ => {}
+    }
+    if d.edited {
+        put("edited", true.into());
+    }
+    if d.deleted {
+        put("deleted", true.into());
+    }
+    if let Some(at) = m.expires_at {
+        put("expires_at", at.into());
+    }
+    value
 }
 
 /// Renders `payload` as a QR code of Unicode half blocks.

@@ -30,7 +30,7 @@ pub mod store;
 
 pub use auth::Password;
 pub use client::{
-    Client, ClientOptions, DEFAULT_MISSING_AFTER, FollowEvent, KEY_PACKAGE_BATCH, LoginOutcome,
-    MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,
+    Client, ClientOptions, DEFAULT_MISSING_AFTER, Destination, FollowEvent, KEY_PACKAGE_BATCH,
+    LoginOutcome, MAX_TIMER_SECS, MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};

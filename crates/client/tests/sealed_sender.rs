@@ -205,6 +205,9 @@ async fn messages_travel_sealed_and_the_server_keeps_no_sender() {
     let own = w.alice.sync().await.unwrap();
     assert!(texts(&own).is_empty(), "{:?}", texts(&own));
     assert!(w.alice.take_notices().is_empty());
+    // bob's read receipt came back to bob's device the same way.
+    w.bob.sync().await.unwrap();
+    assert!(w.bob.take_notices().is_empty());
     let db = rusqlite::Connection::open(&w.db).unwrap();
     let left: i64 = db
         .query_row("SELECT COUNT(*) FROM queue", [], |r| r.get(0))

@@ -175,6 +175,9 @@ impl CallRecord {
             kind: "call".into(),
             text: Some(describe(self.video, self.group, end)),
             outgoing: self.outgoing,
+            detail: Default::default(),
+            expires_after_secs: None,
+            expires_at: None,
         }
     }
 

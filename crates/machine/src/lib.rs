@@ -24,11 +24,13 @@ mod store;
 mod transport;
 
 pub use error::{Error, Result};
+pub use machine::history::{timer as disappearing_timer, timer_key};
 pub use machine::outbox::{address, enqueue_commit};
 pub use machine::{
     DEFAULT_MISSING_AFTER_MS, INBOX_PAGE, Machine, Notification, OperationError, OperationId,
     SafetyView, conversation_row, meta,
 };
 pub use memory::{JournalEntry, MemoryClientStore};
+pub use rows::READABLE_KINDS;
 pub use store::{ClientStore, StoreResult};
 pub use transport::{Failure, Request, RequestId, Response};

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nightjar_core::storage::{Entry, KvStore, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::rows::{Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, StoredMessage};
+use crate::rows::{
+    Amendment, Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, READABLE_KINDS,
+    StoredMessage,
+};
 use crate::store::{ClientStore, StoreResult};
 
 /// Key prefixes of the tables.
@@ -233,8 +236,25 @@ impl MemoryClientStore {
             .collect()
     }
 
-    /// Messages not shown to the user yet, in the order they were stored; marks them shown.
-    pub fn take_unshown(&self) -> StoreResult<Vec<StoredMessage>> {
+    /// Starts the disappearing timers of a conversation's messages that have one and were
+    /// not read before (the user opened the conversation at `now_ms`).
+    pub fn start_timers(&self, conversation: &str, now_ms: u64) -> StoreResult<()> {
+        let mut inner = self.lock()?;
+        let rows = inner.scan(&key(prefix::MESSAGE, &[conversation.as_bytes(), b""]));
+        for (k, v) in rows {
+            let mut record: MessageRecord = decode(&v)?;
+            let m = &mut record.message;
+            if let (Some(secs), None) = (m.expires_after_secs, m.expires_at) {
+                m.expires_at = Some(now_ms.saturating_add(u64::from(secs) * 1000));
+                inner.set(k, Some(encode(&record)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages not shown to the user yet, in the order they were stored; marks them shown,
+    /// which starts their disappearing timers.
+    pub fn take_unshown(&self, now_ms: u64) -> StoreResult<Vec<StoredMessage>> {
         let mut inner = self.lock()?;
         let mut found: Vec<(i64, Vec<u8>, MessageRecord)> = Vec::new();
         for (k, v) in inner.scan(prefix::MESSAGE) {
@@ -251,6 +271,10 @@ impl MemoryClientStore {
         let mut out = Vec::new();
         for (_, k, mut record) in found {
             record.shown = 1;
+            record.message.expires_at = record
+                .message
+                .expires_after_secs
+                .map(|s| now_ms.saturating_add(u64::from(s) * 1000));
             inner.set(k, Some(encode(&record)?));
             out.push(record.message);
         }
@@ -608,6 +632,68 @@ impl ClientStore for MemoryClientStore {
         Ok(true)
     }
 
+    fn amend_message(
+        &self,
+        conversation: &str,
+        sender: &str,
+        id: &str,
+        amendment: &Amendment,
+    ) -> StoreResult<bool> {
+        let mut inner = self.lock()?;
+        let index = key(
+            prefix::MESSAGE_INDEX,
+            &[conversation.as_bytes(), sender.as_bytes(), id.as_bytes()],
+        );
+        let Some(k) = inner.get(&index) else {
+            return Ok(false);
+        };
+        let Some(value) = inner.get(&k) else {
+            return Ok(false);
+        };
+        let mut record: MessageRecord = decode(&value)?;
+        let m = &mut record.message;
+        if !READABLE_KINDS.contains(&m.kind.as_str()) || m.detail.deleted {
+            return Ok(false);
+        }
+        match amendment {
+            Amendment::Edit(text) => {
+                m.text = Some(text.clone());
+                m.detail.edited = true;
+            }
+            Amendment::Delete => {
+                m.text = None;
+                m.detail.deleted = true;
+                m.detail.edited = false;
+                m.detail.attachment = None;
+            }
+        }
+        inner.set(k, Some(encode(&record)?));
+        Ok(true)
+    }
+
+    fn expire_messages(&self, now_ms: u64) -> StoreResult<Vec<StoredMessage>> {
+        let mut inner = self.lock()?;
+        let mut gone = Vec::new();
+        for (k, v) in inner.scan(prefix::MESSAGE) {
+            let record: MessageRecord = decode(&v)?;
+            if record.message.expires_at.is_some_and(|t| t <= now_ms) {
+                let m = record.message;
+                let index = key(
+                    prefix::MESSAGE_INDEX,
+                    &[
+                        m.conversation.as_bytes(),
+                        m.from.as_bytes(),
+                        m.id.as_bytes(),
+                    ],
+                );
+                inner.set(k, None);
+                inner.set(index, None);
+                gone.push(m);
+            }
+        }
+        Ok(gone)
+    }
+
     fn record_contact(
         &self,
         username: &str,
@@ -763,6 +849,9 @@ mod tests {
             kind: "text".into(),
             text: Some(format!("text {id}")),
             outgoing: false,
+            detail: Default::default(),
+            expires_after_secs: None,
+            expires_at: None,
         }
     }
 
@@ -820,12 +909,12 @@ mod tests {
                 .insert_message(&message("c", "bob", "2"), 2, false)
                 .unwrap()
         );
-        let shown = store.take_unshown().unwrap();
+        let shown = store.take_unshown(0).unwrap();
         assert_eq!(
             shown.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
             ["1", "2"]
         );
-        assert!(store.take_unshown().unwrap().is_empty());
+        assert!(store.take_unshown(0).unwrap().is_empty());
     }
 
     #[test]
@@ -862,9 +951,9 @@ mod tests {
             .unwrap();
         assert!(store.is_request("c", "mallory").unwrap());
         assert!(store.hold_message("c", "mallory", "1").unwrap());
-        assert!(store.take_unshown().unwrap().is_empty());
+        assert!(store.take_unshown(0).unwrap().is_empty());
         store.accept_conversation("c").unwrap();
         assert!(!store.is_request("c", "mallory").unwrap());
-        assert_eq!(store.take_unshown().unwrap().len(), 1);
+        assert_eq!(store.take_unshown(0).unwrap().len(), 1);
     }
 }

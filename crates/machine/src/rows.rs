@@ -107,6 +107,10 @@ pub struct OutboxRow {
     pub refused: Option<String>,
 }
 
+/// Kinds that are messages people read: they get delivery and read receipts, and only they
+/// may be edited or deleted.
+pub const READABLE_KINDS: [&str; 3] = ["text", "reply", "attachment"];
+
 /// One message in the local history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
@@ -127,6 +131,91 @@ pub struct StoredMessage {
     pub text: Option<String>,
     /// Whether this device's account sent it.
     pub outgoing: bool,
+    /// What the content says besides its text: the message a reply, reaction, edit or
+    /// delete is about, receipts' message ids, a timer, an attachment; and what later
+    /// messages did to this one (edited, deleted).
+    #[serde(default, skip_serializing_if = "MessageDetail::is_empty")]
+    pub detail: MessageDetail,
+    /// The message's disappearing timer, in seconds, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after_secs: Option<u32>,
+    /// When this device deletes it (ms since the Unix epoch): counted from when it was shown
+    /// (read), or sent for the sender's own devices; `None` until then or without a timer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// The parts of a stored message that only some kinds have. Stored as one JSON column.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetail {
+    /// The message a reply answers, or a reaction, edit or delete is about (32 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A reaction that withdraws an earlier one with the same emoji.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
+    /// The messages a read or delivery receipt is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_ids: Vec<String>,
+    /// A disappearing-timer change: the new lifetime in seconds (0 turns it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_secs: Option<u32>,
+    /// The sender edited the message since (the text is the newest version).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// The sender deleted the message for everyone: its text and attachment are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// The attached file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Box<AttachmentRow>>,
+}
+
+impl MessageDetail {
+    /// Whether nothing is set (the common plain-text message).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// An attachment as the history keeps it: the pointer the sender sent (with the key that
+/// decrypts the blob; the history is encrypted at rest) and, once fetched, where it was saved.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRow {
+    /// The encoded `nightjar_core::content::Message` whose content is the attachment
+    /// pointer (with the blob's capability and key).
+    pub message: B64,
+    /// The file name the sender gave, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The plaintext size in bytes.
+    pub size: u64,
+    /// The media type the sender gave.
+    pub media_type: String,
+    /// Where this device saved the decrypted file, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl std::fmt::Debug for AttachmentRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pointer holds the blob's read capability and its key.
+        f.debug_struct("AttachmentRow")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("media_type", &self.media_type)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a later message does to a stored one: only its own sender may do either.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Amendment {
+    /// An edit: the new text.
+    Edit(String),
+    /// A delete for everyone: the text and attachment go.
+    Delete,
 }
 
 /// One conversation in the local index.

@@ -9,7 +9,9 @@
 
 use nightjar_core::storage::{KvStore, StoreError};
 
-use crate::rows::{Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, StoredMessage};
+use crate::rows::{
+    Amendment, Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, StoredMessage,
+};
 
 /// A store's result type.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -77,6 +79,19 @@ pub trait ClientStore: KvStore + Clone {
     /// sender and message id), so a retried or re-encrypted message is never shown twice.
     fn insert_message(&self, m: &StoredMessage, received_at: u64, shown: bool)
     -> StoreResult<bool>;
+    /// Applies an edit or a delete to the message `id` that `sender` sent in `conversation`
+    /// (a text, reply or attachment not deleted yet); false when there is none, and then
+    /// nothing changed.
+    fn amend_message(
+        &self,
+        conversation: &str,
+        sender: &str,
+        id: &str,
+        amendment: &Amendment,
+    ) -> StoreResult<bool>;
+    /// Deletes every message whose disappearing timer ran out by `now_ms`; returns them
+    /// (their saved attachments are the caller's to delete).
+    fn expire_messages(&self, now_ms: u64) -> StoreResult<Vec<StoredMessage>>;
 
     /// Records the identity key and list version accepted for `username`.
     fn record_contact(

@@ -1443,3 +1443,128 @@ fn a_device_that_restarts_mid_call_leaves_it_instead_of_staying_in_it_for_good()
         call
     );
 }
+
+#[test]
+fn a_member_cannot_edit_or_delete_another_members_message() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    send(&mut ds, &mut alice, c, "original", T0 + 1);
+    sync(&mut ds, &mut bob, T0 + 2);
+    let original = bob.store().messages(&c.to_string()).unwrap()[0].clone();
+    let target = nightjar_core::content::MessageId::from_hex(&original.id).unwrap();
+
+    // bob's own machine refuses.
+    let refused = bob
+        .machine
+        .send_message(T0 + 3, c, Content::Delete { target })
+        .unwrap_err();
+    assert!(refused.to_string().contains("only your own"), "{refused}");
+
+    // A hostile bob makes his client believe the message is his, and sends an edit and a
+    // delete of it; he also sends a message of his own reusing its id, and edits that.
+    let mut forged = original.clone();
+    forged.from = "bob".into();
+    forged.outgoing = true;
+    bob.store().insert_message(&forged, T0 + 3, true).unwrap();
+    for content in [
+        Content::Edit {
+            target,
+            body: "forged".into(),
+        },
+        Content::Delete { target },
+    ] {
+        bob.machine.send_message(T0 + 3, c, content).unwrap();
+    }
+    run(&mut ds, &mut bob, T0 + 3);
+    alice.seen.clear();
+    sync(&mut ds, &mut alice, T0 + 4);
+    let history = alice.store().messages(&c.to_string()).unwrap();
+    assert_eq!(history.len(), 1, "no edit or delete row: {history:?}");
+    assert_eq!(history[0].text.as_deref(), Some("original"));
+    assert!(!history[0].detail.edited && !history[0].detail.deleted);
+    let notices: Vec<&String> = alice
+        .seen
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Notice(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices[0].contains("bob tried to edit a message that is not theirs"));
+}
+
+#[test]
+fn the_disappearing_timer_applies_to_both_sides_and_counts_from_reading() {
+    let mut ds = Ds::default();
+    let mut alice = new_account(&mut ds, "alice");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut alice,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    alice
+        .machine
+        .send_message(T0 + 1, c, Content::DisappearingTimer { seconds: 60 })
+        .unwrap();
+    run(&mut ds, &mut alice, T0 + 1);
+    send(&mut ds, &mut alice, c, "from alice", T0 + 2);
+    sync(&mut ds, &mut bob, T0 + 3);
+    send(&mut ds, &mut bob, c, "from bob", T0 + 4);
+    sync(&mut ds, &mut alice, T0 + 5);
+
+    let key = c.to_string();
+    for device in [&alice, &bob] {
+        let texts: Vec<_> = device
+            .store()
+            .messages(&key)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.kind == "text")
+            .collect();
+        assert_eq!(texts.len(), 2);
+        assert!(
+            texts.iter().all(|m| m.expires_after_secs == Some(60)),
+            "{texts:?}"
+        );
+        // The sender's own copy counts from sending, the other's once read.
+        for m in &texts {
+            assert_eq!(m.expires_at.is_some(), m.outgoing, "{m:?}");
+        }
+    }
+    // bob reads alice's message much later: it lasts 60 s from then.
+    let read_at = T0 + 3_600_000;
+    let shown = bob.store().take_unshown(read_at).unwrap();
+    assert!(
+        shown
+            .iter()
+            .any(|m| m.text.as_deref() == Some("from alice"))
+    );
+    let gone = bob.store().expire_messages(read_at + 59_000).unwrap();
+    assert_eq!(gone.len(), 1, "bob's own message, sent an hour ago");
+    assert_eq!(gone[0].text.as_deref(), Some("from bob"));
+    let gone = bob.store().expire_messages(read_at + 60_000).unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].text.as_deref(), Some("from alice"));
+    let left: Vec<String> = bob
+        .store()
+        .messages(&key)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert_eq!(left, ["timer"], "only the timer change stays");
+}

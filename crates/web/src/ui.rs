@@ -566,7 +566,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     </div>
                 </Show>
                 <ol class="messages" role="log" aria-live="polite" aria-label="Messages">
-                    <For each=move || ui.messages.get() key=|m| (m.key.clone(), format!("{:?}", m.delivery)) let:m>
+                    <For each=move || ui.messages.get() key=|m| (m.key.clone(), format!("{:?}{}{}{}", m.delivery, m.note, m.reactions, m.text)) let:m>
                         {
                             let mine = m.from == ui.me.get_untracked();
                             let state = match &m.delivery {
@@ -579,12 +579,21 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                             };
                             let data_state = state.clone();
                             let failed = matches!(m.delivery, Delivery::Failed(_));
+                            let reactions = m.reactions.clone();
+                            let has_reactions = !reactions.is_empty();
+                            let note = m.note;
                             view! {
-                                <li class="message" class:mine=mine data-state=data_state>
+                                <li class="message" class:mine=mine class:system=m.system class:deleted=note == "deleted" data-state=data_state>
                                     <span class="from">{m.from.clone()}</span>
                                     <p class="text">{m.text.clone()}</p>
+                                    <Show when=move || has_reactions>
+                                        <span class="reactions" aria-label="Reactions">{reactions.clone()}</span>
+                                    </Show>
                                     <span class="meta">
                                         <time>{clock(m.sent_at)}</time>
+                                        <Show when=move || note == "edited">
+                                            <span class="edited">"edited"</span>
+                                        </Show>
                                         <span class="state">{state}</span>
                                         <Show when=move || failed>
                                             <button class="small" on:click=move |_| retry()>"Retry"</button>

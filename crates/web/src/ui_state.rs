@@ -3,7 +3,9 @@
 use leptos::prelude::*;
 use nightjar_core::ConversationId;
 use nightjar_core::content::{Content, MessageId};
-use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification};
+use std::collections::{BTreeMap, BTreeSet};
+
+use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification, READABLE_KINDS};
 
 /// The settings key of how many incoming messages of a conversation the user has seen.
 fn read_mark(conversation: &str) -> String {
@@ -105,6 +107,65 @@ pub(crate) struct MessageView {
     pub(crate) text: String,
     pub(crate) sent_at: u64,
     pub(crate) delivery: Delivery,
+    /// `edited`, `deleted`, or empty.
+    pub(crate) note: &'static str,
+    /// The reactions on it, e.g. `👍 2  ❤️ 1`.
+    pub(crate) reactions: String,
+    /// A line about the conversation (a timer change), not a message.
+    pub(crate) system: bool,
+}
+
+/// The reactions on each message (by id): for each emoji, who reacted, applying additions
+/// and withdrawals in order.
+fn reactions(rows: &[nightjar_machine::rows::StoredMessage]) -> BTreeMap<String, String> {
+    let mut by_target: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
+    for m in rows.iter().filter(|m| m.kind == "reaction") {
+        let (Some(target), Some(emoji)) = (m.detail.target.as_deref(), m.text.as_deref()) else {
+            continue;
+        };
+        let people = by_target
+            .entry(target)
+            .or_default()
+            .entry(emoji)
+            .or_default();
+        if m.detail.remove {
+            people.remove(m.from.as_str());
+        } else {
+            people.insert(m.from.as_str());
+        }
+    }
+    by_target
+        .into_iter()
+        .map(|(target, emojis)| {
+            let line = emojis
+                .iter()
+                .filter(|(_, people)| !people.is_empty())
+                .map(|(emoji, people)| format!("{emoji} {}", people.len()))
+                .collect::<Vec<_>>()
+                .join("  ");
+            (target.to_owned(), line)
+        })
+        .collect()
+}
+
+/// How a timer change reads.
+fn timer_line(from: &str, secs: Option<u32>) -> String {
+    match secs.filter(|s| *s > 0) {
+        None => format!("{from} turned disappearing messages off"),
+        Some(s) => {
+            let (n, unit) = [
+                (86_400, "day"),
+                (3600, "hour"),
+                (60, "minute"),
+                (1, "second"),
+            ]
+            .into_iter()
+            .find(|(size, _)| s % size == 0)
+            .map_or((s, "second"), |(size, unit)| (s / size, unit));
+            let plural = if n == 1 { "" } else { "s" };
+            format!("{from} set messages to disappear {n} {unit}{plural} after they are read")
+        }
+    }
 }
 
 /// The app's signals.
@@ -260,6 +321,8 @@ impl Ui {
         let me = machine.me().clone();
         let store = machine.store().clone();
         let selected = self.selected.get_untracked();
+        // What disappeared goes before anything is drawn.
+        let _ = store.expire_messages(crate::js::now_ms());
         let mut conversations = Vec::new();
         for row in store.conversations().unwrap_or_default() {
             let Some(id) = ConversationId::parse(&row.id) else {
@@ -272,7 +335,7 @@ impl Ui {
                 .messages(&row.id)
                 .unwrap_or_default()
                 .iter()
-                .filter(|m| !m.outgoing)
+                .filter(|m| !m.outgoing && READABLE_KINDS.contains(&m.kind.as_str()))
                 .count();
             let seen: usize = store
                 .meta(&read_mark(&row.id))
@@ -289,13 +352,14 @@ impl Ui {
                 if seen < incoming {
                     let _ = store.set_meta(&read_mark(&row.id), &incoming.to_string());
                     // Tell the senders (a read receipt, end-to-end encrypted like any message).
+                    // Reading starts the disappearing timers.
+                    let _ = store.start_timers(&row.id, crate::js::now_ms());
                     let newly_read: Vec<MessageId> = store
                         .messages(&row.id)
                         .unwrap_or_default()
                         .iter()
-                        .filter(|m| !m.outgoing)
+                        .filter(|m| !m.outgoing && READABLE_KINDS.contains(&m.kind.as_str()))
                         .skip(seen)
-                        .filter(|m| m.kind != "call")
                         .filter_map(|m| MessageId::from_hex(&m.id))
                         .collect();
                     // Not to a stranger: a receipt would tell them, and sending accepts.
@@ -348,10 +412,14 @@ impl Ui {
         let messages = match selected {
             Some(id) => {
                 let outbox = store.outbox().unwrap_or_default();
-                store
-                    .messages(&id.to_string())
-                    .unwrap_or_default()
-                    .into_iter()
+                let rows = store.messages(&id.to_string()).unwrap_or_default();
+                let reactions = reactions(&rows);
+                rows.into_iter()
+                    .filter(|m| {
+                        READABLE_KINDS.contains(&m.kind.as_str())
+                            || m.kind == "call"
+                            || m.kind == "timer"
+                    })
                     .map(|m| {
                         let queued = outbox.iter().find(|r| {
                             matches!(&r.item, nightjar_machine::rows::OutboxItem::Message { message_id, .. } if *message_id == m.id)
@@ -372,12 +440,34 @@ impl Ui {
                             }
                             None => Delivery::Incoming,
                         };
+                        let system = m.kind == "timer";
+                        let text = if system {
+                            timer_line(&m.from, m.detail.timer_secs)
+                        } else if m.detail.deleted {
+                            "This message was deleted.".to_owned()
+                        } else if let Some(a) = &m.detail.attachment {
+                            let name = a.name.clone().unwrap_or_else(|| "attachment".into());
+                            let caption = m.text.clone().map(|t| format!(": {t}")).unwrap_or_default();
+                            format!("📎 {name} ({} KB){caption}", a.size.div_ceil(1024))
+                        } else {
+                            m.text.clone().unwrap_or_default()
+                        };
+                        let note = if m.detail.deleted {
+                            "deleted"
+                        } else if m.detail.edited {
+                            "edited"
+                        } else {
+                            ""
+                        };
                         MessageView {
                             key: format!("{}/{}", m.from, m.id),
+                            reactions: reactions.get(&m.id).cloned().unwrap_or_default(),
                             from: m.from,
-                            text: m.text.unwrap_or_default(),
+                            text,
                             sent_at: m.sent_at,
                             delivery,
+                            note,
+                            system,
                         }
                     })
                     .collect()

@@ -1,15 +1,15 @@
 //! Conversations: finding or creating a 1:1 conversation, groups (create, add, remove), queueing
 //! messages, and keeping this account's own devices in every conversation it is in.
 
-use nightjar_api::{B64, ErrorCode};
-use nightjar_core::content::{Content, MAX_MESSAGE_BYTES, Message, MessageId};
+use nightjar_api::ErrorCode;
+use nightjar_core::content::Content;
 use nightjar_core::{CommitBundle, ConversationId, ConversationKind, Engine};
 use nightjar_machine::OperationError;
 
 use super::flush::session_expired;
-use super::{Client, now_ms, random_hex};
+use super::{Client, now_ms};
 use crate::error::{Error, Result};
-use crate::store::{ConversationRow, OutboxItem, Store, StoredMessage};
+use crate::store::{ConversationRow, OutboxItem, Store};
 
 /// What happened to a message handed to [`Client::send_direct`] or [`Client::send_group`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,44 +164,15 @@ impl Client {
         }
     }
 
-    fn enqueue_message(&mut self, conversation: &str, body: &str) -> Result<String> {
-        let message = Message {
-            id: MessageId(random_bytes()?),
-            sent_at_ms: now_ms(),
-            expires_after_secs: None,
-            content: Content::Text { body: body.into() },
-        };
-        let plaintext = message.encode();
-        if plaintext.len() > MAX_MESSAGE_BYTES {
-            return Err(Error::Usage("the message is too long".into()));
-        }
-        let me = self.me()?;
-        let id = message.id.to_hex();
-        let item = OutboxItem::Message {
-            plaintext: B64(plaintext),
-            message_id: id.clone(),
-            ciphertext: None,
-            epoch: None,
-        };
-        let stored = StoredMessage {
-            conversation: conversation.to_owned(),
-            id: id.clone(),
-            from: me.username,
-            device: me.device_id.to_string(),
-            sent_at: message.sent_at_ms,
-            kind: "text".into(),
-            text: Some(body.to_owned()),
-            outgoing: true,
-        };
-        let now = now_ms();
-        self.atomic(|_, store| {
-            store.push_outbox(conversation, &item, &random_hex()?, now)?;
-            store.insert_message(&stored, now, true)?;
-            // Sending in a conversation accepts it (the server does the same).
-            store.accept_conversation(conversation)?;
-            Ok(())
-        })?;
-        Ok(id)
+    /// Queues `content` in `conversation` (the machine's one path: the timer in force, the
+    /// history row, the checks); its message id.
+    fn enqueue_content(&mut self, conversation: &str, content: Content) -> Result<String> {
+        let id = ConversationId::parse(conversation)
+            .ok_or_else(|| Error::Usage(format!("no conversation {conversation}")))?;
+        Ok(self
+            .machine()?
+            .queue_message(now_ms(), id, content)?
+            .to_hex())
     }
 
     async fn send_text(
@@ -210,7 +181,19 @@ impl Client {
         body: &str,
         offline: Option<Error>,
     ) -> Result<SendOutcome> {
-        let message_id = self.enqueue_message(conversation, body)?;
+        let content = Content::Text { body: body.into() };
+        self.send_content(conversation, content, offline).await
+    }
+
+    /// Queues `content` in `conversation` and sends it (it stays queued when the server
+    /// cannot be reached).
+    pub(crate) async fn send_content(
+        &mut self,
+        conversation: &str,
+        content: Content,
+        offline: Option<Error>,
+    ) -> Result<SendOutcome> {
+        let message_id = self.enqueue_content(conversation, content)?;
         let offline = match offline {
             Some(e) => Some(e),
             None => self.send_pump_offline_ok().await?,
@@ -238,12 +221,19 @@ impl Client {
     /// Sends `body` to `peer` in the 1:1 conversation, creating it on first use. If the server
     /// is unreachable the message stays in the outbox and the next command sends it.
     pub async fn send_direct(&mut self, peer: &str, body: &str) -> Result<SendOutcome> {
+        let (conversation, offline) = self.open_direct(peer).await?;
+        self.send_text(&conversation, body, offline).await
+    }
+
+    /// The 1:1 conversation with `peer`, created on first use; with the error that kept the
+    /// server from being reached, if it was not (a known conversation needs no server).
+    pub(crate) async fn open_direct(&mut self, peer: &str) -> Result<(String, Option<Error>)> {
         self.ensure_ready().await?;
         self.check_peer(peer)?;
         // A known conversation needs no separate sync first: the send's pump reads the inbox
         // before it posts (one inbox read and one post in the steady state).
         if let Some(conversation) = self.direct_conversation(peer)? {
-            return self.send_text(&conversation, body, None).await;
+            return Ok((conversation, None));
         }
         let offline = self.pump_offline_ok().await?;
         let conversation = match self.direct_conversation(peer)? {
@@ -256,11 +246,17 @@ impl Client {
                     .await?
             }
         };
-        self.send_text(&conversation, body, offline).await
+        Ok((conversation, offline))
     }
 
     /// Sends `body` to a group (by name or conversation id).
     pub async fn send_group(&mut self, group: &str, body: &str) -> Result<SendOutcome> {
+        let (conversation, offline) = self.open_group(group).await?;
+        self.send_text(&conversation, body, offline).await
+    }
+
+    /// A group this device is in (by name or conversation id), as for [`Self::open_direct`].
+    pub(crate) async fn open_group(&mut self, group: &str) -> Result<(String, Option<Error>)> {
         self.ensure_ready().await?;
         // As for 1:1: a group this device knows needs no sync before the send.
         let known = self.resolve_group(group).ok().filter(|row| row.active);
@@ -274,7 +270,7 @@ impl Client {
                 "you are no longer a member of {group}"
             )));
         }
-        self.send_text(&row.id, body, offline).await
+        Ok((row.id, offline))
     }
 
     /// Creates a group named `name` with every device of `members` and of this account.
@@ -347,10 +343,4 @@ impl Client {
         })?;
         self.pump().await
     }
-}
-
-fn random_bytes() -> Result<[u8; 16]> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Error::Database(format!("no randomness: {e}")))?;
-    Ok(b)
 }

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use nightjar_api::{ApiError, ErrorCode};
+use nightjar_machine::rows::MessageDetail;
 use nightjar_machine::{Failure, Notification, Request, Response};
 
-use super::{Client, now_ms};
+use super::{Client, ReceivedMessage, now_ms};
 use crate::error::{Error, Result};
 
 /// The longest wait a command sits through before it leaves the rest queued for later.
@@ -151,10 +152,40 @@ impl Client {
                 Notification::OperationFailed { operation, reason } => {
                     self.operations.insert(operation, Err(reason));
                 }
+                Notification::Read {
+                    conversation,
+                    from,
+                    device,
+                    id,
+                    sent_at,
+                    message_ids,
+                } => self.receipts.push(receipt_row(ReceiptRow {
+                    kind: "read",
+                    conversation,
+                    from,
+                    device,
+                    id,
+                    sent_at,
+                    message_ids,
+                })),
+                Notification::Delivered {
+                    conversation,
+                    from,
+                    device,
+                    id,
+                    sent_at,
+                    message_ids,
+                } => self.receipts.push(receipt_row(ReceiptRow {
+                    kind: "delivered",
+                    conversation,
+                    from,
+                    device,
+                    id,
+                    sent_at,
+                    message_ids,
+                })),
                 Notification::Received(_)
                 | Notification::Typing { .. }
-                | Notification::Read { .. }
-                | Notification::Delivered { .. }
                 | Notification::Sent { .. }
                 | Notification::ConversationChanged(_)
                 | Notification::Synced
@@ -164,5 +195,35 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// A read or delivery receipt as the machine reported it.
+struct ReceiptRow {
+    kind: &'static str,
+    conversation: nightjar_core::ConversationId,
+    from: String,
+    device: String,
+    id: nightjar_core::content::MessageId,
+    sent_at: u64,
+    message_ids: Vec<nightjar_core::content::MessageId>,
+}
+
+/// How `sync` reports a receipt: a row of its own, naming the messages it is about.
+fn receipt_row(r: ReceiptRow) -> ReceivedMessage {
+    ReceivedMessage {
+        conversation: r.conversation.to_string(),
+        group: None,
+        id: r.id.to_hex(),
+        from: r.from,
+        device: r.device,
+        sent_at: r.sent_at,
+        kind: r.kind.into(),
+        text: None,
+        detail: MessageDetail {
+            message_ids: r.message_ids.iter().map(|m| m.to_hex()).collect(),
+            ..MessageDetail::default()
+        },
+        expires_at: None,
     }
 }

@@ -11,6 +11,7 @@ mod conversations;
 mod device_auth;
 mod drive;
 mod flush;
+mod rich;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use nightjar_machine::Machine;
 pub use account::{LoginOutcome, Status};
 pub use consent::MessageRequest;
 pub use conversations::SendOutcome;
+pub use rich::{Destination, MAX_TIMER_SECS};
 pub use sync::{FollowEvent, ReceivedMessage, SyncReport};
 
 use crate::api::Api;
@@ -88,6 +90,9 @@ pub struct Client {
         nightjar_machine::OperationId,
         std::result::Result<nightjar_core::ConversationId, nightjar_machine::OperationError>,
     >,
+    /// Read and delivery receipts that arrived and were not reported yet (`sync` reports
+    /// them as rows of their own; they are not kept in the history).
+    receipts: Vec<ReceivedMessage>,
 }
 
 impl std::fmt::Debug for Client {
@@ -105,13 +110,6 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// A fresh random token (idempotency keys, message ids) as 32 hex digits.
-pub(crate) fn random_hex() -> Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Error::Database(format!("no randomness: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Name of the lock file inside the profile directory.
@@ -187,6 +185,7 @@ impl Client {
             notices: Vec::new(),
             missing_after: DEFAULT_MISSING_AFTER,
             operations: std::collections::BTreeMap::new(),
+            receipts: Vec::new(),
         })
     }
 

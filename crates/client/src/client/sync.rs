@@ -4,8 +4,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use std::collections::BTreeMap;
+
 use nightjar_api::{ClientFrame, ErrorCode, ServerFrame};
-use nightjar_machine::{Request, Response};
+use nightjar_core::ConversationId;
+use nightjar_core::content::{Content, MessageId};
+use nightjar_machine::rows::MessageDetail;
+use nightjar_machine::{READABLE_KINDS, Request, Response};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -13,6 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use super::flush::session_expired;
 use super::{Client, now_ms};
 use crate::error::{Error, Result};
+use crate::store::StoredMessage;
 
 /// A message as `sync` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -33,8 +39,16 @@ pub struct ReceivedMessage {
     /// The content kind (`text`, ...).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The text.
+    /// The text (an edit's new text, a reaction's emoji, an attachment's caption).
     pub text: Option<String>,
+    /// What the kind says besides its text (the message a reply, reaction, edit or delete
+    /// is about, a receipt's messages, a timer, an attachment), and whether the message was
+    /// edited or deleted since.
+    #[serde(flatten)]
+    pub detail: MessageDetail,
+    /// When this device deletes the message (ms since the Unix epoch), if it disappears.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// Something [`Client::follow`] reports as it happens.
@@ -61,6 +75,9 @@ impl Client {
     pub(crate) async fn pump(&mut self) -> Result<()> {
         let grace = u64::try_from(self.missing_after.as_millis()).unwrap_or(u64::MAX);
         self.machine()?.set_missing_after(grace);
+        // Read receipts say "delivered" too; without them, delivery receipts do.
+        let read_receipts = self.read_receipts()?;
+        self.machine()?.set_delivery_receipts(!read_receipts);
         self.machine()?.sync(now_ms());
         self.drive().await?;
         self.replenish_key_packages_when_due().await?;
@@ -88,7 +105,13 @@ impl Client {
             // New requests: another device of this account may have accepted them already.
             self.refresh_consent().await?;
         }
-        self.report()
+        let report = self.report()?;
+        if self.machine()?.has_requests() {
+            // The read receipts just queued.
+            self.drive().await?;
+            self.take_machine_notifications()?;
+        }
+        Ok(report)
     }
 
     fn emit(&mut self, on_event: &mut impl FnMut(FollowEvent<'_>)) -> Result<()> {
@@ -104,30 +127,85 @@ impl Client {
     }
 
     fn report(&mut self) -> Result<SyncReport> {
+        let now = now_ms();
+        self.expire(now)?;
         let rows = self.store.conversations()?;
-        let messages = self
-            .store
-            .take_unshown()?
+        let me = self.device_id();
+        let shown = self.store.take_unshown(now)?;
+        let read = self.queue_read_receipts(now, &shown)?;
+        let mut messages: Vec<ReceivedMessage> = shown
             .into_iter()
-            .filter(|m| !m.outgoing || Some(&m.device) != self.device_id().as_ref())
-            .map(|m| {
-                let group = rows
-                    .iter()
-                    .find(|c| c.id == m.conversation && c.kind == "group")
-                    .and_then(|c| c.name.clone());
-                ReceivedMessage {
-                    conversation: m.conversation,
-                    group,
-                    id: m.id,
-                    from: m.from,
-                    device: m.device,
-                    sent_at: m.sent_at,
-                    kind: m.kind,
-                    text: m.text,
-                }
+            .filter(|m| !m.outgoing || Some(&m.device) != me.as_ref())
+            .map(|m| ReceivedMessage {
+                conversation: m.conversation,
+                group: None,
+                id: m.id,
+                from: m.from,
+                device: m.device,
+                sent_at: m.sent_at,
+                kind: m.kind,
+                text: m.text,
+                detail: m.detail,
+                expires_at: m.expires_at,
             })
             .collect();
+        messages.append(&mut self.receipts);
+        for m in &mut messages {
+            m.group = rows
+                .iter()
+                .find(|c| c.id == m.conversation && c.kind == "group")
+                .and_then(|c| c.name.clone());
+        }
+        if read {
+            // Sent with the next exchange; a sync sends them before it returns.
+            self.machine()?.tick(now);
+        }
         Ok(SyncReport { messages })
+    }
+
+    /// Deletes the messages whose disappearing timer ran out, with their saved files.
+    pub(crate) fn expire(&mut self, now: u64) -> Result<()> {
+        for m in self.store.expire_messages(now)? {
+            if let Some(file) = m.detail.attachment.and_then(|a| a.file) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one read receipt per conversation for the readable messages just shown (unless
+    /// read receipts are off); whether any was queued.
+    fn queue_read_receipts(&mut self, now: u64, shown: &[StoredMessage]) -> Result<bool> {
+        if !self.read_receipts()? {
+            return Ok(false);
+        }
+        let mut by_conversation: BTreeMap<&str, Vec<MessageId>> = BTreeMap::new();
+        for m in shown {
+            if !m.outgoing
+                && READABLE_KINDS.contains(&m.kind.as_str())
+                && let Some(id) = MessageId::from_hex(&m.id)
+            {
+                by_conversation.entry(&m.conversation).or_default().push(id);
+            }
+        }
+        let mut queued = false;
+        for (conversation, message_ids) in by_conversation {
+            let Some(id) = ConversationId::parse(conversation) else {
+                continue;
+            };
+            match self
+                .machine()?
+                .queue_message(now, id, Content::ReadReceipt { message_ids })
+            {
+                Ok(_) => queued = true,
+                // Left the conversation, or a changed key awaits the user: no receipt.
+                Err(
+                    nightjar_machine::Error::Usage(_) | nightjar_machine::Error::IdentityChanged(_),
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(queued)
     }
 
     /// Stays connected to the WebSocket stream for `duration`, processing envelopes as they

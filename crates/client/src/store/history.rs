@@ -1,7 +1,8 @@
 //! Decrypted message history, the local conversation index and contacts.
 
-pub use nightjar_machine::rows::{ContactRecord, ConversationRow, StoredMessage};
-use rusqlite::{OptionalExtension as _, params};
+use nightjar_machine::READABLE_KINDS;
+pub use nightjar_machine::rows::{Amendment, ContactRecord, ConversationRow, StoredMessage};
+use rusqlite::{Connection, OptionalExtension as _, Params, params};
 
 use super::{Store, to_i64, to_u64};
 use crate::error::Result;
@@ -10,10 +11,14 @@ impl Store {
     /// Adds a message to the history; returns false if it was already there (same conversation,
     /// sender and message id), so a retried or re-encrypted message is never shown twice.
     pub fn insert_message(&self, m: &StoredMessage, received_at: u64, shown: bool) -> Result<bool> {
+        let detail = (!m.detail.is_empty())
+            .then(|| serde_json::to_string(&m.detail))
+            .transpose()?;
         let n = self.conn()?.execute(
             "INSERT OR IGNORE INTO messages
-             (conversation, message_id, sender, device, sent_at, received_at, type, text, outgoing, shown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             (conversation, message_id, sender, device, sent_at, received_at, type, text, outgoing,
+              shown, detail, expires_after, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 m.conversation,
                 m.id,
@@ -24,35 +29,161 @@ impl Store {
                 m.kind,
                 m.text,
                 m.outgoing,
-                shown
+                shown,
+                detail,
+                m.expires_after_secs,
+                m.expires_at.map(to_i64),
             ],
         )?;
         Ok(n > 0)
     }
 
-    /// Incoming messages not yet shown to the user, oldest first; marks them shown.
-    pub fn take_unshown(&self) -> Result<Vec<StoredMessage>> {
+    /// Incoming messages not yet shown to the user, oldest first; marks them shown, which
+    /// starts their disappearing timers.
+    pub fn take_unshown(&self, now_ms: u64) -> Result<Vec<StoredMessage>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT conversation, message_id, sender, device, sent_at, type, text, outgoing
-             FROM messages WHERE shown = 0 ORDER BY seq",
+        let rows = select_messages(&conn, "WHERE shown = 0 ORDER BY seq", [])?;
+        conn.execute(
+            "UPDATE messages SET shown = 1,
+                 expires_at = CASE WHEN expires_after IS NULL THEN NULL
+                                   ELSE ?1 + expires_after * 1000 END
+             WHERE shown = 0",
+            [to_i64(now_ms)],
         )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredMessage {
-                    conversation: r.get(0)?,
-                    id: r.get(1)?,
-                    from: r.get(2)?,
-                    device: r.get(3)?,
-                    sent_at: to_u64(r.get(4)?),
-                    kind: r.get(5)?,
-                    text: r.get(6)?,
-                    outgoing: r.get(7)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        conn.execute("UPDATE messages SET shown = 1 WHERE shown = 0", [])?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|mut m| {
+                m.expires_at = m
+                    .expires_after_secs
+                    .map(|s| now_ms.saturating_add(u64::from(s) * 1000));
+                m
+            })
+            .collect())
+    }
+
+    /// The newest stored message with this id (32 hex digits), in any conversation.
+    pub fn find_message(&self, id: &str) -> Result<Option<StoredMessage>> {
+        let conn = self.conn()?;
+        Ok(select_messages(
+            &conn,
+            "WHERE message_id = ?1 ORDER BY seq DESC LIMIT 1",
+            [id],
+        )?
+        .pop())
+    }
+
+    /// A conversation's history, oldest first.
+    pub fn messages(&self, conversation: &str) -> Result<Vec<StoredMessage>> {
+        let conn = self.conn()?;
+        select_messages(
+            &conn,
+            "WHERE conversation = ?1 ORDER BY seq",
+            [conversation],
+        )
+    }
+
+    /// Applies an edit or a delete to the message `id` that `sender` sent in `conversation`
+    /// (a text, reply or attachment not deleted yet); false when there is none, and then
+    /// nothing changed.
+    pub fn amend_message(
+        &self,
+        conversation: &str,
+        sender: &str,
+        id: &str,
+        amendment: &Amendment,
+    ) -> Result<bool> {
+        let conn = self.conn()?;
+        let found = select_messages(
+            &conn,
+            "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
+            [conversation, sender, id],
+        )?
+        .pop()
+        .filter(|m| READABLE_KINDS.contains(&m.kind.as_str()) && !m.detail.deleted);
+        let Some(mut m) = found else {
+            return Ok(false);
+        };
+        match amendment {
+            Amendment::Edit(text) => {
+                m.text = Some(text.clone());
+                m.detail.edited = true;
+            }
+            Amendment::Delete => {
+                m.text = None;
+                m.detail.deleted = true;
+                m.detail.edited = false;
+                m.detail.attachment = None;
+            }
+        }
+        conn.execute(
+            "UPDATE messages SET text = ?1, detail = ?2
+             WHERE conversation = ?3 AND sender = ?4 AND message_id = ?5",
+            params![
+                m.text,
+                serde_json::to_string(&m.detail)?,
+                conversation,
+                sender,
+                id
+            ],
+        )?;
+        Ok(true)
+    }
+
+    /// Records where an attachment was saved.
+    pub fn set_attachment_file(
+        &self,
+        conversation: &str,
+        sender: &str,
+        id: &str,
+        file: &str,
+    ) -> Result<()> {
+        let conn = self.conn()?;
+        let found = select_messages(
+            &conn,
+            "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
+            [conversation, sender, id],
+        )?
+        .pop();
+        if let Some(mut m) = found
+            && let Some(attachment) = m.detail.attachment.as_mut()
+        {
+            attachment.file = Some(file.to_owned());
+            conn.execute(
+                "UPDATE messages SET detail = ?1
+                 WHERE conversation = ?2 AND sender = ?3 AND message_id = ?4",
+                params![serde_json::to_string(&m.detail)?, conversation, sender, id],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every message whose disappearing timer ran out by `now_ms` and returns them
+    /// (their saved attachments are the caller's to delete). `secure_delete` is on, so the
+    /// freed pages are overwritten, not just unlinked.
+    pub fn expire_messages(&self, now_ms: u64) -> Result<Vec<StoredMessage>> {
+        let conn = self.conn()?;
+        let gone = select_messages(
+            &conn,
+            "WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY seq",
+            [to_i64(now_ms)],
+        )?;
+        if !gone.is_empty() {
+            conn.execute(
+                "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [to_i64(now_ms)],
+            )?;
+        }
+        Ok(gone)
+    }
+
+    /// When the next message disappears, if any will.
+    pub fn next_expiry(&self) -> Result<Option<u64>> {
+        let next: Option<i64> = self.conn()?.query_row(
+            "SELECT min(expires_at) FROM messages WHERE expires_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(next.map(to_u64))
     }
 
     /// Number of messages in the history.
@@ -169,4 +300,45 @@ impl Store {
             .collect::<Result<Vec<String>, _>>()?;
         Ok(rows)
     }
+}
+
+/// The stored messages `clause` (a `WHERE ... ORDER BY ...` tail) selects.
+fn select_messages(
+    conn: &Connection,
+    clause: &str,
+    params: impl Params,
+) -> Result<Vec<StoredMessage>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT conversation, message_id, sender, device, sent_at, type, text, outgoing, detail,
+                expires_after, expires_at
+         FROM messages {clause}"
+    ))?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                StoredMessage {
+                    conversation: r.get(0)?,
+                    id: r.get(1)?,
+                    from: r.get(2)?,
+                    device: r.get(3)?,
+                    sent_at: to_u64(r.get(4)?),
+                    kind: r.get(5)?,
+                    text: r.get(6)?,
+                    outgoing: r.get(7)?,
+                    detail: Default::default(),
+                    expires_after_secs: r.get(9)?,
+                    expires_at: r.get::<_, Option<i64>>(10)?.map(to_u64),
+                },
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(mut m, detail)| {
+            if let Some(detail) = detail {
+                m.detail = serde_json::from_str(&detail)?;
+            }
+            Ok(m)
+        })
+        .collect()
 }

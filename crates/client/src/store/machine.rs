@@ -2,7 +2,9 @@
 
 use nightjar_core::storage::StoreError;
 
-use super::{Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, Store, StoredMessage};
+use super::{
+    Amendment, Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, Store, StoredMessage,
+};
 use crate::error::Error;
 
 fn store_error(e: Error) -> StoreError {
@@ -93,6 +95,18 @@ impl nightjar_machine::ClientStore for Store {
         shown: bool,
     ) -> Result<bool, StoreError> {
         Store::insert_message(self, m, received_at, shown).map_err(store_error)
+    }
+    fn amend_message(
+        &self,
+        conversation: &str,
+        sender: &str,
+        id: &str,
+        amendment: &Amendment,
+    ) -> Result<bool, StoreError> {
+        Store::amend_message(self, conversation, sender, id, amendment).map_err(store_error)
+    }
+    fn expire_messages(&self, now_ms: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        Store::expire_messages(self, now_ms).map_err(store_error)
     }
     fn record_contact(
         &self,

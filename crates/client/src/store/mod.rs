@@ -10,6 +10,7 @@ mod consent;
 mod history;
 mod machine;
 mod outbox;
+mod transfers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +20,9 @@ use nightjar_core::storage::{Entry, KvStore, StoreError};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 pub use consent::{Consent, HeldMessages};
-pub use history::{ContactRecord, ConversationRow, StoredMessage};
+pub use history::{Amendment, ContactRecord, ConversationRow, StoredMessage};
 pub use outbox::{OutboxItem, OutboxKind, OutboxRow};
+pub use transfers::PendingUpload;
 
 use crate::error::{Error, Result};
 use crate::keys::DatabaseKey;
@@ -78,6 +80,29 @@ CREATE TABLE IF NOT EXISTS outbox_refused (
 );
 ";
 
+/// `(table, column, declaration)` of every column added after a table was first created.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("messages", "detail", "TEXT"),
+    ("messages", "expires_after", "INTEGER"),
+    ("messages", "expires_at", "INTEGER"),
+];
+
+/// Adds `column` to `table` unless it is there.
+fn add_column(conn: &Connection, table: &str, column: &str, declaration: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let present = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .any(|c| c == column);
+    if !present {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+        ))?;
+    }
+    Ok(())
+}
+
 struct Inner {
     conn: Mutex<Connection>,
     /// An outer transaction is open: engine batches join it instead of committing alone.
@@ -121,6 +146,16 @@ impl Store {
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(consent::SCHEMA)?;
+        conn.execute_batch(transfers::SCHEMA)?;
+        // Columns later versions added to tables of older profiles.
+        for (table, column, declaration) in ADDED_COLUMNS {
+            add_column(&conn, table, column, declaration)?;
+        }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires_at)
+             WHERE expires_at IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS messages_by_id ON messages (message_id);",
+        )?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -206,7 +241,8 @@ impl Store {
     pub fn wipe(&self) -> Result<()> {
         self.conn()?.execute_batch(
             "DELETE FROM kv; DELETE FROM meta; DELETE FROM conversations; DELETE FROM contacts;
-             DELETE FROM messages; DELETE FROM outbox; DELETE FROM processed;",
+             DELETE FROM messages; DELETE FROM outbox; DELETE FROM processed;
+             DELETE FROM uploads;",
         )?;
         Ok(())
     }

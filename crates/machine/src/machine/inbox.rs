@@ -10,10 +10,12 @@ use nightjar_core::{
     ConversationError, ConversationId, ConversationKind, Engine, Error as CoreError, Incoming,
 };
 
-use super::{Hold, Machine, Notification, Pending, Pull, conversation_row, meta, random_hex};
+use super::{
+    Hold, Machine, Notification, Pending, Pull, conversation_row, history, meta, random_hex,
+};
 use crate::backoff;
 use crate::error::{Error, Result};
-use crate::rows::{OutboxItem, StoredMessage};
+use crate::rows::OutboxItem;
 use crate::store::ClientStore;
 use crate::transport::{Failure, Request, Response};
 
@@ -32,24 +34,6 @@ enum Outcome {
     Held,
     /// Waiting for device lists.
     Waiting,
-}
-
-/// How a content is kept in the history: its kind and text; `None` for content that is an
-/// event, not a message (typing, receipts).
-pub(crate) fn describe(content: &Content) -> Option<(String, Option<String>)> {
-    Some(match content {
-        Content::Typing { .. }
-        | Content::ReadReceipt { .. }
-        | Content::DeliveryReceipt { .. }
-        | Content::Call(_) => {
-            return None;
-        }
-        Content::Text { body } => ("text".into(), Some(body.clone())),
-        Content::Reply { body, .. } => ("reply".into(), Some(body.clone())),
-        Content::Edit { body, .. } => ("edit".into(), Some(body.clone())),
-        Content::Reaction { emoji, .. } => ("reaction".into(), Some(emoji.clone())),
-        other => (other.kind().into(), None),
-    })
 }
 
 /// How a conversation is named in notices.
@@ -98,11 +82,17 @@ fn record_incoming<S: ClientStore>(
                 Content::ReadReceipt { message_ids } => out.push(Notification::Read {
                     conversation: *conversation,
                     from: sender.username.clone(),
+                    device: sender.device_id.to_string(),
+                    id: message.id,
+                    sent_at: message.sent_at_ms,
                     message_ids: message_ids.clone(),
                 }),
                 Content::DeliveryReceipt { message_ids } => out.push(Notification::Delivered {
                     conversation: *conversation,
                     from: sender.username.clone(),
+                    device: sender.device_id.to_string(),
+                    id: message.id,
+                    sent_at: message.sent_at_ms,
                     message_ids: message_ids.clone(),
                 }),
                 Content::Call(signal) => {
@@ -117,18 +107,22 @@ fn record_incoming<S: ClientStore>(
                 }
                 _ => {}
             }
-            if let Some((kind, text)) = describe(&message.content) {
-                let stored = StoredMessage {
-                    conversation: id.clone(),
-                    id: message.id.to_hex(),
-                    from: sender.username.clone(),
-                    device: sender.device_id.to_string(),
-                    sent_at: message.sent_at_ms,
-                    kind,
-                    text,
-                    outgoing: sender.username == me.username,
-                };
-                if store.insert_message(&stored, now, false)? {
+            let author = history::Author {
+                username: &sender.username,
+                device: sender.device_id.to_string(),
+                outgoing: sender.username == me.username,
+            };
+            if let Some(stored) = history::row(&id, &author, message) {
+                let recorded = history::record(store, stored.clone(), now, false)?;
+                if recorded == history::Recorded::Refused {
+                    out.push(Notification::Notice(format!(
+                        "{} tried to {} a message that is not theirs in {}: ignored",
+                        sender.username,
+                        stored.kind,
+                        label(engine, *conversation)
+                    )));
+                }
+                if recorded == history::Recorded::Stored {
                     let held = sender.username != me.username
                         && store.is_request(&id, &sender.username)?;
                     if held {
@@ -454,7 +448,7 @@ impl<S: ClientStore> Machine<S> {
                         // A call's history row is no message of the sender's: no receipt.
                         if let Notification::Received(m) = n
                             && !m.outgoing
-                            && m.kind != "call"
+                            && history::READABLE_KINDS.contains(&m.kind.as_str())
                             && let (Some(c), Some(id)) = (
                                 ConversationId::parse(&m.conversation),
                                 nightjar_core::content::MessageId::from_hex(&m.id),

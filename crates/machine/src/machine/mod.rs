@@ -18,6 +18,7 @@
 mod calling;
 mod create;
 mod devices;
+pub(crate) mod history;
 mod inbox;
 pub(crate) mod outbox;
 mod transparency;
@@ -92,6 +93,12 @@ pub enum Notification {
         conversation: ConversationId,
         /// Who.
         from: String,
+        /// From which of their devices.
+        device: String,
+        /// The receipt's own message id.
+        id: MessageId,
+        /// The sender's clock when it sent the receipt (ms since the Unix epoch).
+        sent_at: u64,
         /// Which.
         message_ids: Vec<MessageId>,
     },
@@ -101,6 +108,12 @@ pub enum Notification {
         conversation: ConversationId,
         /// Who.
         from: String,
+        /// From which of their devices.
+        device: String,
+        /// The receipt's own message id.
+        id: MessageId,
+        /// The sender's clock when it sent the receipt (ms since the Unix epoch).
+        sent_at: u64,
         /// Which.
         message_ids: Vec<MessageId>,
     },
@@ -502,6 +515,20 @@ impl<S: ClientStore> Machine<S> {
         conversation: ConversationId,
         content: Content,
     ) -> Result<MessageId> {
+        let id = self.queue_message(now, conversation, content)?;
+        self.work(now);
+        Ok(id)
+    }
+
+    /// Queues a message like [`Self::send_message`] without starting to send it (a driver
+    /// that sends at once itself). The conversation's disappearing timer applies; an edit
+    /// or delete must be of this account's own message.
+    pub fn queue_message(
+        &mut self,
+        now: u64,
+        conversation: ConversationId,
+        content: Content,
+    ) -> Result<MessageId> {
         let info = self.engine.conversation(conversation)?;
         if !info.active {
             return Err(Error::Usage(
@@ -524,10 +551,20 @@ impl<S: ClientStore> Machine<S> {
                 return Err(Error::IdentityChanged(member.to_owned()));
             }
         }
+        let conversation_text = conversation.to_string();
+        // Receipts, typing and call signals are events, not history: no timer for them.
+        let expires_after_secs = match content {
+            Content::ReadReceipt { .. }
+            | Content::DeliveryReceipt { .. }
+            | Content::Typing { .. }
+            | Content::Call(_)
+            | Content::DisappearingTimer { .. } => None,
+            _ => history::timer(&self.store, &conversation_text)?,
+        };
         let message = Message {
             id: MessageId(random_bytes()?),
             sent_at_ms: now,
-            expires_after_secs: None,
+            expires_after_secs,
             content,
         };
         let plaintext = message.encode();
@@ -541,27 +578,25 @@ impl<S: ClientStore> Machine<S> {
             ciphertext: None,
             epoch: None,
         };
-        let conversation_text = conversation.to_string();
-        let stored = inbox::describe(&message.content).map(|(kind, text)| StoredMessage {
-            conversation: conversation_text.clone(),
-            id: id.to_hex(),
-            from: self.me.username.clone(),
+        let author = history::Author {
+            username: &self.me.username,
             device: self.me.device_id.to_string(),
-            sent_at: now,
-            kind,
-            text,
             outgoing: true,
-        });
+        };
+        let row = history::row(&conversation_text, &author, &message);
         self.atomic(|_, store| {
-            store.push_outbox(&conversation_text, &item, &random_hex()?, now)?;
-            if let Some(stored) = &stored {
-                store.insert_message(stored, now, true)?;
+            if let Some(row) = row
+                && history::record(store, row, now, true)? == history::Recorded::Refused
+            {
+                return Err(Error::Usage(
+                    "only your own messages can be edited or deleted".into(),
+                ));
             }
+            store.push_outbox(&conversation_text, &item, &random_hex()?, now)?;
             // Sending in a conversation accepts it (the server does the same).
             store.accept_conversation(&conversation_text)?;
             Ok(())
         })?;
-        self.work(now);
         Ok(id)
     }
 
