@@ -30,6 +30,15 @@ if [ -z "${NIGHTJAR_TEST_TURN_URL:-}" ] && command -v turnserver >/dev/null 2>&1
   eval "$turn_env"
 fi
 
+# The attachment store's tests also run against an S3-compatible server on loopback (s3s-fs,
+# built from crates.io into /var/tmp/nightjar-tools the first time), started here unless
+# configured already.
+if [ -z "${NIGHTJAR_TEST_S3_ENDPOINT:-}" ]; then
+  echo "== s3s-fs (S3 for the attachment tests) on 127.0.0.1:9010"
+  s3_env="$(scripts/s3.sh)"
+  eval "$s3_env"
+fi
+
 echo "== cargo test"
 cargo test --workspace
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use nightjar_core::content::{
     AttachmentKey, AttachmentPointer, CallSignal, CallSignalKind, Content, GroupMetadata, Message,
-    MessageId,
+    MessageId, Thumbnail,
 };
 
 fn main() -> io::Result<()> {
@@ -47,6 +47,7 @@ fn main() -> io::Result<()> {
     for (index, group) in groups.iter().enumerate() {
         fs::write(metadata.join(format!("seed-{index:02}")), group.encode())?;
     }
+    attachment_seeds(&corpus)?;
     engine_seeds(&corpus)
 }
 
@@ -117,7 +118,37 @@ fn pointer() -> AttachmentPointer {
         media_type: "image/jpeg".into(),
         file_name: Some("photo.jpg".into()),
         caption: Some("at the lake".into()),
+        thumbnail: Some(Box::new(Thumbnail {
+            media_type: "image/jpeg".into(),
+            width: 320,
+            height: 213,
+            data: vec![0xff, 0xd8, 0xff, 0xe0, 0xff, 0xd9],
+        })),
     }
+}
+
+/// Blobs sealed under the fuzz target's key: an empty file, one short chunk, and a full
+/// chunk plus a padded one, each with its header (size, slice length, digest).
+fn attachment_seeds(corpus: &Path) -> io::Result<()> {
+    use nightjar_core::attachment::Sealer;
+
+    let err = |e: nightjar_core::attachment::AttachmentError| io::Error::other(e.to_string());
+    let dir = corpus.join("attachment_open");
+    fs::create_dir_all(&dir)?;
+    let key = AttachmentKey::from_bytes([0x42; 32]);
+    for (size, step) in [(0u32, 1u16), (100, 7), (65_600, 4096)] {
+        let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut sealer = Sealer::new(&key, u64::from(size)).map_err(err)?;
+        let mut sealed = sealer.push(&plaintext).map_err(err)?;
+        let (rest, digest) = sealer.finish().map_err(err)?;
+        sealed.extend_from_slice(&rest);
+        let mut seed = size.to_be_bytes().to_vec();
+        seed.extend_from_slice(&step.to_be_bytes());
+        seed.extend_from_slice(&digest);
+        seed.extend_from_slice(&sealed);
+        fs::write(dir.join(format!("seed-{size}")), seed)?;
+    }
+    Ok(())
 }
 
 fn contents() -> Vec<Content> {

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nightjar_client::{Client, ClientOptions, FollowEvent, LoginOutcome, Password};
+use nightjar_client::{Client, ClientOptions, Destination, FollowEvent, LoginOutcome, Password};
 
-use crate::output;
 use crate::{Cli, Command, GroupCommand};
+use crate::{output, progress};
 
 type Outcome = Result<(), String>;
 
@@ -370,12 +370,41 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             output::line(&format!("removed device {id}"));
             Ok(())
         }
-        Command::Send { group, args } => {
-            let outcome = match (group, args.as_slice()) {
-                (Some(group), [text]) => client.send_group(&group, text).await.map_err(e)?,
-                (None, [user, text]) => client.send_direct(user, text).await.map_err(e)?,
-                (Some(_), _) => return Err("with --group, give only the TEXT".into()),
-                (None, _) => return Err("give USERNAME and TEXT (or --group GROUP TEXT)".into()),
+        Command::Send {
+            group,
+            file,
+            to,
+            text,
+        } => {
+            let args: Vec<String> = to.into_iter().chain(text).collect();
+            let outcome = match (file, group, args.as_slice()) {
+                (Some(file), group, args) => {
+                    let (to, caption) = match (group, args) {
+                        (Some(g), []) => (Destination::Group(g), None),
+                        (Some(g), [caption]) => (Destination::Group(g), Some(caption.as_str())),
+                        (None, [user]) => (Destination::User(user.clone()), None),
+                        (None, [user, caption]) => {
+                            (Destination::User(user.clone()), Some(caption.as_str()))
+                        }
+                        _ => {
+                            return Err(
+                                "give USERNAME --file PATH (or --group GROUP --file PATH)".into()
+                            );
+                        }
+                    };
+                    let mut bar = progress::Bar::new();
+                    let outcome = client
+                        .send_file(&to, &file, caption, &mut |p| bar.update(p))
+                        .await;
+                    bar.finish();
+                    outcome.map_err(e)?
+                }
+                (None, Some(group), [text]) => client.send_group(&group, text).await.map_err(e)?,
+                (None, None, [user, text]) => client.send_direct(user, text).await.map_err(e)?,
+                (None, Some(_), _) => return Err("with --group, give only the TEXT".into()),
+                (None, None, _) => {
+                    return Err("give USERNAME and TEXT (or --group GROUP TEXT)".into());
+                }
             };
             if outcome.delivered {
                 output::line(&format!(
@@ -395,13 +424,26 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             Ok(())
         }
         Command::Group { command } => group(client, command).await,
-        Command::Sync { json, follow } => {
-            let report = client.sync().await.map_err(e)?;
+        Command::Sync {
+            json,
+            follow,
+            save_dir,
+        } => {
+            let mut report = client.sync().await.map_err(e)?;
+            let mut bar = progress::Bar::new();
+            let saved = client
+                .save_attachments(&mut report.messages, save_dir.as_deref(), &mut |p| {
+                    bar.update(p);
+                })
+                .await;
+            bar.finish();
+            saved.map_err(e)?;
             notices(client);
             for m in &report.messages {
                 output::message(m, json);
             }
             if let Some(secs) = follow {
+                // Files that arrive while following are fetched by the next `sync`.
                 client
                     .follow(Duration::from_secs(secs), |event| match event {
                         FollowEvent::Message(m) => output::message(m, json),

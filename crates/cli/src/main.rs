@@ -7,6 +7,7 @@ mod commands;
 mod consent;
 mod messages;
 mod output;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -247,9 +248,17 @@ pub(crate) enum Command {
         /// Send to this group (name or conversation id) instead of a user.
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
-        /// USERNAME TEXT, or just TEXT with --group.
-        #[arg(required = true, num_args = 1..=2, value_name = "USERNAME TEXT", allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Send this file (encrypted on this device, uploaded resumably: sending the same
+        /// file again after an interruption sends only what is missing); a TEXT becomes its
+        /// caption.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The account to send to (with --group: the TEXT).
+        #[arg(value_name = "USERNAME", allow_hyphen_values = true)]
+        to: Option<String>,
+        /// The message (with --file: the file's caption, optional).
+        #[arg(value_name = "TEXT", allow_hyphen_values = true)]
+        text: Option<String>,
     },
     /// Manage groups.
     Group {
@@ -259,13 +268,17 @@ pub(crate) enum Command {
     /// Send what is queued, then fetch, decrypt and print new messages.
     Sync {
         /// Print one JSON object per message (conversation, group, id, from, device, sent_at,
-        /// type, text).
+        /// type, text, and the fields of its type: reply_to, target, emoji, message_ids,
+        /// seconds, file, name, size, media_type, ...).
         #[arg(long)]
         json: bool,
         /// Then stay connected to the push stream for this many seconds, printing messages
         /// as they arrive.
         #[arg(long, value_name = "SECS")]
         follow: Option<u64>,
+        /// Save received files here [default: files/ in the profile directory].
+        #[arg(long, value_name = "DIR")]
+        save_dir: Option<PathBuf>,
     },
     /// Show the safety number shared with another account (compare it with them, in person or
     /// by scanning the QR code).

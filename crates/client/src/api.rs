@@ -47,6 +47,9 @@ pub struct Api {
     /// Connections of their own for sealed sends, so that none of them travels on a
     /// connection that also carried the session token.
     sealed_http: reqwest::Client,
+    /// For blob parts and downloads: no deadline on a whole request (a download of a large
+    /// blob takes as long as it takes), only on each read; uploads set one per part.
+    blob_http: reqwest::Client,
     token: Option<String>,
     /// Set when the server asked for a wait longer than a request sits through: until then,
     /// requests fail at once instead of asking again sooner than told.
@@ -163,10 +166,18 @@ impl Api {
         };
         let http = client()?;
         let sealed_http = client()?;
+        let blob_http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls_config()?).clone())
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("nightjar-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(network)?;
         Ok(Self {
             base,
             http,
             sealed_http,
+            blob_http,
             token: None,
             not_before: Arc::new(Mutex::new(None)),
         })
@@ -208,6 +219,24 @@ impl Api {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<Vec<u8>> {
+        let response = self
+            .exchange(&self.http, method, path, |request| match body {
+                Some(body) => request.json(body),
+                None => request,
+            })
+            .await?;
+        Ok(response.bytes().await.map_err(network)?.to_vec())
+    }
+
+    /// Sends the request `build` makes of a bare one (with the session token), again after a
+    /// short 429; returns a successful response with its body unread, or the refusal.
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
         let mut retries = 0;
         loop {
             if let Some(wait) = self.rate_limited_for() {
@@ -219,25 +248,20 @@ impl Api {
                 }
                 tokio::time::sleep(wait).await;
             }
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base));
+            let mut request = http.request(method.clone(), format!("{}{path}", self.base));
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(network)?;
+            let response = build(request).send().await.map_err(network)?;
             let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
             let retry_header = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .map(|v| v.to_str().unwrap_or_default().to_owned());
             let bytes = response.bytes().await.map_err(network)?.to_vec();
-            if status.is_success() {
-                return Ok(bytes);
-            }
             let mut error = api_error(status, &bytes);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let requested =
@@ -504,7 +528,10 @@ impl Api {
     }
 }
 
+mod blobs;
 mod consent;
+
+pub use blobs::BlobDownload;
 
 #[cfg(test)]
 mod tests {

@@ -41,6 +41,13 @@ pub enum Error {
     /// The server answered something that does not follow the API.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// An attachment could not be encrypted, or a downloaded one did not verify (nothing of
+    /// it was kept).
+    #[error("{0}")]
+    Attachment(#[from] nightjar_core::attachment::AttachmentError),
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    File(String),
     /// The server refused a queued message for good; it stays in the outbox, marked refused.
     #[error(
         "the server refused the message: {0}; it stays in the outbox (`nightjar outbox --retry` sends it again, `nightjar outbox --drop` discards it)"
@@ -114,6 +121,12 @@ impl From<nightjar_machine::Error> for Error {
             M::IdentityChanged(name) => Error::IdentityChanged(name),
             other => Error::Database(other.to_string()),
         }
+    }
+}
+
+impl From<nightjar_machine::transfer::TransferError> for Error {
+    fn from(e: nightjar_machine::transfer::TransferError) -> Self {
+        Error::Protocol(e.to_string())
     }
 }
 

@@ -15,6 +15,8 @@
 //!   state and the decrypted message are committed locally. Unknown accounts and unlisted
 //!   devices make the client fetch device lists and reprocess the same bytes; an identity key
 //!   change is held and surfaced, never accepted silently.
+//! - **Attachments**: files go up as blobs encrypted on this device, resumably, and come back
+//!   down verified, resumably ([`blobs`]).
 //! - **Devices**: registration (OPAQUE), login of a new device with an approval code, approval
 //!   on an existing device, removal. A newly approved device is added to the account's
 //!   conversations by the next sync of any existing device of the account.
@@ -23,12 +25,14 @@ pub mod api;
 pub mod audit;
 mod auth;
 mod backoff;
+pub mod blobs;
 mod client;
 pub mod error;
 pub mod keys;
 pub mod store;
 
 pub use auth::Password;
+pub use blobs::{TransferPhase, TransferProgress};
 pub use client::{
     Client, ClientOptions, DEFAULT_MISSING_AFTER, Destination, FollowEvent, KEY_PACKAGE_BATCH,
     LoginOutcome, MAX_TIMER_SECS, MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,

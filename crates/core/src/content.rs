@@ -54,7 +54,19 @@
 //!     opaque name<V>;
 //!     optional<AttachmentPointer> avatar;
 //! } GroupMetadata;
+//!
+//! struct {
+//!     opaque media_type<V>;        // of the thumbnail itself, e.g. image/jpeg
+//!     uint32 width;                // in pixels
+//!     uint32 height;
+//!     opaque data<V>;              // at most MAX_THUMBNAIL_BYTES
+//! } Thumbnail;
 //! ```
+//!
+//! An attachment's body (content type 8, and a group's avatar) is the pointer of
+//! [`crate::attachment`]: the blob's id, its key, the SHA-256 of its ciphertext and the real
+//! plaintext size, then what the sender says about the file and, for pictures, a small
+//! thumbnail carried inline, so a receiver can show it before (or without) downloading.
 //!
 //! | content_type | variant | body |
 //! | --- | --- | --- |
@@ -65,7 +77,7 @@
 //! | 5 | `Delete` | `opaque target[16]` |
 //! | 6 | `ReadReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
 //! | 7 | `Typing` | `bool active` |
-//! | 8 | `Attachment` | `opaque blob_id<V>; opaque key[32]; opaque digest[32]; uint64 size; opaque media_type<V>; optional<opaque file_name<V>>; optional<opaque caption<V>>` |
+//! | 8 | `Attachment` | `opaque blob_id<V>; opaque key[32]; opaque digest[32]; uint64 size; opaque media_type<V>; optional<opaque file_name<V>>; optional<opaque caption<V>>; optional<Thumbnail> thumbnail` |
 //! | 9 | `DisappearingTimer` | `uint32 seconds` |
 //! | 10 | `Call` | `opaque call_id[16]; uint8 signal; ...` where signal 1 = offer (`opaque sdp<V>; bool video`), 2 = answer (`opaque sdp<V>`), 3 = ICE candidate (`opaque candidate<V>; optional<opaque sdp_mid<V>>; optional<uint16 sdp_m_line_index>`), 4 = ringing, 5 = busy, 6 = hangup, 7 = decline, 8 = join a group call (`bool video`), 9 = leave it |
 //! | 11 | `DeliveryReceipt` | `opaque message_ids<V>` (concatenated 16-byte ids) |
@@ -117,6 +129,9 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// The content version of a [`Plaintext`] that carries a sequence number.
 pub const SEQUENCED_VERSION: u8 = 2;
+
+/// The largest thumbnail image an attachment pointer carries inline, in bytes.
+pub const MAX_THUMBNAIL_BYTES: usize = 24 * 1024;
 
 /// The content version of a [`Plaintext`] that carries a sequence number and the sender's
 /// [`SenderState`].
@@ -173,7 +188,8 @@ pub enum ContentError {
     #[error("content is larger than {MAX_MESSAGE_BYTES} bytes")]
     TooLarge,
     /// A field breaks the encoding rules: a non-minimal length, a bool or presence tag other
-    /// than 0 or 1, a list of ids that is not a multiple of 16 bytes, or an unknown call signal.
+    /// than 0 or 1, a list of ids that is not a multiple of 16 bytes, an unknown call signal,
+    /// or a thumbnail larger than [`MAX_THUMBNAIL_BYTES`].
     #[error("content is malformed")]
     Malformed,
 }
@@ -252,6 +268,13 @@ impl AttachmentKey {
         key
     }
 
+    /// A fresh random key, for one file.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut key = Box::new([0u8; 32]);
+        getrandom::fill(&mut key[..])?;
+        Ok(Self(key))
+    }
+
     /// The raw key bytes, for the attachment cipher.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -293,7 +316,8 @@ impl fmt::Debug for AttachmentKey {
 }
 
 /// Everything a recipient needs to fetch, verify and decrypt an uploaded attachment blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves out the blob id (a read capability) and the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AttachmentPointer {
     /// The blob store's name for the encrypted blob.
     pub blob_id: String,
@@ -309,6 +333,23 @@ pub struct AttachmentPointer {
     pub file_name: Option<String>,
     /// Caption shown with the attachment.
     pub caption: Option<String>,
+    /// A small preview of a picture, shown before the blob is downloaded (boxed: most
+    /// pointers have none, and every message would otherwise carry its room).
+    pub thumbnail: Option<Box<Thumbnail>>,
+}
+
+impl fmt::Debug for AttachmentPointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachmentPointer")
+            .field("blob_id", &"<redacted>")
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .field("media_type", &self.media_type)
+            .field("file_name", &self.file_name)
+            .field("caption", &self.caption)
+            .field("thumbnail", &self.thumbnail)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AttachmentPointer {
@@ -320,6 +361,7 @@ impl AttachmentPointer {
         w.string(&self.media_type);
         w.option(self.file_name.as_deref(), Writer::string);
         w.option(self.caption.as_deref(), Writer::string);
+        w.option(self.thumbnail.as_ref(), |w, thumbnail| thumbnail.write(w));
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, ContentError> {
@@ -333,6 +375,58 @@ impl AttachmentPointer {
             media_type: r.string()?,
             file_name: r.option(Reader::string)?,
             caption: r.option(Reader::string)?,
+            thumbnail: r.option(Thumbnail::read)?.map(Box::new),
+        })
+    }
+}
+
+/// A small preview image of an attachment, end-to-end encrypted with the message that
+/// carries it (not uploaded as a blob).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    /// MIME type of `data`, e.g. `image/jpeg`.
+    pub media_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The encoded image, at most [`MAX_THUMBNAIL_BYTES`].
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for Thumbnail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The picture is the user's content: its size only.
+        f.debug_struct("Thumbnail")
+            .field("media_type", &self.media_type)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+impl Thumbnail {
+    fn write(&self, w: &mut Writer) {
+        w.string(&self.media_type);
+        w.u32(self.width);
+        w.u32(self.height);
+        w.opaque(&self.data);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ContentError> {
+        let media_type = r.string()?;
+        let width = r.u32()?;
+        let height = r.u32()?;
+        let data = r.opaque()?;
+        if data.len() > MAX_THUMBNAIL_BYTES {
+            return Err(ContentError::Malformed);
+        }
+        Ok(Self {
+            media_type,
+            width,
+            height,
+            data: data.to_vec(),
         })
     }
 }
@@ -1049,6 +1143,12 @@ mod tests {
             media_type: "image/png".into(),
             file_name: Some("cat.png".into()),
             caption: None,
+            thumbnail: Some(Box::new(Thumbnail {
+                media_type: "image/jpeg".into(),
+                width: 320,
+                height: 240,
+                data: vec![0xff, 0xd8, 0xff, 0xd9],
+            })),
         }
     }
 
@@ -1497,11 +1597,51 @@ mod tests {
     }
 
     #[test]
+    fn thumbnails_are_capped_and_not_printed() {
+        let with = |data: Vec<u8>| {
+            let mut p = pointer();
+            p.thumbnail = Some(Box::new(Thumbnail {
+                media_type: "image/jpeg".into(),
+                width: 1,
+                height: 1,
+                data,
+            }));
+            message(Content::Attachment(p))
+        };
+        let at_cap = with(vec![0x5a; MAX_THUMBNAIL_BYTES]);
+        assert_eq!(Message::decode(&at_cap.encode()), Ok(at_cap.clone()));
+        let over = with(vec![0x5a; MAX_THUMBNAIL_BYTES + 1]);
+        assert_eq!(
+            Message::decode(&over.encode()),
+            Err(ContentError::Malformed)
+        );
+        let printed = format!("{at_cap:?}");
+        assert!(printed.contains("bytes: 24576") && !printed.contains("90, 90"));
+        // The thumbnail is the pointer's last field: a pointer without one ends in a zero tag.
+        let mut bare = pointer();
+        bare.thumbnail = None;
+        let bytes = message(Content::Attachment(bare)).encode();
+        assert_eq!(bytes.last(), Some(&0));
+    }
+
+    #[test]
+    fn attachment_keys_are_random() {
+        let a = AttachmentKey::generate().unwrap();
+        let b = AttachmentKey::generate().unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a.as_bytes(), &[0; 32]);
+    }
+
+    #[test]
     fn attachment_key_is_redacted_and_zeroizable() {
         let mut key = AttachmentKey::from_bytes([0xab; 32]);
         assert_eq!(format!("{key:?}"), "AttachmentKey(<redacted>)");
         let printed = format!("{:?} {:#?}", pointer(), Content::Attachment(pointer()));
         assert!(printed.contains("AttachmentKey(<redacted>)"));
+        assert!(
+            !printed.contains(&pointer().blob_id),
+            "the blob id is a read capability"
+        );
         assert!(!printed.contains("171") && !printed.contains("ab") && !printed.contains("AB"));
         assert_eq!(key.as_bytes(), &[0xab; 32]);
         assert_eq!(key.clone(), key);
@@ -1515,12 +1655,24 @@ mod tests {
     }
 
     prop_compose! {
+        fn arb_thumbnail()(
+            media_type in ".*", width in any::<u32>(), height in any::<u32>(),
+            data in vec(any::<u8>(), 0..300),
+        ) -> Thumbnail {
+            Thumbnail { media_type, width, height, data }
+        }
+    }
+
+    prop_compose! {
         fn arb_pointer()(
             blob_id in ".*", key in any::<[u8; 32]>(), digest in any::<[u8; 32]>(),
             size in any::<u64>(), media_type in ".*", file_name in of(".*"), caption in of(".*"),
+            thumbnail in of(arb_thumbnail().prop_map(Box::new)),
         ) -> AttachmentPointer {
             let key = AttachmentKey::from_bytes(key);
-            AttachmentPointer { blob_id, key, digest, size, media_type, file_name, caption }
+            AttachmentPointer {
+                blob_id, key, digest, size, media_type, file_name, caption, thumbnail,
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! returned bytes over whatever transport they use. All state lives behind [`storage::KvStore`],
 //! which the caller implements (the SDK over an encrypted database).
 
+pub mod attachment;
 pub mod calls;
 pub mod config;
 pub mod content;

@@ -21,6 +21,7 @@ mod machine;
 mod memory;
 pub mod rows;
 mod store;
+pub mod transfer;
 mod transport;
 
 pub use error::{Error, Result};

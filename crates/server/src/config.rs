@@ -79,6 +79,9 @@ pub struct ServerConfig {
     /// none, and the route answers 404 `not_configured`. A call's room lives on the node where
     /// it was joined: with several nodes, send a conversation's calls to one node.
     pub sfu: Option<SfuSettings>,
+    /// Attachments: where the blob store keeps its ciphertext, and its limits and lifetimes
+    /// (docs/attachments.md).
+    pub blobs: BlobSettings,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             web_dir: None,
             turn: None,
             sfu: Some(SfuSettings::default()),
+            blobs: BlobSettings::default(),
         }
     }
 }
@@ -184,6 +188,63 @@ impl Default for SfuSettings {
             udp: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             public_addr: None,
             config: nightjar_sfu::SfuConfig::default(),
+        }
+    }
+}
+
+/// The blob store that holds attachments' ciphertext (docs/attachments.md): where its bytes
+/// live, how large a blob and an account's blobs may be, and how long they are kept. The
+/// database keeps each blob's metadata; the bytes are one object per part, at
+/// `blobs/<hex SHA-256 of the capability>/<index>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobSettings {
+    /// Where the bytes live (the CLI's `--blob-store`, env `NIGHTJAR_BLOB_STORE`): `None` keeps
+    /// them under `data_dir` (in `data_dir/blobs`); `file:///abs/path` under `/abs/path/blobs`;
+    /// `s3://bucket` or `s3://bucket/prefix` in an S3-compatible store, whose endpoint,
+    /// region and keys come from object_store's `AWS_*` environment variables
+    /// (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP`, ...) and from [`BlobSettings::store_options`].
+    pub store: Option<String>,
+    /// object_store options for an `s3://` store, applied over the environment's, e.g.
+    /// `("aws_endpoint", "http://127.0.0.1:9010")` (the keys `AmazonS3ConfigKey` parses). For
+    /// embedding and tests; the CLI takes them from the environment only.
+    pub store_options: Vec<(String, String)>,
+    /// The largest blob, in bytes (→ 413 `too_large`; the CLI's `--blob-max-bytes`).
+    pub max_blob_bytes: u64,
+    /// What one account's live blobs may add up to, in bytes (→ 507 `quota_exceeded`; the
+    /// CLI's `--blob-quota-bytes`).
+    pub quota_bytes: u64,
+    /// The size of every part but a blob's last, in bytes (the CLI's `--blob-part-bytes`): one
+    /// object each, and one request each to upload. A part is held in memory while it is
+    /// stored, so at most [`BlobSettings::MAX_PART_BYTES`].
+    pub part_bytes: u64,
+    /// Uploads one account may have under way at once (→ 507 `quota_exceeded`).
+    pub max_incomplete: u32,
+    /// How long a blob is kept after it was created, at most (deleted sooner once every
+    /// recipient device confirmed the download).
+    pub ttl: Duration,
+    /// How long an upload may stay incomplete after the blob was created.
+    pub upload_ttl: Duration,
+}
+
+impl BlobSettings {
+    /// The largest part size accepted.
+    pub const MAX_PART_BYTES: u64 = 64 * 1024 * 1024;
+    /// The most parts a blob of the largest size may have.
+    pub const MAX_PARTS: u64 = 65_536;
+}
+
+impl Default for BlobSettings {
+    fn default() -> Self {
+        Self {
+            store: None,
+            store_options: Vec::new(),
+            max_blob_bytes: 3 << 30,
+            quota_bytes: 10 << 30,
+            part_bytes: 4 << 20,
+            max_incomplete: 16,
+            ttl: Duration::from_secs(30 * 24 * 3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! messages; request logs name route templates, not paths); the binary installs a subscriber.
 
 mod auth;
+mod blobs;
 mod config;
 mod error;
 mod fan_out;
@@ -41,6 +42,6 @@ mod turn;
 #[doc(hidden)]
 pub mod bench_support;
 
-pub use config::{GroupCommit, Limits, ServerConfig, SfuSettings, TurnConfig};
+pub use config::{BlobSettings, GroupCommit, Limits, ServerConfig, SfuSettings, TurnConfig};
 pub use error::ServerError;
 pub use server::{RunningServer, run, shutdown_signal, start};

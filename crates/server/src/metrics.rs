@@ -54,6 +54,16 @@ pub(crate) struct Metrics {
     pub(crate) queue_depth: Gauge,
     /// Sends stored per transaction (group commit).
     pub(crate) send_batch_size: Histogram,
+    /// Blobs created (attachments).
+    pub(crate) blobs_created: Counter,
+    /// Blobs deleted because their lifetime (or their upload's) ended.
+    pub(crate) blobs_expired: Counter,
+    /// Blobs deleted because every recipient device confirmed the download.
+    pub(crate) blobs_fetched: Counter,
+    /// Blob bytes stored (part uploads, a part sent again counted again).
+    pub(crate) blob_bytes_uploaded: Counter,
+    /// Blob bytes sent to devices.
+    pub(crate) blob_bytes_downloaded: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +85,11 @@ impl Metrics {
         let queue_depth = Gauge::default();
         // 1 .. 512 sends.
         let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        let blobs_created = Counter::default();
+        let blobs_expired = Counter::default();
+        let blobs_fetched = Counter::default();
+        let blob_bytes_uploaded = Counter::default();
+        let blob_bytes_downloaded = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -115,6 +130,31 @@ impl Metrics {
             "Sends stored per database transaction (group commit)",
             send_batch_size.clone(),
         );
+        registry.register(
+            "blobs_created",
+            "Blobs (attachments) created",
+            blobs_created.clone(),
+        );
+        registry.register(
+            "blobs_expired",
+            "Blobs deleted when their lifetime, or their upload's, ended",
+            blobs_expired.clone(),
+        );
+        registry.register(
+            "blobs_fetched",
+            "Blobs deleted once every recipient device confirmed the download",
+            blobs_fetched.clone(),
+        );
+        registry.register(
+            "blob_bytes_uploaded",
+            "Blob bytes stored by part uploads",
+            blob_bytes_uploaded.clone(),
+        );
+        registry.register(
+            "blob_bytes_downloaded",
+            "Blob bytes sent to devices",
+            blob_bytes_downloaded.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,6 +165,11 @@ impl Metrics {
             websockets,
             queue_depth,
             send_batch_size,
+            blobs_created,
+            blobs_expired,
+            blobs_fetched,
+            blob_bytes_uploaded,
+            blob_bytes_downloaded,
         }
     }
 
@@ -231,6 +276,8 @@ mod tests {
             "nightjar_messages_accepted_total{kind=\"commit\"} 1",
             "nightjar_queue_depth 3",
             "nightjar_websocket_connections",
+            "nightjar_blob_bytes_uploaded_total 0",
+            "nightjar_blobs_expired_total 0",
         ] {
             assert!(text.contains(name), "{name} missing in {text}");
         }

@@ -14,7 +14,7 @@ use crate::error::ServerError;
 use crate::group_calls::GroupCalls;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Remote};
-use crate::state::{AppState, CallServices, now_ms};
+use crate::state::{AppState, Services, now_ms};
 use crate::store::{CommitSink, DatabaseKind, Lifetimes, Queued, Store};
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -111,6 +111,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .as_ref()
         .map(crate::turn::Turn::load)
         .transpose()?;
+    let blobs = crate::blobs::BlobStore::open(&config.blobs, &config.data_dir)?;
     let calls = config
         .sfu
         .as_ref()
@@ -159,7 +160,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         transparency,
         notifier,
         metrics,
-        CallServices { turn, group: calls },
+        Services {
+            turn,
+            group: calls,
+            blobs,
+        },
     );
     let depth = state.store.queue_depth().await?;
     state
@@ -170,6 +175,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(metrics) = metrics_listener {
         tokio::spawn(serve_metrics(metrics, state.clone()));
     }
+    tokio::spawn(crate::blobs::probe(state.blobs.clone()));
     let task = tokio::spawn(serve(listener, state));
     tracing::info!(%local_addr, ?metrics_addr, ?sfu_addr, %node, database = ?kind, "nightjar server listening");
     Ok(RunningServer {
@@ -347,8 +353,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One round of expiry: database rows (stale logins included), rate-limit state; resets the
-/// queue gauge.
+/// One round of expiry: database rows (stale logins included), blobs and their objects,
+/// rate-limit state; resets the queue gauge.
 pub(crate) async fn sweep_once(state: &AppState) {
     let now = Instant::now();
     state.login_by_account.prune(now);
@@ -372,6 +378,7 @@ pub(crate) async fn sweep_once(state: &AppState) {
         Ok(report) => tracing::debug!(?report, "sweep"),
         Err(e) => tracing::error!(error = %e, "sweep failed"),
     }
+    crate::blobs::sweep(state, now_ms()).await;
     if let Ok(depth) = state.store.queue_depth().await {
         state
             .metrics

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blobs::BlobStore;
 use crate::config::ServerConfig;
 use crate::fan_out::FanOutMeters;
 use crate::group_calls::GroupCalls;
@@ -29,14 +30,16 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What calls use on this server: the TURN relay's credentials and the group-call SFU, each
-/// if configured.
-#[derive(Debug, Default)]
-pub(crate) struct CallServices {
+/// What this server offers beside its database: for calls, the TURN relay's credentials and
+/// the group-call SFU, each if configured; for attachments, the blob store.
+#[derive(Debug)]
+pub(crate) struct Services {
     /// The TURN relay.
     pub(crate) turn: Option<Turn>,
     /// The SFU.
     pub(crate) group: Option<Arc<GroupCalls>>,
+    /// Where attachments' ciphertext lives.
+    pub(crate) blobs: BlobStore,
 }
 
 /// Cheap to clone; everything lives behind one `Arc`.
@@ -83,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) turn: Option<Turn>,
     /// This node's SFU for group calls, if it runs one.
     pub(crate) calls: Option<Arc<GroupCalls>>,
+    /// The object store holding attachments' ciphertext.
+    pub(crate) blobs: BlobStore,
 }
 
 impl AppState {
@@ -93,9 +98,13 @@ impl AppState {
         transparency: Transparency,
         notifier: Notifier,
         metrics: Metrics,
-        calls: CallServices,
+        services: Services,
     ) -> Self {
-        let CallServices { turn, group: calls } = calls;
+        let Services {
+            turn,
+            group: calls,
+            blobs,
+        } = services;
         let limits = &config.limits;
         let shared = Shared {
             login_by_account: attempts_per_window(
@@ -132,6 +141,7 @@ impl AppState {
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
             turn,
             calls,
+            blobs,
             config,
             store,
             opaque,

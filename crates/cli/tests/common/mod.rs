@@ -53,11 +53,22 @@ impl Server {
     /// address comes from the server's own start-up line, never from probing the port, which
     /// another test's server might hold.
     pub fn start_with(data: &Path, port: u16, extra: &[&str]) -> Server {
+        Self::start_with_env(data, port, extra, &[])
+    }
+
+    /// [`Self::start_with`], with environment variables set for the server process.
+    pub fn start_with_env(
+        data: &Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Server {
         let mut child = Command::new(BIN)
             .args(["server", "--data-dir"])
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

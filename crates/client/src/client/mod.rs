@@ -10,6 +10,7 @@ mod consent;
 mod conversations;
 mod device_auth;
 mod drive;
+mod files;
 mod flush;
 mod rich;
 mod sync;

@@ -73,6 +73,8 @@ impl Client {
     /// packages (checking the stock only when due, so that a send costs one post and one inbox
     /// read).
     pub(crate) async fn pump(&mut self) -> Result<()> {
+        // Whatever disappeared goes first, whichever command runs.
+        self.expire(now_ms())?;
         let grace = u64::try_from(self.missing_after.as_millis()).unwrap_or(u64::MAX);
         self.machine()?.set_missing_after(grace);
         // Read receipts say "delivered" too; without them, delivery receipts do.

@@ -112,7 +112,10 @@ impl Store {
                 m.text = None;
                 m.detail.deleted = true;
                 m.detail.edited = false;
-                m.detail.attachment = None;
+                if let Some(file) = m.detail.attachment.take().and_then(|a| a.file) {
+                    // Deleted for everyone: the saved copy goes too.
+                    let _ = std::fs::remove_file(file);
+                }
             }
         }
         conn.execute(
@@ -155,6 +158,26 @@ impl Store {
             )?;
         }
         Ok(())
+    }
+
+    /// Attachments shown already but not saved yet (a download that failed or was cut off),
+    /// oldest first, except those this device sent itself.
+    pub fn unsaved_attachments(&self, device: &str) -> Result<Vec<StoredMessage>> {
+        let conn = self.conn()?;
+        let rows = select_messages(
+            &conn,
+            "WHERE type = 'attachment' AND shown = 1 AND device != ?1 ORDER BY seq",
+            [device],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter(|m| {
+                m.detail
+                    .attachment
+                    .as_ref()
+                    .is_some_and(|a| a.file.is_none())
+            })
+            .collect())
     }
 
     /// Deletes every message whose disappearing timer ran out by `now_ms` and returns them

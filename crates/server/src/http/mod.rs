@@ -2,6 +2,7 @@
 //! rejection handling, the fallbacks, the body limit and the request middleware.
 
 mod accounts;
+mod blobs;
 mod calls;
 mod consent;
 mod devices;
@@ -79,6 +80,7 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "messages", description = "Delivery queues and the push stream"),
         (name = "consent", description = "Message requests: accepting, blocking, reporting"),
         (name = "calls", description = "Calls: short-lived credentials for the TURN relay, and joining a group call on the server's SFU"),
+        (name = "blobs", description = "Attachments: an opaque store of encrypted blobs, uploaded in resumable parts and read by whoever holds a blob's capability"),
         (name = "operations", description = "Health and this document (metrics are served on a separate, loopback-by-default listener)"),
     )
 )]
@@ -164,6 +166,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(consent::router())
         .merge(transparency::router())
         .merge(calls::router())
+        .merge(blobs::router())
 }
 
 /// The OpenAPI document as JSON, built once.
@@ -259,6 +262,12 @@ mod tests {
             ("/v1/reports", "post"),
             ("/v1/calls/turn", "get"),
             ("/v1/calls/{conversation_id}/sfu", "post"),
+            ("/v1/blobs", "post"),
+            ("/v1/blobs/usage", "get"),
+            ("/v1/blobs/{blob}/parts/{index}", "put"),
+            ("/v1/blobs/{blob}/upload", "get"),
+            ("/v1/blobs/{blob}", "get"),
+            ("/v1/blobs/{blob}/fetched", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -269,6 +278,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 38, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 44, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

@@ -36,6 +36,11 @@ const STATEMENTS: &[&str] = &[
      RETURNING device_pk, seq, message_id",
     // The pending-device sweep still has its index.
     "DELETE FROM devices WHERE status = 'pending' AND created_at_ms < ?1",
+    // Attachments: an account's quota at each new blob, and the blob sweep.
+    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), COUNT(*) FILTER (WHERE state = 'uploading') \
+     FROM blobs WHERE account_id = ?1 AND state <> 'deleting' AND expires_at_ms > ?2",
+    "UPDATE blobs SET state = 'deleting' WHERE expires_at_ms <= ?1 AND state <> 'deleting'",
+    "SELECT hash, parts FROM blobs WHERE state = 'deleting' LIMIT ?1",
 ];
 
 /// Plan steps that read a stored table without an index.
