@@ -13,8 +13,7 @@ use nightjar_core::storage::{Entry, KvStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::rows::{
-    Amendment, Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, READABLE_KINDS,
-    StoredMessage,
+    Amendment, Consent, ContactRecord, ConversationRow, OutboxItem, OutboxRow, StoredMessage,
 };
 use crate::store::{ClientStore, StoreResult};
 
@@ -651,21 +650,9 @@ impl ClientStore for MemoryClientStore {
             return Ok(false);
         };
         let mut record: MessageRecord = decode(&value)?;
-        let m = &mut record.message;
-        if !READABLE_KINDS.contains(&m.kind.as_str()) || m.detail.deleted {
+        // The browser keeps no saved files: nothing to delete with an attachment.
+        if !record.message.amend(amendment, &mut None) {
             return Ok(false);
-        }
-        match amendment {
-            Amendment::Edit(text) => {
-                m.text = Some(text.clone());
-                m.detail.edited = true;
-            }
-            Amendment::Delete => {
-                m.text = None;
-                m.detail.deleted = true;
-                m.detail.edited = false;
-                m.detail.attachment = None;
-            }
         }
         inner.set(k, Some(encode(&record)?));
         Ok(true)

@@ -209,6 +209,30 @@ impl std::fmt::Debug for AttachmentRow {
     }
 }
 
+impl StoredMessage {
+    /// Applies an edit or a delete if this message may take one (a text, reply or
+    /// attachment not deleted yet); whether it did. A delete returns the saved file of the
+    /// attachment it dropped, in `dropped_file`, for the caller to delete.
+    pub fn amend(&mut self, amendment: &Amendment, dropped_file: &mut Option<String>) -> bool {
+        if !READABLE_KINDS.contains(&self.kind.as_str()) || self.detail.deleted {
+            return false;
+        }
+        match amendment {
+            Amendment::Edit(text) => {
+                self.text = Some(text.clone());
+                self.detail.edited = true;
+            }
+            Amendment::Delete => {
+                self.text = None;
+                self.detail.deleted = true;
+                self.detail.edited = false;
+                *dropped_file = self.detail.attachment.take().and_then(|a| a.file);
+            }
+        }
+        true
+    }
+}
+
 /// What a later message does to a stored one: only its own sender may do either.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Amendment {

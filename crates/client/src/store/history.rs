@@ -1,6 +1,5 @@
 //! Decrypted message history, the local conversation index and contacts.
 
-use nightjar_machine::READABLE_KINDS;
 pub use nightjar_machine::rows::{Amendment, ContactRecord, ConversationRow, StoredMessage};
 use rusqlite::{Connection, OptionalExtension as _, Params, params};
 
@@ -98,25 +97,17 @@ impl Store {
             "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
             [conversation, sender, id],
         )?
-        .pop()
-        .filter(|m| READABLE_KINDS.contains(&m.kind.as_str()) && !m.detail.deleted);
+        .pop();
         let Some(mut m) = found else {
             return Ok(false);
         };
-        match amendment {
-            Amendment::Edit(text) => {
-                m.text = Some(text.clone());
-                m.detail.edited = true;
-            }
-            Amendment::Delete => {
-                m.text = None;
-                m.detail.deleted = true;
-                m.detail.edited = false;
-                if let Some(file) = m.detail.attachment.take().and_then(|a| a.file) {
-                    // Deleted for everyone: the saved copy goes too.
-                    let _ = std::fs::remove_file(file);
-                }
-            }
+        let mut dropped_file = None;
+        if !m.amend(amendment, &mut dropped_file) {
+            return Ok(false);
+        }
+        if let Some(file) = dropped_file {
+            // Deleted for everyone: the saved copy goes too.
+            let _ = std::fs::remove_file(file);
         }
         conn.execute(
             "UPDATE messages SET text = ?1, detail = ?2
