@@ -9,6 +9,7 @@ pub mod bench;
 #[allow(unreachable_pub)]
 mod call;
 mod driver;
+mod files;
 mod js;
 mod link;
 mod net;

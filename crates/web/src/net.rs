@@ -12,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 use crate::js;
 
 /// Percent-encodes a path segment.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -43,6 +43,58 @@ fn api_error(status: u16, bytes: &[u8], retry_after: Option<&str>) -> ApiError {
     error
 }
 
+/// One request to this origin: `headers` and a `body` as given (with its content type among
+/// the headers), the session token as a bearer; the response whatever its status (read its
+/// body, or [`refusal`] for a status outside 2xx).
+pub(crate) async fn fetch(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&JsValue>,
+) -> Result<web_sys::Response, Failure> {
+    let network = |e: JsValue| Failure::Network(js::describe(&e));
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let all = web_sys::Headers::new().map_err(network)?;
+    if let Some(token) = token {
+        all.set("authorization", &format!("Bearer {token}"))
+            .map_err(network)?;
+    }
+    for (name, value) in headers {
+        all.set(name, value).map_err(network)?;
+    }
+    if let Some(body) = body {
+        init.set_body(body);
+    }
+    init.set_headers(&all);
+    let request = web_sys::Request::new_with_str_and_init(path, &init).map_err(network)?;
+    let window = js::window().map_err(Failure::Network)?;
+    JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(network)?
+        .dyn_into()
+        .map_err(network)
+}
+
+/// The whole body of `response`.
+pub(crate) async fn body(response: &web_sys::Response) -> Result<Vec<u8>, Failure> {
+    let network = |e: JsValue| Failure::Network(js::describe(&e));
+    let buffer = JsFuture::from(response.array_buffer().map_err(network)?)
+        .await
+        .map_err(network)?;
+    Ok(js::bytes(&buffer))
+}
+
+/// The refusal a response outside 2xx stands for (its error body read).
+pub(crate) async fn refusal(response: &web_sys::Response) -> Failure {
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    match body(response).await {
+        Ok(bytes) => Failure::Refused(api_error(response.status(), &bytes, retry_after.as_deref())),
+        Err(e) => e,
+    }
+}
+
 /// One HTTP call; the body of a success.
 pub(crate) async fn call(
     method: &str,
@@ -50,43 +102,16 @@ pub(crate) async fn call(
     token: Option<&str>,
     body: Option<String>,
 ) -> Result<Vec<u8>, Failure> {
-    let network = |e: JsValue| Failure::Network(js::describe(&e));
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    let headers = web_sys::Headers::new().map_err(network)?;
-    if let Some(token) = token {
-        headers
-            .set("authorization", &format!("Bearer {token}"))
-            .map_err(network)?;
-    }
-    if let Some(body) = body {
-        headers
-            .set("content-type", "application/json")
-            .map_err(network)?;
-        init.set_body(&JsValue::from_str(&body));
-    }
-    init.set_headers(&headers);
-    let request = web_sys::Request::new_with_str_and_init(path, &init).map_err(network)?;
-    let window = js::window().map_err(Failure::Network)?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
-        .await
-        .map_err(network)?
-        .dyn_into()
-        .map_err(network)?;
-    let status = response.status();
-    let retry_after = response.headers().get("retry-after").ok().flatten();
-    let buffer = JsFuture::from(response.array_buffer().map_err(network)?)
-        .await
-        .map_err(network)?;
-    let bytes = js::bytes(&buffer);
-    if (200..300).contains(&status) {
-        Ok(bytes)
+    let json = [("content-type", "application/json")];
+    let (headers, body) = match body {
+        Some(text) => (&json[..], Some(JsValue::from_str(&text))),
+        None => (&[][..], None),
+    };
+    let response = fetch(method, path, token, headers, body.as_ref()).await?;
+    if (200..300).contains(&response.status()) {
+        self::body(&response).await
     } else {
-        Err(Failure::Refused(api_error(
-            status,
-            &bytes,
-            retry_after.as_deref(),
-        )))
+        Err(refusal(&response).await)
     }
 }
 

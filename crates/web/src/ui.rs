@@ -7,7 +7,7 @@ use nightjar_machine::ClientStore as _;
 
 use crate::account;
 use crate::driver::Driver;
-use crate::ui_state::{Delivery, Phase, Ui};
+use crate::ui_state::{AttachmentView, Delivery, Phase, TransferView, Ui};
 use crate::vault::Vault;
 
 /// The time of day of `ms`, in the user's time zone and locale.
@@ -444,6 +444,36 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
             });
         }
     };
+    let attach_files = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let files: Vec<web_sys::File> = input
+            .files()
+            .map(|list| (0..list.length()).filter_map(|i| list.get(i)).collect())
+            .unwrap_or_default();
+        // The same file can be chosen again.
+        input.set_value("");
+        if let (Some(d), Some(conversation)) = (driver.get_value(), ui.selected.get_untracked()) {
+            crate::files::attach(&d, conversation, files);
+        }
+    };
+    let download = move |key: String| {
+        let (Some(d), Some(conversation)) = (driver.get_value(), ui.selected.get_untracked())
+        else {
+            return;
+        };
+        // Usernames have no `/`: the key is `from/id`.
+        if let Some((from, id)) = key.rsplit_once('/') {
+            crate::files::download(&d, conversation, from.to_owned(), id.to_owned());
+        }
+    };
+    let uploads = move || {
+        let selected = ui.selected.get();
+        ui.transfers
+            .get()
+            .into_iter()
+            .filter(|t| t.upload && Some(t.conversation) == selected)
+            .collect::<Vec<_>>()
+    };
     let keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
@@ -582,10 +612,15 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                             let reactions = m.reactions.clone();
                             let has_reactions = !reactions.is_empty();
                             let note = m.note;
+                            let has_text = !m.text.is_empty() || m.attachment.is_none();
+                            let file = m.attachment.clone().map(|a| attachment_view(ui, m.key.clone(), a, download));
                             view! {
                                 <li class="message" class:mine=mine class:system=m.system class:deleted=note == "deleted" data-state=data_state>
                                     <span class="from">{m.from.clone()}</span>
-                                    <p class="text">{m.text.clone()}</p>
+                                    {file}
+                                    <Show when=move || has_text>
+                                        <p class="text">{m.text.clone()}</p>
+                                    </Show>
                                     <Show when=move || has_reactions>
                                         <span class="reactions" aria-label="Reactions">{reactions.clone()}</span>
                                     </Show>
@@ -605,7 +640,12 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     </For>
                 </ol>
                 <p class="typing" aria-live="polite">{typing_line}</p>
+                <div class="uploads">
+                    {move || uploads().iter().map(progress_bar).collect_view()}
+                </div>
                 <form class="composer" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
+                    <input id="attach" type="file" multiple class="sr attach-input" on:change=attach_files/>
+                    <label for="attach" class="attach" title="Send a file, encrypted on this device">"Attach"</label>
                     <label for="draft" class="sr">"Message"</label>
                     <textarea id="draft" rows="1" placeholder="Message" title="Enter sends; Shift+Enter starts a new line"
                         prop:value=move || draft.get()
@@ -616,6 +656,67 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
             </Show>
             <Safety ui=ui driver=driver/>
         </section>
+    }
+}
+
+/// A transfer's progress bar: the step, the file and how far it got.
+fn progress_bar(t: &TransferView) -> impl IntoView + use<> {
+    let percent = crate::files::percent(t.done, t.total);
+    let what = format!("{} {}", t.step.label(), t.name);
+    view! {
+        <div class="transfer">
+            <span class="transfer-label" aria-hidden="true">{format!("{what}… {percent} %")}</span>
+            <progress max="100" value=percent.to_string() aria-label=what></progress>
+        </div>
+    }
+}
+
+/// A file in a message: a picture's thumbnail, the name and size, and Download (with its
+/// progress bar while it runs), then Save once this page holds the file.
+fn attachment_view(
+    ui: Ui,
+    key: String,
+    a: AttachmentView,
+    download: impl Fn(String) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let name = a.name.clone();
+    let thumbnail = a.thumbnail.clone().map(|t| {
+        view! { <img class="thumb" src=t.url width=t.width height=t.height alt=format!("Picture: {name}")/> }
+    });
+    let transfer = {
+        let key = key.clone();
+        move || ui.transfers.get().into_iter().find(|t| t.key == key)
+    };
+    let saved = {
+        let key = key.clone();
+        move || ui.saved.get().get(&key).cloned()
+    };
+    let name = a.name.clone();
+    let action = move || {
+        match (transfer(), saved()) {
+        (Some(t), _) => progress_bar(&t).into_any(),
+        (None, Some(file)) => view! {
+            <a class="button small" href=file.url download=file.name aria-label=format!("Save {name}")>"Save"</a>
+        }
+        .into_any(),
+        (None, None) => {
+            let key = key.clone();
+            view! {
+                <button class="small" aria-label=format!("Download {name}") on:click=move |_| download(key.clone())>"Download"</button>
+            }
+            .into_any()
+        }
+    }
+    };
+    view! {
+        <div class="attachment" role="group" aria-label=format!("File: {}", a.name)>
+            {thumbnail}
+            <div class="file">
+                <span class="file-name">{a.name.clone()}</span>
+                <span class="file-size">{crate::files::human_size(a.size)}</span>
+                {action}
+            </div>
+        </div>
     }
 }
 

@@ -99,6 +99,48 @@ pub(crate) fn qr_svg(payload: &[u8]) -> String {
     }
 }
 
+/// A file in a message, as the chat shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AttachmentView {
+    /// The name the sender gave (or `attachment`).
+    pub(crate) name: String,
+    /// The plaintext size in bytes.
+    pub(crate) size: u64,
+    /// A picture's thumbnail.
+    pub(crate) thumbnail: Option<ThumbnailView>,
+}
+
+/// A picture's thumbnail: an object URL of the image the message carries, and its size in
+/// pixels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ThumbnailView {
+    pub(crate) url: String,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+}
+
+/// A file transfer under way, for its progress bar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TransferView {
+    /// An upload's own key, or the downloaded message's key (`from/id`).
+    pub(crate) key: String,
+    pub(crate) conversation: ConversationId,
+    /// The file's name.
+    pub(crate) name: String,
+    pub(crate) upload: bool,
+    pub(crate) step: crate::files::Step,
+    pub(crate) done: u64,
+    pub(crate) total: u64,
+}
+
+/// A file this page holds for the user (downloaded and decrypted, or sent from here): an
+/// object URL to save it from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SavedFile {
+    pub(crate) url: String,
+    pub(crate) name: String,
+}
+
 /// One message in the chat view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MessageView {
@@ -113,6 +155,8 @@ pub(crate) struct MessageView {
     pub(crate) reactions: String,
     /// A line about the conversation (a timer change), not a message.
     pub(crate) system: bool,
+    /// The file it carries.
+    pub(crate) attachment: Option<AttachmentView>,
 }
 
 /// The reactions on each message (by id): for each emoji, who reacted, applying additions
@@ -190,6 +234,12 @@ pub(crate) struct Ui {
     pub(crate) group_calls: RwSignal<Vec<crate::call::OngoingCall>>,
     /// The running driver, once signed in.
     pub(crate) driver: StoredValue<Option<crate::driver::Driver>, LocalStorage>,
+    /// File uploads and downloads under way.
+    pub(crate) transfers: RwSignal<Vec<TransferView>>,
+    /// Files this page holds, by message key (`from/id`).
+    pub(crate) saved: RwSignal<BTreeMap<String, SavedFile>>,
+    /// Object URLs of the thumbnails shown, by message key (made once each).
+    thumbnails: StoredValue<BTreeMap<String, Option<ThumbnailView>>, LocalStorage>,
 }
 
 impl Ui {
@@ -209,6 +259,9 @@ impl Ui {
             call: RwSignal::new(None),
             group_calls: RwSignal::new(Vec::new()),
             driver: StoredValue::new_local(None),
+            transfers: RwSignal::new(Vec::new()),
+            saved: RwSignal::new(BTreeMap::new()),
+            thumbnails: StoredValue::new_local(BTreeMap::new()),
         }
     }
 
@@ -314,6 +367,21 @@ impl Ui {
             })),
             Err(e) => self.error(format!("no safety number with {peer} yet: {e}")),
         }
+    }
+
+    /// The thumbnail of the file in message `key`, as an object URL made once.
+    fn thumbnail(
+        &self,
+        key: &str,
+        row: &nightjar_machine::rows::AttachmentRow,
+    ) -> Option<ThumbnailView> {
+        if let Some(known) = self.thumbnails.with_value(|t| t.get(key).cloned()) {
+            return known;
+        }
+        let made = crate::files::thumbnail_url(row);
+        self.thumbnails
+            .update_value(|t| drop(t.insert(key.to_owned(), made.clone())));
+        made
     }
 
     /// Reads the lists back from the store.
@@ -441,17 +509,29 @@ impl Ui {
                             None => Delivery::Incoming,
                         };
                         let system = m.kind == "timer";
+                        let key = format!("{}/{}", m.from, m.id);
                         let text = if system {
                             timer_line(&m.from, m.detail.timer_secs)
                         } else if m.detail.deleted {
                             "This message was deleted.".to_owned()
-                        } else if let Some(a) = &m.detail.attachment {
-                            let name = a.name.clone().unwrap_or_else(|| "attachment".into());
-                            let caption = m.text.clone().map(|t| format!(": {t}")).unwrap_or_default();
-                            format!("📎 {name} ({} KB){caption}", a.size.div_ceil(1024))
                         } else {
+                            // A file's caption, if any.
                             m.text.clone().unwrap_or_default()
                         };
+                        let attachment = m
+                            .detail
+                            .attachment
+                            .as_ref()
+                            .filter(|_| !m.detail.deleted && !system)
+                            .map(|a| AttachmentView {
+                                name: a
+                                    .name
+                                    .clone()
+                                    .filter(|n| !n.is_empty())
+                                    .unwrap_or_else(|| "attachment".into()),
+                                size: a.size,
+                                thumbnail: self.thumbnail(&key, a),
+                            });
                         let note = if m.detail.deleted {
                             "deleted"
                         } else if m.detail.edited {
@@ -460,7 +540,8 @@ impl Ui {
                             ""
                         };
                         MessageView {
-                            key: format!("{}/{}", m.from, m.id),
+                            key,
+                            attachment,
                             reactions: reactions.get(&m.id).cloned().unwrap_or_default(),
                             from: m.from,
                             text,

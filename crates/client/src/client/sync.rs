@@ -1,11 +1,10 @@
 //! Receiving: drain the device's queue (HTTP or WebSocket), process envelopes in order, store
 //! decrypted messages in the same transaction as the engine state, and acknowledge only then.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use std::collections::BTreeMap;
-
 use nightjar_api::{ClientFrame, ErrorCode, ServerFrame};
 use nightjar_core::ConversationId;
 use nightjar_core::content::{Content, MessageId};

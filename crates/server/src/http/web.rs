@@ -12,9 +12,10 @@ use tower_http::services::ServeDir;
 use crate::state::AppState;
 
 /// Only the page's own origin: scripts (and compiling its wasm), styles, API calls and the
-/// stream; nothing inline, nothing framed.
+/// stream; nothing inline, nothing framed. Images may also be `blob:` URLs: the thumbnails of
+/// attachments, which the page decrypts itself (object URLs are the page's own origin).
 const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+    style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
 const NOT_BUILT: &str = "<!doctype html><title>Nightjar</title>\
