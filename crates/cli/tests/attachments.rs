@@ -82,38 +82,6 @@ fn attachment_rows(rows: &[Value]) -> Vec<&Value> {
     rows.iter().filter(|r| r["type"] == "attachment").collect()
 }
 
-struct Pair {
-    _tmp: tempfile::TempDir,
-    server: Server,
-    alice: Device,
-    bob: Device,
-    root: PathBuf,
-}
-
-fn pair(extra: &[&str]) -> Pair {
-    pair_with_env(extra, &[])
-}
-
-fn pair_with_env(extra: &[&str], env: &[(String, String)]) -> Pair {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let server = Server::start_with_env(&root.join("server-data"), 0, extra, env);
-    let url = server.url();
-    let alice = Device::new(&root, "alice");
-    let bob = Device::new(&root, "bob");
-    alice.ok(&["register", "--server", &url, "alice"]);
-    bob.ok(&["register", "--server", &url, "bob"]);
-    alice.ok(&["accept", "bob"]);
-    bob.ok(&["accept", "alice"]);
-    Pair {
-        _tmp: tmp,
-        server,
-        alice,
-        bob,
-        root,
-    }
-}
-
 /// Sends a 50 MiB file from alice to bob and checks what bob saves and what the server and
 /// its store kept; `store_dir` is where the blob store keeps its bytes.
 fn fifty_mib_round_trip(p: &Pair, store_dir: &Path) {
@@ -177,7 +145,7 @@ fn fifty_mib_round_trip(p: &Pair, store_dir: &Path) {
 
 #[test]
 fn a_50_mib_file_goes_through_the_local_blob_store_as_ciphertext_only() {
-    let p = pair(&[]);
+    let p = Pair::new(&[]);
     let store = p.server.data.join("blobs");
     fifty_mib_round_trip(&p, &store);
 
@@ -203,7 +171,7 @@ fn a_50_mib_file_goes_through_the_local_blob_store_as_ciphertext_only() {
 
 #[test]
 fn an_interrupted_upload_resumes_and_delivers_one_file() {
-    let p = pair(&[]);
+    let p = Pair::new(&[]);
     let original = p.root.join("big.bin");
     write_file(&original, 48 << 20);
     let store = p.server.data.join("blobs");
@@ -287,7 +255,7 @@ fn a_50_mib_file_goes_through_an_s3_compatible_store_as_ciphertext_only() {
             .as_nanos()
     );
     let store = format!("s3://{bucket}/{prefix}");
-    let p = pair_with_env(&["--blob-store", &store], &env);
+    let p = Pair::with_env(&["--blob-store", &store], &env);
     // Nothing of the blob is in the server's own data directory; all of it in the store's.
     let in_store = s3_data_dir().join(&bucket).join(&prefix);
     fifty_mib_round_trip(&p, &in_store);

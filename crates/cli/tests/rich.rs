@@ -65,15 +65,14 @@ fn decrypted_profile(dir: &Path) -> String {
 
 #[test]
 fn replies_reactions_edits_deletes_and_receipts_reach_the_other_side() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server-data"));
-    let url = server.url();
-    let alice = Device::new(tmp.path(), "alice");
-    let bob = Device::new(tmp.path(), "bob");
-    alice.ok(&["register", "--server", &url, "alice"]);
-    bob.ok(&["register", "--server", &url, "bob"]);
-    alice.ok(&["accept", "bob"]);
-    bob.ok(&["accept", "alice"]);
+    // `_tmp` and `_server` live to the end of the test (the profiles and the server).
+    let Pair {
+        tmp: _tmp,
+        server: _server,
+        alice,
+        bob,
+        ..
+    } = Pair::new(&[]);
 
     let hello = sent_id(&alice.ok(&["send", "bob", "hello bob"]));
     let rows = bob.sync();
@@ -173,15 +172,13 @@ fn replies_reactions_edits_deletes_and_receipts_reach_the_other_side() {
 
 #[test]
 fn disappearing_messages_leave_no_trace_on_either_device_or_the_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("server-data"));
-    let url = server.url();
-    let alice = Device::new(tmp.path(), "alice");
-    let bob = Device::new(tmp.path(), "bob");
-    alice.ok(&["register", "--server", &url, "alice"]);
-    bob.ok(&["register", "--server", &url, "bob"]);
-    alice.ok(&["accept", "bob"]);
-    bob.ok(&["accept", "alice"]);
+    let Pair {
+        tmp: _tmp,
+        server,
+        alice,
+        bob,
+        ..
+    } = Pair::new(&[]);
     alice.ok(&["send", "bob", "kept forever"]);
 
     let set = alice.ok(&["timer", "bob", "3s"]);

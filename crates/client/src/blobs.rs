@@ -98,7 +98,7 @@ fn file_error(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Whether trying again later may work: the network, or the server's own failure.
-fn is_transient(error: &Error) -> bool {
+pub(crate) fn is_transient(error: &Error) -> bool {
     match error {
         Error::Network(_) => true,
         Error::Api(e) => e.code == ErrorCode::Internal,

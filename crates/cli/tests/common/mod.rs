@@ -220,3 +220,43 @@ impl Device {
         stderr
     }
 }
+
+/// Two accounts, alice and bob, with a device each on a fresh server, that accepted each
+/// other (their messages are not requests).
+pub struct Pair {
+    /// Holds the server's data and both profiles until the test ends.
+    pub tmp: tempfile::TempDir,
+    pub server: Server,
+    pub alice: Device,
+    pub bob: Device,
+    /// The temporary directory, for the test's own files.
+    pub root: PathBuf,
+}
+
+impl Pair {
+    /// A pair on a server started with `extra` flags.
+    pub fn new(extra: &[&str]) -> Pair {
+        Self::with_env(extra, &[])
+    }
+
+    /// A pair on a server started with `extra` flags and `env` in its environment.
+    pub fn with_env(extra: &[&str], env: &[(String, String)]) -> Pair {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let server = Server::start_with_env(&root.join("server-data"), 0, extra, env);
+        let url = server.url();
+        let alice = Device::new(&root, "alice");
+        let bob = Device::new(&root, "bob");
+        alice.ok(&["register", "--server", &url, "alice"]);
+        bob.ok(&["register", "--server", &url, "bob"]);
+        alice.ok(&["accept", "bob"]);
+        bob.ok(&["accept", "alice"]);
+        Pair {
+            tmp,
+            server,
+            alice,
+            bob,
+            root,
+        }
+    }
+}

@@ -136,7 +136,7 @@ impl Client {
                 )?;
                 Ok(Some(saved))
             }
-            Err(e) if is_transient(&e) => {
+            Err(e) if may_work_later(&e) => {
                 self.notice(format!(
                     "could not fetch the file {name} from {} now ({e}); the next `nightjar \
                      sync` resumes it",
@@ -172,12 +172,10 @@ struct SaveTarget {
     message: Vec<u8>,
 }
 
-/// Whether a failed download may work when tried again (the server was unreachable), as
-/// opposed to a blob that is gone or does not verify.
-fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Network(_) => true,
-        Error::Api(api) => api.code == nightjar_api::ErrorCode::RateLimited,
-        _ => false,
-    }
+/// Whether a failed download may work when tried again: what the transfer itself retries
+/// (the network, a server error) or a rate limit, as opposed to a blob that is gone or does
+/// not verify.
+fn may_work_later(e: &Error) -> bool {
+    crate::blobs::is_transient(e)
+        || matches!(e, Error::Api(api) if api.code == nightjar_api::ErrorCode::RateLimited)
 }

@@ -92,13 +92,7 @@ impl Store {
         amendment: &Amendment,
     ) -> Result<bool> {
         let conn = self.conn()?;
-        let found = select_messages(
-            &conn,
-            "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
-            [conversation, sender, id],
-        )?
-        .pop();
-        let Some(mut m) = found else {
+        let Some(mut m) = one_message(&conn, conversation, sender, id)? else {
             return Ok(false);
         };
         let mut dropped_file = None;
@@ -132,13 +126,7 @@ impl Store {
         file: &str,
     ) -> Result<()> {
         let conn = self.conn()?;
-        let found = select_messages(
-            &conn,
-            "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
-            [conversation, sender, id],
-        )?
-        .pop();
-        if let Some(mut m) = found
+        if let Some(mut m) = one_message(&conn, conversation, sender, id)?
             && let Some(attachment) = m.detail.attachment.as_mut()
         {
             attachment.file = Some(file.to_owned());
@@ -314,6 +302,21 @@ impl Store {
             .collect::<Result<Vec<String>, _>>()?;
         Ok(rows)
     }
+}
+
+/// The message `id` that `sender` sent in `conversation` (unique: a sender's id is its own).
+fn one_message(
+    conn: &Connection,
+    conversation: &str,
+    sender: &str,
+    id: &str,
+) -> Result<Option<StoredMessage>> {
+    Ok(select_messages(
+        conn,
+        "WHERE conversation = ?1 AND sender = ?2 AND message_id = ?3",
+        [conversation, sender, id],
+    )?
+    .pop())
 }
 
 /// The stored messages `clause` (a `WHERE ... ORDER BY ...` tail) selects.
