@@ -11,6 +11,9 @@ use crate::{output, progress};
 
 type Outcome = Result<(), String>;
 
+/// How long `approve` waits for the new device to come online and join the conversations.
+const APPROVED_DEVICE_WAIT: Duration = Duration::from_secs(15);
+
 /// The profile directory: `--profile`, else `NIGHTJAR_PROFILE`, else `~/.nightjar`, else
 /// `./nightjar-profile`.
 fn profile_dir(flag: Option<PathBuf>) -> PathBuf {
@@ -274,6 +277,31 @@ fn redact_password(url: &str) -> String {
     out
 }
 
+/// Fetches the history the approving device sent, if it waits (with a progress bar), and
+/// says what came in. A failure that may pass is only a notice: the next command tries again.
+pub(crate) async fn import_history(client: &mut Client) -> Result<(), String> {
+    if !client.has_pending_history().map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    let mut bar = progress::Bar::new();
+    let imported = client.import_history(&mut |p| bar.update(p)).await;
+    bar.finish();
+    match imported {
+        Ok(Some(i)) => output::notice(&format!(
+            "history from the approving device: {} in {} (`nightjar history` shows them)",
+            output::count(i.messages, "message", "messages"),
+            output::count(i.conversations, "conversation", "conversations")
+        )),
+        Ok(None) => {}
+        Err(e) => output::notice(&format!(
+            "could not fetch the history from the approving device now ({e}); the next \
+             command tries again"
+        )),
+    }
+    notices(client);
+    Ok(())
+}
+
 async fn user_command(client: &mut Client, command: Command) -> Outcome {
     let e = |e: nightjar_client::Error| e.to_string();
     match command {
@@ -333,7 +361,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
                         .await
                         .map_err(e)?;
                     output::line("approved: this device is now active");
-                    Ok(())
+                    import_history(client).await
                 }
             }
         }
@@ -359,10 +387,28 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             Ok(())
         }
         Command::Approve { code } => {
-            let device = client.approve(&code).await.map_err(e)?;
+            let mut bar = progress::Bar::new();
+            let approved = client.approve(&code, &mut |p| bar.update(p)).await;
+            bar.finish();
+            let device = approved.map_err(e)?;
+            let days = client.history_days().map_err(e)?;
             output::line(&format!(
-                "approved device {device}; it joins your conversations on this device's next sync"
+                "approved device {device}; it gets {}",
+                output::history_span(days)
+                    .map_or_else(|| "no history".into(), |span| format!("{span} of history"))
             ));
+            // The new device is usually waiting in `login`: it comes online within seconds.
+            let joined = client
+                .add_approved_devices(APPROVED_DEVICE_WAIT)
+                .await
+                .map_err(e)?;
+            notices(client);
+            output::line(if joined {
+                "the new device is in all your conversations"
+            } else {
+                "the new device joins your conversations once it is online and a device of \
+                 yours syncs"
+            });
             Ok(())
         }
         Command::RemoveDevice { id } => {
@@ -429,6 +475,7 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
             follow,
             save_dir,
         } => {
+            import_history(client).await?;
             let mut report = client.sync().await.map_err(e)?;
             let mut bar = progress::Bar::new();
             let saved = client
@@ -582,7 +629,7 @@ fn day(ms: u64) -> String {
     time(ms).split(' ').next().unwrap_or_default().to_owned()
 }
 
-fn time(ms: u64) -> String {
+pub(crate) fn time(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

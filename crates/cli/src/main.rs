@@ -341,7 +341,7 @@ pub(crate) enum Command {
     #[command(flatten)]
     Consent(consent::ConsentCommand),
     /// About earlier messages and conversations: `reply`, `react`, `edit`, `delete`,
-    /// `timer`, `settings`.
+    /// `timer`, `history`, `settings`.
     #[command(flatten)]
     Messages(messages::MessageCommand),
 }

@@ -1,5 +1,5 @@
 //! The commands about earlier messages and conversations: `reply`, `react`, `edit`, `delete`,
-//! `timer` and `settings`. Messages are named by the ids `sync --json` prints.
+//! `timer`, `history` and `settings`. Messages are named by the ids `sync --json` prints.
 
 use clap::Subcommand;
 use nightjar_client::{Client, Destination, MAX_TIMER_SECS, SendOutcome};
@@ -56,6 +56,25 @@ pub(crate) enum MessageCommand {
         /// Tell senders when you read their messages (`on`, the default, or `off`).
         #[arg(long, value_name = "on|off", value_parser = on_off)]
         read_receipts: Option<bool>,
+        /// How many days of history a device this one approves gets (0: none; default 90).
+        #[arg(long, value_name = "DAYS")]
+        history_days: Option<u32>,
+    },
+    /// Show earlier messages kept on this device (history from the approving device
+    /// included): `history [USER]` or `history --group GROUP`.
+    History {
+        /// Only the 1:1 conversation with this account.
+        #[arg(conflicts_with = "group")]
+        user: Option<String>,
+        /// Only this group (name or conversation id).
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// At most this many messages (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per message, as `sync --json` prints them.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -149,12 +168,49 @@ pub(crate) async fn run(client: &mut Client, command: MessageCommand) -> Result<
             });
             return queued_notice(&outcome);
         }
-        MessageCommand::Settings { read_receipts } => {
+        MessageCommand::Settings {
+            read_receipts,
+            history_days,
+        } => {
             if let Some(on) = read_receipts {
                 client.set_read_receipts(on).map_err(e)?;
             }
+            if let Some(days) = history_days {
+                client.set_history_days(days).map_err(e)?;
+            }
             let on = client.read_receipts().map_err(e)?;
             output::line(&format!("read receipts: {}", if on { "on" } else { "off" }));
+            let days = client.history_days().map_err(e)?;
+            output::line(&format!(
+                "history for new devices: {}",
+                output::history_span(days).unwrap_or_else(|| "none".into())
+            ));
+            return Ok(());
+        }
+        MessageCommand::History {
+            user,
+            group,
+            limit,
+            json,
+        } => {
+            crate::commands::import_history(client).await?;
+            let with = match (user, group) {
+                (Some(user), _) => Some(Destination::User(user)),
+                (None, Some(group)) => Some(Destination::Group(group)),
+                (None, None) => None,
+            };
+            for m in client.history(with.as_ref(), limit).map_err(e)? {
+                if json {
+                    output::message(&m, true);
+                } else {
+                    // When, on the sender's clock: history spans days.
+                    output::line(&format!(
+                        "{} {}",
+                        crate::commands::time(m.sent_at),
+                        output::message_line(&m)
+                    ));
+                }
+            }
             return Ok(());
         }
     };

@@ -31,8 +31,13 @@ pub(crate) fn line(text: &str) {
 pub(crate) fn message(m: &ReceivedMessage, json: bool) {
     if json {
         line(&message_json(m).to_string());
-        return;
+    } else {
+        line(&message_line(m));
     }
+}
+
+/// A message for people, in one line: `[group] sender: what it says`.
+pub(crate) fn message_line(m: &ReceivedMessage) -> String {
     let d = &m.detail;
     let target = d.target.as_deref().map(short).unwrap_or_default();
     let text = m.text.clone().unwrap_or_default();
@@ -77,9 +82,14 @@ pub(crate) fn message(m: &ReceivedMessage, json: bool) {
         other => format!("<{other}>"),
     };
     match &m.group {
-        Some(g) => line(&format!("[{g}] {}: {body}", m.from)),
-        None => line(&format!("{}: {body}", m.from)),
+        Some(g) => format!("[{g}] {}: {body}", m.from),
+        None => format!("{}: {body}", m.from),
     }
+}
+
+/// `n` and the noun, singular or plural: `1 message`, `2 messages`.
+pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
 /// The first 8 hex digits of a message id, enough for people to tell messages apart.
@@ -179,5 +189,15 @@ pub(crate) fn status(s: &Status) {
     }
     if !s.verified.is_empty() {
         line(&format!("verified:       {}", s.verified.join(", ")));
+    }
+}
+
+/// How far back history for a new device goes: `the last day`, `the last 90 days`; `None`
+/// for none.
+pub(crate) fn history_span(days: u32) -> Option<String> {
+    match days {
+        0 => None,
+        1 => Some("the last day".into()),
+        n => Some(format!("the last {n} days")),
     }
 }

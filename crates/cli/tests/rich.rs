@@ -15,19 +15,6 @@ fn of_kind<'a>(rows: &'a [Value], kind: &str) -> Vec<&'a Value> {
     rows.iter().filter(|r| r["type"] == kind).collect()
 }
 
-/// The message id `send`, `reply`, ... printed (`... message ID)`).
-fn sent_id(stdout: &str) -> String {
-    let id = stdout
-        .trim()
-        .rsplit("message ")
-        .next()
-        .unwrap()
-        .trim_end_matches(')')
-        .to_owned();
-    assert_eq!(id.len(), 32, "{stdout}");
-    id
-}
-
 /// Every row of every table of a profile's database, decrypted with the profile's key, as
 /// one string: what someone holding the unlocked profile could read.
 fn decrypted_profile(dir: &Path) -> String {

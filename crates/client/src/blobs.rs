@@ -38,6 +38,7 @@ use nightjar_core::content::{AttachmentKey, AttachmentPointer, MAX_THUMBNAIL_BYT
 use nightjar_machine::backoff::retry_delay;
 use nightjar_machine::transfer::{DownloadPlan, Part, UploadPlan};
 use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
 
 use crate::api::Api;
 use crate::client::{Client, now_ms};
@@ -352,16 +353,7 @@ impl Client {
             .map_err(|e| Error::Database(format!("no randomness: {e}")))?;
         let digest = source.digest(&key, progress)?;
         let size = attachment::ciphertext_len(source.size);
-        let created = api.create_blob(&CreateBlob { size, recipients }).await?;
-        if created.blob_id.0.len() != BLOB_ID_BYTES {
-            return Err(Error::Protocol("a blob id of the wrong length".into()));
-        }
-        if created.part_size > MAX_PART_SIZE {
-            return Err(Error::Protocol(format!(
-                "parts of {} bytes (this client takes at most {MAX_PART_SIZE})",
-                created.part_size
-            )));
-        }
+        let created = create_blob(api, size, recipients).await?;
         let upload = PendingUpload {
             path: source.key.clone(),
             file_size: source.size,
@@ -391,45 +383,11 @@ impl Client {
         if pointer.size > MAX_SIZE {
             return Err(AttachmentError::TooLarge.into());
         }
-        if B64::decode(&pointer.blob_id).is_none_or(|id| id.len() != BLOB_ID_BYTES) {
-            return Err(Error::Usage("the attachment names no valid blob".into()));
-        }
-        fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+        let Fetched {
+            mut part,
+            part_path,
+        } = fetch(&api, pointer, dir, progress).await?;
         let stem = format!(".nightjar-{}", hex(&pointer.digest[..16]));
-        let part_path = dir.join(format!("{stem}.part"));
-        let mut part = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part_path)
-            .map_err(file_error("create", &part_path))?;
-        let on_disk = part
-            .metadata()
-            .map_err(file_error("read", &part_path))?
-            .len();
-        let mut plan = DownloadPlan::resume(attachment::ciphertext_len(pointer.size), on_disk);
-        if plan.have() != on_disk {
-            part.set_len(plan.have())
-                .map_err(file_error("write", &part_path))?;
-        }
-        receive(
-            &api,
-            &pointer.blob_id,
-            &mut part,
-            &part_path,
-            &mut plan,
-            progress,
-        )
-        .await?;
-
-        // All of it is on disk: check the digest before decrypting anything.
-        let digest = hash_file(&mut part, &part_path, plan.size(), progress)?;
-        if digest != pointer.digest {
-            drop(part);
-            let _ = fs::remove_file(&part_path);
-            return Err(AttachmentError::DigestMismatch.into());
-        }
         let temporary = dir.join(format!("{stem}.tmp"));
         let decrypted = decrypt(&mut part, &part_path, &temporary, pointer, progress);
         if let Err(e) = decrypted {
@@ -448,7 +406,94 @@ impl Client {
         let path = placed?;
         drop(part);
         let _ = fs::remove_file(&part_path);
+        self.confirm_fetched(&api, pointer).await;
+        Ok(path)
+    }
 
+    /// Encrypts `plaintext` — something small this client holds in memory, such as a history
+    /// archive — under a fresh key and uploads it as a blob for `recipients` devices. Each
+    /// part is retried after a transient failure; a failure past those is the caller's to
+    /// retry (with a new blob: the plaintext is not kept).
+    pub async fn upload_bytes(
+        &mut self,
+        plaintext: &[u8],
+        media_type: &str,
+        recipients: u32,
+        progress: &mut dyn FnMut(TransferProgress),
+    ) -> Result<AttachmentPointer> {
+        let api = self.api()?.clone();
+        let size = plaintext.len() as u64;
+        let key = AttachmentKey::generate()
+            .map_err(|e| Error::Database(format!("no randomness: {e}")))?;
+        report(progress, TransferPhase::Encrypting, 0, size);
+        let mut sealer = Sealer::new(&key, size)?;
+        let mut ciphertext = sealer.push(plaintext)?;
+        while sealer.remaining_padding() > 0 {
+            ciphertext.extend_from_slice(&sealer.pad(READ_BUFFER)?);
+        }
+        let (last, digest) = sealer.finish()?;
+        ciphertext.extend_from_slice(&last);
+        report(progress, TransferPhase::Encrypting, size, size);
+        let ciphertext = Bytes::from(ciphertext);
+        let total = ciphertext.len() as u64;
+        let created = create_blob(&api, total, recipients).await?;
+        let blob_id = B64::encode(&created.blob_id.0);
+        let mut plan = UploadPlan::new(total, created.part_size, created.parts)?;
+        report(progress, TransferPhase::Uploading, 0, total);
+        while let Some(part) = plan.next_part()? {
+            let range = usize::try_from(part.start).map_err(|_| AttachmentError::TooLarge)?
+                ..usize::try_from(part.end).map_err(|_| AttachmentError::TooLarge)?;
+            let body = ciphertext.slice(range);
+            let blob = blob_id.as_str();
+            let status = with_retries(|| api.put_blob_part(blob, part.index, body.clone())).await?;
+            plan.apply(&status)?;
+            report(progress, TransferPhase::Uploading, plan.uploaded(), total);
+        }
+        Ok(AttachmentPointer {
+            blob_id,
+            key,
+            digest,
+            size,
+            media_type: media_type.to_owned(),
+            file_name: None,
+            caption: None,
+            thumbnail: None,
+        })
+    }
+
+    /// Downloads and verifies the blob `pointer` names, as [`Self::download_attachment`] does
+    /// (resumable through `dir/.nightjar-<digest>.part`, which holds ciphertext only), and
+    /// decrypts it into memory instead of a file: for things this client reads itself, such
+    /// as a history archive, whose plaintext must not touch the disk. Refuses a pointer
+    /// claiming more than `max` bytes.
+    pub async fn download_bytes(
+        &mut self,
+        pointer: &AttachmentPointer,
+        dir: &Path,
+        max: u64,
+        progress: &mut dyn FnMut(TransferProgress),
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let api = self.api()?.clone();
+        if pointer.size > max.min(MAX_SIZE) {
+            return Err(AttachmentError::TooLarge.into());
+        }
+        let Fetched {
+            mut part,
+            part_path,
+        } = fetch(&api, pointer, dir, progress).await?;
+        let opened = open_in_memory(&mut part, &part_path, pointer, progress);
+        if matches!(opened, Ok(_) | Err(Error::Attachment(_))) {
+            drop(part);
+            let _ = fs::remove_file(&part_path);
+        }
+        let plaintext = opened?;
+        self.confirm_fetched(&api, pointer).await;
+        Ok(plaintext)
+    }
+
+    /// Tells the server this device has the blob, so it can delete it once every recipient
+    /// does; a failure only delays that until the blob expires.
+    async fn confirm_fetched(&mut self, api: &Api, pointer: &AttachmentPointer) {
         let blob = pointer.blob_id.as_str();
         if let Err(e) = with_retries(|| api.blob_fetched(blob)).await {
             self.notice(format!(
@@ -456,13 +501,128 @@ impl Client {
                  blob until it expires"
             ));
         }
-        Ok(path)
     }
 
     /// `GET /v1/blobs/usage`: what this account's blobs take of its quota.
     pub async fn blob_usage(&self) -> Result<nightjar_api::BlobUsage> {
         self.api()?.blob_usage().await
     }
+}
+
+/// `POST /v1/blobs`: reserves a blob of `size` ciphertext bytes, checking the answer.
+async fn create_blob(api: &Api, size: u64, recipients: u32) -> Result<nightjar_api::BlobCreated> {
+    let created = api.create_blob(&CreateBlob { size, recipients }).await?;
+    if created.blob_id.0.len() != BLOB_ID_BYTES {
+        return Err(Error::Protocol("a blob id of the wrong length".into()));
+    }
+    if created.part_size > MAX_PART_SIZE {
+        return Err(Error::Protocol(format!(
+            "parts of {} bytes (this client takes at most {MAX_PART_SIZE})",
+            created.part_size
+        )));
+    }
+    Ok(created)
+}
+
+/// A blob's ciphertext, all of it on disk and its digest checked.
+struct Fetched {
+    part: File,
+    part_path: PathBuf,
+}
+
+/// Downloads the ciphertext `pointer` names into `dir/.nightjar-<digest>.part`, going on from
+/// what an earlier attempt left there, and checks its digest before anything is decrypted (a
+/// blob that does not match is deleted).
+async fn fetch(
+    api: &Api,
+    pointer: &AttachmentPointer,
+    dir: &Path,
+    progress: &mut dyn FnMut(TransferProgress),
+) -> Result<Fetched> {
+    if B64::decode(&pointer.blob_id).is_none_or(|id| id.len() != BLOB_ID_BYTES) {
+        return Err(Error::Usage("the attachment names no valid blob".into()));
+    }
+    fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    let part_path = dir.join(format!(".nightjar-{}.part", hex(&pointer.digest[..16])));
+    let mut part = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part_path)
+        .map_err(file_error("create", &part_path))?;
+    let on_disk = part
+        .metadata()
+        .map_err(file_error("read", &part_path))?
+        .len();
+    let mut plan = DownloadPlan::resume(attachment::ciphertext_len(pointer.size), on_disk);
+    if plan.have() != on_disk {
+        part.set_len(plan.have())
+            .map_err(file_error("write", &part_path))?;
+    }
+    receive(
+        api,
+        &pointer.blob_id,
+        &mut part,
+        &part_path,
+        &mut plan,
+        progress,
+    )
+    .await?;
+    let digest = hash_file(&mut part, &part_path, plan.size(), progress)?;
+    if digest != pointer.digest {
+        drop(part);
+        let _ = fs::remove_file(&part_path);
+        return Err(AttachmentError::DigestMismatch.into());
+    }
+    Ok(Fetched { part, part_path })
+}
+
+/// Decrypts the downloaded blob into memory; fails unless the whole blob opens.
+fn open_in_memory(
+    part: &mut File,
+    part_path: &Path,
+    pointer: &AttachmentPointer,
+    progress: &mut dyn FnMut(TransferProgress),
+) -> Result<Zeroizing<Vec<u8>>> {
+    let capacity = usize::try_from(pointer.size).map_err(|_| AttachmentError::TooLarge)?;
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(capacity));
+    open_blob(part, part_path, pointer, progress, &mut |chunk| {
+        plaintext.extend_from_slice(&Zeroizing::new(chunk));
+        Ok(())
+    })?;
+    Ok(plaintext)
+}
+
+/// Streams the downloaded blob through the opener, handing each piece of plaintext to
+/// `out`; fails unless the whole blob opens (`out` may have had pieces by then: the caller
+/// drops them).
+fn open_blob(
+    part: &mut File,
+    part_path: &Path,
+    pointer: &AttachmentPointer,
+    progress: &mut dyn FnMut(TransferProgress),
+    out: &mut dyn FnMut(Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    part.seek(SeekFrom::Start(0))
+        .map_err(file_error("read", part_path))?;
+    let mut opener = Opener::new(&pointer.key, pointer.size, pointer.digest)?;
+    let total = attachment::ciphertext_len(pointer.size);
+    let mut buffer = vec![0u8; READ_BUFFER];
+    let mut done = 0u64;
+    loop {
+        let n = part
+            .read(&mut buffer)
+            .map_err(file_error("read", part_path))?;
+        if n == 0 {
+            break;
+        }
+        out(opener.push(&buffer[..n])?)?;
+        done += n as u64;
+        report(progress, TransferPhase::Decrypting, done, total);
+    }
+    opener.finish()?;
+    Ok(())
 }
 
 /// Downloads what is missing of the blob into `file`, retrying (and resuming) after network
@@ -568,27 +728,11 @@ fn decrypt(
         .truncate(true)
         .open(out)
         .map_err(file_error("create", out))?;
-    part.seek(SeekFrom::Start(0))
-        .map_err(file_error("read", part_path))?;
-    let mut opener = Opener::new(&pointer.key, pointer.size, pointer.digest)?;
-    let total = attachment::ciphertext_len(pointer.size);
-    let mut buffer = vec![0u8; READ_BUFFER];
-    let mut done = 0u64;
-    loop {
-        let n = part
-            .read(&mut buffer)
-            .map_err(file_error("read", part_path))?;
-        if n == 0 {
-            break;
-        }
-        let plaintext = opener.push(&buffer[..n])?;
+    open_blob(part, part_path, pointer, progress, &mut |plaintext| {
         output
             .write_all(&plaintext)
-            .map_err(file_error("write", out))?;
-        done += n as u64;
-        report(progress, TransferPhase::Decrypting, done, total);
-    }
-    opener.finish()?;
+            .map_err(file_error("write", out))
+    })?;
     output.sync_all().map_err(file_error("write", out))
 }
 

@@ -38,3 +38,4 @@ pub use client::{
     LoginOutcome, MAX_TIMER_SECS, MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,
 };
 pub use error::{Error, Result};
+pub use nightjar_machine::archive::HistoryImported;

@@ -293,7 +293,7 @@ async fn a_stale_device_list_after_a_revocation_is_caught_by_the_next_message() 
         .unwrap()
     {
         LoginOutcome::Pending { code, device_id } => {
-            w.alice.approve(&code).await.unwrap();
+            w.alice.approve(&code, &mut |_| {}).await.unwrap();
             assert!(alice2.check_link().await.unwrap());
             device_id
         }

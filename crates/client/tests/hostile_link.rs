@@ -14,7 +14,7 @@ use nightjar_api::B64;
 use nightjar_client::{Client, LoginOutcome, Password};
 use nightjar_core::Engine;
 use nightjar_core::identity::{AccountIdentity, DeviceList};
-use nightjar_core::provisioning::{LinkCode, LinkOffer, LinkSecret, seal_bundle};
+use nightjar_core::provisioning::{BundleContents, LinkCode, LinkOffer, LinkSecret, seal_bundle};
 use nightjar_server::{RunningServer, ServerConfig};
 use nightjar_testkit::{Mitm, Verdict};
 use serde_json::json;
@@ -113,7 +113,12 @@ async fn server_cannot_seal_its_own_identity_to_a_new_device() {
         &guess,
     )
     .unwrap();
-    let sealed = seal_bundle(&forged_offer, &guess, &fake, &list, &[]).unwrap();
+    let contents = BundleContents {
+        own_list: &list,
+        contacts: &[],
+        history: None,
+    };
+    let sealed = seal_bundle(&forged_offer, &guess, &fake, contents).unwrap();
     w.mitm.on_response(move |request, response| {
         if request.path.starts_with("/v1/devices/link") {
             response.set_json(&json!({
@@ -135,7 +140,7 @@ async fn server_cannot_seal_its_own_identity_to_a_new_device() {
 
     // The real approval still works once the server stops lying.
     w.mitm.clear();
-    alice1.approve(&code).await.unwrap();
+    alice1.approve(&code, &mut |_| {}).await.unwrap();
     assert!(alice2.check_link().await.unwrap());
     assert!(!alice2.is_pending().unwrap());
 }
@@ -177,7 +182,7 @@ async fn server_swapping_the_offer_keys_is_caught_by_approve() {
             }
             Verdict::Forward
         });
-        let refused = alice1.approve(&code).await;
+        let refused = alice1.approve(&code, &mut |_| {}).await;
         assert!(refused.is_err(), "approved a swapped offer ({swap})");
         assert!(*swapped.lock().unwrap() > 0);
         assert!(
@@ -186,7 +191,7 @@ async fn server_swapping_the_offer_keys_is_caught_by_approve() {
         );
     }
     w.mitm.clear();
-    alice1.approve(&code).await.unwrap();
+    alice1.approve(&code, &mut |_| {}).await.unwrap();
     assert!(alice2.check_link().await.unwrap());
 }
 
@@ -205,7 +210,7 @@ async fn a_linked_device_trusts_exactly_what_the_account_trusted() {
 
     let mut alice2 = profile(&w.root, "alice2");
     let code = pending(&mut alice2, &w.mitm.base, "alice").await;
-    alice1.approve(&code).await.unwrap();
+    alice1.approve(&code, &mut |_| {}).await.unwrap();
     assert!(alice2.check_link().await.unwrap());
     // The new device knows the pinned contacts and the marks, before asking the server.
     assert!(alice2.is_verified("bob").unwrap());
@@ -254,4 +259,74 @@ async fn a_linked_device_trusts_exactly_what_the_account_trusted() {
     assert_eq!(number.grouped(), bob_number.grouped());
     assert!(changed.is_none(), "the server's key was recorded as bob's");
     assert!(alice2.is_verified("bob").unwrap());
+}
+
+/// alice sends bob a message, then approves a new device (through the proxy), which has not
+/// seen the approval yet.
+async fn approved_after_a_message(w: &World) -> Client {
+    let mut alice1 = registered(&w.root, &w.direct, "alice").await;
+    let _bob = registered(&w.root, &w.direct, "bob").await;
+    alice1
+        .send_direct("bob", "said before the link")
+        .await
+        .unwrap();
+    let mut alice2 = profile(&w.root, "alice2");
+    let code = pending(&mut alice2, &w.mitm.base, "alice").await;
+    alice1.approve(&code, &mut |_| {}).await.unwrap();
+    alice2
+}
+
+/// The history archive travels through the server as a blob: a server that changes it (it
+/// cannot make one that opens: the key is only in the sealed bundle) is caught by the digest,
+/// and the new device shows no history rather than one the server made; its link stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_changing_the_history_archive_is_caught() {
+    let w = world().await;
+    let mut alice2 = approved_after_a_message(&w).await;
+    let changed = Arc::new(Mutex::new(0));
+    let counter = changed.clone();
+    w.mitm.on_response(move |request, response| {
+        if request.method == "GET"
+            && request.path.starts_with("/v1/blobs/")
+            && response.status < 300
+        {
+            for b in response.body.iter_mut().step_by(97) {
+                *b ^= 1;
+            }
+            *counter.lock().unwrap() += 1;
+        }
+        Verdict::Forward
+    });
+    assert!(alice2.check_link().await.unwrap());
+    assert!(alice2.has_pending_history().unwrap());
+    let imported = alice2.import_history(&mut |_| {}).await.unwrap();
+    assert!(*changed.lock().unwrap() > 0, "the blob was never fetched");
+    assert_eq!(imported, None);
+    assert!(!alice2.has_pending_history().unwrap());
+    let notices = alice2.take_notices();
+    assert!(
+        notices.iter().any(|n| n.contains("could not be fetched")),
+        "{notices:?}"
+    );
+    assert!(alice2.history(None, 100).unwrap().is_empty());
+    assert!(!alice2.is_pending().unwrap());
+}
+
+/// Without the server's meddling, the same link brings the history across.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_archive_arrives_untouched() {
+    let w = world().await;
+    let mut alice2 = approved_after_a_message(&w).await;
+    assert!(alice2.check_link().await.unwrap());
+    let imported = alice2.import_history(&mut |_| {}).await.unwrap().unwrap();
+    assert_eq!(imported.messages, 1);
+    let history = alice2.history(None, 100).unwrap();
+    assert_eq!(
+        history[0].text.as_deref(),
+        Some("said before the link"),
+        "{history:?}"
+    );
+    // Importing twice changes nothing.
+    assert_eq!(alice2.import_history(&mut |_| {}).await.unwrap(), None);
+    assert_eq!(alice2.history(None, 100).unwrap().len(), 1);
 }

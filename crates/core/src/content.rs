@@ -353,6 +353,22 @@ impl fmt::Debug for AttachmentPointer {
 }
 
 impl AttachmentPointer {
+    /// The pointer on its own (as a device link carries the history archive's), in the same
+    /// encoding it has inside an attachment message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.write(&mut w);
+        w.0
+    }
+
+    /// Decodes [`Self::encode`]'s bytes; anything else is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
+        let mut r = Reader::new(bytes);
+        let pointer = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(pointer)
+    }
+
     fn write(&self, w: &mut Writer) {
         w.string(&self.blob_id);
         w.raw(self.key.as_bytes());
@@ -1630,6 +1646,17 @@ mod tests {
         let b = AttachmentKey::generate().unwrap();
         assert_ne!(a, b);
         assert_ne!(a.as_bytes(), &[0; 32]);
+    }
+
+    #[test]
+    fn a_pointer_alone_round_trips_and_refuses_trailing_bytes() {
+        let p = pointer();
+        let bytes = p.encode();
+        assert_eq!(AttachmentPointer::decode(&bytes).unwrap(), p);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(AttachmentPointer::decode(&longer).is_err());
+        assert!(AttachmentPointer::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

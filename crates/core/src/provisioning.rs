@@ -9,8 +9,9 @@
 //!    types the code; the device checks the offer's MAC under it, so a server that swapped the
 //!    offer's device key or link key is caught (it cannot recompute the MAC without the code).
 //!    The device then signs a device list that includes the new device and seals a [`LinkBundle`]
-//!    (the account identity key, that list, and the account's pinned contacts with their
-//!    verification marks) to the offer's X25519 key, under a key that mixes the X25519 shared
+//!    (the account identity key, that list, the account's pinned contacts with their
+//!    verification marks and, if the user wants history on the new device, the pointer to the
+//!    encrypted history archive it uploaded) to the offer's X25519 key, under a key that mixes the X25519 shared
 //!    secret with the code (X25519 ‖ code → HKDF-SHA256 → ChaCha20-Poly1305, bound to the offer).
 //! 3. The new device opens the bundle with its X25519 secret *and* the code. A bundle the server
 //!    sealed (it knows the offer's public key, but not the code) does not open, so the server
@@ -24,8 +25,9 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use tls_codec::{Deserialize as _, Serialize as _, TlsDeserialize, TlsSerialize, TlsSize};
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::content::AttachmentPointer;
 use crate::identity::{AccountIdentity, DeviceEntry, IdentityError, SignedDeviceList};
 
 // Crockford base32: no I, L, O or U to misread.
@@ -238,6 +240,15 @@ struct ContactWire {
 struct BundleTail {
     own_list: Vec<u8>,
     contacts: Vec<ContactWire>,
+    /// The encoded [`AttachmentPointer`] of the history archive; empty when none.
+    history: Vec<u8>,
+}
+
+impl Drop for BundleTail {
+    fn drop(&mut self) {
+        // The history pointer carries the archive's key.
+        self.history.zeroize();
+    }
 }
 
 /// What the approving device hands to the new one: the account identity key, the account's
@@ -249,6 +260,9 @@ pub struct LinkBundle {
     pub own_list: SignedDeviceList,
     /// The approving device's pinned contacts and verification marks.
     pub contacts: Vec<LinkedContact>,
+    /// Where the approving device uploaded the account's recent history for the new device,
+    /// encrypted under the pointer's key (which only this bundle carries).
+    pub history: Option<AttachmentPointer>,
 }
 
 impl std::fmt::Debug for LinkBundle {
@@ -256,8 +270,18 @@ impl std::fmt::Debug for LinkBundle {
         f.debug_struct("LinkBundle")
             .field("identity", &self.identity.public())
             .field("contacts", &self.contacts.len())
+            .field("history", &self.history.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// What the new device got from a completed link, besides the account identity it installed.
+#[derive(Debug)]
+pub struct LinkCompleted {
+    /// The contacts it pinned, with their verification marks.
+    pub contacts: Vec<LinkedContact>,
+    /// The history archive to fetch, if the approving device uploaded one.
+    pub history: Option<AttachmentPointer>,
 }
 
 /// The new device's secret half of a link; wiped on drop.
@@ -318,12 +342,12 @@ impl LinkSecret {
             .split_first_chunk::<32>()
             .ok_or(IdentityError::Malformed)?;
         let mut rest = tail;
-        let tail = BundleTail::tls_deserialize(&mut rest).map_err(|_| IdentityError::Malformed)?;
+        let mut tail =
+            BundleTail::tls_deserialize(&mut rest).map_err(|_| IdentityError::Malformed)?;
         if !rest.is_empty() {
             return Err(IdentityError::Malformed);
         }
-        let contacts = tail
-            .contacts
+        let contacts = std::mem::take(&mut tail.contacts)
             .into_iter()
             .map(|c| {
                 Ok(LinkedContact {
@@ -334,10 +358,16 @@ impl LinkSecret {
                 })
             })
             .collect::<Result<Vec<_>, IdentityError>>()?;
+        let history = if tail.history.is_empty() {
+            None
+        } else {
+            Some(AttachmentPointer::decode(&tail.history).map_err(|_| IdentityError::Malformed)?)
+        };
         Ok(LinkBundle {
             identity: AccountIdentity::from_secret_bytes(secret),
             own_list: SignedDeviceList::decode(&tail.own_list)?,
             contacts,
+            history,
         })
     }
 }
@@ -368,15 +398,30 @@ fn seal_key(
     Ok(key)
 }
 
+/// What the approving device seals for the new one, besides the account identity key.
+#[derive(Clone, Copy, Debug)]
+pub struct BundleContents<'a> {
+    /// The account's device list naming the new device.
+    pub own_list: &'a SignedDeviceList,
+    /// The approving device's pinned contacts.
+    pub contacts: &'a [LinkedContact],
+    /// The history archive's pointer, if one was uploaded.
+    pub history: Option<&'a AttachmentPointer>,
+}
+
 /// Seals `bundle` to the device that made `offer`, after checking the offer against the `code`
 /// the user typed (a swapped offer is refused with [`IdentityError::WrongLinkCode`]).
 pub fn seal_bundle(
     offer: &LinkOffer,
     code: &LinkCode,
     identity: &AccountIdentity,
-    own_list: &SignedDeviceList,
-    contacts: &[LinkedContact],
+    contents: BundleContents<'_>,
 ) -> Result<Vec<u8>, crate::Error> {
+    let BundleContents {
+        own_list,
+        contacts,
+        history,
+    } = contents;
     if !offer.verify_code(code) {
         return Err(IdentityError::WrongLinkCode.into());
     }
@@ -397,8 +442,10 @@ pub fn seal_bundle(
                 verified: u8::from(c.verified),
             })
             .collect(),
+        history: history.map(AttachmentPointer::encode).unwrap_or_default(),
     }
     .tls_serialize_detached()
+    .map(Zeroizing::new)
     .map_err(|_| crate::Error::State("encoding the link bundle failed"))?;
     let mut plain = Zeroizing::new(identity.secret_bytes().to_vec());
     plain.extend_from_slice(&tail);
@@ -451,6 +498,52 @@ mod tests {
         }]
     }
 
+    fn contents<'a>(
+        own_list: &'a SignedDeviceList,
+        contacts: &'a [LinkedContact],
+    ) -> BundleContents<'a> {
+        BundleContents {
+            own_list,
+            contacts,
+            history: None,
+        }
+    }
+
+    /// The history archive's pointer travels inside the sealed bundle, and only there.
+    #[test]
+    fn the_history_pointer_travels_sealed() {
+        use crate::content::AttachmentKey;
+        let secret = LinkSecret::generate().unwrap();
+        let code = LinkCode::generate().unwrap();
+        let offer = offer(&secret, &code);
+        let identity = AccountIdentity::generate().unwrap();
+        let own = list(&identity, "alice", vec![offer.device.clone()]);
+        let pointer = AttachmentPointer {
+            blob_id: "AAAA".into(),
+            key: AttachmentKey::from_bytes([0x5a; 32]),
+            digest: [3; 32],
+            size: 10_000,
+            media_type: "application/x-nightjar-history".into(),
+            file_name: None,
+            caption: None,
+            thumbnail: None,
+        };
+        let sealed = seal_bundle(
+            &offer,
+            &code,
+            &identity,
+            BundleContents {
+                own_list: &own,
+                contacts: &[],
+                history: Some(&pointer),
+            },
+        )
+        .unwrap();
+        assert!(!sealed.windows(32).any(|w| w == [0x5a; 32]));
+        let got = secret.open(&offer, &code, &sealed).unwrap();
+        assert_eq!(got.history, Some(pointer));
+    }
+
     #[test]
     fn seal_and_open_carries_identity_list_and_contacts() {
         let secret = LinkSecret::generate().unwrap();
@@ -458,10 +551,11 @@ mod tests {
         let offer = offer(&secret, &code);
         let identity = AccountIdentity::generate().unwrap();
         let own = list(&identity, "alice", vec![offer.device.clone()]);
-        let sealed = seal_bundle(&offer, &code, &identity, &own, &contacts()).unwrap();
+        let sealed = seal_bundle(&offer, &code, &identity, contents(&own, &contacts())).unwrap();
         let got = secret.open(&offer, &code, &sealed).unwrap();
         assert_eq!(got.identity.public(), identity.public());
         assert_eq!(got.own_list, own);
+        assert!(got.history.is_none());
         assert_eq!(got.contacts.len(), 1);
         assert_eq!(got.contacts[0].username, "bob");
         assert!(got.contacts[0].verified);
@@ -501,6 +595,7 @@ mod tests {
             &BundleTail {
                 own_list: server_list.encode(),
                 contacts: vec![],
+                history: vec![],
             }
             .tls_serialize_detached()
             .unwrap(),
@@ -532,8 +627,7 @@ mod tests {
             .unwrap(),
             &guess,
             &server_identity,
-            &server_list,
-            &[],
+            contents(&server_list, &[]),
         )
         .unwrap();
         assert!(secret.open(&offer, &code, &forged).is_err());
@@ -558,7 +652,7 @@ mod tests {
             assert!(!swapped.verify_code(&code));
             assert!(!swapped.matches_code(&code.display()));
             assert!(matches!(
-                seal_bundle(&swapped, &code, &identity, &own, &[]),
+                seal_bundle(&swapped, &code, &identity, contents(&own, &[])),
                 Err(crate::Error::Identity(IdentityError::WrongLinkCode))
             ));
         }

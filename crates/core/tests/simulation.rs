@@ -159,12 +159,12 @@ fn second_device(ds: &mut Ds, first: &mut Device, cfg: EngineConfig) -> Device {
     assert!(
         first
             .engine
-            .approve_link(&relayed, "WRON-GCOD-E000")
+            .approve_link(&relayed, "WRON-GCOD-E000", None)
             .is_err()
     );
     let (list, sealed) = first
         .engine
-        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .approve_link(&relayed, &engine.link_code().unwrap().display(), None)
         .unwrap();
     engine.complete_link(&sealed).unwrap();
     assert!(engine.has_account_identity());

@@ -13,6 +13,7 @@
 //! - [`Request`], [`Response`] and [`Failure`] are the requests the machine asks its driver to
 //!   make and their outcomes.
 
+pub mod archive;
 pub mod auth;
 pub mod backoff;
 pub mod calls;

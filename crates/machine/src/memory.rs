@@ -178,6 +178,14 @@ fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
+/// A message key's storage order: its last eight bytes, the sequence number.
+fn seq_of(message_key: &[u8]) -> i64 {
+    message_key
+        .get(message_key.len().saturating_sub(8)..)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i64::from_be_bytes)
+}
+
 fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|_| StoreError::Codec)
 }
@@ -259,10 +267,7 @@ impl MemoryClientStore {
         for (k, v) in inner.scan(prefix::MESSAGE) {
             let record: MessageRecord = decode(&v)?;
             if record.shown == 0 {
-                let seq = k
-                    .get(k.len().saturating_sub(8)..)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, i64::from_be_bytes);
+                let seq = seq_of(&k);
                 found.push((seq, k, record));
             }
         }
@@ -596,6 +601,29 @@ impl ClientStore for MemoryClientStore {
             .collect::<StoreResult<_>>()?;
         records.sort_by(|a, b| (a.created_at, &a.row.id).cmp(&(b.created_at, &b.row.id)));
         Ok(records.into_iter().map(|r| r.row).collect())
+    }
+
+    fn recent_messages(
+        &self,
+        conversation: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let inner = self.lock()?;
+        let scan = match conversation {
+            Some(c) => key(prefix::MESSAGE, &[c.as_bytes(), b""]),
+            None => prefix::MESSAGE.to_vec(),
+        };
+        let mut found: Vec<(i64, StoredMessage)> = Vec::new();
+        for (k, v) in inner.scan(&scan) {
+            let message = decode::<MessageRecord>(&v)?.message;
+            if message.sent_at >= since_ms {
+                found.push((seq_of(&k), message));
+            }
+        }
+        found.sort_by_key(|(seq, _)| *seq);
+        let extra = found.len().saturating_sub(limit);
+        Ok(found.into_iter().skip(extra).map(|(_, m)| m).collect())
     }
 
     fn insert_message(

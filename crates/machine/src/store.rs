@@ -75,6 +75,24 @@ pub trait ClientStore: KvStore + Clone {
         Ok(self.conversations()?.into_iter().find(|c| c.id == id))
     }
 
+    /// Adds a conversation to the index unless it is there already; whether it was added.
+    fn insert_conversation(&self, row: &ConversationRow, now_ms: u64) -> StoreResult<bool> {
+        if self.conversation_row(&row.id)?.is_some() {
+            return Ok(false);
+        }
+        self.upsert_conversation(row, now_ms)?;
+        Ok(true)
+    }
+
+    /// The newest `limit` messages sent at or after `since_ms` (of one conversation, or of
+    /// all), oldest first (in the order they were stored).
+    fn recent_messages(
+        &self,
+        conversation: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>>;
+
     /// Adds a message to the history; false if it was already there (same conversation,
     /// sender and message id), so a retried or re-encrypted message is never shown twice.
     fn insert_message(&self, m: &StoredMessage, received_at: u64, shown: bool)

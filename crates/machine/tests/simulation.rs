@@ -395,7 +395,7 @@ fn link_device(ds: &mut Ds, first: &mut Device) -> Device {
     let code = engine.link_code().unwrap().display();
     let (list, sealed) = first
         .machine
-        .atomic(|engine, _| Ok(engine.approve_link(&offer, &code)?))
+        .atomic(|engine, _| Ok(engine.approve_link(&offer, &code, None)?))
         .unwrap();
     engine.complete_link(&sealed).unwrap();
     first.machine.accept_list(T0, &name, &list).unwrap();

@@ -215,7 +215,7 @@ async fn link_approve_fetch_and_remove_a_device(backend: Backend) {
     assert_eq!(relayed, offer);
     let (list, sealed) = alice1
         .engine
-        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .approve_link(&relayed, &engine.link_code().unwrap().display(), None)
         .unwrap();
 
     // A list that does not add exactly the pending device is refused (here: the current one).

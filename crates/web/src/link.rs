@@ -161,7 +161,7 @@ async fn finish(
     machine
         .atomic(|engine, store| {
             // Opens only with this device's code: a bundle the server made is refused.
-            let contacts = engine.complete_link(sealed)?;
+            let contacts = engine.complete_link(sealed)?.contacts;
             let me = engine.device().username.clone();
             for name in std::iter::once(me).chain(contacts.into_iter().map(|c| c.username)) {
                 if let Some(list) = engine.device_list(&name) {
@@ -247,7 +247,7 @@ pub(crate) async fn approve(driver: Driver, token: String, code: String, ui: Ui)
             return;
         };
         let device_id = offer.device.device_id.to_string();
-        match machine.atomic(|engine, _| Ok(engine.approve_link(&offer, &code)?)) {
+        match machine.atomic(|engine, _| Ok(engine.approve_link(&offer, &code, None)?)) {
             Ok((list, sealed)) => {
                 let body = ApproveDeviceRequest {
                     device_id,

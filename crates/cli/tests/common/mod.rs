@@ -260,3 +260,51 @@ impl Pair {
         }
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Fails if any file under `dir` holds `marker`; returns how many bytes were searched.
+pub fn assert_no_marker(dir: &Path, marker: &[u8]) -> u64 {
+    let mut searched = 0;
+    for path in files_under(dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        searched += bytes.len() as u64;
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "{} holds plaintext",
+            path.display()
+        );
+    }
+    searched
+}
+
+/// The message id `send`, `reply`, ... printed (`... message ID)`).
+pub fn sent_id(stdout: &str) -> String {
+    let id = stdout
+        .trim()
+        .rsplit("message ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    assert_eq!(id.len(), 32, "{stdout}");
+    id
+}

@@ -10,13 +10,14 @@ use nightjar_api::{
     SessionResponse, UploadKeyPackagesRequest,
 };
 use nightjar_core::identity::{DeviceId, SignedDeviceList, validate_username};
-use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::provisioning::{LinkCompleted, LinkOffer};
 use nightjar_core::safety::SafetyNumber;
 use nightjar_core::{Engine, Error as CoreError};
 
 use super::{Client, KEY_PACKAGE_BATCH, meta, now_ms};
 use crate::api::Api;
 use crate::auth::{self, Password};
+use crate::blobs::TransferProgress;
 use crate::error::{Error, Result};
 use crate::keys::KeyStorage;
 
@@ -290,8 +291,15 @@ impl Client {
         let now = now_ms();
         self.atomic(|engine, store| {
             // Opens only with this device's code: a bundle the server made is refused.
-            let contacts = engine.complete_link(&sealed.0)?;
+            let LinkCompleted { contacts, history } = engine.complete_link(&sealed.0)?;
             store.set_meta(meta::DEVICE_STATUS, "active")?;
+            if let Some(pointer) = &history {
+                // Fetched by `import_history`, which the next commands retry until it is in.
+                store.set_meta(
+                    nightjar_machine::archive::PENDING_HISTORY,
+                    &B64::encode(&pointer.encode()),
+                )?;
+            }
             let me = engine.device().username.clone();
             // The account's own list and its pinned contacts, as the approving device had them.
             for name in std::iter::once(me).chain(contacts.into_iter().map(|c| c.username)) {
@@ -318,7 +326,8 @@ impl Client {
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Each try claims key packages of the account's devices: not too often.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
 
@@ -380,9 +389,15 @@ impl Client {
     }
 
     /// Approves a pending device of this account whose approval code is `code`: signs the next
-    /// device list and seals the account identity to it. Returns the new device's id. The new
-    /// device joins this account's conversations on the next sync of an existing device.
-    pub async fn approve(&mut self, code: &str) -> Result<String> {
+    /// device list and seals the account identity to it, with the pointer to the account's
+    /// recent history (see [`Self::history_days`]), which it uploads first (`progress` hears
+    /// of that). Returns the new device's id. The new device joins this account's
+    /// conversations with [`Self::add_approved_devices`], or the next sync.
+    pub async fn approve(
+        &mut self,
+        code: &str,
+        progress: &mut dyn FnMut(TransferProgress),
+    ) -> Result<String> {
         self.ensure_ready().await?;
         if !self.engine()?.has_account_identity() {
             return Err(Error::Profile(
@@ -404,8 +419,10 @@ impl Client {
                 ))
             })?;
         let device_id = offer.device.device_id.to_string();
+        // The offer matched the code above: only now is anything uploaded.
+        let history = self.upload_history(progress).await?;
         self.store.begin()?;
-        let signed = match self.engine()?.approve_link(&offer, code) {
+        let signed = match self.engine()?.approve_link(&offer, code, history.as_ref()) {
             Ok(v) => v,
             Err(e) => {
                 self.store.rollback();
@@ -432,6 +449,28 @@ impl Client {
             }
         }
         Ok(device_id)
+    }
+
+    /// Adds a device just approved to every conversation of the account, so that messages
+    /// sent from now on reach it (the history it got runs up to its approval). It can be added
+    /// once it uploaded key packages, which it does as soon as it sees the approval: this
+    /// waits up to `wait` for that, then leaves it to the next sync of a device of the account
+    /// (the machine adds it then). Whether every conversation has it.
+    pub async fn add_approved_devices(&mut self, wait: Duration) -> Result<bool> {
+        let deadline = Instant::now() + wait;
+        loop {
+            self.machine()?.reconcile_now()?;
+            self.pump_tolerant().await?;
+            if !self.machine()?.own_devices_unsettled()? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                // Not waiting for the retry timer either: the next sync tries at once.
+                self.machine()?.reconcile_now()?;
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// The account's devices as the server lists them.

@@ -175,7 +175,7 @@ struct SaveTarget {
 /// Whether a failed download may work when tried again: what the transfer itself retries
 /// (the network, a server error) or a rate limit, as opposed to a blob that is gone or does
 /// not verify.
-fn may_work_later(e: &Error) -> bool {
+pub(super) fn may_work_later(e: &Error) -> bool {
     crate::blobs::is_transient(e)
         || matches!(e, Error::Api(api) if api.code == nightjar_api::ErrorCode::RateLimited)
 }

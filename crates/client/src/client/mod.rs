@@ -12,6 +12,7 @@ mod device_auth;
 mod drive;
 mod files;
 mod flush;
+mod history;
 mod rich;
 mod sync;
 #[cfg(test)]

@@ -8,7 +8,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use nightjar_api::{ClientFrame, ErrorCode, ServerFrame};
 use nightjar_core::ConversationId;
 use nightjar_core::content::{Content, MessageId};
-use nightjar_machine::rows::MessageDetail;
+use nightjar_machine::rows::{ConversationRow, MessageDetail};
 use nightjar_machine::{READABLE_KINDS, Request, Response};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -64,6 +64,30 @@ pub enum FollowEvent<'a> {
 pub struct SyncReport {
     /// New messages, oldest first.
     pub messages: Vec<ReceivedMessage>,
+}
+
+/// A stored message as `sync` and `history` report it, with its group's name.
+pub(super) fn received(m: StoredMessage, conversations: &[ConversationRow]) -> ReceivedMessage {
+    ReceivedMessage {
+        group: group_name(conversations, &m.conversation),
+        conversation: m.conversation,
+        id: m.id,
+        from: m.from,
+        device: m.device,
+        sent_at: m.sent_at,
+        kind: m.kind,
+        text: m.text,
+        detail: m.detail,
+        expires_at: m.expires_at,
+    }
+}
+
+/// The name of the group `conversation` is, if it is one.
+fn group_name(conversations: &[ConversationRow], conversation: &str) -> Option<String> {
+    conversations
+        .iter()
+        .find(|c| c.id == conversation && c.kind == "group")
+        .and_then(|c| c.name.clone())
 }
 
 impl Client {
@@ -137,25 +161,11 @@ impl Client {
         let mut messages: Vec<ReceivedMessage> = shown
             .into_iter()
             .filter(|m| !m.outgoing || Some(&m.device) != me.as_ref())
-            .map(|m| ReceivedMessage {
-                conversation: m.conversation,
-                group: None,
-                id: m.id,
-                from: m.from,
-                device: m.device,
-                sent_at: m.sent_at,
-                kind: m.kind,
-                text: m.text,
-                detail: m.detail,
-                expires_at: m.expires_at,
-            })
+            .map(|m| received(m, &rows))
             .collect();
-        messages.append(&mut self.receipts);
-        for m in &mut messages {
-            m.group = rows
-                .iter()
-                .find(|c| c.id == m.conversation && c.kind == "group")
-                .and_then(|c| c.name.clone());
+        for mut m in std::mem::take(&mut self.receipts) {
+            m.group = group_name(&rows, &m.conversation);
+            messages.push(m);
         }
         if read {
             // Sent with the next exchange; a sync sends them before it returns.

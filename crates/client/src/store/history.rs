@@ -81,6 +81,43 @@ impl Store {
         )
     }
 
+    /// The newest `limit` messages sent at or after `since_ms` (all conversations, or one),
+    /// oldest first: what `nightjar history` shows and a history archive carries.
+    pub fn recent_messages(
+        &self,
+        conversation: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = match conversation {
+            Some(c) => select_messages(
+                &conn,
+                "WHERE conversation = ?1 AND sent_at >= ?2 ORDER BY seq DESC LIMIT ?3",
+                params![c, to_i64(since_ms), limit],
+            )?,
+            None => select_messages(
+                &conn,
+                "WHERE sent_at >= ?1 ORDER BY seq DESC LIMIT ?2",
+                params![to_i64(since_ms), limit],
+            )?,
+        };
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Adds a conversation to the index unless it is there already (history from another
+    /// device never overrides what this device learnt itself); whether it was added.
+    pub fn insert_conversation(&self, c: &ConversationRow, now_ms: u64) -> Result<bool> {
+        let n = self.conn()?.execute(
+            "INSERT OR IGNORE INTO conversations (id, kind, name, peer, active, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![c.id, c.kind, c.name, c.peer, c.active, to_i64(now_ms)],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Applies an edit or a delete to the message `id` that `sender` sent in `conversation`
     /// (a text, reply or attachment not deleted yet); false when there is none, and then
     /// nothing changed.

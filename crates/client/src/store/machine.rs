@@ -88,6 +88,17 @@ impl nightjar_machine::ClientStore for Store {
     fn conversation_row(&self, id: &str) -> Result<Option<ConversationRow>, StoreError> {
         Store::conversation_row(self, id).map_err(store_error)
     }
+    fn insert_conversation(&self, row: &ConversationRow, now_ms: u64) -> Result<bool, StoreError> {
+        Store::insert_conversation(self, row, now_ms).map_err(store_error)
+    }
+    fn recent_messages(
+        &self,
+        conversation: Option<&str>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Store::recent_messages(self, conversation, since_ms, limit).map_err(store_error)
+    }
     fn insert_message(
         &self,
         m: &StoredMessage,

@@ -19,7 +19,7 @@ use tls_codec::Serialize as _;
 use zeroize::Zeroizing;
 
 use crate::config::{EngineConfig, Suite};
-use crate::content::{DirectoryView, SenderState};
+use crate::content::{AttachmentPointer, DirectoryView, SenderState};
 use crate::directory::{Directory, DirectoryChange};
 use crate::error::{ConversationError, Error, Result};
 use crate::identity::{
@@ -27,7 +27,9 @@ use crate::identity::{
     IdentityKey, SignedDeviceList, validate_username,
 };
 use crate::provider::{DeviceSigner, Provider};
-use crate::provisioning::{LinkCode, LinkOffer, LinkSecret, LinkedContact, seal_bundle};
+use crate::provisioning::{
+    BundleContents, LinkCode, LinkCompleted, LinkOffer, LinkSecret, LinkedContact, seal_bundle,
+};
 use crate::safety::SafetyNumber;
 use crate::storage::{KvStore, Overlay, StoreError};
 
@@ -325,11 +327,13 @@ impl<S: KvStore> Engine<S> {
     /// On an existing device holding the account identity key: approves `offer` if it was made
     /// by the device showing `typed_code` (a swapped offer is refused). Returns the new signed
     /// device list to publish and the sealed bundle for the new device, which carries the
-    /// account identity key and this device's pinned contacts with their verification marks.
+    /// account identity key, this device's pinned contacts with their verification marks and
+    /// `history`, the pointer to the history archive uploaded for the new device (if any).
     pub fn approve_link(
         &mut self,
         offer: &LinkOffer,
         typed_code: &str,
+        history: Option<&AttachmentPointer>,
     ) -> Result<(SignedDeviceList, Vec<u8>)> {
         let code = LinkCode::parse(typed_code).ok_or(IdentityError::WrongLinkCode)?;
         if !offer.verify_code(&code) {
@@ -344,7 +348,12 @@ impl<S: KvStore> Engine<S> {
             .account_identity
             .as_ref()
             .ok_or(Error::State("this device holds no account identity key"))?;
-        let sealed = seal_bundle(offer, &code, identity, &list, &contacts)?;
+        let contents = BundleContents {
+            own_list: &list,
+            contacts: &contacts,
+            history,
+        };
+        let sealed = seal_bundle(offer, &code, identity, contents)?;
         Ok((list, sealed))
     }
 
@@ -367,8 +376,9 @@ impl<S: KvStore> Engine<S> {
 
     /// On the new device: opens the sealed bundle from the approving device with this device's
     /// link secret and code, installs the account identity and pins the account's contacts
-    /// (with their verification marks). Returns the contacts it pinned.
-    pub fn complete_link(&mut self, sealed: &[u8]) -> Result<Vec<LinkedContact>> {
+    /// (with their verification marks). Returns the contacts it pinned and the history
+    /// archive's pointer, if the approving device uploaded one.
+    pub fn complete_link(&mut self, sealed: &[u8]) -> Result<LinkCompleted> {
         let kv = self.provider.kv();
         let (Some(secret), Some(offer)) = (kv.get(LINK_SECRET_KEY)?, kv.get(LINK_OFFER_KEY)?)
         else {
@@ -380,11 +390,11 @@ impl<S: KvStore> Engine<S> {
             .map_err(|_| StoreError::Codec)?;
         let offer = LinkOffer::decode(&offer)?;
         let code = self.link_code()?;
-        let bundle = LinkSecret::from_bytes(secret).open(&offer, &code, sealed)?;
+        let mut bundle = LinkSecret::from_bytes(secret).open(&offer, &code, sealed)?;
         self.atomically(|e| {
             e.install_account_identity(bundle.identity, &bundle.own_list)?;
             let mut pinned = Vec::with_capacity(bundle.contacts.len());
-            for contact in bundle.contacts {
+            for contact in std::mem::take(&mut bundle.contacts) {
                 if contact.username == e.me.username
                     || validate_username(&contact.username).is_err()
                 {
@@ -411,7 +421,10 @@ impl<S: KvStore> Engine<S> {
             e.provider.kv().delete(LINK_SECRET_KEY)?;
             e.provider.kv().delete(LINK_CODE_KEY)?;
             e.provider.kv().delete(LINK_OFFER_KEY)?;
-            Ok(pinned)
+            Ok(LinkCompleted {
+                contacts: pinned,
+                history: bundle.history,
+            })
         })
     }
 

@@ -53,6 +53,20 @@ impl<S: ClientStore> Machine<S> {
         }
     }
 
+    /// Whether a conversation still lacks a device of this account's list, or holds one the
+    /// list dropped (a device just approved or removed, before a device of the account
+    /// settled it).
+    pub fn own_devices_unsettled(&mut self) -> Result<bool> {
+        Ok(self.own_device_gap()?.is_some())
+    }
+
+    /// Forgets that reconciling waits (after a new device had no key packages yet), so the
+    /// next sync tries at once: for a caller that knows the device is about to have them.
+    pub fn reconcile_now(&mut self) -> Result<()> {
+        self.reconcile_at = None;
+        Ok(self.store.delete_meta(meta::RECONCILE_SKIP)?)
+    }
+
     /// The conversations where this account's devices and its device list disagree: devices
     /// to remove (revoked) and devices to add (approved), one conversation per call.
     fn own_device_gap(&mut self) -> Result<Option<DeviceGap>> {

@@ -509,7 +509,7 @@ pub async fn link_device(server: &TestServer, first: &mut Device) -> Device {
     let relayed = LinkOffer::decode(&relayed.link_offer.0).unwrap();
     let (list, sealed) = first
         .engine
-        .approve_link(&relayed, &engine.link_code().unwrap().display())
+        .approve_link(&relayed, &engine.link_code().unwrap().display(), None)
         .unwrap();
     let (status, body) = server
         .post(
