@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nightjar_client::{Client, ClientOptions, Destination, FollowEvent, LoginOutcome, Password};
+use nightjar_client::{
+    Client, ClientOptions, Destination, FollowEvent, FollowOptions, LoginOutcome, Password,
+};
 
 use crate::{Cli, Command, GroupCommand};
 use crate::{output, progress};
@@ -490,9 +492,14 @@ async fn user_command(client: &mut Client, command: Command) -> Outcome {
                 output::message(m, json);
             }
             if let Some(secs) = follow {
-                // Files that arrive while following are fetched by the next `sync`.
+                // Files that arrive while following are saved as they come, where `sync`
+                // saves them.
+                let options = FollowOptions {
+                    duration: Duration::from_secs(secs),
+                    save_files: Some(save_dir.unwrap_or_else(|| client.default_files_dir())),
+                };
                 client
-                    .follow(Duration::from_secs(secs), |event| match event {
+                    .follow(&options, |event| match event {
                         FollowEvent::Message(m) => output::message(m, json),
                         FollowEvent::Notice(n) => output::notice(n),
                     })

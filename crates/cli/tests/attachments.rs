@@ -135,6 +135,47 @@ fn a_50_mib_file_goes_through_the_local_blob_store_as_ciphertext_only() {
 }
 
 #[test]
+fn files_that_arrive_while_following_are_saved_as_they_come() {
+    use std::io::{BufRead as _, BufReader};
+    let p = Pair::new(&[]);
+    let inbox = p.root.join("inbox");
+    let mut follow = p
+        .bob
+        .command(&[
+            "sync",
+            "--json",
+            "--follow",
+            "60",
+            "--save-dir",
+            inbox.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let photo = p.root.join("while-following.txt");
+    std::fs::write(&photo, b"sent while bob follows").unwrap();
+    p.alice
+        .ok(&["send", "bob", "--file", photo.to_str().unwrap()]);
+    let row: Value = loop {
+        let line = lines
+            .next()
+            .expect("the follow ended without the file")
+            .unwrap();
+        let row: Value = serde_json::from_str(&line).unwrap();
+        if row["type"] == "attachment" {
+            break row;
+        }
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let saved = Path::new(row["file"].as_str().expect("no file saved while following"));
+    assert!(saved.starts_with(&inbox), "{row}");
+    assert_eq!(std::fs::read(saved).unwrap(), b"sent while bob follows");
+}
+
+#[test]
 fn an_interrupted_upload_resumes_and_delivers_one_file() {
     let p = Pair::new(&[]);
     let original = p.root.join("big.bin");

@@ -34,8 +34,9 @@ pub mod store;
 pub use auth::Password;
 pub use blobs::{TransferPhase, TransferProgress};
 pub use client::{
-    Client, ClientOptions, DEFAULT_MISSING_AFTER, Destination, FollowEvent, KEY_PACKAGE_BATCH,
-    LoginOutcome, MAX_TIMER_SECS, MessageRequest, ReceivedMessage, SendOutcome, Status, SyncReport,
+    Client, ClientOptions, DEFAULT_MISSING_AFTER, Destination, FollowEvent, FollowOptions,
+    KEY_PACKAGE_BATCH, LoginOutcome, MAX_TIMER_SECS, MessageRequest, ReceivedMessage, SendOutcome,
+    Status, SyncReport,
 };
 pub use error::{Error, Result};
 pub use nightjar_machine::archive::HistoryImported;

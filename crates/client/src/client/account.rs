@@ -326,8 +326,7 @@ impl Client {
                     timeout.as_secs()
                 )));
             }
-            // Each try claims key packages of the account's devices: not too often.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
@@ -469,7 +468,8 @@ impl Client {
                 self.machine()?.reconcile_now()?;
                 return Ok(false);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Each try claims key packages of the account's devices: not too often.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
 

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 pub(crate) const FILES_DIR: &str = "files";
 
 impl Client {
+    /// Where received files go unless the caller says otherwise: `files/` in the profile.
+    pub fn default_files_dir(&self) -> PathBuf {
+        self.dir.join(FILES_DIR)
+    }
+
     /// Uploads `path` encrypted and sends it to a person or a group, with an optional
     /// caption. `progress` sees the upload's progress.
     pub async fn send_file(
@@ -64,7 +69,7 @@ impl Client {
         dir: Option<&Path>,
         progress: &mut dyn FnMut(TransferProgress),
     ) -> Result<()> {
-        let dir: PathBuf = dir.map_or_else(|| self.dir.join(FILES_DIR), Path::to_path_buf);
+        let dir: PathBuf = dir.map_or_else(|| self.default_files_dir(), Path::to_path_buf);
         let mut fresh = Vec::new();
         for m in messages.iter_mut() {
             if let Some(attachment) = m.detail.attachment.as_mut()

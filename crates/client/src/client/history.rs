@@ -129,7 +129,7 @@ impl Client {
     ) -> Result<Vec<ReceivedMessage>> {
         self.expire(now_ms())?;
         let rows = self.store.conversations()?;
-        let mut messages = match with {
+        let messages = match with {
             None => self.store.recent_messages(None, 0, limit)?,
             Some(with) => {
                 let chosen: Vec<&str> = rows
@@ -161,6 +161,6 @@ impl Client {
                 all
             }
         };
-        Ok(messages.drain(..).map(|m| received(m, &rows)).collect())
+        Ok(messages.into_iter().map(|m| received(m, &rows)).collect())
     }
 }

@@ -29,7 +29,7 @@ pub use account::{LoginOutcome, Status};
 pub use consent::MessageRequest;
 pub use conversations::SendOutcome;
 pub use rich::{Destination, MAX_TIMER_SECS};
-pub use sync::{FollowEvent, ReceivedMessage, SyncReport};
+pub use sync::{FollowEvent, FollowOptions, ReceivedMessage, SyncReport};
 
 use crate::api::Api;
 use crate::error::{Error, Result};

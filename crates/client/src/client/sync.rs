@@ -2,6 +2,7 @@
 //! decrypted messages in the same transaction as the engine state, and acknowledge only then.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -57,6 +58,16 @@ pub enum FollowEvent<'a> {
     Message(&'a ReceivedMessage),
     /// Something the user should know (see [`Client::take_notices`]).
     Notice(&'a str),
+}
+
+/// How [`Client::follow`] follows.
+#[derive(Clone, Debug, Default)]
+pub struct FollowOptions {
+    /// How long to stay connected.
+    pub duration: Duration,
+    /// Where to save the files of attachments as they arrive (as `sync` does: fetched,
+    /// verified, decrypted); `None` leaves them to the next sync.
+    pub save_files: Option<PathBuf>,
 }
 
 /// What a sync brought.
@@ -139,14 +150,31 @@ impl Client {
         Ok(report)
     }
 
-    fn emit(&mut self, on_event: &mut impl FnMut(FollowEvent<'_>)) -> Result<()> {
+    async fn emit(
+        &mut self,
+        save_files: Option<&Path>,
+        on_event: &mut impl FnMut(FollowEvent<'_>),
+    ) -> Result<()> {
         self.report_missing()?;
         self.take_machine_notifications()?;
+        let mut messages = self.report()?.messages;
+        let fresh_files = messages.iter().any(|m| {
+            m.detail
+                .attachment
+                .as_ref()
+                .is_some_and(|a| a.file.is_none())
+        });
+        if let Some(dir) = save_files
+            && fresh_files
+        {
+            self.save_attachments(&mut messages, Some(dir), &mut |_| {})
+                .await?;
+        }
         for n in self.take_notices() {
             on_event(FollowEvent::Notice(&n));
         }
-        for m in self.report()?.messages {
-            on_event(FollowEvent::Message(&m));
+        for m in &messages {
+            on_event(FollowEvent::Message(m));
         }
         Ok(())
     }
@@ -224,12 +252,13 @@ impl Client {
     /// every new message. Queued outbox entries are sent first.
     pub async fn follow(
         &mut self,
-        duration: Duration,
+        options: &FollowOptions,
         mut on_event: impl FnMut(FollowEvent<'_>),
     ) -> Result<()> {
+        let save_files = options.save_files.as_deref();
         self.ensure_ready().await?;
         self.pump().await?;
-        self.emit(&mut on_event)?;
+        self.emit(save_files, &mut on_event).await?;
         let api = self.api()?;
         let mut request = api
             .stream_url()
@@ -246,7 +275,7 @@ impl Client {
             tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
                 .await
                 .map_err(|e| Error::Network(format!("stream: {e}")))?;
-        let deadline = tokio::time::Instant::now() + duration;
+        let deadline = tokio::time::Instant::now() + options.duration;
         loop {
             // Carry what the machine asks for: acknowledgements on the stream, the rest over
             // HTTP.
@@ -267,7 +296,7 @@ impl Client {
             if self.machine()?.session_expired() {
                 return Err(super::drive::session_expired_error());
             }
-            self.emit(&mut on_event)?;
+            self.emit(save_files, &mut on_event).await?;
             let now = now_ms();
             let wake = self.machine()?.next_wakeup().map(|t| {
                 tokio::time::Instant::now() + Duration::from_millis(t.saturating_sub(now))
