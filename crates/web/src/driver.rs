@@ -215,6 +215,10 @@ async fn run(
 ) {
     let store = machine.store().clone();
     let mut timer: Option<i32> = None;
+    // Delivery receipts always: a browser tells senders a message reached it when it is
+    // stored, and that it was read only when its conversation is shown (read receipts, which
+    // the user may turn off). The native client, which shows messages as it stores them,
+    // sends read receipts instead when they are on.
     machine.set_delivery_receipts(true);
     machine.sync(js::now_ms());
     loop {
@@ -266,7 +270,7 @@ async fn run(
             ui.notify(&n);
         }
         crate::call::refresh(&mut machine, &ui);
-        ui.refresh(&mut machine);
+        ui.refresh(&mut machine, js::now_ms());
         if machine.has_requests() {
             // Showing the conversation sent read receipts: carry them out first.
             continue;

@@ -13,6 +13,7 @@ mod files;
 mod js;
 mod link;
 mod net;
+mod rich;
 // Leptos's `#[component]` makes each component's props type `pub`.
 #[allow(unreachable_pub)]
 mod ui;

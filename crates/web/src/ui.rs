@@ -285,6 +285,23 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             );
         });
     }
+    let receipts = RwSignal::new(true);
+    if let Some(d) = driver.get_value() {
+        d.intent(move |machine, _, _| {
+            receipts.set(crate::ui_state::read_receipts_on(machine.store()));
+        });
+    }
+    let set_receipts = move |on: bool| {
+        receipts.set(on);
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, _, _| {
+                let _ = machine.store().set_meta(
+                    crate::ui_state::READ_RECEIPTS,
+                    if on { "on" } else { "off" },
+                );
+            });
+        }
+    };
     let set_relay = move |on: bool| {
         relay.set(on);
         if let Some(d) = driver.get_value() {
@@ -309,11 +326,18 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
             <button class="small" on:click=move |_| open_devices()>"Devices"</button>
             <details class="settings">
                 <summary>"Settings"</summary>
-                <label>
-                    <input type="checkbox" prop:checked=move || relay.get()
-                        on:change=move |ev| set_relay(event_target_checked(&ev))/>
-                    "Always relay calls (hides your IP address from the people you call)"
-                </label>
+                <div class="settings-panel">
+                    <label>
+                        <input type="checkbox" prop:checked=move || receipts.get()
+                            on:change=move |ev| set_receipts(event_target_checked(&ev))/>
+                        "Send read receipts (tell people when you have read their messages)"
+                    </label>
+                    <label>
+                        <input type="checkbox" prop:checked=move || relay.get()
+                            on:change=move |ev| set_relay(event_target_checked(&ev))/>
+                        "Always relay calls (hides your IP address from the people you call)"
+                    </label>
+                </div>
             </details>
             <button class="logout small" on:click=move |_| logout()>"Log out"</button>
         </header>
@@ -382,6 +406,7 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
 #[component]
 fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     let draft = RwSignal::new(String::new());
+    let actions = crate::rich::Actions::new(ui);
     // Typing indicators: at most one every few seconds while the user types.
     let last_typing = StoredValue::new(0u64);
     let typing_now = move || {
@@ -426,10 +451,9 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
         // Typing after this message is news again.
         last_typing.set_value(0);
         if let Some(d) = driver.get_value() {
+            let content = actions.compose(conversation, text);
             d.intent(move |machine, now, ui| {
-                if let Err(e) =
-                    machine.send_message(now, conversation, Content::Text { body: text })
-                {
+                if let Err(e) = machine.send_message(now, conversation, content) {
                     ui.error(e.to_string());
                 }
             });
@@ -478,6 +502,9 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             send();
+        } else if ev.key() == "Escape" && actions.replying.get_untracked().is_some() {
+            ev.prevent_default();
+            actions.replying.set(None);
         }
     };
     let current = move || {
@@ -545,6 +572,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <header class="chat-head">
                     <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
                     <h2>{title}</h2>
+                    {crate::rich::timer_setting(actions, move || current().and_then(|c| c.timer))}
                     <Show when=move || ongoing().is_none()>
                         <button class="small" aria-label="Voice call" on:click=move |_| call(false)>"Call"</button>
                         <button class="small" aria-label="Video call" on:click=move |_| call(true)>"Video"</button>
@@ -596,9 +624,10 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     </div>
                 </Show>
                 <ol class="messages" role="log" aria-live="polite" aria-label="Messages">
-                    <For each=move || ui.messages.get() key=|m| (m.key.clone(), format!("{:?}{}{}{}", m.delivery, m.note, m.reactions, m.text)) let:m>
+                    // A row is drawn again whenever anything in it changed.
+                    <For each=move || ui.messages.get() key=|m| format!("{m:?}") let:m>
                         {
-                            let mine = m.from == ui.me.get_untracked();
+                            let mine = m.mine;
                             let state = match &m.delivery {
                                 Delivery::Sending => "sending".to_owned(),
                                 Delivery::Sent => "sent".to_owned(),
@@ -609,21 +638,18 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                             };
                             let data_state = state.clone();
                             let failed = matches!(m.delivery, Delivery::Failed(_));
-                            let reactions = m.reactions.clone();
-                            let has_reactions = !reactions.is_empty();
                             let note = m.note;
-                            let has_text = !m.text.is_empty() || m.attachment.is_none();
                             let file = m.attachment.clone().map(|a| attachment_view(ui, m.key.clone(), a, download));
+                            // A message with actions takes the focus (which shows them).
+                            let focusable = m.actions.answer.then_some("0");
                             view! {
-                                <li class="message" class:mine=mine class:system=m.system class:deleted=note == "deleted" data-state=data_state>
+                                <li class="message" class:mine=mine class:system=m.system class:deleted=note == "deleted" data-state=data_state
+                                    tabindex=focusable on:keydown=move |ev| actions.key_in_message(&ev)>
                                     <span class="from">{m.from.clone()}</span>
+                                    {crate::rich::quote(&m)}
                                     {file}
-                                    <Show when=move || has_text>
-                                        <p class="text">{m.text.clone()}</p>
-                                    </Show>
-                                    <Show when=move || has_reactions>
-                                        <span class="reactions" aria-label="Reactions">{reactions.clone()}</span>
-                                    </Show>
+                                    {crate::rich::text(actions, &m)}
+                                    {crate::rich::reactions(actions, &m)}
                                     <span class="meta">
                                         <time>{clock(m.sent_at)}</time>
                                         <Show when=move || note == "edited">
@@ -634,6 +660,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                                             <button class="small" on:click=move |_| retry()>"Retry"</button>
                                         </Show>
                                     </span>
+                                    {crate::rich::toolbar(actions, &m)}
                                 </li>
                             }
                         }
@@ -643,6 +670,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <div class="uploads">
                     {move || uploads().iter().map(progress_bar).collect_view()}
                 </div>
+                {crate::rich::replying(actions)}
                 <form class="composer" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
                     <input id="attach" type="file" multiple class="sr attach-input" on:change=attach_files/>
                     <label for="attach" class="attach" title="Send a file, encrypted on this device">"Attach"</label>

@@ -72,6 +72,8 @@ pub(crate) struct ConversationView {
     pub(crate) members: Vec<String>,
     /// Accounts in it whose identity key changed and awaits the user's verification.
     pub(crate) changed: Vec<String>,
+    /// Its disappearing timer in seconds, if one is set.
+    pub(crate) timer: Option<u32>,
 }
 
 /// The safety number panel.
@@ -144,29 +146,90 @@ pub(crate) struct SavedFile {
 /// One message in the chat view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MessageView {
+    /// `from/id`: unique in the conversation (ids are chosen by senders).
     pub(crate) key: String,
+    /// The message id (32 hex digits), which replies, reactions, edits and deletes name.
+    pub(crate) id: String,
     pub(crate) from: String,
+    /// Whether this account sent it (from this device or another).
+    pub(crate) mine: bool,
     pub(crate) text: String,
     pub(crate) sent_at: u64,
     pub(crate) delivery: Delivery,
     /// `edited`, `deleted`, or empty.
     pub(crate) note: &'static str,
-    /// The reactions on it, e.g. `👍 2  ❤️ 1`.
-    pub(crate) reactions: String,
+    /// The message a reply answers, as it reads now.
+    pub(crate) quote: Option<QuoteView>,
+    /// The reactions on it, one per emoji, in the emoji's order.
+    pub(crate) reactions: Vec<ReactionView>,
+    /// What the user may do with it.
+    pub(crate) actions: MessageActions,
     /// A line about the conversation (a timer change), not a message.
     pub(crate) system: bool,
     /// The file it carries.
     pub(crate) attachment: Option<AttachmentView>,
 }
 
+/// The message a reply answers, as the reply shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QuoteView {
+    /// Who wrote it, if this device has it.
+    pub(crate) from: Option<String>,
+    /// Its first line, shortened (or why it cannot be shown).
+    pub(crate) text: String,
+}
+
+/// One emoji's reactions on a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReactionView {
+    pub(crate) emoji: String,
+    /// How many people reacted with it.
+    pub(crate) count: usize,
+    /// Whether this account is one of them (choosing it again withdraws it).
+    pub(crate) mine: bool,
+}
+
+/// What the user may do with a message: answer it (reply, react) if it is one people read
+/// and not deleted; edit or delete it for everyone if it is also their own. The machine
+/// refuses an edit or delete of someone else's message anyway; this only decides what is
+/// offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageActions {
+    pub(crate) answer: bool,
+    pub(crate) amend: bool,
+}
+
+/// The longest reaction shown, in bytes: the native client sends nothing longer (an emoji
+/// with its modifiers fits); a longer one from a modified client is ignored.
+const MAX_REACTION_BYTES: usize = 32;
+
+/// The settings key of the read-receipt switch: the native client's key and values
+/// (`nightjar settings --read-receipts on|off`): on unless `off`, for messages read from then
+/// on.
+pub(crate) const READ_RECEIPTS: &str = "read_receipts";
+
+/// Whether this device tells senders when their messages were read (on by default).
+pub(crate) fn read_receipts_on(store: &MemoryClientStore) -> bool {
+    store.meta(READ_RECEIPTS).ok().flatten().as_deref() != Some("off")
+}
+
 /// The reactions on each message (by id): for each emoji, who reacted, applying additions
-/// and withdrawals in order.
-fn reactions(rows: &[nightjar_machine::rows::StoredMessage]) -> BTreeMap<String, String> {
+/// and withdrawals in order; `me`'s own are marked.
+fn reactions(
+    rows: &[nightjar_machine::rows::StoredMessage],
+    me: &str,
+) -> BTreeMap<String, Vec<ReactionView>> {
     let mut by_target: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for m in rows.iter().filter(|m| m.kind == "reaction") {
         let (Some(target), Some(emoji)) = (m.detail.target.as_deref(), m.text.as_deref()) else {
             continue;
         };
+        if emoji.is_empty()
+            || emoji.len() > MAX_REACTION_BYTES
+            || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            continue;
+        }
         let people = by_target
             .entry(target)
             .or_default()
@@ -181,34 +244,79 @@ fn reactions(rows: &[nightjar_machine::rows::StoredMessage]) -> BTreeMap<String,
     by_target
         .into_iter()
         .map(|(target, emojis)| {
-            let line = emojis
-                .iter()
+            let list = emojis
+                .into_iter()
                 .filter(|(_, people)| !people.is_empty())
-                .map(|(emoji, people)| format!("{emoji} {}", people.len()))
-                .collect::<Vec<_>>()
-                .join("  ");
-            (target.to_owned(), line)
+                .map(|(emoji, people)| ReactionView {
+                    emoji: emoji.to_owned(),
+                    count: people.len(),
+                    mine: people.contains(me),
+                })
+                .collect();
+            (target.to_owned(), list)
         })
         .collect()
+}
+
+/// The longest quote or reply preview, in characters.
+const SNIPPET_CHARS: usize = 80;
+
+/// The first line of `text`, at most [`SNIPPET_CHARS`] characters (with `…` when cut).
+pub(crate) fn snippet(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = line.trim();
+    let cut = line.chars().count() > SNIPPET_CHARS
+        || text.trim().lines().filter(|l| !l.trim().is_empty()).count() > 1;
+    let mut short: String = line.chars().take(SNIPPET_CHARS).collect();
+    if cut {
+        short.push('…');
+    }
+    short
+}
+
+/// How a message reads in a quote: its text, else its file's name.
+fn quote_of(m: &nightjar_machine::rows::StoredMessage) -> QuoteView {
+    let text = if m.detail.deleted {
+        "This message was deleted.".to_owned()
+    } else {
+        match (
+            m.text.as_deref().filter(|t| !t.trim().is_empty()),
+            &m.detail.attachment,
+        ) {
+            (Some(text), _) => snippet(text),
+            (None, Some(a)) => format!("File: {}", a.name.as_deref().unwrap_or("attachment")),
+            (None, None) => String::new(),
+        }
+    };
+    QuoteView {
+        from: Some(m.from.clone()),
+        text,
+    }
+}
+
+/// A duration in words: `30 seconds`, `5 minutes`, `1 hour`, `7 days`.
+pub(crate) fn duration_words(secs: u32) -> String {
+    let (n, unit) = [
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ]
+    .into_iter()
+    .find(|(size, _)| secs.is_multiple_of(*size))
+    .map_or((secs, "second"), |(size, unit)| (secs / size, unit));
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural}")
 }
 
 /// How a timer change reads.
 fn timer_line(from: &str, secs: Option<u32>) -> String {
     match secs.filter(|s| *s > 0) {
         None => format!("{from} turned disappearing messages off"),
-        Some(s) => {
-            let (n, unit) = [
-                (86_400, "day"),
-                (3600, "hour"),
-                (60, "minute"),
-                (1, "second"),
-            ]
-            .into_iter()
-            .find(|(size, _)| s % size == 0)
-            .map_or((s, "second"), |(size, unit)| (s / size, unit));
-            let plural = if n == 1 { "" } else { "s" };
-            format!("{from} set messages to disappear {n} {unit}{plural} after they are read")
-        }
+        Some(s) => format!(
+            "{from} set messages to disappear {} after they are read",
+            duration_words(s)
+        ),
     }
 }
 
@@ -384,13 +492,16 @@ impl Ui {
         made
     }
 
-    /// Reads the lists back from the store.
-    pub(crate) fn refresh(&self, machine: &mut Machine<MemoryClientStore>) {
+    /// Reads the lists back from the store; showing a conversation marks its messages read
+    /// at `now` (starting their disappearing timers, and telling the senders unless read
+    /// receipts are off).
+    pub(crate) fn refresh(&self, machine: &mut Machine<MemoryClientStore>, now: u64) {
         let me = machine.me().clone();
         let store = machine.store().clone();
         let selected = self.selected.get_untracked();
+        let receipts = read_receipts_on(&store);
         // What disappeared goes before anything is drawn.
-        let _ = store.expire_messages(crate::js::now_ms());
+        let _ = store.expire_messages(now);
         let mut conversations = Vec::new();
         for row in store.conversations().unwrap_or_default() {
             let Some(id) = ConversationId::parse(&row.id) else {
@@ -419,9 +530,11 @@ impl Ui {
             let unread = if selected == Some(id) {
                 if seen < incoming {
                     let _ = store.set_meta(&read_mark(&row.id), &incoming.to_string());
-                    // Tell the senders (a read receipt, end-to-end encrypted like any message).
-                    // Reading starts the disappearing timers.
-                    let _ = store.start_timers(&row.id, crate::js::now_ms());
+                    // Tell the senders (a read receipt, end-to-end encrypted like any message),
+                    // unless the user turned read receipts off: like the native client, then
+                    // nothing is sent for these messages, even if turned on later. Reading
+                    // starts the disappearing timers either way.
+                    let _ = store.start_timers(&row.id, now);
                     let newly_read: Vec<MessageId> = store
                         .messages(&row.id)
                         .unwrap_or_default()
@@ -431,9 +544,9 @@ impl Ui {
                         .filter_map(|m| MessageId::from_hex(&m.id))
                         .collect();
                     // Not to a stranger: a receipt would tell them, and sending accepts.
-                    if !newly_read.is_empty() && request_from.is_none() {
+                    if receipts && !newly_read.is_empty() && request_from.is_none() {
                         let _ = machine.send_message(
-                            crate::js::now_ms(),
+                            now,
                             id,
                             Content::ReadReceipt {
                                 message_ids: newly_read,
@@ -472,6 +585,9 @@ impl Ui {
                 peer: row.peer.clone(),
                 members,
                 changed,
+                timer: nightjar_machine::disappearing_timer(&store, &row.id)
+                    .ok()
+                    .flatten(),
             });
         }
         if conversations != self.conversations.get_untracked() {
@@ -481,14 +597,31 @@ impl Ui {
             Some(id) => {
                 let outbox = store.outbox().unwrap_or_default();
                 let rows = store.messages(&id.to_string()).unwrap_or_default();
-                let reactions = reactions(&rows);
-                rows.into_iter()
+                let reactions = reactions(&rows, &me.username);
+                // What replies quote: the first message with the id (ids are random; a copy
+                // of one by someone else comes later).
+                let mut quotes: BTreeMap<&str, QuoteView> = BTreeMap::new();
+                for m in rows
+                    .iter()
+                    .filter(|m| READABLE_KINDS.contains(&m.kind.as_str()))
+                {
+                    quotes.entry(m.id.as_str()).or_insert_with(|| quote_of(m));
+                }
+                let quote_for = |m: &nightjar_machine::rows::StoredMessage| {
+                    let target = m.detail.target.as_deref().filter(|_| m.kind == "reply")?;
+                    Some(quotes.get(target).cloned().unwrap_or_else(|| QuoteView {
+                        from: None,
+                        text: "The message it answers is not on this device.".into(),
+                    }))
+                };
+                rows.iter()
                     .filter(|m| {
                         READABLE_KINDS.contains(&m.kind.as_str())
                             || m.kind == "call"
                             || m.kind == "timer"
                     })
                     .map(|m| {
+                        let mine = m.from == me.username;
                         let queued = outbox.iter().find(|r| {
                             matches!(&r.item, nightjar_machine::rows::OutboxItem::Message { message_id, .. } if *message_id == m.id)
                         });
@@ -497,7 +630,7 @@ impl Ui {
                                 Some(reason) => Delivery::Failed(reason.clone()),
                                 None => Delivery::Sending,
                             },
-                            None if m.from == me.username => {
+                            None if mine => {
                                 if store.meta(&read_by(&m.id)).ok().flatten().is_some() {
                                     Delivery::Read
                                 } else if store.meta(&delivered_to(&m.id)).ok().flatten().is_some() {
@@ -539,11 +672,20 @@ impl Ui {
                         } else {
                             ""
                         };
+                        let answer =
+                            READABLE_KINDS.contains(&m.kind.as_str()) && !m.detail.deleted;
                         MessageView {
                             key,
+                            id: m.id.clone(),
                             attachment,
+                            quote: quote_for(m).filter(|_| !m.detail.deleted),
                             reactions: reactions.get(&m.id).cloned().unwrap_or_default(),
-                            from: m.from,
+                            actions: MessageActions {
+                                answer,
+                                amend: answer && mine,
+                            },
+                            from: m.from.clone(),
+                            mine,
                             text,
                             sent_at: m.sent_at,
                             delivery,
@@ -558,5 +700,91 @@ impl Ui {
         if messages != self.messages.get_untracked() {
             self.messages.set(messages);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nightjar_machine::rows::{MessageDetail, StoredMessage};
+
+    fn reaction(from: &str, target: &str, emoji: &str, remove: bool) -> StoredMessage {
+        StoredMessage {
+            conversation: "c".into(),
+            id: format!("{from}-{emoji}-{remove}"),
+            from: from.into(),
+            device: "d".into(),
+            sent_at: 1,
+            kind: "reaction".into(),
+            text: Some(emoji.into()),
+            outgoing: from == "me",
+            detail: MessageDetail {
+                target: Some(target.into()),
+                remove,
+                ..MessageDetail::default()
+            },
+            expires_after_secs: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn reactions_count_people_apply_withdrawals_and_mark_ones_own() {
+        let rows = [
+            reaction("me", "m1", "👍", false),
+            reaction("bob", "m1", "👍", false),
+            reaction("bob", "m1", "👍", false),
+            reaction("bob", "m1", "❤️", false),
+            reaction("bob", "m1", "❤️", true),
+            reaction("carol", "m1", "😂", false),
+            reaction("me", "m2", "😮", false),
+            reaction("me", "m2", "😮", true),
+            // What the native client would never send is not shown.
+            reaction("eve", "m1", &"🙂".repeat(20), false),
+            reaction("eve", "m1", "not one emoji", false),
+        ];
+        let all = reactions(&rows, "me");
+        assert_eq!(
+            all["m1"],
+            [
+                ReactionView {
+                    emoji: "👍".into(),
+                    count: 2,
+                    mine: true
+                },
+                ReactionView {
+                    emoji: "😂".into(),
+                    count: 1,
+                    mine: false
+                },
+            ]
+        );
+        assert!(all["m2"].is_empty());
+    }
+
+    #[test]
+    fn snippets_are_one_short_line() {
+        assert_eq!(snippet("lunch at noon?"), "lunch at noon?");
+        assert_eq!(snippet("\n  first line \nsecond"), "first line…");
+        let long = "x".repeat(100);
+        assert_eq!(snippet(&long), format!("{}…", "x".repeat(SNIPPET_CHARS)));
+        assert_eq!(snippet(""), "");
+    }
+
+    #[test]
+    fn timers_read_as_people_say_them() {
+        assert_eq!(duration_words(30), "30 seconds");
+        assert_eq!(duration_words(300), "5 minutes");
+        assert_eq!(duration_words(3600), "1 hour");
+        assert_eq!(duration_words(604_800), "7 days");
+        assert_eq!(duration_words(90), "90 seconds");
+        assert_eq!(
+            timer_line("alice", Some(86_400)),
+            "alice set messages to disappear 1 day after they are read"
+        );
+        assert_eq!(
+            timer_line("alice", Some(0)),
+            "alice turned disappearing messages off"
+        );
     }
 }
