@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification, READABLE_KINDS};
 
 /// The settings key of how many incoming messages of a conversation the user has seen.
-fn read_mark(conversation: &str) -> String {
+pub(crate) fn read_mark(conversation: &str) -> String {
     format!("web/read/{conversation}")
 }
 
@@ -72,6 +72,17 @@ pub(crate) struct ConversationView {
     pub(crate) members: Vec<String>,
     /// Accounts in it whose identity key changed and awaits the user's verification.
     pub(crate) changed: Vec<String>,
+    /// History from the device that approved this one, in a conversation this device is not
+    /// in yet (it joins when a device of the account adds it): read only until then.
+    pub(crate) history_only: bool,
+}
+
+/// Whether the conversation list shows a conversation whose index row is `active` (or not),
+/// and which this device's engine has `joined` (or not): the ones it is in, and history from
+/// another device of the account that it has not joined yet; not the ones it left or was
+/// removed from.
+pub(crate) fn listed(active: bool, joined: bool) -> bool {
+    active || !joined
 }
 
 /// The safety number panel.
@@ -131,6 +142,28 @@ pub(crate) struct TransferView {
     pub(crate) step: crate::files::Step,
     pub(crate) done: u64,
     pub(crate) total: u64,
+}
+
+/// The history archive on its way to or from this browser (a device link), for its progress
+/// bar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryTransferView {
+    /// To a device this one approves (or from the device that approved this one).
+    pub(crate) sending: bool,
+    pub(crate) step: crate::files::Step,
+    pub(crate) done: u64,
+    pub(crate) total: u64,
+}
+
+impl HistoryTransferView {
+    /// What the bar says: `Sending history`, `Fetching history`.
+    pub(crate) fn label(&self) -> &'static str {
+        match (self.sending, self.step) {
+            (true, crate::files::Step::Encrypting) => "Encrypting history",
+            (true, _) => "Sending history",
+            (false, _) => "Fetching history",
+        }
+    }
 }
 
 /// A file this page holds for the user (downloaded and decrypted, or sent from here): an
@@ -238,6 +271,8 @@ pub(crate) struct Ui {
     pub(crate) transfers: RwSignal<Vec<TransferView>>,
     /// Files this page holds, by message key (`from/id`).
     pub(crate) saved: RwSignal<BTreeMap<String, SavedFile>>,
+    /// The history archive on its way, if any (a device link).
+    pub(crate) history: RwSignal<Option<HistoryTransferView>>,
     /// Object URLs of the thumbnails shown, by message key (made once each).
     thumbnails: StoredValue<BTreeMap<String, Option<ThumbnailView>>, LocalStorage>,
 }
@@ -261,6 +296,7 @@ impl Ui {
             driver: StoredValue::new_local(None),
             transfers: RwSignal::new(Vec::new()),
             saved: RwSignal::new(BTreeMap::new()),
+            history: RwSignal::new(None),
             thumbnails: StoredValue::new_local(BTreeMap::new()),
         }
     }
@@ -396,9 +432,11 @@ impl Ui {
             let Some(id) = ConversationId::parse(&row.id) else {
                 continue;
             };
-            if !row.active {
+            let info = machine.engine().conversation(id).ok();
+            if !listed(row.active, info.is_some()) {
                 continue;
             }
+            let history_only = !row.active;
             let incoming = store
                 .messages(&row.id)
                 .unwrap_or_default()
@@ -430,8 +468,9 @@ impl Ui {
                         .skip(seen)
                         .filter_map(|m| MessageId::from_hex(&m.id))
                         .collect();
-                    // Not to a stranger: a receipt would tell them, and sending accepts.
-                    if !newly_read.is_empty() && request_from.is_none() {
+                    // Not to a stranger: a receipt would tell them, and sending accepts. Not
+                    // where this device cannot write yet either.
+                    if !newly_read.is_empty() && request_from.is_none() && !history_only {
                         let _ = machine.send_message(
                             crate::js::now_ms(),
                             id,
@@ -450,9 +489,7 @@ impl Ui {
             } else {
                 row.peer.clone().unwrap_or_else(|| "conversation".into())
             };
-            let mut members: Vec<String> = machine
-                .engine()
-                .conversation(id)
+            let mut members: Vec<String> = info
                 .map(|info| info.members.into_iter().map(|m| m.username).collect())
                 .unwrap_or_default();
             members.sort();
@@ -472,12 +509,13 @@ impl Ui {
                 peer: row.peer.clone(),
                 members,
                 changed,
+                history_only,
             });
         }
         if conversations != self.conversations.get_untracked() {
             self.conversations.set(conversations);
         }
-        let messages = match selected {
+        let mut messages: Vec<MessageView> = match selected {
             Some(id) => {
                 let outbox = store.outbox().unwrap_or_default();
                 let rows = store.messages(&id.to_string()).unwrap_or_default();
@@ -555,8 +593,29 @@ impl Ui {
             }
             None => Vec::new(),
         };
+        // In the order they were sent: history from another device may be stored after
+        // messages that came meanwhile (stable: equal times keep the stored order).
+        messages.sort_by_key(|m| m.sent_at);
         if messages != self.messages.get_untracked() {
             self.messages.set(messages);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_not_joined_yet_is_listed_but_a_left_conversation_is_not() {
+        assert!(listed(true, true), "a conversation this device is in");
+        assert!(
+            listed(false, false),
+            "history from the approving device, not joined yet"
+        );
+        assert!(
+            !listed(false, true),
+            "a group this device left or was removed from"
+        );
     }
 }
