@@ -39,9 +39,16 @@ test("a second browser is linked, approved from the first, and reads new message
   // The second browser becomes a full device of alice and joins her conversations.
   await second.page.getByLabel("Signed in as").filter({ hasText: "alice" }).waitFor({ timeout: 60_000 });
   await second.page.getByRole("button", { name: /^bob/ }).waitFor({ timeout: 60_000 });
+  // The conversation shows with the history from the first browser (marked "history") as
+  // soon as that arrives; the first browser adds this one to it a moment later.
+  await second.page.locator(".conversation .tag").waitFor({ state: "detached", timeout: 60_000 });
   await send(bob.page, "after the new device");
   await second.page.getByRole("button", { name: /^bob/ }).click();
   await seeMessage(second.page, "after the new device", 60_000);
+  // The history the first browser sent is there too, before it.
+  await seeMessage(second.page, "before the new device");
+  assert.deepEqual(await second.page.locator(".message .text").allInnerTexts(),
+    ["before the new device", "after the new device"]);
   await seeMessage(first.page, "after the new device");
   // What the second device sends reaches bob, and alice's first device.
   await send(second.page, "from alice's second browser");

@@ -52,9 +52,24 @@ impl Driver {
     ) {
         let _ = self.tx.unbounded_send(Event::Intent(Box::new(f)));
     }
+
+    /// Runs `f` against the machine as [`Self::intent`] does, and hands back what it returned
+    /// (`None` if the driver stopped first). An intent sent after this answered runs once
+    /// the changes `f` made are written to the vault.
+    pub(crate) async fn ask<T: 'static>(
+        &self,
+        f: impl FnOnce(&mut Machine<MemoryClientStore>, u64, &Ui) -> T + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.intent(move |machine, now, ui| {
+            let _ = tx.send(f(machine, now, ui));
+        });
+        rx.await.ok()
+    }
 }
 
-/// Starts the driver of `machine` in the background.
+/// Starts the driver of `machine` in the background (and the fetch of a history archive a
+/// device link left, if one waits).
 pub(crate) fn start(
     machine: Machine<MemoryClientStore>,
     vault: Vault,
@@ -71,7 +86,10 @@ pub(crate) fn start(
     connect(token.clone(), tx.clone(), socket.clone());
     watch_network(&tx, &socket);
     wasm_bindgen_futures::spawn_local(run(machine, vault, token, rx, tx.clone(), socket, ui));
-    Driver { tx }
+    let driver = Driver { tx };
+    // History a device link left to fetch: tried at every start until it is in.
+    crate::history::fetch_pending(&driver);
+    driver
 }
 
 /// The stream's URL on this origin.

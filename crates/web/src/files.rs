@@ -19,9 +19,16 @@
 //! the pointer's. Then `POST .../fetched` tells the server this device has it. Files over
 //! [`MAX_DOWNLOAD`] are refused in this first version (the plaintext is held in memory).
 //!
+//! **Bytes the page holds** (a history archive for a device being approved, see
+//! `crate::history`): [`upload_bytes`] seals and sends them the same way, reading from
+//! memory instead of a file; [`download_bytes`] keeps the ciphertext in memory, checks its
+//! SHA-256 against the pointer before decrypting anything, and returns the plaintext to the
+//! page itself (wiped when dropped), never as a file.
+//!
 //! Network failures and server errors are retried with the machine's backoff, as the command
 //! line does; creating a blob is not (it is not idempotent).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::ops::Range;
 
@@ -37,8 +44,10 @@ use nightjar_machine::Failure;
 use nightjar_machine::backoff::{UNSPECIFIED_WAIT_MS, retry_delay};
 use nightjar_machine::rows::AttachmentRow;
 use nightjar_machine::transfer::{DownloadPlan, UploadPlan, parse_content_range};
+use sha2::{Digest as _, Sha256};
 use wasm_bindgen::{JsCast as _, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use zeroize::Zeroizing;
 
 use crate::driver::Driver;
 use crate::ui_state::{SavedFile, ThumbnailView, TransferView, Ui};
@@ -195,7 +204,14 @@ where
     }
 }
 
-/// Reports a transfer's progress to the page (only when the percentage moves).
+/// Hears of a transfer's progress: the step, and how many of its bytes are done.
+pub(crate) trait Report {
+    /// `done` of `total` bytes of `step`.
+    fn report(&mut self, step: Step, done: u64, total: u64);
+}
+
+/// Reports a file's transfer to the page (only when the percentage moves): the progress bar
+/// in its message, or under the composer.
 struct Progress {
     ui: Ui,
     key: String,
@@ -216,7 +232,9 @@ impl Progress {
             shown: None,
         }
     }
+}
 
+impl Report for Progress {
     fn report(&mut self, step: Step, done: u64, total: u64) {
         let now = (step, percent(done, total));
         if self.shown == Some(now) {
@@ -253,6 +271,38 @@ impl Drop for Progress {
 // ---------------------------------------------------------------------------------------
 // Upload
 // ---------------------------------------------------------------------------------------
+
+/// What an upload reads its plaintext from, a range at a time.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A file the user chose: read a slice at a time, never whole.
+    File(&'a web_sys::File),
+    /// Bytes this page made and holds (a history archive): borrowed, never copied.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Source<'a> {
+    /// The plaintext's size in bytes.
+    fn size(self) -> u64 {
+        match self {
+            Source::File(file) => file_size(file),
+            Source::Bytes(bytes) => bytes.len() as u64,
+        }
+    }
+
+    /// The plaintext of `range`.
+    async fn read(self, range: Range<u64>) -> Result<Cow<'a, [u8]>, String> {
+        match self {
+            Source::File(file) => read(file, range).await.map(Cow::Owned),
+            Source::Bytes(bytes) => usize::try_from(range.start)
+                .ok()
+                .zip(usize::try_from(range.end).ok())
+                .and_then(|(start, end)| bytes.get(start..end))
+                .map(Cow::Borrowed)
+                .ok_or_else(|| "a range outside the bytes to send".to_owned()),
+        }
+    }
+}
 
 /// The bytes `range` of `file`: one slice read, never the whole file.
 async fn read(file: &web_sys::Blob, range: Range<u64>) -> Result<Vec<u8>, String> {
@@ -350,17 +400,76 @@ async fn upload(
     recipients: u32,
     progress: &mut Progress,
 ) -> Result<AttachmentPointer, String> {
-    let size = file_size(file);
+    let media_type = match file.type_() {
+        t if t.is_empty() || t.len() > 255 => "application/octet-stream".to_owned(),
+        t => t,
+    };
+    let sealed = seal_and_upload(Source::File(file), token, recipients, progress).await?;
+    let thumbnail = thumbnail(file, &media_type, sealed.size)
+        .await
+        .map(Box::new);
+    Ok(AttachmentPointer {
+        blob_id: sealed.blob_id,
+        key: sealed.key,
+        digest: sealed.digest,
+        size: sealed.size,
+        media_type,
+        file_name: Some(file.name()).filter(|n| !n.is_empty()),
+        caption: None,
+        thumbnail,
+    })
+}
+
+/// Encrypts and uploads `bytes` this page holds (a history archive) as a blob for
+/// `recipients` devices, as [`attach`] does a file; the pointer, without a name or thumbnail.
+pub(crate) async fn upload_bytes(
+    bytes: &[u8],
+    media_type: &str,
+    token: Option<&str>,
+    recipients: u32,
+    progress: &mut dyn Report,
+) -> Result<AttachmentPointer, String> {
+    let sealed = seal_and_upload(Source::Bytes(bytes), token, recipients, progress).await?;
+    Ok(AttachmentPointer {
+        blob_id: sealed.blob_id,
+        key: sealed.key,
+        digest: sealed.digest,
+        size: sealed.size,
+        media_type: media_type.to_owned(),
+        file_name: None,
+        caption: None,
+        thumbnail: None,
+    })
+}
+
+/// A blob uploaded whole: what a pointer to it needs besides the media type and name.
+struct Uploaded {
+    /// The blob's id (base64url).
+    blob_id: String,
+    /// The fresh key it is encrypted under.
+    key: AttachmentKey,
+    /// The ciphertext's SHA-256.
+    digest: [u8; 32],
+    /// The plaintext's size in bytes.
+    size: u64,
+}
+
+/// Encrypts `source` under a fresh key and uploads it as a blob for `recipients` devices: a
+/// first pass learns the ciphertext's digest, then every part the server asks for is sealed
+/// again from the plaintext it covers and sent.
+async fn seal_and_upload(
+    source: Source<'_>,
+    token: Option<&str>,
+    recipients: u32,
+    progress: &mut dyn Report,
+) -> Result<Uploaded, String> {
+    let size = source.size();
     if size > MAX_SIZE {
         return Err(format!(
             "it is larger than an attachment may be ({} GiB)",
             MAX_SIZE >> 30
         ));
     }
-    let media_type = match file.type_() {
-        t if t.is_empty() || t.len() > 255 => "application/octet-stream".to_owned(),
-        t => t,
-    };
     let key = AttachmentKey::generate().map_err(|e| format!("no randomness: {e}"))?;
 
     // Pass 1: the ciphertext's digest, sealing a slice at a time and keeping none of it.
@@ -369,7 +478,7 @@ async fn upload(
     progress.report(Step::Encrypting, 0, size);
     while done < size {
         let end = (done + READ_SLICE).min(size);
-        let plaintext = read(file, done..end).await?;
+        let plaintext = source.read(done..end).await?;
         sealer.push(&plaintext).map_err(|e| e.to_string())?;
         done = end;
         progress.report(Step::Encrypting, done, size);
@@ -409,9 +518,9 @@ async fn upload(
     progress.report(Step::Uploading, plan.uploaded(), total);
     let path = |index: u64| format!("/v1/blobs/{}/parts/{index}", net::segment(&blob_id));
     while let Some(part) = plan.next_part().map_err(|e| e.to_string())? {
-        let source =
+        let range =
             attachment::range_source(size, part.start..part.end).map_err(|e| e.to_string())?;
-        let plaintext = read(file, source.plaintext).await?;
+        let plaintext = source.read(range.plaintext).await?;
         let sealed = attachment::seal_range(&key, size, part.start..part.end, &plaintext)
             .map_err(|e| e.to_string())?;
         drop(plaintext);
@@ -424,17 +533,11 @@ async fn upload(
         plan.apply(&status).map_err(|e| e.to_string())?;
         progress.report(Step::Uploading, plan.uploaded(), total);
     }
-
-    let thumbnail = thumbnail(file, &media_type, size).await.map(Box::new);
-    Ok(AttachmentPointer {
+    Ok(Uploaded {
         blob_id,
         key,
         digest,
         size,
-        media_type,
-        file_name: Some(file.name()).filter(|n| !n.is_empty()),
-        caption: None,
-        thumbnail,
     })
 }
 
@@ -590,15 +693,11 @@ pub(crate) fn download(driver: &Driver, conversation: ConversationId, from: Stri
                 );
             });
             drop(progress);
-            if confirm {
-                let path = format!("/v1/blobs/{}/fetched", net::segment(&pointer.blob_id));
-                let token = token.as_deref();
-                if let Err(e) = with_retries(|| net::call("POST", &path, token, None)).await {
-                    ui.show(format!(
-                        "the server was not told this device has {name} ({e}); it keeps the \
-                         encrypted file until it expires"
-                    ));
-                }
+            if confirm && let Err(e) = confirm_fetched(&pointer.blob_id, token.as_deref()).await {
+                ui.show(format!(
+                    "the server was not told this device has {name} ({e}); it keeps the \
+                     encrypted file until it expires"
+                ));
             }
         });
     });
@@ -624,45 +723,179 @@ fn save(url: &str, name: &str) {
     }
 }
 
+/// Why a download failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FetchError {
+    /// Trying again later may work: the network, the server's own failure, a rate limit.
+    Later(String),
+    /// Never worth trying again: the blob is gone, refused to this device, or is not the one
+    /// the pointer names (wrong size, digest or key).
+    Gone(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Later(why) | FetchError::Gone(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The download error `failure` (a request's) stands for.
+fn fetch_error(failure: Failure) -> FetchError {
+    match failure {
+        f if is_transient(&f) => FetchError::Later(f.to_string()),
+        Failure::Refused(e) if e.code == ErrorCode::NotFound => FetchError::Gone(
+            "the server no longer has it (a file is deleted once every recipient's device \
+             fetched it, or after 30 days)"
+                .into(),
+        ),
+        f => FetchError::Gone(f.to_string()),
+    }
+}
+
+/// What is not the blob the pointer names.
+fn broken(e: &dyn std::fmt::Display) -> FetchError {
+    FetchError::Gone(e.to_string())
+}
+
 /// The whole plaintext of the attachment, as `Uint8Array` parts of a `Blob`, once the blob
 /// came whole and verified.
 async fn fetch_file(
     pointer: &AttachmentPointer,
     token: Option<&str>,
     progress: &mut Progress,
-) -> Result<Array, String> {
+) -> Result<Array, FetchError> {
+    let mut into = Decrypting {
+        opener: Opener::new(&pointer.key, pointer.size, pointer.digest).map_err(|e| broken(&e))?,
+        pointer,
+        parts: Array::new(),
+    };
+    fetch_blob(pointer, token, progress, &mut into).await?;
+    into.opener.finish().map_err(|e| broken(&e))?;
+    Ok(into.parts)
+}
+
+/// Fetches the blob `pointer` names into this page's memory, checks the ciphertext's SHA-256
+/// against the pointer's, and only then decrypts it: for what the page reads itself (a
+/// history archive), never saved anywhere. Refuses a pointer claiming more than `max` bytes.
+/// The plaintext is wiped when dropped. The server is not told this device has it: the
+/// caller does that ([`confirm_fetched`]) once it kept what it needed.
+pub(crate) async fn download_bytes(
+    pointer: &AttachmentPointer,
+    token: Option<&str>,
+    max: u64,
+    progress: &mut dyn Report,
+) -> Result<Zeroizing<Vec<u8>>, FetchError> {
+    if pointer.size > max.min(MAX_SIZE) {
+        return Err(FetchError::Gone(format!(
+            "it claims {}, more than the {} this page takes",
+            human_size(pointer.size),
+            human_size(max.min(MAX_SIZE))
+        )));
+    }
+    let total = usize::try_from(attachment::ciphertext_len(pointer.size))
+        .map_err(|_| FetchError::Gone("too large for this page".into()))?;
+    let mut into = Collecting {
+        ciphertext: Vec::with_capacity(total),
+    };
+    fetch_blob(pointer, token, progress, &mut into).await?;
+    let ciphertext = into.ciphertext;
+    if <[u8; 32]>::from(Sha256::digest(&ciphertext)) != pointer.digest {
+        return Err(FetchError::Gone(
+            "what the server sent is not what the approving device uploaded (its digest \
+             differs)"
+                .into(),
+        ));
+    }
+    let mut opener =
+        Opener::new(&pointer.key, pointer.size, pointer.digest).map_err(|e| broken(&e))?;
+    let plaintext = Zeroizing::new(opener.push(&ciphertext).map_err(|e| broken(&e))?);
+    opener.finish().map_err(|e| broken(&e))?;
+    Ok(plaintext)
+}
+
+/// `POST /v1/blobs/{blob}/fetched`: tells the server this device has the blob, so that it
+/// deletes it once every recipient has (retried after a transient failure).
+pub(crate) async fn confirm_fetched(blob_id: &str, token: Option<&str>) -> Result<(), Failure> {
+    let path = format!("/v1/blobs/{}/fetched", net::segment(blob_id));
+    with_retries(|| net::call("POST", &path, token, None))
+        .await
+        .map(drop)
+}
+
+/// Where a download's ciphertext goes as it arrives.
+trait Receiver {
+    /// The server sends the blob from its first byte again: forget what came before.
+    fn restart(&mut self) -> Result<(), FetchError>;
+    /// The next bytes of ciphertext.
+    fn take(&mut self, ciphertext: &[u8]) -> Result<(), FetchError>;
+}
+
+/// Decrypts as the ciphertext comes (every chunk authenticated) and keeps the plaintext
+/// outside the wasm heap, as the parts of a `Blob`: a file to save.
+struct Decrypting<'a> {
+    opener: Opener,
+    pointer: &'a AttachmentPointer,
+    parts: Array,
+}
+
+impl Receiver for Decrypting<'_> {
+    fn restart(&mut self) -> Result<(), FetchError> {
+        let p = self.pointer;
+        self.opener = Opener::new(&p.key, p.size, p.digest).map_err(|e| broken(&e))?;
+        self.parts.set_length(0);
+        Ok(())
+    }
+
+    fn take(&mut self, ciphertext: &[u8]) -> Result<(), FetchError> {
+        let plaintext = self.opener.push(ciphertext).map_err(|e| broken(&e))?;
+        if !plaintext.is_empty() {
+            self.parts.push(&js::u8_array(&plaintext));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the ciphertext, to check its digest before anything is decrypted.
+struct Collecting {
+    ciphertext: Vec<u8>,
+}
+
+impl Receiver for Collecting {
+    fn restart(&mut self) -> Result<(), FetchError> {
+        self.ciphertext.clear();
+        Ok(())
+    }
+
+    fn take(&mut self, ciphertext: &[u8]) -> Result<(), FetchError> {
+        self.ciphertext.extend_from_slice(ciphertext);
+        Ok(())
+    }
+}
+
+/// Fetches the whole blob `pointer` names into `into`, resuming with `Range` after a
+/// connection cut short, and retrying transient failures with the machine's backoff.
+async fn fetch_blob(
+    pointer: &AttachmentPointer,
+    token: Option<&str>,
+    progress: &mut dyn Report,
+    into: &mut dyn Receiver,
+) -> Result<(), FetchError> {
     if B64::decode(&pointer.blob_id).is_none_or(|id| id.len() != BLOB_ID_BYTES) {
-        return Err("the message names no valid file".into());
+        return Err(FetchError::Gone("the message names no valid file".into()));
     }
     let path = format!("/v1/blobs/{}", net::segment(&pointer.blob_id));
-    let mut opener =
-        Opener::new(&pointer.key, pointer.size, pointer.digest).map_err(|e| e.to_string())?;
-    let parts = Array::new();
     let mut plan = DownloadPlan::resume(attachment::ciphertext_len(pointer.size), 0);
     let mut failures = 0;
     progress.report(Step::Downloading, 0, plan.size());
     while !plan.is_complete() {
         let before = plan.have();
-        let failure = match receive(
-            &path,
-            token,
-            pointer,
-            &mut opener,
-            &parts,
-            &mut plan,
-            progress,
-        )
-        .await
-        {
+        let failure = match receive(&path, token, into, &mut plan, progress).await {
             Ok(()) if plan.is_complete() => break,
             Ok(()) => Failure::Network("the download was cut short".into()),
             Err(Fetch::Failed(e)) if is_transient(&e) => e,
-            Err(Fetch::Failed(Failure::Refused(e))) if e.code == ErrorCode::NotFound => {
-                return Err("the server no longer has it (a file is deleted once every \
-                            recipient's device fetched it, or after 30 days)"
-                    .into());
-            }
-            Err(Fetch::Failed(e)) => return Err(e.to_string()),
+            Err(Fetch::Failed(e)) => return Err(fetch_error(e)),
             Err(Fetch::Broken(e)) => return Err(e),
         };
         if plan.have() > before {
@@ -670,12 +903,11 @@ async fn fetch_file(
         }
         failures += 1;
         if failures > TRANSIENT_RETRIES {
-            return Err(failure.to_string());
+            return Err(fetch_error(failure));
         }
         sleep(wait_after(&failure, failures)).await;
     }
-    opener.finish().map_err(|e| e.to_string())?;
-    Ok(parts)
+    Ok(())
 }
 
 /// Why one request for the rest of a blob stopped.
@@ -683,21 +915,19 @@ enum Fetch {
     /// The request failed (maybe worth trying again).
     Failed(Failure),
     /// What came back is not the blob: never worth trying again.
-    Broken(String),
+    Broken(FetchError),
 }
 
-/// One request for the rest of the blob, its body decrypted as it comes.
+/// One request for the rest of the blob, its body handed to `into` as it comes.
 async fn receive(
     path: &str,
     token: Option<&str>,
-    pointer: &AttachmentPointer,
-    opener: &mut Opener,
-    parts: &Array,
+    into: &mut dyn Receiver,
     plan: &mut DownloadPlan,
-    progress: &mut Progress,
+    progress: &mut dyn Report,
 ) -> Result<(), Fetch> {
     let network = |e: JsValue| Fetch::Failed(Failure::Network(js::describe(&e)));
-    let broken = |e: &dyn std::fmt::Display| Fetch::Broken(e.to_string());
+    let broken = |e: &dyn std::fmt::Display| Fetch::Broken(broken(e));
     let range = plan.range().unwrap_or_default();
     let response = net::fetch("GET", path, token, &[("range", &range)], None)
         .await
@@ -720,9 +950,7 @@ async fn receive(
     };
     if plan.accept(start, total).map_err(|e| broken(&e))? {
         // The whole blob again: start over.
-        *opener =
-            Opener::new(&pointer.key, pointer.size, pointer.digest).map_err(|e| broken(&e))?;
-        parts.set_length(0);
+        into.restart().map_err(Fetch::Broken)?;
     }
     let Some(stream) = response.body() else {
         return Ok(());
@@ -741,10 +969,7 @@ async fn receive(
         let ciphertext = Uint8Array::new(&value).to_vec();
         plan.received(ciphertext.len() as u64)
             .map_err(|e| broken(&e))?;
-        let plaintext = opener.push(&ciphertext).map_err(|e| broken(&e))?;
-        if !plaintext.is_empty() {
-            parts.push(&js::u8_array(&plaintext));
-        }
+        into.take(&ciphertext).map_err(Fetch::Broken)?;
         progress.report(Step::Downloading, plan.have(), plan.size());
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 mod call;
 mod driver;
 mod files;
+mod history;
 mod js;
 mod link;
 mod net;

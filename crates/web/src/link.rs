@@ -11,10 +11,12 @@ use nightjar_api::{
     SessionResponse, UploadKeyPackagesRequest,
 };
 use nightjar_core::identity::{DeviceId, SignedDeviceList};
-use nightjar_core::provisioning::LinkOffer;
+use nightjar_core::provisioning::{LinkCompleted, LinkOffer};
 use nightjar_core::{Engine, EngineConfig};
+use nightjar_machine::archive::PENDING_HISTORY;
 use nightjar_machine::auth::{self, Password};
 use nightjar_machine::{ClientStore, Failure, Machine, MemoryClientStore};
+use zeroize::Zeroizing;
 
 use crate::account::{self, TOKEN, USERNAME, failure_text};
 use crate::driver::{self, Driver};
@@ -161,7 +163,12 @@ async fn finish(
     machine
         .atomic(|engine, store| {
             // Opens only with this device's code: a bundle the server made is refused.
-            let contacts = engine.complete_link(sealed)?.contacts;
+            let LinkCompleted { contacts, history } = engine.complete_link(sealed)?;
+            if let Some(pointer) = &history {
+                // Fetched once the app runs (`history::fetch_pending`), at every start until
+                // it is in.
+                store.set_meta(PENDING_HISTORY, &crate::history::encode_pointer(pointer))?;
+            }
             let me = engine.device().username.clone();
             for name in std::iter::once(me).chain(contacts.into_iter().map(|c| c.username)) {
                 if let Some(list) = engine.device_list(&name) {
@@ -218,7 +225,10 @@ pub(crate) async fn devices(driver: Driver, token: String, ui: Ui) {
     }
 }
 
-/// Approves the waiting device showing `code`.
+/// Approves the waiting device showing `code`: once its offer matches the code, uploads the
+/// account's recent history for it (unless the setting is off), signs the next device list
+/// and seals the account identity and the history's pointer to it, posts the approval, and
+/// adds the new device to every conversation as soon as it can be.
 pub(crate) async fn approve(driver: Driver, token: String, code: String, ui: Ui) {
     let code = code.trim().to_uppercase();
     let pending = match net::json::<PendingDevicesResponse>(
@@ -232,47 +242,123 @@ pub(crate) async fn approve(driver: Driver, token: String, code: String, ui: Ui)
         Ok(p) => p,
         Err(e) => return ui.error(failure_text(e)),
     };
-    let again = driver.clone();
-    driver.intent(move |machine, _, ui| {
-        let me = machine.me().username.clone();
-        let Some(offer) = pending
-            .pending
-            .iter()
-            .filter_map(|p| LinkOffer::decode(&p.link_offer.0).ok())
-            .find(|o| o.matches_code(&code) && o.username == me.as_bytes())
-        else {
-            ui.error(format!(
-                "no device waiting for approval shows the code {code}"
-            ));
-            return;
-        };
-        let device_id = offer.device.device_id.to_string();
-        match machine.atomic(|engine, _| Ok(engine.approve_link(&offer, &code, None)?)) {
-            Ok((list, sealed)) => {
-                let body = ApproveDeviceRequest {
-                    device_id,
-                    device_list: B64(list.encode()),
-                    sealed_identity: B64(sealed),
-                };
-                let ui = *ui;
-                leptos::task::spawn_local(async move {
-                    let body = serde_json::to_string(&body).unwrap_or_default();
-                    match net::call("POST", "/v1/devices/approve", Some(&token), Some(body)).await {
-                        Ok(_) => {
-                            ui.show(
-                                "The new device is approved: it joins your conversations now."
-                                    .into(),
-                            );
-                            again.intent(|machine, now, _| machine.sync(now));
-                            devices(again, token, ui).await;
-                        }
-                        Err(e) => ui.error(failure_text(e)),
-                    }
-                });
+    let found = driver
+        .ask(move |machine, now, ui| {
+            let me = machine.me().username.clone();
+            let Some(offer) = pending
+                .pending
+                .iter()
+                .filter_map(|p| LinkOffer::decode(&p.link_offer.0).ok())
+                .find(|o| o.matches_code(&code) && o.username == me.as_bytes())
+            else {
+                ui.error(format!(
+                    "no device waiting for approval shows the code {code}"
+                ));
+                return None;
+            };
+            // The offer matched the code: only now is anything made for it.
+            match crate::history::export(machine, now) {
+                Ok(history) => Some(Approval {
+                    offer,
+                    code,
+                    history,
+                }),
+                Err(e) => {
+                    ui.error(format!("could not approve: {e}"));
+                    None
+                }
             }
-            Err(e) => ui.error(format!("could not approve: {e}")),
+        })
+        .await
+        .flatten();
+    let Some(Approval {
+        offer,
+        code,
+        history,
+    }) = found
+    else {
+        return;
+    };
+    let device_id = offer.device.device_id.to_string();
+    let pointer = match history {
+        Some(bytes) => match crate::history::send(&bytes, Some(&token), ui).await {
+            Ok(pointer) => Some(pointer),
+            Err(e) => {
+                return ui.error(format!(
+                    "could not send your history to the new device ({e}); approve again, or \
+                     turn “History for a new device” off"
+                ));
+            }
+        },
+        None => None,
+    };
+    let signed = driver
+        .ask(move |machine, _, _| {
+            machine.atomic(|engine, _| Ok(engine.approve_link(&offer, &code, pointer.as_ref())?))
+        })
+        .await;
+    let (list, sealed) = match signed {
+        Some(Ok(signed)) => signed,
+        Some(Err(e)) => return ui.error(format!("could not approve: {e}")),
+        None => return,
+    };
+    let body = ApproveDeviceRequest {
+        device_id,
+        device_list: B64(list.encode()),
+        sealed_identity: B64(sealed),
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    if let Err(e) = net::call("POST", "/v1/devices/approve", Some(&token), Some(body)).await {
+        return ui.error(failure_text(e));
+    }
+    ui.show("The new device is approved: it joins your conversations now.".into());
+    devices(driver.clone(), token, ui).await;
+    add_approved_device(&driver).await;
+}
+
+/// What approving a device takes, once its offer matched the typed code.
+struct Approval {
+    offer: LinkOffer,
+    code: String,
+    /// The encoded history archive to upload for it, if the setting gives it one.
+    history: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// How long a device that approved another keeps trying to add it to its conversations
+/// right away (it can once the new device uploaded key packages, which it does as soon as it
+/// sees the approval); after that, the machine's own retries do it.
+const ADD_APPROVED_WAIT_MS: u64 = 20_000;
+/// How often it tries meanwhile (each try claims key packages of the account's devices).
+const ADD_APPROVED_EVERY: Duration = Duration::from_secs(2);
+
+/// Adds a device just approved to every conversation of the account: reconciles at once
+/// (not after the machine's back-off for a device without key packages yet), again every
+/// [`ADD_APPROVED_EVERY`] until every conversation has it or [`ADD_APPROVED_WAIT_MS`] passed.
+async fn add_approved_device(driver: &Driver) {
+    let deadline = js::now_ms() + ADD_APPROVED_WAIT_MS;
+    loop {
+        let settled = driver
+            .ask(|machine, now, ui| match machine.own_devices_unsettled() {
+                Ok(false) => true,
+                Ok(true) => {
+                    if let Err(e) = machine.reconcile_now() {
+                        ui.error(e.to_string());
+                        return true;
+                    }
+                    machine.sync(now);
+                    false
+                }
+                Err(e) => {
+                    ui.error(e.to_string());
+                    true
+                }
+            })
+            .await;
+        if settled != Some(false) || js::now_ms() >= deadline {
+            return;
         }
-    });
+        sleep(ADD_APPROVED_EVERY).await;
+    }
 }
 
 /// Removes one of this account's other devices: signs the list without it.

@@ -7,7 +7,7 @@ use nightjar_machine::ClientStore as _;
 
 use crate::account;
 use crate::driver::Driver;
-use crate::ui_state::{AttachmentView, Delivery, Phase, TransferView, Ui};
+use crate::ui_state::{AttachmentView, Delivery, HistoryTransferView, Phase, TransferView, Ui};
 use crate::vault::Vault;
 
 /// The time of day of `ms`, in the user's time zone and locale.
@@ -159,6 +159,42 @@ fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
             });
         }
     };
+    // How far back the history a device approved here gets goes (0: none).
+    let history_days = RwSignal::new(None::<u32>);
+    if let Some(d) = driver.get_value() {
+        d.intent(move |machine, _, _| history_days.set(Some(crate::history::days(machine))));
+    }
+    let set_history_days = move |ev: leptos::ev::Event| {
+        let Ok(days) = event_target_value(&ev).parse::<u32>() else {
+            return;
+        };
+        history_days.set(Some(days));
+        if let Some(d) = driver.get_value() {
+            d.intent(move |machine, _, ui| {
+                if let Err(e) = crate::history::set_days(machine, days) {
+                    ui.error(e);
+                }
+            });
+        }
+    };
+    let history_options = move || {
+        history_days.get().map(|current| {
+            crate::history::choices(current)
+                .into_iter()
+                .map(|days| {
+                    view! {
+                        <option value=days.to_string() selected=days == current>{crate::history::choice_label(days)}</option>
+                    }
+                })
+                .collect_view()
+        })
+    };
+    let sending = move || {
+        ui.history
+            .get()
+            .filter(|h| h.sending)
+            .map(|h| history_bar(&h))
+    };
     view! {
         <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="devices-title">
             <h3 id="devices-title">"Your devices"</h3>
@@ -189,6 +225,12 @@ fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <input id="approve-code" autocomplete="off" prop:value=move || code.get() on:input=move |ev| code.set(event_target_value(&ev))/>
                 <button type="submit">"Approve"</button>
             </form>
+            <div class="history-setting">
+                <label for="history-days">"History for a new device"</label>
+                <select id="history-days" on:change=set_history_days>{history_options}</select>
+                <p class="fine">"A device you approve here gets your conversations and the messages of this period, end-to-end encrypted for it alone."</p>
+            </div>
+            {sending}
             <div class="actions"><button on:click=move |_| ui.devices.set(None)>"Close"</button></div>
         </div>
     }
@@ -227,7 +269,21 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
                 move |machine, now, ui| match machine.direct_conversation(&name) {
                     Ok(Some(existing)) => ui.selected.set(Some(existing)),
                     Ok(None) => {
-                        if let Err(e) = machine.create_conversation(
+                        // History from another device with them, not joined yet: that one
+                        // (it becomes writable when a device of the account adds this one),
+                        // not a second conversation.
+                        let waiting = ui.conversations.with_untracked(|list| {
+                            list.iter()
+                                .find(|c| {
+                                    c.history_only
+                                        && !c.group
+                                        && c.peer.as_deref() == Some(name.as_str())
+                                })
+                                .map(|c| c.id)
+                        });
+                        if let Some(id) = waiting {
+                            ui.selected.set(Some(id));
+                        } else if let Err(e) = machine.create_conversation(
                             now,
                             ConversationKind::Direct,
                             &[name],
@@ -344,6 +400,7 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
         <Show when=move || ui.expired.get()>
             <p class="error banner" role="alert">"This device's session ended (it was removed, or the session expired)."</p>
         </Show>
+        {move || ui.history.get().filter(|h| !h.sending).map(|h| view! { <div class="banner">{history_bar(&h)}</div> })}
         <div class="layout" class:chatting=move || ui.selected.get().is_some()>
             <nav class="sidebar" aria-label="Conversations">
                 <form class="new-chat" on:submit=start_chat>
@@ -367,9 +424,10 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
                     </form>
                 </details>
                 <ul class="conversations">
-                    <For each=move || ui.conversations.get() key=|c| (c.id, c.unread, c.title.clone()) let:c>
+                    <For each=move || ui.conversations.get() key=|c| (c.id, c.unread, c.title.clone(), c.history_only) let:c>
                         {
                             let id = c.id;
+                            let history_only = c.history_only;
                             let label = if c.unread > 0 { format!("{}, {} unread", c.title, c.unread) } else { c.title.clone() };
                             view! {
                                 <li>
@@ -377,6 +435,9 @@ fn Main(ui: Ui, driver: DriverCell, vault: VaultCell) -> impl IntoView {
                                         class:active=move || ui.selected.get() == Some(id)
                                         on:click=move |_| select(id)>
                                         <span class="title">{if c.group { "# " } else { "" }}{c.title.clone()}</span>
+                                        <Show when=move || history_only>
+                                            <span class="tag" title="Earlier messages from your other device: this browser joins the conversation when one of your devices adds it">"history"</span>
+                                        </Show>
                                         <Show when=move || { c.unread > 0 }>
                                             <span class="badge">{c.unread}</span>
                                         </Show>
@@ -516,6 +577,8 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
     };
     let title = move || current().map(|c| c.title).unwrap_or_default();
     let request_from = move || current().and_then(|c| c.request_from);
+    // History from another device, in a conversation this one is not in yet.
+    let history_only = move || current().is_some_and(|c| c.history_only);
     let members_open = RwSignal::new(false);
     let call = move |video: bool| {
         let Some(c) = current() else { return };
@@ -572,15 +635,17 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 <header class="chat-head">
                     <button class="back" aria-label="Back to conversations" on:click=move |_| ui.selected.set(None)>"‹"</button>
                     <h2>{title}</h2>
-                    {crate::rich::timer_setting(actions, move || current().and_then(|c| c.timer))}
-                    <Show when=move || ongoing().is_none()>
+                    <Show when=move || !history_only()>
+                        {crate::rich::timer_setting(actions, move || current().and_then(|c| c.timer))}
+                    </Show>
+                    <Show when=move || ongoing().is_none() && !history_only()>
                         <button class="small" aria-label="Voice call" on:click=move |_| call(false)>"Call"</button>
                         <button class="small" aria-label="Video call" on:click=move |_| call(true)>"Video"</button>
                     </Show>
                     <Show when=move || current().is_some_and(|c| !c.group)>
                         <button class="small" on:click=move |_| safety_for(current().and_then(|c| c.peer))>"Safety number"</button>
                     </Show>
-                    <Show when=move || current().is_some_and(|c| c.group)>
+                    <Show when=move || current().is_some_and(|c| c.group && !c.history_only)>
                         <button class="small" aria-expanded=move || members_open.get().to_string()
                             on:click=move |_| members_open.update(|o| *o = !*o)>"Members"</button>
                     </Show>
@@ -671,7 +736,10 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                     {move || uploads().iter().map(progress_bar).collect_view()}
                 </div>
                 {crate::rich::replying(actions)}
-                <form class="composer" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
+                <Show when=history_only>
+                    <p class="history-note" role="note">"Earlier messages, from your other device. You can write here once one of your devices adds this browser to the conversation: it does when it is next online."</p>
+                </Show>
+                <form class="composer" class:hidden=history_only on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); send(); }>
                     <input id="attach" type="file" multiple class="sr attach-input" on:change=attach_files/>
                     <label for="attach" class="attach" title="Send a file, encrypted on this device">"Attach"</label>
                     <label for="draft" class="sr">"Message"</label>
@@ -699,6 +767,18 @@ fn progress_bar(t: &TransferView) -> impl IntoView + use<> {
     }
 }
 
+/// The history archive's progress bar: `Sending history… 40 %`, `Fetching history… 40 %`.
+fn history_bar(h: &HistoryTransferView) -> impl IntoView + use<> {
+    let percent = crate::files::percent(h.done, h.total);
+    let what = h.label();
+    view! {
+        <div class="transfer history-transfer" role="status">
+            <span class="transfer-label" aria-hidden="true">{format!("{what}… {percent} %")}</span>
+            <progress max="100" value=percent.to_string() aria-label=what></progress>
+        </div>
+    }
+}
+
 /// A file in a message: a picture's thumbnail, the name and size, and Download (with its
 /// progress bar while it runs), then Save once this page holds the file.
 fn attachment_view(
@@ -720,7 +800,11 @@ fn attachment_view(
         move || ui.saved.get().get(&key).cloned()
     };
     let name = a.name.clone();
+    let fetchable = a.fetchable;
     let action = move || {
+        if !fetchable {
+            return view! { <span class="fine">"not on this device"</span> }.into_any();
+        }
         match (transfer(), saved()) {
         (Some(t), _) => progress_bar(&t).into_any(),
         (None, Some(file)) => view! {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nightjar_machine::{ClientStore, Machine, MemoryClientStore, Notification, READABLE_KINDS};
 
 /// The settings key of how many incoming messages of a conversation the user has seen.
-fn read_mark(conversation: &str) -> String {
+pub(crate) fn read_mark(conversation: &str) -> String {
     format!("web/read/{conversation}")
 }
 
@@ -74,6 +74,17 @@ pub(crate) struct ConversationView {
     pub(crate) changed: Vec<String>,
     /// Its disappearing timer in seconds, if one is set.
     pub(crate) timer: Option<u32>,
+    /// History from the device that approved this one, in a conversation this device is not
+    /// in yet (it joins when a device of the account adds it): read only until then.
+    pub(crate) history_only: bool,
+}
+
+/// Whether the conversation list shows a conversation whose index row is `active` (or not),
+/// and which this device's engine has `joined` (or not): the ones it is in, and history from
+/// another device of the account that it has not joined yet; not the ones it left or was
+/// removed from.
+pub(crate) fn listed(active: bool, joined: bool) -> bool {
+    active || !joined
 }
 
 /// The safety number panel.
@@ -110,6 +121,9 @@ pub(crate) struct AttachmentView {
     pub(crate) size: u64,
     /// A picture's thumbnail.
     pub(crate) thumbnail: Option<ThumbnailView>,
+    /// Whether this device can fetch it: not a file from history another device of the
+    /// account sent, which travels without the blob's key.
+    pub(crate) fetchable: bool,
 }
 
 /// A picture's thumbnail: an object URL of the image the message carries, and its size in
@@ -133,6 +147,28 @@ pub(crate) struct TransferView {
     pub(crate) step: crate::files::Step,
     pub(crate) done: u64,
     pub(crate) total: u64,
+}
+
+/// The history archive on its way to or from this browser (a device link), for its progress
+/// bar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HistoryTransferView {
+    /// To a device this one approves (or from the device that approved this one).
+    pub(crate) sending: bool,
+    pub(crate) step: crate::files::Step,
+    pub(crate) done: u64,
+    pub(crate) total: u64,
+}
+
+impl HistoryTransferView {
+    /// What the bar says: `Sending history`, `Fetching history`.
+    pub(crate) fn label(&self) -> &'static str {
+        match (self.sending, self.step) {
+            (true, crate::files::Step::Encrypting) => "Encrypting history",
+            (true, _) => "Sending history",
+            (false, _) => "Fetching history",
+        }
+    }
 }
 
 /// A file this page holds for the user (downloaded and decrypted, or sent from here): an
@@ -346,6 +382,8 @@ pub(crate) struct Ui {
     pub(crate) transfers: RwSignal<Vec<TransferView>>,
     /// Files this page holds, by message key (`from/id`).
     pub(crate) saved: RwSignal<BTreeMap<String, SavedFile>>,
+    /// The history archive on its way, if any (a device link).
+    pub(crate) history: RwSignal<Option<HistoryTransferView>>,
     /// Object URLs of the thumbnails shown, by message key (made once each).
     thumbnails: StoredValue<BTreeMap<String, Option<ThumbnailView>>, LocalStorage>,
 }
@@ -369,6 +407,7 @@ impl Ui {
             driver: StoredValue::new_local(None),
             transfers: RwSignal::new(Vec::new()),
             saved: RwSignal::new(BTreeMap::new()),
+            history: RwSignal::new(None),
             thumbnails: StoredValue::new_local(BTreeMap::new()),
         }
     }
@@ -507,9 +546,11 @@ impl Ui {
             let Some(id) = ConversationId::parse(&row.id) else {
                 continue;
             };
-            if !row.active {
+            let info = machine.engine().conversation(id).ok();
+            if !listed(row.active, info.is_some()) {
                 continue;
             }
+            let history_only = !row.active;
             let incoming = store
                 .messages(&row.id)
                 .unwrap_or_default()
@@ -543,8 +584,10 @@ impl Ui {
                         .skip(seen)
                         .filter_map(|m| MessageId::from_hex(&m.id))
                         .collect();
-                    // Not to a stranger: a receipt would tell them, and sending accepts.
-                    if receipts && !newly_read.is_empty() && request_from.is_none() {
+                    // Not to a stranger: a receipt would tell them, and sending accepts. Not
+                    // where this device cannot write yet either.
+                    if receipts && !newly_read.is_empty() && request_from.is_none() && !history_only
+                    {
                         let _ = machine.send_message(
                             now,
                             id,
@@ -563,9 +606,7 @@ impl Ui {
             } else {
                 row.peer.clone().unwrap_or_else(|| "conversation".into())
             };
-            let mut members: Vec<String> = machine
-                .engine()
-                .conversation(id)
+            let mut members: Vec<String> = info
                 .map(|info| info.members.into_iter().map(|m| m.username).collect())
                 .unwrap_or_default();
             members.sort();
@@ -588,12 +629,20 @@ impl Ui {
                 timer: nightjar_machine::disappearing_timer(&store, &row.id)
                     .ok()
                     .flatten(),
+                history_only,
             });
         }
         if conversations != self.conversations.get_untracked() {
             self.conversations.set(conversations);
         }
-        let messages = match selected {
+        // History from another device, in a conversation this one is not in yet: read only.
+        let read_only = selected.is_some_and(|id| {
+            self.conversations
+                .get_untracked()
+                .iter()
+                .any(|c| c.id == id && c.history_only)
+        });
+        let mut messages: Vec<MessageView> = match selected {
             Some(id) => {
                 let outbox = store.outbox().unwrap_or_default();
                 let rows = store.messages(&id.to_string()).unwrap_or_default();
@@ -664,6 +713,7 @@ impl Ui {
                                     .unwrap_or_else(|| "attachment".into()),
                                 size: a.size,
                                 thumbnail: self.thumbnail(&key, a),
+                                fetchable: !a.message.0.is_empty(),
                             });
                         let note = if m.detail.deleted {
                             "deleted"
@@ -672,8 +722,9 @@ impl Ui {
                         } else {
                             ""
                         };
-                        let answer =
-                            READABLE_KINDS.contains(&m.kind.as_str()) && !m.detail.deleted;
+                        let answer = READABLE_KINDS.contains(&m.kind.as_str())
+                            && !m.detail.deleted
+                            && !read_only;
                         MessageView {
                             key,
                             id: m.id.clone(),
@@ -697,6 +748,9 @@ impl Ui {
             }
             None => Vec::new(),
         };
+        // In the order they were sent: history from another device may be stored after
+        // messages that came meanwhile (stable: equal times keep the stored order).
+        messages.sort_by_key(|m| m.sent_at);
         if messages != self.messages.get_untracked() {
             self.messages.set(messages);
         }
@@ -785,6 +839,19 @@ mod tests {
         assert_eq!(
             timer_line("alice", Some(0)),
             "alice turned disappearing messages off"
+        );
+    }
+
+    #[test]
+    fn history_not_joined_yet_is_listed_but_a_left_conversation_is_not() {
+        assert!(listed(true, true), "a conversation this device is in");
+        assert!(
+            listed(false, false),
+            "history from the approving device, not joined yet"
+        );
+        assert!(
+            !listed(false, true),
+            "a group this device left or was removed from"
         );
     }
 }
