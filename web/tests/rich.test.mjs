@@ -347,10 +347,3 @@ test("the command line and the browser reply, react, edit, delete and set the ti
   assert.ok(!rows.some((m) => m.type === "read" && m.message_ids.includes(quiet)), JSON.stringify(rows));
   await dave.context.close();
 });
-
-test("an edit of someone else's message, sent from the command line, changes nothing", {
-  skip: "not constructible here: `nightjar edit` edits only the sender's own messages (the "
-    + "client refuses before anything is sent, and the machine again when it is queued). The "
-    + "receiving machine's refusal, which the browser runs, is tested with a forged sender in "
-    + "crates/machine/tests/simulation.rs (a_member_cannot_edit_or_delete_another_members_message)",
-}, () => {});
