@@ -146,7 +146,7 @@ impl Client {
                 sent_at: m.sent_at,
                 kind: m.kind,
                 text: m.text,
-                detail: m.detail,
+                detail: m.detail.shown(),
                 expires_at: m.expires_at,
             })
             .collect();
