@@ -99,6 +99,9 @@ pub(crate) struct Senders {
     pub(crate) retry_for: Duration,
     /// Sends created and not finished.
     pub(crate) outstanding: AtomicU64,
+    /// Whether sends carry the template's franking commitment, as real clients' do (the
+    /// server stamps each: one HMAC).
+    pub(crate) franking: bool,
 }
 
 /// How the schedule ran.
@@ -219,6 +222,9 @@ fn request_body(senders: &Senders, seq: u64, conversation: &Conversation) -> Byt
             payload: nightjar_api::B64(payload),
             key: nightjar_api::B64(key.public().to_vec()),
             signature: nightjar_api::B64(signature.to_vec()),
+            franking_commitment: senders
+                .franking
+                .then(|| nightjar_api::B64(senders.template.commitment().to_vec())),
         };
         return Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     }
@@ -233,7 +239,16 @@ fn request_body(senders: &Senders, seq: u64, conversation: &Conversation) -> Byt
     let mut text = String::with_capacity(payload.len() * 4 / 3 + 4);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&payload, &mut text);
     body.extend_from_slice(text.as_bytes());
-    body.extend_from_slice(b"\"}");
+    body.push(b'"');
+    if senders.franking {
+        body.extend_from_slice(b",\"franking_commitment\":\"");
+        text.clear();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_string(senders.template.commitment(), &mut text);
+        body.extend_from_slice(text.as_bytes());
+        body.push(b'"');
+    }
+    body.push(b'}');
     Bytes::from(body)
 }
 

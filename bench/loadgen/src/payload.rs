@@ -61,6 +61,8 @@ pub(crate) struct Template {
     bytes: Vec<u8>,
     group_id_at: usize,
     epoch_at: usize,
+    /// The franking commitment the engine made with the message (sent with every copy).
+    commitment: [u8; 32],
 }
 
 /// Reads an MLS variable-length integer (RFC 9420 §2.1.2) at `at`: `(value, bytes used)`.
@@ -107,7 +109,14 @@ impl Template {
             },
         };
         let out = alice.encrypt(now, conversation, &message)?;
-        Self::parse(out.message)
+        let mut template = Self::parse(out.message)?;
+        template.commitment = out.franking_commitment.0;
+        Ok(template)
+    }
+
+    /// The franking commitment each copy carries.
+    pub(crate) fn commitment(&self) -> &[u8; 32] {
+        &self.commitment
     }
 
     /// Finds the group id and epoch in an MLS PrivateMessage.
@@ -131,6 +140,7 @@ impl Template {
             bytes,
             group_id_at,
             epoch_at,
+            commitment: [0; 32],
         })
     }
 

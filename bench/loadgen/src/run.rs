@@ -104,6 +104,10 @@ pub(crate) struct RunArgs {
     /// from the conversation id: its payloads are not real MLS messages either).
     #[arg(long)]
     sealed: bool,
+    /// Send no franking commitment (clients from before message franking): the server then
+    /// stamps nothing, for a same-run comparison of what stamping costs.
+    #[arg(long)]
+    no_franking: bool,
 }
 
 fn sum_over(pids: &[u32], f: impl Fn(u32) -> Option<u64>) -> Option<u64> {
@@ -320,6 +324,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
             slots: Semaphore::new(args.http_conns.max(1)),
             retry_for: Duration::from_secs_f64(retry_for),
             outstanding: AtomicU64::new(0),
+            franking: !args.no_franking,
         });
         let max_backlog = args
             .max_backlog

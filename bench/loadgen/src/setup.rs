@@ -199,6 +199,7 @@ async fn create_conversation(api: &Api, names: &[String]) -> Result<(Vec<DeviceR
         welcome,
         members: Some(members),
         group_info: bundle.group_info.clone().map(B64),
+        franking_commitment: None,
     };
     let sent: SendResponse = api
         .post(

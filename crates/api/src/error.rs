@@ -58,6 +58,15 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// 409: the blob is complete: its parts can no longer change.
     BlobComplete,
+    /// 422: a message report's tag is not the server's over its commitment, conversation and
+    /// time (made up, or taken from another message or conversation).
+    FrankingTagInvalid,
+    /// 422: a message report's franking key does not open its commitment for the content,
+    /// sender and conversation it names (one of them was altered).
+    FrankingCommitmentInvalid,
+    /// 422: a message report's signature is not the named sender device's signature of the
+    /// commitment (the message is not that device's).
+    FrankingSignatureInvalid,
 }
 
 impl ErrorCode {
@@ -77,6 +86,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManyCalls => 429,
             ErrorCode::QueueFull | ErrorCode::QuotaExceeded => 507,
+            ErrorCode::FrankingTagInvalid
+            | ErrorCode::FrankingCommitmentInvalid
+            | ErrorCode::FrankingSignatureInvalid => 422,
             ErrorCode::Internal => 500,
             ErrorCode::Blocked | ErrorCode::MessageRequestLimit | ErrorCode::SealedKeyUnknown => {
                 403

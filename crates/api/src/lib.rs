@@ -12,6 +12,7 @@ mod consent;
 mod error;
 #[cfg(feature = "opaque")]
 pub mod opaque;
+mod reports;
 mod stream;
 mod transparency;
 
@@ -21,6 +22,7 @@ pub use bytes::{B64, B64_PATTERN};
 pub use calls::*;
 pub use consent::*;
 pub use error::{ApiError, ErrorCode};
+pub use reports::*;
 pub use stream::*;
 pub use transparency::*;
 
@@ -331,6 +333,11 @@ pub struct SendRequest {
     /// the ratchet tree, from which the server builds the group's public state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_info: Option<B64>,
+    /// For application messages: the message's franking commitment (32 bytes), which the
+    /// server stamps ([`FrankingStamp`]) so that a recipient can report the message. Refused on
+    /// other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking_commitment: Option<B64>,
 }
 
 /// Answer to [`SendRequest`]: the message is durably queued for every recipient device.
@@ -360,6 +367,10 @@ pub struct SealedSendRequest {
     pub key: B64,
     /// Ed25519 signature of the submission under that key (64 bytes).
     pub signature: B64,
+    /// The message's franking commitment (32 bytes), which the server stamps
+    /// ([`FrankingStamp`]) so that a recipient can report the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking_commitment: Option<B64>,
 }
 
 /// Registers the public half of a conversation epoch's sealed-sender key. A member device
@@ -392,6 +403,10 @@ pub struct Envelope {
     pub payload: B64,
     /// When the server accepted it (ms).
     pub server_time_ms: u64,
+    /// For an application message the sender franked: the server's stamp on its commitment,
+    /// which a recipient keeps to report the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking: Option<FrankingStamp>,
 }
 
 /// `GET /v1/messages?after=ID&limit=N`: the device's queue, oldest first.
@@ -477,6 +492,7 @@ mod tests {
             welcome: None,
             members: None,
             group_info: None,
+            franking_commitment: None,
         };
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(

@@ -95,7 +95,12 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             turn,
             sfu,
             blobs,
+            reports,
         } => {
+            let crate::ReportArgs {
+                franking_key_file,
+                moderator_token_file,
+            } = *reports;
             let web_dir = web_dir.or_else(|| {
                 let built = std::path::PathBuf::from("web/dist");
                 built.join("index.html").is_file().then_some(built)
@@ -106,6 +111,8 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
                 node_id,
                 opaque_key_file,
                 kt_key_file,
+                franking_key_file,
+                moderator_token_file,
                 kt_interval: std::time::Duration::from_millis(kt_interval_ms.max(10)),
                 metrics_listen: metrics_listen.0,
                 web_dir,
@@ -122,6 +129,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             watch,
             key,
         } => crate::audit::run(&server, from, watch, key.as_deref()).await,
+        Command::Moderation { command } => crate::moderation::run(command).await,
         command => {
             let create = matches!(command, Command::Register { .. } | Command::Login { .. });
             let mut client = open(profile, create)?;
@@ -307,7 +315,7 @@ pub(crate) async fn import_history(client: &mut Client) -> Result<(), String> {
 async fn user_command(client: &mut Client, command: Command) -> Outcome {
     let e = |e: nightjar_client::Error| e.to_string();
     match command {
-        Command::Server { .. } | Command::Audit { .. } => Ok(()),
+        Command::Server { .. } | Command::Audit { .. } | Command::Moderation { .. } => Ok(()),
         Command::Register { server, username } => {
             let password = password(&username, true)?;
             client

@@ -1,4 +1,5 @@
-//! The message-request commands: `requests`, `accept`, `block`, `unblock` and `report`.
+//! The message-request commands: `requests`, `accept`, `block`, `unblock` and `report` (of a
+//! message, or of an account).
 
 use clap::Subcommand;
 use nightjar_client::Client;
@@ -32,12 +33,16 @@ pub(crate) enum ConsentCommand {
         /// The account.
         username: String,
     },
-    /// Report an account to the server operator and block it. The report holds who reported
-    /// whom, when, your 1:1 conversation with them, and --reason if given: never message
-    /// content unless you type it into --reason.
+    /// Report a message, or an account, to the server operator. `report MESSAGE_ID` (32 hex
+    /// digits, from `sync --json`) reveals that one message to the operator with the proof
+    /// that its sender sent exactly this content (message franking; nothing else is
+    /// revealed). `report USERNAME` reports the account and blocks it: the report holds who
+    /// reported whom, when, your 1:1 conversation with them, and --reason if given, never
+    /// message content. A message id found in this profile's history is a message.
     Report {
-        /// The account.
-        username: String,
+        /// The message id (32 hex digits), or the account.
+        #[arg(value_name = "MESSAGE_ID|USERNAME")]
+        target: String,
         /// Why, in your own words (at most 1,000 characters).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -94,12 +99,26 @@ pub(crate) async fn run(client: &mut Client, command: ConsentCommand) -> Result<
                 "unblocked {username}; their new messages arrive as a message request"
             ));
         }
-        ConsentCommand::Report { username, reason } => {
-            client
-                .report_account(&username, reason.as_deref())
-                .await
-                .map_err(e)?;
-            output::line(&format!("reported and blocked {username}"));
+        ConsentCommand::Report { target, reason } => {
+            if client.names_message(&target).map_err(e)? {
+                let from = client.find_message(&target).map_err(e)?.from;
+                let report = client
+                    .report_message(&target, reason.as_deref())
+                    .await
+                    .map_err(e)?;
+                output::line(&format!(
+                    "reported message {} from {from} (report {report}); the server verified \
+                     that {from} sent it",
+                    target.trim().to_ascii_lowercase()
+                ));
+                output::notice(&format!("to stop their messages, `nightjar block {from}`"));
+            } else {
+                client
+                    .report_account(&target, reason.as_deref())
+                    .await
+                    .map_err(e)?;
+                output::line(&format!("reported and blocked {target}"));
+            }
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod consent;
 mod messages;
+mod moderation;
 mod output;
 mod progress;
 
@@ -130,6 +131,21 @@ pub(crate) struct BlobArgs {
     pub(crate) blob_part_bytes: u64,
 }
 
+/// `nightjar server`'s message-report flags (docs/reporting.md).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReportArgs {
+    /// File holding the message-franking key, which stamps every message so that its
+    /// recipients can report it, kept out of the database; every node sharing a database
+    /// needs the same file [default: DATA_DIR/franking.key, created with mode 0600].
+    #[arg(long, value_name = "PATH", env = "NIGHTJAR_FRANKING_KEY_FILE")]
+    pub(crate) franking_key_file: Option<PathBuf>,
+    /// File holding the moderators' token for GET /v1/moderation/reports (one word of at
+    /// least 16 characters; the server keeps its hash). Without it the moderation routes
+    /// answer 404 not_configured.
+    #[arg(long, value_name = "PATH", env = "NIGHTJAR_MODERATOR_TOKEN_FILE")]
+    pub(crate) moderator_token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a Nightjar server (SQLite in the data directory; Ctrl-C stops it gracefully).
@@ -204,6 +220,9 @@ pub(crate) enum Command {
         /// Where attachments are kept.
         #[command(flatten)]
         blobs: Box<BlobArgs>,
+        /// Message reports: the franking key and the moderators' token.
+        #[command(flatten)]
+        reports: Box<ReportArgs>,
     },
     /// Create an account on a server, with this profile as its first device.
     Register {
@@ -336,6 +355,12 @@ pub(crate) enum Command {
         /// server now signs with another.
         #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
         key: Option<String>,
+    },
+    /// For the operator's moderators: read verified message reports (`moderation reports`)
+    /// and mark them reviewed, with the server's moderator token.
+    Moderation {
+        #[command(subcommand)]
+        command: moderation::ModerationCommand,
     },
     /// Message requests: `requests`, `accept`, `block`, `unblock`, `report`.
     #[command(flatten)]

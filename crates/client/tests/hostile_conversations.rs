@@ -95,6 +95,7 @@ async fn mallory_attacks(url: &str, mallory: &Client) -> Attack {
         }),
         members: Some(members),
         group_info: Some(B64(crafted.group_info.clone())),
+        franking_commitment: None,
     };
     let response = http()
         .post(format!(

@@ -157,6 +157,7 @@ fn signed(
         payload: B64(payload.to_vec()),
         key: B64(key.verifying_key().to_bytes().to_vec()),
         signature: B64(key.sign(&submission.message()).to_bytes().to_vec()),
+        franking_commitment: None,
     }
 }
 

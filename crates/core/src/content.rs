@@ -33,10 +33,24 @@
 //! } Plaintext;
 //!
 //! struct {
-//!     uint8 version = 3;           // version 3: what the engine encrypts now
+//!     uint8 version = 3;           // version 3: sequence number and sender state
 //!     uint64 seq;
 //!     uint64 list_version;         // the sender's account device-list version (`SenderState`)
 //!     optional<DirectoryView> directory;
+//!     opaque id[16];               // ... then every field of version 1 after `version`
+//!     uint64 sent_at_ms;
+//!     optional<uint32> expires_after_secs;
+//!     uint16 content_type;
+//!     opaque body<V>;
+//! } Plaintext;
+//!
+//! struct {
+//!     uint8 version = 4;           // version 4: what the engine encrypts now
+//!     uint64 seq;
+//!     uint64 list_version;
+//!     optional<DirectoryView> directory;
+//!     opaque franking_key[32];     // opens the franking commitment (`crate::franking`)
+//!     opaque franking_signature[64]; // the sending device's signature of the commitment
 //!     opaque id[16];               // ... then every field of version 1 after `version`
 //!     uint64 sent_at_ms;
 //!     optional<uint32> expires_after_secs;
@@ -114,12 +128,20 @@
 //! them; a receiver that holds an older list of the sender's account fetches the newer one
 //! (the server cannot keep serving a stale list unnoticed), and one that verified another
 //! root for the same epoch has caught the directory showing two views (a fork).
+//!
+//! Version 4 adds the message's franking opening ([`crate::franking::Opening`]): the fresh key
+//! that opens the commitment the sender put beside the ciphertext, and the sending device's
+//! signature of that commitment, so that a recipient can report the message with proof of
+//! who sent exactly this content. The commitment covers [`Message::encode`] (version 1) of
+//! the message, which decoding and encoding reproduce byte for byte.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use tls_codec::{DeserializeBytes, Size, TlsVarInt};
 use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::franking::{FrankingKey, Opening};
 
 /// The content format version this module writes; decoding rejects every other version.
 pub const CONTENT_VERSION: u8 = 1;
@@ -136,6 +158,12 @@ pub const MAX_THUMBNAIL_BYTES: usize = 24 * 1024;
 /// The content version of a [`Plaintext`] that carries a sequence number and the sender's
 /// [`SenderState`].
 pub const STATEFUL_VERSION: u8 = 3;
+
+/// The content version of a [`Plaintext`] that also carries the franking opening.
+pub const FRANKED_VERSION: u8 = 4;
+
+/// What version 4 adds after the sender state: the franking key and signature.
+const FRANKING_BYTES: usize = crate::franking::KEY_LEN + crate::franking::SIGNATURE_LEN;
 
 /// What version 2 adds to a message's encoding: the 8-byte sequence number.
 const SEQUENCE_BYTES: usize = 8;
@@ -805,6 +833,20 @@ impl Message {
         w.0
     }
 
+    /// The version 4 encoding: what [`Plaintext::encode`] gives for `Plaintext { seq:
+    /// Some(seq), sender: Some(state), franking: Some(opening), message }`, without cloning
+    /// the message.
+    pub fn encode_franked(&self, seq: u64, state: &SenderState, opening: &Opening) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(FRANKED_VERSION);
+        w.u64(seq);
+        state.write(&mut w);
+        w.raw(opening.key.as_bytes());
+        w.raw(&opening.signature);
+        self.write_fields(&mut w);
+        w.0
+    }
+
     /// Everything after the version byte.
     fn write_fields(&self, w: &mut Writer) {
         w.raw(self.id.as_bytes());
@@ -873,12 +915,14 @@ impl SenderState {
 }
 
 /// What the engine encrypts into an MLS application message: a [`Message`], the sending
-/// device's sequence number in the conversation (see [`crate::sequence`]) and what the sender
-/// states about its keys ([`SenderState`]).
+/// device's sequence number in the conversation (see [`crate::sequence`]), what the sender
+/// states about its keys ([`SenderState`]) and the message's franking opening
+/// ([`crate::franking`]).
 ///
-/// Content version 3 carries both, version 2 only the number, and version 1 (clients before
-/// either) neither. Every version re-encodes byte for byte; a `sender` without a `seq` is not
-/// encodable and encodes as version 1.
+/// Content version 4 carries all three, version 3 the number and the state, version 2 only
+/// the number, and version 1 (clients before either) neither. Every version re-encodes byte
+/// for byte; a `sender` without a `seq` is not encodable and encodes as version 1, and
+/// `franking` without both as the version the rest allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plaintext {
     /// The sender's sequence number, counting its application messages in this conversation
@@ -886,41 +930,59 @@ pub struct Plaintext {
     pub seq: Option<u64>,
     /// The sender's device-list version and directory view; `None` before version 3.
     pub sender: Option<SenderState>,
+    /// The franking key and the sender's signature of the commitment; `None` before version 4.
+    pub franking: Option<Opening>,
     /// The message.
     pub message: Message,
 }
 
 impl Plaintext {
-    /// The canonical encoding: version 1 without a sequence number, version 2 with one, and
-    /// version 3 with a number and a sender state.
+    /// The canonical encoding: version 1 without a sequence number, version 2 with one,
+    /// version 3 with a number and a sender state, and version 4 with a franking opening too.
     pub fn encode(&self) -> Vec<u8> {
-        match (self.seq, &self.sender) {
-            (Some(seq), Some(state)) => self.message.encode_with_state(seq, state),
-            (Some(seq), None) => self.message.encode_with_seq(seq),
-            (None, _) => self.message.encode(),
+        match (self.seq, &self.sender, &self.franking) {
+            (Some(seq), Some(state), Some(opening)) => {
+                self.message.encode_franked(seq, state, opening)
+            }
+            (Some(seq), Some(state), None) => self.message.encode_with_state(seq, state),
+            (Some(seq), None, _) => self.message.encode_with_seq(seq),
+            (None, _, _) => self.message.encode(),
         }
     }
 
-    /// Decodes version 1, 2 or 3 content; on success, encoding the result gives back `bytes`.
+    /// Decodes version 1, 2, 3 or 4 content; on success, encoding the result gives back
+    /// `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, ContentError> {
-        if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + SENDER_STATE_BYTES {
+        if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + SENDER_STATE_BYTES + FRANKING_BYTES {
             return Err(ContentError::TooLarge);
         }
         let mut r = Reader::new(bytes);
-        let (seq, sender) = match r.u8()? {
-            CONTENT_VERSION if bytes.len() <= MAX_MESSAGE_BYTES => (None, None),
+        let (seq, sender, franking) = match r.u8()? {
+            CONTENT_VERSION if bytes.len() <= MAX_MESSAGE_BYTES => (None, None, None),
             SEQUENCED_VERSION if bytes.len() <= MAX_MESSAGE_BYTES + SEQUENCE_BYTES => {
-                (Some(r.u64()?), None)
+                (Some(r.u64()?), None, None)
             }
-            STATEFUL_VERSION => {
+            version @ (STATEFUL_VERSION | FRANKED_VERSION) => {
                 let seq = r.u64()?;
                 let before = r.rest.len();
                 let state = SenderState::read(&mut r)?;
                 let state_len = before - r.rest.len();
-                if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + state_len {
+                let franking = if version == FRANKED_VERSION {
+                    let key = FrankingKey::from_bytes(r.array()?);
+                    let signature = r.array()?;
+                    Some(Opening { key, signature })
+                } else {
+                    None
+                };
+                let franking_len = if franking.is_some() {
+                    FRANKING_BYTES
+                } else {
+                    0
+                };
+                if bytes.len() > MAX_MESSAGE_BYTES + SEQUENCE_BYTES + state_len + franking_len {
                     return Err(ContentError::TooLarge);
                 }
-                (Some(seq), Some(state))
+                (Some(seq), Some(state), franking)
             }
             CONTENT_VERSION | SEQUENCED_VERSION => return Err(ContentError::TooLarge),
             other => return Err(ContentError::UnsupportedVersion(other)),
@@ -930,6 +992,7 @@ impl Plaintext {
         Ok(Self {
             seq,
             sender,
+            franking,
             message,
         })
     }
@@ -967,35 +1030,35 @@ impl GroupMetadata {
 
 /// Appends TLS encodings to a buffer; writing to memory cannot fail.
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, value: u8) {
+    pub(crate) fn u8(&mut self, value: u8) {
         self.0.push(value);
     }
 
-    fn u16(&mut self, value: u16) {
+    pub(crate) fn u16(&mut self, value: u16) {
         self.raw(&value.to_be_bytes());
     }
 
-    fn u32(&mut self, value: u32) {
+    pub(crate) fn u32(&mut self, value: u32) {
         self.raw(&value.to_be_bytes());
     }
 
-    fn u64(&mut self, value: u64) {
+    pub(crate) fn u64(&mut self, value: u64) {
         self.raw(&value.to_be_bytes());
     }
 
-    fn bool(&mut self, value: bool) {
+    pub(crate) fn bool(&mut self, value: bool) {
         self.u8(u8::from(value));
     }
 
-    fn raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
 
     /// `opaque <V>`: the shortest QUIC varint length (RFC 9000 §16), then the bytes.
-    fn opaque(&mut self, bytes: &[u8]) {
+    pub(crate) fn opaque(&mut self, bytes: &[u8]) {
         // `usize` is at most 64 bits wide, and no buffer reaches the 2^62 varint limit.
         let len = bytes.len() as u64;
         if len <= 0x3f {
@@ -1010,11 +1073,11 @@ impl Writer {
         self.raw(bytes);
     }
 
-    fn string(&mut self, value: &str) {
+    pub(crate) fn string(&mut self, value: &str) {
         self.opaque(value.as_bytes());
     }
 
-    fn option<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
+    pub(crate) fn option<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
         match value {
             None => self.u8(0),
             Some(value) => {
@@ -1310,6 +1373,7 @@ mod tests {
         let plaintext = Plaintext {
             seq: Some(0x0102),
             sender: None,
+            franking: None,
             message: typing.clone(),
         };
         let mut expected = vec![2, 0, 0, 0, 0, 0, 0, 1, 2];
@@ -1320,6 +1384,7 @@ mod tests {
         let legacy = Plaintext {
             seq: None,
             sender: None,
+            franking: None,
             message: typing.clone(),
         };
         assert_eq!(legacy.encode(), typing.encode());
@@ -1330,8 +1395,8 @@ mod tests {
             Err(ContentError::UnsupportedVersion(2))
         );
         assert_eq!(
-            Plaintext::decode(&[4]),
-            Err(ContentError::UnsupportedVersion(4))
+            Plaintext::decode(&[5]),
+            Err(ContentError::UnsupportedVersion(5))
         );
         for len in 0..expected.len() {
             assert_eq!(
@@ -1348,6 +1413,7 @@ mod tests {
         let at_limit = Plaintext {
             seq: Some(u64::MAX),
             sender: None,
+            franking: None,
             message: big.clone(),
         };
         assert_eq!(Plaintext::decode(&at_limit.encode()), Ok(at_limit));
@@ -1377,6 +1443,7 @@ mod tests {
         let plaintext = Plaintext {
             seq: Some(2),
             sender: Some(state),
+            franking: None,
             message: typing.clone(),
         };
         let mut expected = vec![3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 1];
@@ -1411,6 +1478,61 @@ mod tests {
             body: "x".repeat(MAX_MESSAGE_BYTES - 40),
         });
         let at_limit = big.encode_with_state(1, &bare);
+        assert!(Plaintext::decode(&at_limit).is_ok());
+        let mut over = at_limit;
+        over.push(0);
+        assert_eq!(Plaintext::decode(&over), Err(ContentError::TooLarge));
+    }
+
+    #[test]
+    fn franked_plaintext_matches_pinned_vector() {
+        let text = Message {
+            id: MessageId::from_bytes([7; 16]),
+            sent_at_ms: 1,
+            expires_after_secs: None,
+            content: Content::Text { body: "hi".into() },
+        };
+        let state = SenderState {
+            list_version: 5,
+            directory: None,
+        };
+        let opening = Opening {
+            key: FrankingKey::from_bytes([0x11; 32]),
+            signature: [0x22; 64],
+        };
+        let plaintext = Plaintext {
+            seq: Some(2),
+            sender: Some(state),
+            franking: Some(opening.clone()),
+            message: text.clone(),
+        };
+        let mut expected = vec![4, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 0];
+        expected.extend_from_slice(&[0x11; 32]);
+        expected.extend_from_slice(&[0x22; 64]);
+        expected.extend_from_slice(&text.encode()[1..]);
+        assert_eq!(plaintext.encode(), expected);
+        assert_eq!(text.encode_franked(2, &state, &opening), expected);
+        assert_eq!(Plaintext::decode(&expected), Ok(plaintext));
+        for len in 0..expected.len() {
+            assert_eq!(
+                Plaintext::decode(&expected[..len]),
+                Err(ContentError::Truncated),
+                "{len}"
+            );
+        }
+        // An opening without a sender state is not encodable: version 2, no opening.
+        let partial = Plaintext {
+            seq: Some(2),
+            sender: None,
+            franking: Some(opening.clone()),
+            message: text.clone(),
+        };
+        assert_eq!(partial.encode(), text.encode_with_seq(2));
+        // The opening does not buy room for a bigger body either.
+        let big = message(Content::Text {
+            body: "x".repeat(MAX_MESSAGE_BYTES - 40),
+        });
+        let at_limit = big.encode_franked(1, &state, &opening);
         assert!(Plaintext::decode(&at_limit).is_ok());
         let mut over = at_limit;
         over.push(0);
@@ -1769,6 +1891,14 @@ mod tests {
     }
 
     prop_compose! {
+        fn arb_opening()(key in any::<[u8; 32]>(), signature in vec(any::<u8>(), 64)) -> Opening {
+            let mut bytes = [0u8; 64];
+            bytes.copy_from_slice(&signature);
+            Opening { key: FrankingKey::from_bytes(key), signature: bytes }
+        }
+    }
+
+    prop_compose! {
         fn arb_metadata()(name in ".*", avatar in of(arb_pointer())) -> GroupMetadata {
             GroupMetadata { name, avatar }
         }
@@ -1799,11 +1929,14 @@ mod tests {
         fn plaintext_round_trips(
             seq in any::<Option<u64>>(),
             state in of(arb_sender_state()),
+            franking in of(arb_opening()),
             message in arb_message(),
         ) {
-            // A state travels only with a number (version 3).
+            // A state travels only with a number (version 3), an opening only with both
+            // (version 4).
             let sender = seq.and(state);
-            let plaintext = Plaintext { seq, sender, message };
+            let franking = sender.and(franking);
+            let plaintext = Plaintext { seq, sender, franking, message };
             prop_assert_eq!(Plaintext::decode(&plaintext.encode()), Ok(plaintext));
         }
 
@@ -1811,11 +1944,13 @@ mod tests {
         fn mutated_plaintexts_decode_canonically(
             seq in any::<u64>(),
             state in of(arb_sender_state()),
+            franking in of(arb_opening()),
             message in arb_message(),
             edits in vec((any::<usize>(), any::<u8>()), 1..4),
             cut in any::<usize>(),
         ) {
-            let mut bytes = Plaintext { seq: Some(seq), sender: state, message }.encode();
+            let franking = state.and(franking);
+            let mut bytes = Plaintext { seq: Some(seq), sender: state, franking, message }.encode();
             for (at, value) in &edits {
                 let len = bytes.len();
                 bytes[at % len] = *value;

@@ -14,6 +14,7 @@ pub mod device_auth;
 pub mod directory;
 mod engine;
 mod error;
+pub mod franking;
 pub mod handshake;
 pub mod identity;
 pub mod pickle;
@@ -27,6 +28,8 @@ pub mod transparency;
 pub mod wire;
 
 pub use config::{EngineConfig, Suite, UpdatePolicy};
+#[cfg(feature = "hostile")]
+pub use engine::Forgery;
 pub use engine::{
     CommitBundle, ConversationId, ConversationInfo, ConversationKind, Engine, Incoming, Intent,
     MissingMessages, Outbound,

@@ -1140,3 +1140,64 @@ fn group_name_is_sealed_from_the_server_and_reaches_members_and_joiners() {
         "secret club"
     );
 }
+
+#[test]
+fn every_message_is_franked_and_each_recipient_checks_it() {
+    use nightjar_core::franking::{self, Committed, FrankingCheck};
+    let mut w = world();
+    let conv = group(&mut w);
+    let out = w
+        .alice1
+        .engine
+        .encrypt(NOW, conv, &text("franked"))
+        .unwrap();
+    w.ds.fan_out(conv, &w.alice1.me(), &out.message);
+    let alice1 = w.alice1.me();
+    let device_key = w.ds.lists["alice"]
+        .verify()
+        .unwrap()
+        .device(alice1.device_id)
+        .unwrap()
+        .signature_key;
+    // Every other device (alice's second one too) finds the same commitment the sender put
+    // beside the ciphertext, opened by the key inside and signed by alice1's device key.
+    for d in [&mut w.alice2, &mut w.bob, &mut w.carol] {
+        let got = deliver_all(&mut w.ds, d);
+        let [incoming] = &got[..] else {
+            panic!("{got:?}");
+        };
+        expect_text(incoming, &alice1, "franked");
+        let Incoming::Message {
+            franking: FrankingCheck::Verified(franked),
+            message,
+            ..
+        } = incoming
+        else {
+            panic!("{incoming:?}");
+        };
+        assert_eq!(franked.commitment, out.franking_commitment);
+        let encoded = message.encode();
+        let committed = Committed {
+            conversation: conv,
+            sender: &alice1,
+            message: &encoded,
+        };
+        assert!(franking::opens(
+            &franked.opening.key,
+            &committed,
+            &franked.commitment
+        ));
+        assert!(franking::verify_signature(
+            &device_key,
+            &franked.commitment,
+            &franked.opening.signature
+        ));
+    }
+    // A fresh key per message: the same content again is another commitment.
+    let again = w
+        .alice1
+        .engine
+        .encrypt(NOW, conv, &text("franked"))
+        .unwrap();
+    assert_ne!(again.franking_commitment, out.franking_commitment);
+}

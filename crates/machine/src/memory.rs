@@ -940,6 +940,7 @@ mod tests {
             message_id: "m".into(),
             ciphertext: None,
             epoch: None,
+            franking_commitment: None,
         };
         let a = store.push_outbox("c", &message, "k1", 0).unwrap();
         let b = store

@@ -20,6 +20,10 @@ pub enum OutboxItem {
         ciphertext: Option<B64>,
         /// The epoch it was encrypted in.
         epoch: Option<u64>,
+        /// The ciphertext's franking commitment, posted beside it for the server to stamp
+        /// (`nightjar_core::franking`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        franking_commitment: Option<B64>,
     },
     /// A commit with its Welcome; the engine holds it as pending until the server's verdict.
     Commit {
@@ -169,12 +173,50 @@ pub struct MessageDetail {
     /// The attached file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Box<AttachmentRow>>,
+    /// What reporting the message needs (its franking opening and the server's stamp), for a
+    /// received message whose franking verified; `None`: it cannot be reported. Stored, never
+    /// shown: [`MessageDetail::shown`] leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub franking: Option<Box<FrankingRecord>>,
 }
 
 impl MessageDetail {
     /// Whether nothing is set (the common plain-text message).
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+
+    /// The detail as shown to the user (`sync --json`, the web app): without the franking
+    /// record, which holds the key that opens the message's commitment.
+    pub fn shown(mut self) -> Self {
+        self.franking = None;
+        self
+    }
+}
+
+/// What a recipient keeps to report a message (docs/reporting.md): the message as the
+/// commitment covers it, the key that opens the commitment and the sender device's signature
+/// of it (from inside the ciphertext), and the server's stamp from the envelope. `Debug` shows
+/// none of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrankingRecord {
+    /// The encoded `nightjar_core::content::Message` (content version 1), as committed to.
+    pub message: B64,
+    /// The franking key.
+    pub key: B64,
+    /// The sending device's signature of the commitment.
+    pub signature: B64,
+    /// The commitment.
+    pub commitment: B64,
+    /// The server's tag.
+    pub tag: B64,
+    /// The time the tag binds (ms since the Unix epoch).
+    pub time_ms: u64,
+}
+
+impl std::fmt::Debug for FrankingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrankingRecord(<redacted>)")
     }
 }
 
@@ -226,6 +268,9 @@ impl StoredMessage {
                 self.text = None;
                 self.detail.deleted = true;
                 self.detail.edited = false;
+                // The franking record holds the message itself: deleted for everyone means
+                // gone here too (it can no longer be reported).
+                self.detail.franking = None;
                 *dropped_file = self.detail.attachment.take().and_then(|a| a.file);
             }
         }
@@ -293,5 +338,49 @@ impl Consent {
             "blocked" => Some(Consent::Blocked),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delete_for_everyone_drops_the_franking_record_and_nothing_shows_it() {
+        let record = FrankingRecord {
+            message: B64(b"the message itself".to_vec()),
+            key: B64(vec![1; 32]),
+            signature: B64(vec![2; 64]),
+            commitment: B64(vec![3; 32]),
+            tag: B64(vec![4; 32]),
+            time_ms: 3_600_000,
+        };
+        let mut row = StoredMessage {
+            conversation: "c".into(),
+            id: "m".into(),
+            from: "alice".into(),
+            device: "000000000000000a".into(),
+            sent_at: 1,
+            kind: "text".into(),
+            text: Some("the message itself".into()),
+            outgoing: false,
+            detail: MessageDetail {
+                franking: Some(Box::new(record)),
+                ..MessageDetail::default()
+            },
+            expires_after_secs: None,
+            expires_at: None,
+        };
+        assert_eq!(
+            format!("{:?}", row.detail.franking),
+            "Some(FrankingRecord(<redacted>))"
+        );
+        assert!(row.detail.clone().shown().franking.is_none());
+        // An edit keeps it (the original can still be reported); a delete does not.
+        assert!(row.amend(&Amendment::Edit("fixed".into()), &mut None));
+        assert!(row.detail.franking.is_some());
+        assert!(row.amend(&Amendment::Delete, &mut None));
+        assert!(row.detail.franking.is_none());
+        assert!(!serde_json::to_string(&row).unwrap().contains("franking"));
     }
 }

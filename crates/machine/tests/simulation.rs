@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nightjar_api::{
     AccountResponse, ApiError, B64, ClaimKeyPackagesResponse, ClaimedKeyPackage, DeviceAddress,
-    Envelope, EnvelopeKind, ErrorCode, SendResponse,
+    Envelope, EnvelopeKind, ErrorCode, FrankingStamp, SendResponse,
 };
-use nightjar_core::content::Content;
+use nightjar_core::content::{Content, Message, MessageId};
+use nightjar_core::franking::{self, Commitment, FrankingKey};
 use nightjar_core::identity::SignedDeviceList;
 use nightjar_core::provisioning::LinkOffer;
 use nightjar_core::sealed::SealedSubmission;
@@ -59,7 +60,14 @@ struct Ds {
     /// Set while a sealed send is handled: it reaches every member device, the sender's own
     /// included, with no sender on the envelope.
     sealing: bool,
+    /// Stamps franked application messages as the real server does (its franking key).
+    franking_key: Option<FrankingKey>,
+    /// Misbehaves: delivers franked messages without their stamp.
+    strip_stamps: bool,
 }
+
+/// The simulated server's franking key.
+const DS_FRANKING_KEY: [u8; 32] = [0x5e; 32];
 
 enum Answer {
     Now(Result<Response, Failure>),
@@ -80,6 +88,20 @@ impl Ds {
         payload: &[u8],
         now: u64,
     ) {
+        self.enqueue_stamped(to, from, kind, conversation, payload, None, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_stamped(
+        &mut self,
+        to: &DeviceAddress,
+        from: &DeviceAddress,
+        kind: EnvelopeKind,
+        conversation: Option<ConversationId>,
+        payload: &[u8],
+        franking: Option<FrankingStamp>,
+        now: u64,
+    ) {
         self.next_envelope += 1;
         let envelope = Envelope {
             id: self.next_envelope,
@@ -88,6 +110,7 @@ impl Ds {
             kind,
             payload: B64(payload.to_vec()),
             server_time_ms: now,
+            franking: franking.filter(|_| !self.strip_stamps),
         };
         self.queues.entry(to.clone()).or_default().push(envelope);
     }
@@ -143,6 +166,7 @@ impl Ds {
                     welcome: None,
                     members: None,
                     group_info: None,
+                    franking_commitment: body.franking_commitment,
                 };
                 let answer = self.handle(
                     from,
@@ -288,13 +312,27 @@ impl Ds {
                     device_id: String::new(),
                 };
                 let sender = if sealed { &nobody } else { from };
+                let server_key = self
+                    .franking_key
+                    .get_or_insert_with(|| FrankingKey::from_bytes(DS_FRANKING_KEY))
+                    .clone();
+                let stamp = body
+                    .franking_commitment
+                    .as_ref()
+                    .and_then(|c| Commitment::from_slice(&c.0))
+                    .map(|c| FrankingStamp {
+                        commitment: B64(c.0.to_vec()),
+                        tag: B64(franking::tag(&server_key, &c, conversation, now).to_vec()),
+                        time_ms: now,
+                    });
                 for m in before.iter().filter(|m| sealed || *m != from) {
-                    self.enqueue(
+                    self.enqueue_stamped(
                         m,
                         sender,
                         body.kind,
                         Some(conversation),
                         &body.payload.0,
+                        stamp.clone(),
                         now,
                     );
                 }
@@ -1567,4 +1605,216 @@ fn the_disappearing_timer_applies_to_both_sides_and_counts_from_reading() {
         .map(|m| m.kind)
         .collect();
     assert_eq!(left, ["timer"], "only the timer change stays");
+}
+
+/// A hostile member's message: `body` encrypted by its engine with `forgery`, posted sealed
+/// as its machine would post it (the epoch's key is registered already).
+fn forged_send(
+    ds: &mut Ds,
+    d: &mut Device,
+    conversation: ConversationId,
+    body: &str,
+    forgery: &nightjar_core::Forgery,
+    now: u64,
+) {
+    let mut id = [0u8; 16];
+    for (i, b) in body.bytes().enumerate() {
+        id[i % 16] ^= b;
+    }
+    let message = Message {
+        id: MessageId(id),
+        sent_at_ms: now,
+        expires_after_secs: None,
+        content: text(body),
+    };
+    let (out, sealed) = d
+        .machine
+        .atomic(|engine, _| {
+            let out = engine.encrypt_forged(now, conversation, &message, forgery)?;
+            Ok((out, engine.sealed_key(conversation)?))
+        })
+        .unwrap();
+    let submission_id = format!("forged-{body}");
+    let signature = sealed.sign(&SealedSubmission {
+        conversation,
+        epoch: out.epoch,
+        submission_id: &submission_id,
+        payload: &out.message,
+    });
+    let body = nightjar_api::SealedSendRequest {
+        submission_id,
+        epoch: out.epoch,
+        payload: B64(out.message),
+        key: B64(sealed.public().to_vec()),
+        signature: B64(signature.to_vec()),
+        franking_commitment: Some(B64(out.franking_commitment.as_bytes().to_vec())),
+    };
+    match ds.handle(&d.address, Request::SealedSend { conversation, body }, now) {
+        Answer::Now(Ok(_)) => {}
+        _ => panic!("the server refused the forged message"),
+    }
+}
+
+/// The history row of `body` in `conversation` on `d`, if it has one.
+fn row_of(
+    d: &Device,
+    conversation: ConversationId,
+    body: &str,
+) -> Option<nightjar_machine::rows::StoredMessage> {
+    d.store()
+        .messages(&conversation.to_string())
+        .unwrap()
+        .into_iter()
+        .find(|m| m.text.as_deref() == Some(body))
+}
+
+fn dropped_notices(d: &Device) -> Vec<String> {
+    d.seen
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Notice(t) if t.starts_with("dropped a message from carol") => {
+                Some(t.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_hostile_members_broken_franking_is_dropped_and_honest_messages_are_reportable() {
+    use nightjar_core::Forgery;
+    let mut ds = Ds::default();
+    let mut carol = new_account(&mut ds, "carol");
+    let mut bob = new_account(&mut ds, "bob");
+    let c = create(
+        &mut ds,
+        &mut carol,
+        ConversationKind::Direct,
+        &["bob"],
+        None,
+        T0,
+    );
+    // An honest message: bob keeps what reporting it takes, and it verifies as the server
+    // will check it.
+    send(&mut ds, &mut carol, c, "hello", T0 + 1);
+    sync(&mut ds, &mut bob, T0 + 2);
+    assert_eq!(bob.received(), ["hello"]);
+    let row = row_of(&bob, c, "hello").unwrap();
+    let record = row.detail.franking.clone().expect("a reportable message");
+    let commitment = Commitment::from_slice(&record.commitment.0).unwrap();
+    let server_key = FrankingKey::from_bytes(DS_FRANKING_KEY);
+    assert!(franking::verify_tag(
+        &server_key,
+        &commitment,
+        c,
+        record.time_ms,
+        &record.tag.0
+    ));
+    let sender = nightjar_core::identity::DeviceCredential {
+        username: "carol".into(),
+        device_id: nightjar_core::identity::DeviceId::parse(&row.device).unwrap(),
+    };
+    let key = FrankingKey::from_slice(&record.key.0).unwrap();
+    let committed = franking::Committed {
+        conversation: c,
+        sender: &sender,
+        message: &record.message.0,
+    };
+    assert!(franking::opens(&key, &committed, &commitment));
+    let device_key = ds.lists["carol"].verify().unwrap().devices[0].signature_key;
+    assert!(franking::verify_signature(
+        &device_key,
+        &commitment,
+        &record.signature.0
+    ));
+    assert_eq!(
+        Message::decode(&record.message.0).unwrap().content,
+        text("hello")
+    );
+    // The notification shows the message without its franking record, and Debug never
+    // prints one.
+    assert!(bob.seen.iter().all(|n| match n {
+        Notification::Received(m) => m.detail.franking.is_none(),
+        _ => true,
+    }));
+    assert!(!format!("{row:?}").contains(&format!("{:?}", record.key.0)));
+    assert!(format!("{row:?}").contains("FrankingRecord(<redacted>)"));
+
+    // carol commits to (and signs) other content than she sends; signs with another key;
+    // puts another commitment beside the ciphertext: bob drops each, saying so.
+    let lie = Message {
+        id: MessageId([9; 16]),
+        sent_at_ms: T0,
+        expires_after_secs: None,
+        content: text("something else"),
+    };
+    forged_send(
+        &mut ds,
+        &mut carol,
+        c,
+        "committed to other content",
+        &Forgery::CommitTo(lie),
+        T0 + 3,
+    );
+    forged_send(
+        &mut ds,
+        &mut carol,
+        c,
+        "signed by a stranger",
+        &Forgery::ForeignSignature,
+        T0 + 4,
+    );
+    forged_send(
+        &mut ds,
+        &mut carol,
+        c,
+        "another commitment outside",
+        &Forgery::OutsideCommitment(Commitment([7; 32])),
+        T0 + 5,
+    );
+    sync(&mut ds, &mut bob, T0 + 6);
+    let dropped = dropped_notices(&bob);
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert!(dropped[0].contains("does not verify"), "{dropped:?}");
+    assert!(dropped[1].contains("does not verify"), "{dropped:?}");
+    assert!(
+        dropped[2].contains("commitment on its envelope"),
+        "{dropped:?}"
+    );
+    assert_eq!(bob.texts(c), ["hello"]);
+    assert_eq!(bob.received(), ["hello"]);
+
+    // A server that delivers no stamp (one from before franking): kept, not reportable.
+    ds.strip_stamps = true;
+    send(&mut ds, &mut carol, c, "unstamped", T0 + 7);
+    sync(&mut ds, &mut bob, T0 + 8);
+    assert!(
+        row_of(&bob, c, "unstamped")
+            .unwrap()
+            .detail
+            .franking
+            .is_none()
+    );
+    // The conversation goes on: carol's honest messages are reportable again.
+    ds.strip_stamps = false;
+    send(&mut ds, &mut carol, c, "honest again", T0 + 9);
+    sync(&mut ds, &mut bob, T0 + 10);
+    assert_eq!(bob.received(), ["hello", "unstamped", "honest again"]);
+    assert!(
+        row_of(&bob, c, "honest again")
+            .unwrap()
+            .detail
+            .franking
+            .is_some()
+    );
+    assert_eq!(dropped_notices(&bob).len(), 3);
+    // Nor does carol's own copy keep a record (her own messages are not hers to report).
+    sync(&mut ds, &mut carol, T0 + 11);
+    assert!(
+        row_of(&carol, c, "hello")
+            .unwrap()
+            .detail
+            .franking
+            .is_none()
+    );
 }

@@ -61,6 +61,17 @@ pub struct ServerConfig {
     /// How often the directory publishes a new epoch when entries changed (the CLI's
     /// `--kt-interval-ms`).
     pub kt_interval: Duration,
+    /// The file holding the message-franking key, which stamps every franked application
+    /// message so that a recipient can report it (docs/reporting.md). Kept out of the database
+    /// so that a database copy cannot make stamps. `None` means `franking.key` in `data_dir`
+    /// (mode 0600, created on first start). Nodes sharing a database share this file (the
+    /// CLI's `--franking-key-file`); a node with another key refuses to start.
+    pub franking_key_file: Option<PathBuf>,
+    /// The file holding the moderators' bearer token for `GET /v1/moderation/reports` (one
+    /// word of at least 16 characters, read once at start; the server keeps only its hash).
+    /// `None` turns the moderation routes off: they answer 404 `not_configured` (the CLI's
+    /// `--moderator-token-file`).
+    pub moderator_token_file: Option<PathBuf>,
     /// Where Prometheus metrics (`GET /metrics`) are served: a listener of their own, never the
     /// public one, because they tell anyone the server's traffic. Loopback on a free port by
     /// default (see [`crate::RunningServer::metrics_addr`]); a fixed address for a scraper,
@@ -104,6 +115,8 @@ impl Default for ServerConfig {
             opaque_key_file: None,
             kt_key_file: None,
             kt_interval: Duration::from_secs(2),
+            franking_key_file: None,
+            moderator_token_file: None,
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             web_dir: None,
             turn: None,

@@ -23,6 +23,7 @@ mod blobs;
 mod config;
 mod error;
 mod fan_out;
+mod franking;
 mod group_calls;
 mod http;
 mod metrics;

@@ -112,6 +112,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .map(crate::turn::Turn::load)
         .transpose()?;
     let blobs = crate::blobs::BlobStore::open(&config.blobs, &config.data_dir)?;
+    let moderator = config
+        .moderator_token_file
+        .as_deref()
+        .map(crate::franking::ModeratorToken::load)
+        .transpose()?;
     let calls = config
         .sfu
         .as_ref()
@@ -136,6 +141,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     .await?;
     let opaque = crate::opaque::load_setup(&store, &config).await?;
     let transparency = crate::transparency::Transparency::open(&store, &config).await?;
+    let franker = crate::franking::load(&store, &config).await?;
     if let Some(url) = &config.nats_url {
         let cluster = store
             .init_server_state(CLUSTER_ID, random_hex(8).as_bytes())
@@ -164,6 +170,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             turn,
             group: calls,
             blobs,
+            franker,
+            moderator,
         },
     );
     let depth = state.store.queue_depth().await?;

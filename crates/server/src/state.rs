@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::blobs::BlobStore;
 use crate::config::ServerConfig;
 use crate::fan_out::FanOutMeters;
+use crate::franking::{Franker, ModeratorToken};
 use crate::group_calls::GroupCalls;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -31,7 +32,8 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// What this server offers beside its database: for calls, the TURN relay's credentials and
-/// the group-call SFU, each if configured; for attachments, the blob store.
+/// the group-call SFU, each if configured; for attachments, the blob store; for reports, the
+/// franking key and the moderators' token.
 #[derive(Debug)]
 pub(crate) struct Services {
     /// The TURN relay.
@@ -40,6 +42,10 @@ pub(crate) struct Services {
     pub(crate) group: Option<Arc<GroupCalls>>,
     /// Where attachments' ciphertext lives.
     pub(crate) blobs: BlobStore,
+    /// The key that stamps franked messages.
+    pub(crate) franker: Franker,
+    /// The moderators' token, if moderation is configured.
+    pub(crate) moderator: Option<ModeratorToken>,
 }
 
 /// Cheap to clone; everything lives behind one `Arc`.
@@ -80,6 +86,8 @@ pub(crate) struct Shared {
     /// Refused sealed sends (unknown key, bad signature) per address group: past the burst,
     /// an address gets 429 before the server looks anything up.
     pub(crate) sealed_refusals: TokenBuckets<IpAddr>,
+    /// Refused moderator tokens per address group: past the burst, an address gets 429.
+    pub(crate) moderator_refusals: TokenBuckets<IpAddr>,
     /// The cap on streams per device.
     pub(crate) stream_slots: StreamSlots,
     /// The TURN relay calls may use, if one is configured.
@@ -88,6 +96,10 @@ pub(crate) struct Shared {
     pub(crate) calls: Option<Arc<GroupCalls>>,
     /// The object store holding attachments' ciphertext.
     pub(crate) blobs: BlobStore,
+    /// The key that stamps franked messages and checks reports.
+    pub(crate) franker: Franker,
+    /// The moderators' token; `None`: the moderation routes answer `not_configured`.
+    pub(crate) moderator: Option<ModeratorToken>,
 }
 
 impl AppState {
@@ -104,6 +116,8 @@ impl AppState {
             turn,
             group: calls,
             blobs,
+            franker,
+            moderator,
         } = services;
         let limits = &config.limits;
         let shared = Shared {
@@ -138,10 +152,16 @@ impl AppState {
                 limits.login_attempts_per_ip.saturating_mul(10),
                 limits.login_window,
             ),
+            moderator_refusals: attempts_per_window(
+                limits.login_attempts_per_ip,
+                limits.login_window,
+            ),
             stream_slots: StreamSlots::new(limits.max_streams_per_device),
             turn,
             calls,
             blobs,
+            franker,
+            moderator,
             config,
             store,
             opaque,

@@ -22,6 +22,8 @@ const NODE_ID: &str = "NIGHTJAR_TEST_NODE_ID";
 /// The OPAQUE key file the nodes of one test share (it is not in the database).
 const NODE_OPAQUE_KEY: &str = "NIGHTJAR_TEST_NODE_OPAQUE_KEY";
 const NODE_KT_KEY: &str = "NIGHTJAR_TEST_NODE_KT_KEY";
+/// The franking key file the nodes share (a tag one node makes must verify on the other).
+const NODE_FRANKING_KEY: &str = "NIGHTJAR_TEST_NODE_FRANKING_KEY";
 /// The line a node process prints once it listens.
 const LISTENING: &str = "nightjar test node listening on ";
 
@@ -40,6 +42,7 @@ async fn node_process() {
     config.node_id = Some(node);
     config.opaque_key_file = std::env::var(NODE_OPAQUE_KEY).ok().map(Into::into);
     config.kt_key_file = std::env::var(NODE_KT_KEY).ok().map(Into::into);
+    config.franking_key_file = std::env::var(NODE_FRANKING_KEY).ok().map(Into::into);
     config.limits = test_limits();
     let server = nightjar_server::start(config).await.unwrap();
     println!("{LISTENING}{}", server.local_addr());
@@ -76,6 +79,7 @@ impl Node {
             .env(NODE_ID, id)
             .env(NODE_OPAQUE_KEY, shared_key_file(database, "opaque"))
             .env(NODE_KT_KEY, shared_key_file(database, "directory"))
+            .env(NODE_FRANKING_KEY, shared_key_file(database, "franking"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -131,20 +135,31 @@ async fn direct_conversation(
 
 async fn send_text(server: &TestServer, device: &mut Device, conv: ConversationId, body: &str) {
     let out = device.engine.encrypt(NOW, conv, &text(body)).unwrap();
-    let request = send_request(body, EnvelopeKind::Application, out.epoch, out.message);
+    let mut request = send_request(body, EnvelopeKind::Application, out.epoch, out.message);
+    request.franking_commitment = Some(B64(out.franking_commitment.as_bytes().to_vec()));
     let path = format!("/v1/conversations/{conv}/messages");
     let _: SendResponse = server.post_ok(&path, device.token(), &request).await;
 }
 
 /// Receives `bodies` on `ws` in order, decrypting each (an envelope seen twice would fail).
+/// Each carries the franking stamp of the commitment its message opens, whichever node
+/// stamped it and whichever pushed it (over NATS).
 async fn receive(ws: &mut Stream, device: &mut Device, bodies: &[String]) -> Vec<Envelope> {
     let mut got = Vec::new();
     for body in bodies {
         let envelope = ws.envelope().await;
-        expect_text(
-            &device.engine.process(NOW, &envelope.payload.0).unwrap(),
-            body,
-        );
+        let incoming = device.engine.process(NOW, &envelope.payload.0).unwrap();
+        expect_text(&incoming, body);
+        let Incoming::Message {
+            franking: nightjar_core::franking::FrankingCheck::Verified(franked),
+            ..
+        } = &incoming
+        else {
+            panic!("unfranked: {incoming:?}");
+        };
+        let stamp = envelope.franking.as_ref().expect("a stamped envelope");
+        assert_eq!(stamp.commitment.0, franked.commitment.as_bytes());
+        assert_eq!(stamp.tag.0.len(), 32);
         got.push(envelope);
     }
     got

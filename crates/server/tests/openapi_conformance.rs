@@ -29,11 +29,17 @@ async fn the_document_matches_the_server() {
     let secrets = tempfile::tempdir().unwrap();
     let secret_file = secrets.path().join("turn-secret");
     std::fs::write(&secret_file, "conformance-secret\n").unwrap();
+    // Moderation is on too; its routes take the moderator token, not a session: they get a
+    // run of their own with it.
+    let moderator_token = "conformance-moderator-token-0123";
+    let token_file = secrets.path().join("moderator-token");
+    std::fs::write(&token_file, moderator_token).unwrap();
     let server = TestServer::with_config(Backend::Sqlite, Limits::default(), move |config| {
         config.turn = Some(TurnConfig::new(
             vec!["turn:127.0.0.1:3478?transport=udp".into()],
             secret_file.clone(),
         ));
+        config.moderator_token_file = Some(token_file.clone());
     })
     .await;
     let alice = register(&server, "alice", 5).await;
@@ -44,7 +50,17 @@ async fn the_document_matches_the_server() {
         (
             "all-but-logout",
             alice.token.clone(),
-            vec!["--exclude-path", "/v1/logout"],
+            vec![
+                "--exclude-path",
+                "/v1/logout",
+                "--exclude-path-regex",
+                "^/v1/moderation/",
+            ],
+        ),
+        (
+            "moderation",
+            moderator_token.to_owned(),
+            vec!["--include-path-regex", "^/v1/moderation/"],
         ),
         (
             "logout",

@@ -1,6 +1,11 @@
-//! Consent routes: accept, block or forget an account, list those decisions, report.
+//! Consent routes: accept, block or forget an account, list those decisions, report an
+//! account or a message; and the moderators' routes (with the moderator token as the bearer
+//! token instead of a session's).
 
-use nightjar_api::{ConsentListResponse, ConsentState, ReportRequest, SetConsentRequest};
+use nightjar_api::{
+    ConsentListResponse, ConsentState, MessageReportRequest, MessageReportResponse,
+    ModerationReportsResponse, ReportRequest, SetConsentRequest,
+};
 use reqwest::Method;
 
 use super::{Api, segment};
@@ -39,5 +44,38 @@ impl Api {
         self.call_raw(Method::POST, "/v1/reports", Some(r))
             .await
             .map(drop)
+    }
+
+    /// `POST /v1/reports/messages`.
+    pub async fn report_message(&self, r: &MessageReportRequest) -> Result<MessageReportResponse> {
+        self.call(Method::POST, "/v1/reports/messages", Some(r))
+            .await
+    }
+
+    /// `GET /v1/moderation/reports?after=..&limit=..&unreviewed=..` (the token set with
+    /// [`Api::set_token`] is the moderator token).
+    pub async fn moderation_reports(
+        &self,
+        after: u64,
+        limit: u32,
+        unreviewed: bool,
+    ) -> Result<ModerationReportsResponse> {
+        self.call(
+            Method::GET,
+            &format!("/v1/moderation/reports?after={after}&limit={limit}&unreviewed={unreviewed}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/moderation/reports/{report_id}/reviewed`.
+    pub async fn mark_report_reviewed(&self, report_id: u64) -> Result<()> {
+        self.call_raw(
+            Method::POST,
+            &format!("/v1/moderation/reports/{report_id}/reviewed"),
+            None::<&()>,
+        )
+        .await
+        .map(drop)
     }
 }

@@ -2,7 +2,10 @@
 //! reporting accounts. Decisions are the server's (it enforces them); this device keeps a copy
 //! to decide which incoming messages to hold back as requests (see `store/consent.rs`).
 
-use nightjar_api::{ConsentState, ReportRequest};
+use nightjar_api::{
+    ConsentState, DeviceAddress, FrankingStamp, MessageReportRequest, ReportRequest,
+};
+use nightjar_core::content::MessageId;
 use serde::Serialize;
 
 use super::{Client, now_ms};
@@ -99,6 +102,56 @@ impl Client {
             .await?;
         self.store
             .set_consent(username, Some(Consent::Blocked), now_ms())
+    }
+
+    /// Whether `text` names a message of this profile's history (32 hex digits it holds a
+    /// message under): `nightjar report` then reports that message, and the account of that
+    /// name otherwise (a message id is also a valid username).
+    pub fn names_message(&self, text: &str) -> Result<bool> {
+        let id = text.trim().to_ascii_lowercase();
+        if MessageId::from_hex(&id).is_none() {
+            return Ok(false);
+        }
+        Ok(self.store.find_message(&id)?.is_some())
+    }
+
+    /// Reports the message `id` (in this profile's history) to the server operator with the
+    /// proof that its sender sent exactly this content (docs/reporting.md): reveals the
+    /// message, its franking key and its sender device's signature, and the server's stamp;
+    /// `reason` adds the user's own words. Returns the report's id. The sender is not blocked
+    /// (`block` does that).
+    pub async fn report_message(&mut self, id: &str, reason: Option<&str>) -> Result<u64> {
+        let message = self.find_message(id)?;
+        if message.outgoing {
+            return Err(Error::Usage(
+                "that message is from this account: there is nothing to report".into(),
+            ));
+        }
+        let Some(franking) = message.detail.franking else {
+            return Err(Error::Usage(format!(
+                "message {} cannot be reported: it carries no franking proof (its sender's \
+                 app or the server predates reporting), or its sender deleted it",
+                message.id
+            )));
+        };
+        self.ensure_ready().await?;
+        let request = MessageReportRequest {
+            conversation_id: message.conversation,
+            sender: DeviceAddress {
+                username: message.from,
+                device_id: message.device,
+            },
+            message: franking.message,
+            franking_key: franking.key,
+            signature: franking.signature,
+            stamp: FrankingStamp {
+                commitment: franking.commitment,
+                tag: franking.tag,
+                time_ms: franking.time_ms,
+            },
+            reason: reason.map(str::to_owned),
+        };
+        Ok(self.api()?.report_message(&request).await?.report_id)
     }
 
     async fn decide(&mut self, username: &str, state: Option<ConsentState>) -> Result<()> {

@@ -88,7 +88,8 @@ pub(super) fn received(m: StoredMessage, conversations: &[ConversationRow]) -> R
         sent_at: m.sent_at,
         kind: m.kind,
         text: m.text,
-        detail: m.detail,
+        // What the user sees: not the franking record kept for a report.
+        detail: m.detail.shown(),
         expires_at: m.expires_at,
     }
 }

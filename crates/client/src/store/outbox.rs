@@ -179,6 +179,7 @@ mod tests {
                 message_id: "00".repeat(16),
                 ciphertext: None,
                 epoch: None,
+                franking_commitment: None,
             };
             store.push_outbox("c1", &msg, "key-1", 1).unwrap();
             store

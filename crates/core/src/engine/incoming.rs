@@ -17,6 +17,7 @@ use super::{ConversationId, Engine, device_credential, internal};
 use crate::content::{Message, Plaintext, SenderState};
 use crate::directory::DeviceCheck;
 use crate::error::{ConversationError, Result};
+use crate::franking::{self, Committed, FrankingCheck};
 use crate::identity::DeviceCredential;
 use crate::storage::KvStore;
 
@@ -37,6 +38,10 @@ pub enum Incoming {
         /// What the sender states about its account's device list and the directory root it
         /// verified; `None` from senders before content version 3.
         sender_state: Option<SenderState>,
+        /// Whether the message's franking opening holds for this sender, conversation and
+        /// content ([`crate::franking`]); the caller still compares the commitment with the
+        /// one the server stamped on the envelope.
+        franking: FrankingCheck,
     },
     /// Another member's commit was applied; the conversation is now at `epoch`.
     Commit {
@@ -172,8 +177,26 @@ impl<S: KvStore> Engine<S> {
                 let Plaintext {
                     seq,
                     sender: sender_state,
+                    franking: opening,
                     message,
                 } = Plaintext::decode(&app.into_bytes())?;
+                let franking = match opening {
+                    None => FrankingCheck::Absent,
+                    Some(opening) => {
+                        // The key MLS authenticated the message with: the sending leaf's.
+                        let key = group
+                            .member_at(sender_leaf)
+                            .map(|m| m.signature_key)
+                            .unwrap_or_default();
+                        let encoded = message.encode();
+                        let committed = Committed {
+                            conversation,
+                            sender: &sender,
+                            message: &encoded,
+                        };
+                        franking::check(opening, &committed, &key)
+                    }
+                };
                 if let Some(seq) = seq {
                     integrity::observe_incoming(
                         self.provider.kv(),
@@ -191,6 +214,7 @@ impl<S: KvStore> Engine<S> {
                     epoch,
                     message,
                     sender_state,
+                    franking,
                 })
             }
             ProcessedMessageContent::ProposalMessage(proposal) => {

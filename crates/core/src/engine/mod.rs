@@ -35,6 +35,8 @@ use crate::storage::{KvStore, Overlay, StoreError};
 
 pub use incoming::Incoming;
 pub use integrity::MissingMessages;
+#[cfg(feature = "hostile")]
+pub use ops::Forgery;
 pub use ops::{CommitBundle, ConversationInfo, Outbound};
 pub(crate) use records::KIND_EXTENSION;
 use records::{

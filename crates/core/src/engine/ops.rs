@@ -15,6 +15,7 @@ use super::{ConversationId, Engine, capabilities, device_credential, internal};
 use crate::content::{GroupMetadata, Message};
 use crate::directory::DeviceCheck;
 use crate::error::{ConversationError, Error, Result};
+use crate::franking::{self, Commitment, Committed, Franked, FrankingKey, Opening};
 use crate::identity::DeviceCredential;
 use crate::sealed::{SEALED_SECRET_LEN, SEALED_SENDER_LABEL, SealedKey};
 use crate::storage::KvStore;
@@ -47,8 +48,25 @@ pub struct Outbound {
     pub epoch: u64,
     /// The MLS PrivateMessage, for every other member device.
     pub message: Vec<u8>,
+    /// The message's franking commitment ([`crate::franking`]), sent beside the ciphertext
+    /// for the server to stamp; the key that opens it is inside the ciphertext.
+    pub franking_commitment: Commitment,
     /// A self-update commit the update policy asked for; send it after the message.
     pub self_update: Option<CommitBundle>,
+}
+
+/// How a hostile sender (a test acting as one, with the `hostile` feature) franks a message
+/// wrongly; see `Engine::encrypt_forged`.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "hostile"), allow(dead_code, unreachable_pub))]
+pub enum Forgery {
+    /// Commit to (and sign) another message than the one encrypted: the key in the message
+    /// does not open the commitment for its content.
+    CommitTo(Message),
+    /// Sign the commitment with another key than this device's.
+    ForeignSignature,
+    /// Put another commitment beside the ciphertext than the one the message opens.
+    OutsideCommitment(Commitment),
 }
 
 /// A snapshot of a conversation as this device sees it.
@@ -391,16 +409,95 @@ impl<S: KvStore> Engine<S> {
     /// it got then; it states this account's device-list version and this device's directory
     /// view ([`crate::content::SenderState`]); and it carries the epoch's fork tag in its
     /// authenticated data.
+    ///
+    /// It is franked ([`crate::franking`]): a fresh key and this device's signature of the
+    /// commitment travel inside the ciphertext, the commitment in
+    /// [`Outbound::franking_commitment`].
     pub fn encrypt(
         &mut self,
         now_ms: u64,
         conversation: ConversationId,
         message: &Message,
     ) -> Result<Outbound> {
+        self.encrypt_with(now_ms, conversation, message, None)
+    }
+
+    /// Test hook: [`Engine::encrypt`] as a hostile sender does it, with franking that does
+    /// not hold (see [`Forgery`]). Only with the `hostile` feature, which no client enables.
+    #[cfg(feature = "hostile")]
+    pub fn encrypt_forged(
+        &mut self,
+        now_ms: u64,
+        conversation: ConversationId,
+        message: &Message,
+        forgery: &Forgery,
+    ) -> Result<Outbound> {
+        self.encrypt_with(now_ms, conversation, message, Some(forgery))
+    }
+
+    /// The franking of `message` from this device in `conversation`: its opening (key and
+    /// signature) and the commitment to send beside it (as a forgery, if one is given).
+    fn frank(
+        &self,
+        conversation: ConversationId,
+        message: &Message,
+        forgery: Option<&Forgery>,
+    ) -> Result<Franked> {
+        let key =
+            FrankingKey::generate().map_err(|_| Error::State("no randomness for franking"))?;
+        let committed = match forgery {
+            Some(Forgery::CommitTo(other)) => other.encode(),
+            _ => message.encode(),
+        };
+        let commitment = franking::commit(
+            &key,
+            &Committed {
+                conversation,
+                sender: &self.me,
+                message: &committed,
+            },
+        );
+        let to_sign = franking::signed_bytes(&commitment);
+        let signature = match forgery {
+            Some(Forgery::ForeignSignature) => {
+                use ed25519_dalek::Signer as _;
+                let stranger = FrankingKey::generate()
+                    .map_err(|_| Error::State("no randomness for franking"))?;
+                ed25519_dalek::SigningKey::from_bytes(stranger.as_bytes())
+                    .sign(&to_sign)
+                    .to_bytes()
+                    .to_vec()
+            }
+            _ => openmls_traits::signatures::Signer::sign(&self.signer, &to_sign)
+                .map_err(|_| Error::State("signing the franking commitment failed"))?,
+        };
+        let signature = <[u8; franking::SIGNATURE_LEN]>::try_from(signature.as_slice())
+            .map_err(|_| Error::State("the device key is not an Ed25519 key"))?;
+        let outside = match forgery {
+            Some(Forgery::OutsideCommitment(other)) => *other,
+            _ => commitment,
+        };
+        Ok(Franked {
+            commitment: outside,
+            opening: Opening { key, signature },
+        })
+    }
+
+    fn encrypt_with(
+        &mut self,
+        now_ms: u64,
+        conversation: ConversationId,
+        message: &Message,
+        forgery: Option<&Forgery>,
+    ) -> Result<Outbound> {
         let policy = self.config.update_policy;
         self.atomically(|e| {
             let record = e.record(conversation)?;
             let state = e.sender_state()?;
+            let Franked {
+                commitment: franking_commitment,
+                opening,
+            } = e.frank(conversation, message, forgery)?;
             let group = load_group(&mut e.groups, &e.provider, conversation)?;
             if !group.is_active() {
                 return Err(ConversationError::NotAMember.into());
@@ -413,7 +510,7 @@ impl<S: KvStore> Engine<S> {
             }
             let epoch = group.epoch().as_u64();
             let seq = integrity::number_outgoing(e.provider.kv(), conversation, message.id, epoch)?;
-            let plaintext = Zeroizing::new(message.encode_with_state(seq, &state));
+            let plaintext = Zeroizing::new(message.encode_franked(seq, &state, &opening));
             group.set_aad(EpochTag::of(group).aad());
             let out = group
                 .create_message(&e.provider, &e.signer, &plaintext)
@@ -429,6 +526,7 @@ impl<S: KvStore> Engine<S> {
                 conversation,
                 epoch,
                 message: bytes,
+                franking_commitment,
                 self_update,
             })
         })

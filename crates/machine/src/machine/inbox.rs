@@ -4,8 +4,9 @@
 //! the machine fetch device lists and process the same bytes again; an identity key change is
 //! held and surfaced, never accepted silently.
 
-use nightjar_api::Envelope;
-use nightjar_core::content::Content;
+use nightjar_api::{B64, Envelope, FrankingStamp};
+use nightjar_core::content::{Content, Message};
+use nightjar_core::franking::FrankingCheck;
 use nightjar_core::{
     ConversationError, ConversationId, ConversationKind, Engine, Error as CoreError, Incoming,
 };
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::backoff;
 use crate::error::{Error, Result};
-use crate::rows::OutboxItem;
+use crate::rows::{FrankingRecord, OutboxItem};
 use crate::store::ClientStore;
 use crate::transport::{Failure, Request, Response};
 
@@ -54,12 +55,61 @@ pub(crate) fn label<S: ClientStore>(
     }
 }
 
+/// What a received message's franking (docs/reporting.md) means for it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Franking {
+    /// It can be reported: the record to keep with its history row.
+    Reportable(Box<FrankingRecord>),
+    /// Kept, but it cannot be reported: the sender franked nothing (a client from before
+    /// franking) or the envelope carries no stamp (a server from before franking).
+    Unreportable,
+    /// Dropped, with a notice saying why: its franking does not hold. No honest sender makes
+    /// such a message (the opening is inside the MLS-authenticated plaintext), so the sending
+    /// device is hostile or broken, or the server altered the commitment on the envelope;
+    /// keeping it would show a message its recipient could not report.
+    Broken(&'static str),
+}
+
+/// Decides what `check` (the engine's verdict on the opening inside the message) and the
+/// envelope's `stamp` make of `message`.
+pub(crate) fn franking(
+    check: &FrankingCheck,
+    stamp: Option<&FrankingStamp>,
+    message: &Message,
+) -> Franking {
+    match (check, stamp) {
+        (FrankingCheck::Invalid, _) => Franking::Broken(
+            "its franking does not verify (its sender's device did not sign a commitment to \
+             this content), so it could not be reported",
+        ),
+        (FrankingCheck::Absent, _) | (FrankingCheck::Verified(_), None) => Franking::Unreportable,
+        (FrankingCheck::Verified(franked), Some(stamp))
+            if stamp.commitment.0 == franked.commitment.as_bytes() =>
+        {
+            Franking::Reportable(Box::new(FrankingRecord {
+                message: B64(message.encode()),
+                key: B64(franked.opening.key.as_bytes().to_vec()),
+                signature: B64(franked.opening.signature.to_vec()),
+                commitment: stamp.commitment.clone(),
+                tag: stamp.tag.clone(),
+                time_ms: stamp.time_ms,
+            }))
+        }
+        (FrankingCheck::Verified(_), Some(_)) => Franking::Broken(
+            "the franking commitment on its envelope is not the one the message opens, so it \
+             could not be reported",
+        ),
+    }
+}
+
 /// Applies what an incoming message means to the client's rows (inside the engine's
-/// transaction); returns the notifications for the user.
+/// transaction); returns the notifications for the user. `stamp` is the envelope's franking
+/// stamp.
 fn record_incoming<S: ClientStore>(
     engine: &mut Engine<S>,
     store: &S,
     incoming: &Incoming,
+    stamp: Option<&FrankingStamp>,
     now: u64,
     call_replies: &mut Option<Vec<crate::calls::CallReply>>,
 ) -> Result<Vec<Notification>> {
@@ -70,8 +120,22 @@ fn record_incoming<S: ClientStore>(
             conversation,
             sender,
             message,
+            franking: check,
             ..
         } => {
+            let record = match franking(check, stamp, message) {
+                Franking::Broken(why) => {
+                    out.push(Notification::Notice(format!(
+                        "dropped a message from {} in {}: {why}",
+                        sender.username,
+                        label(engine, *conversation)
+                    )));
+                    return Ok(out);
+                }
+                // This account's own messages are not reported: no record.
+                Franking::Reportable(record) if sender.username != me.username => Some(record),
+                Franking::Reportable(_) | Franking::Unreportable => None,
+            };
             let id = conversation.to_string();
             match &message.content {
                 Content::Typing { active } => out.push(Notification::Typing {
@@ -112,7 +176,8 @@ fn record_incoming<S: ClientStore>(
                 device: sender.device_id.to_string(),
                 outgoing: sender.username == me.username,
             };
-            if let Some(stored) = history::row(&id, &author, message) {
+            if let Some(mut stored) = history::row(&id, &author, message) {
+                stored.detail.franking = record;
                 let recorded = history::record(store, stored.clone(), now, false)?;
                 if recorded == history::Recorded::Refused {
                     out.push(Notification::Notice(format!(
@@ -136,7 +201,11 @@ fn record_incoming<S: ClientStore>(
                             });
                         }
                     } else {
-                        out.push(Notification::Received(stored));
+                        let detail = stored.detail.clone().shown();
+                        out.push(Notification::Received(crate::rows::StoredMessage {
+                            detail,
+                            ..stored
+                        }));
                     }
                 }
             }
@@ -426,7 +495,14 @@ impl<S: ClientStore> Machine<S> {
         let mut call_replies = None;
         let result = self.atomic(|engine, store| {
             let incoming = engine.process(now, &envelope.payload.0)?;
-            let notes = record_incoming(engine, store, &incoming, now, &mut call_replies)?;
+            let notes = record_incoming(
+                engine,
+                store,
+                &incoming,
+                envelope.franking.as_ref(),
+                now,
+                &mut call_replies,
+            )?;
             store.mark_processed(id, now)?;
             let stated = match incoming {
                 Incoming::Message {
@@ -634,5 +710,72 @@ impl<S: ClientStore> Machine<S> {
              (by the server, or a broken client); messages from the other branch cannot be read"
         ));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nightjar_core::content::MessageId;
+    use nightjar_core::franking::{Commitment, Franked, FrankingKey, Opening};
+
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            id: MessageId([1; 16]),
+            sent_at_ms: 5,
+            expires_after_secs: None,
+            content: Content::Text { body: "hi".into() },
+        }
+    }
+
+    fn stamp(commitment: [u8; 32]) -> FrankingStamp {
+        FrankingStamp {
+            commitment: B64(commitment.to_vec()),
+            tag: B64(vec![2; 32]),
+            time_ms: 3_600_000,
+        }
+    }
+
+    #[test]
+    fn only_a_verified_opening_with_the_same_stamped_commitment_is_reportable() {
+        let verified = FrankingCheck::Verified(Box::new(Franked {
+            commitment: Commitment([7; 32]),
+            opening: Opening {
+                key: FrankingKey::from_bytes([3; 32]),
+                signature: [4; 64],
+            },
+        }));
+        let m = message();
+        match franking(&verified, Some(&stamp([7; 32])), &m) {
+            Franking::Reportable(record) => {
+                assert_eq!(record.message.0, m.encode());
+                assert_eq!(record.key.0, [3; 32]);
+                assert_eq!(record.signature.0, [4; 64]);
+                assert_eq!(record.commitment.0, [7; 32]);
+                assert_eq!(record.tag.0, [2; 32]);
+                assert_eq!(record.time_ms, 3_600_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            franking(&verified, Some(&stamp([8; 32])), &m),
+            Franking::Broken(_)
+        ));
+        assert_eq!(franking(&verified, None, &m), Franking::Unreportable);
+        assert_eq!(
+            franking(&FrankingCheck::Absent, Some(&stamp([7; 32])), &m),
+            Franking::Unreportable
+        );
+        assert_eq!(
+            franking(&FrankingCheck::Absent, None, &m),
+            Franking::Unreportable
+        );
+        for s in [None, Some(stamp([7; 32]))] {
+            assert!(matches!(
+                franking(&FrankingCheck::Invalid, s.as_ref(), &m),
+                Franking::Broken(_)
+            ));
+        }
     }
 }

@@ -577,6 +577,7 @@ impl<S: ClientStore> Machine<S> {
             message_id: id.to_hex(),
             ciphertext: None,
             epoch: None,
+            franking_commitment: None,
         };
         let author = history::Author {
             username: &self.me.username,

@@ -171,6 +171,7 @@ impl<S: ClientStore> Machine<S> {
                     }),
                     members: Some(members),
                     group_info,
+                    franking_commitment: None,
                 };
                 self.post(row.seq, conversation, body);
                 Ok(Step::Posted)
@@ -222,6 +223,7 @@ impl<S: ClientStore> Machine<S> {
             welcome: None,
             members: None,
             group_info: None,
+            franking_commitment: None,
         };
         self.post(row.seq, conversation, body);
         Ok(Step::Posted)
@@ -263,6 +265,7 @@ impl<S: ClientStore> Machine<S> {
             message_id,
             ciphertext,
             epoch,
+            franking_commitment,
         } = row.item.clone()
         else {
             return Ok(Step::Continue);
@@ -313,8 +316,10 @@ impl<S: ClientStore> Machine<S> {
                 Step::Block
             });
         }
-        let (payload, epoch, key) = match (ciphertext, epoch) {
-            (Some(ct), Some(ep)) if ep == info.epoch => (ct, ep, row.idempotency_key.clone()),
+        let (payload, epoch, key, commitment) = match (ciphertext, epoch) {
+            (Some(ct), Some(ep)) if ep == info.epoch => {
+                (ct, ep, row.idempotency_key.clone(), franking_commitment)
+            }
             (previous, _) => {
                 let message = Message::decode(&plaintext.0)
                     .map_err(|e| Error::Usage(format!("a queued message is unreadable: {e}")))?;
@@ -328,20 +333,22 @@ impl<S: ClientStore> Machine<S> {
                 let seq = row.seq;
                 let result = self.atomic(|engine, store| {
                     let out = engine.encrypt(now, conversation, &message)?;
+                    let commitment = B64(out.franking_commitment.as_bytes().to_vec());
                     let item = OutboxItem::Message {
                         plaintext: plaintext.clone(),
                         message_id: message_id.clone(),
                         ciphertext: Some(B64(out.message.clone())),
                         epoch: Some(out.epoch),
+                        franking_commitment: Some(commitment.clone()),
                     };
                     store.replace_outbox(seq, &item, &key)?;
                     if let Some(update) = &out.self_update {
                         enqueue_commit(engine, store, update, now)?;
                     }
-                    Ok((B64(out.message), out.epoch))
+                    Ok((B64(out.message), out.epoch, commitment))
                 });
                 match result {
-                    Ok((payload, epoch)) => (payload, epoch, key),
+                    Ok((payload, epoch, commitment)) => (payload, epoch, key, Some(commitment)),
                     Err(e) => {
                         return match conversation_error(&e) {
                             Some(ConversationError::PendingProposals) => {
@@ -381,6 +388,7 @@ impl<S: ClientStore> Machine<S> {
             epoch,
             payload,
             key: B64(sealed.public().to_vec()),
+            franking_commitment: commitment,
         };
         self.posting = true;
         self.request(
@@ -487,6 +495,7 @@ impl<S: ClientStore> Machine<S> {
                 message_id,
                 ciphertext: None,
                 epoch: None,
+                franking_commitment: None,
             };
             self.store.replace_outbox(seq, &item, &random_hex()?)?;
         }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rate_limit::{address_group, retry_ms};
 use crate::rules::consent::{ConsentRefusal, QueueLimits, RequestLimits};
-use crate::rules::delivery::{CheckedSend, Refusal, SendError, check_send};
+use crate::rules::delivery::{CheckedSend, Refusal, SendError, Stamp, check_send};
 use crate::state::{AppState, now_ms};
 use crate::store::{Registration, SendOutcome, SendQuota, Sender, Submission};
 
@@ -93,6 +93,7 @@ async fn send(
         .fan_out
         .check(account, now)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
+    stamp(&state, &mut checked, now);
     let outcome = state
         .store
         .send(Submission {
@@ -184,6 +185,7 @@ async fn sealed_send(
         epoch,
         payload,
         signature,
+        franking_commitment,
         ..
     } = request;
     let send = SendRequest {
@@ -194,8 +196,9 @@ async fn sealed_send(
         welcome: None,
         members: None,
         group_info: None,
+        franking_commitment,
     };
-    let checked = checked_send(conversation, send, limits.max_envelope_bytes)?;
+    let mut checked = checked_send(conversation, send, limits.max_envelope_bytes)?;
     let known = match state.sealed_keys.get(conversation, epoch, &key) {
         Some(decoded) => Some(decoded),
         None => {
@@ -240,6 +243,7 @@ async fn sealed_send(
         .sealed_fan_out
         .check(conversation, now)
         .map_err(|wait| Error::rate_limited(retry_ms(wait)))?;
+    stamp(&state, &mut checked, now);
     let outcome = state
         .store
         .send(Submission {
@@ -336,6 +340,19 @@ fn sealed_key_bytes(key: &B64) -> Result<[u8; 32]> {
         .as_slice()
         .try_into()
         .map_err(|_| Error::bad_request("a sealed-sender key is 32 bytes"))
+}
+
+/// Stamps a franked application message (docs/reporting.md): the server's tag over its
+/// commitment, its conversation and the time it is stored with (`now`, rounded as stored),
+/// which recipients keep to report it. One HMAC-SHA256; nothing else about the message changes.
+fn stamp(state: &AppState, send: &mut CheckedSend, now: u64) {
+    if let Some(commitment) = &send.commitment {
+        let time = crate::store::stored_time(now);
+        send.stamp = Some(Stamp {
+            commitment: commitment.0,
+            tag: state.franker.tag(commitment, send.conversation, time),
+        });
+    }
 }
 
 /// [`check_send`] with its refusals as the HTTP errors they are.

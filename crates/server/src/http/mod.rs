@@ -10,6 +10,7 @@ mod handshakes;
 mod key_packages;
 mod messages;
 mod ops;
+mod reports;
 mod sessions;
 mod stream;
 mod transparency;
@@ -78,7 +79,8 @@ pub(crate) struct Query<T>(pub(crate) T);
         (name = "devices", description = "Devices, linking and the signed device list"),
         (name = "key-packages", description = "The MLS key-package directory"),
         (name = "messages", description = "Delivery queues and the push stream"),
-        (name = "consent", description = "Message requests: accepting, blocking, reporting"),
+        (name = "consent", description = "Message requests: accepting, blocking, reporting accounts and messages"),
+        (name = "moderation", description = "Verified message reports, for the operator's moderators (a token of their own, not a session)"),
         (name = "calls", description = "Calls: short-lived credentials for the TURN relay, and joining a group call on the server's SFU"),
         (name = "blobs", description = "Attachments: an opaque store of encrypted blobs, uploaded in resumable parts and read by whoever holds a blob's capability"),
         (name = "operations", description = "Health and this document (metrics are served on a separate, loopback-by-default listener)"),
@@ -93,6 +95,10 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "moderator",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
@@ -164,6 +170,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(sessions::router())
         .merge(consent::router())
+        .merge(reports::router())
         .merge(transparency::router())
         .merge(calls::router())
         .merge(blobs::router())
@@ -260,6 +267,9 @@ mod tests {
             ("/v1/consent/{username}", "put"),
             ("/v1/consent/{username}", "delete"),
             ("/v1/reports", "post"),
+            ("/v1/reports/messages", "post"),
+            ("/v1/moderation/reports", "get"),
+            ("/v1/moderation/reports/{report_id}/reviewed", "post"),
             ("/v1/calls/turn", "get"),
             ("/v1/calls/{conversation_id}/sfu", "post"),
             ("/v1/blobs", "post"),
@@ -278,6 +288,6 @@ mod tests {
             paths.get("/metrics").is_none(),
             "metrics have their own listener"
         );
-        assert_eq!(paths.len(), 44, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 47, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

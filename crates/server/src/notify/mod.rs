@@ -266,6 +266,7 @@ mod tests {
                 kind: EnvelopeKind::Application,
                 payload: vec![1, 2, 3],
                 created_at_ms: 5,
+                stamp: None,
             }),
             recipients,
         }

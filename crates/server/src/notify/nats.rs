@@ -21,10 +21,11 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind};
+use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, FrankingStamp};
 
 use super::{Hub, Notifier};
 use crate::error::ServerError;
+use crate::rules::delivery::Stamp;
 use crate::store::QueuedMessage;
 
 /// Notification batches waiting for the publisher.
@@ -73,7 +74,10 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
 
 impl Note {
     /// `m` id; `r`; or `e` id, time, kind, conversation (flag + text), username, device id
-    /// (u16-length-prefixed) and the payload to the end. Integers big-endian.
+    /// (u16-length-prefixed) and the payload to the end; or, for a franked message, `f`, its
+    /// 32-byte commitment and 32-byte tag, then what follows `e` (a node that does not know
+    /// `f` drops it, and the device reads the envelope from its queue instead). Integers
+    /// big-endian.
     fn encode(&self) -> bytes::Bytes {
         match self {
             Self::Mail(id) => {
@@ -83,8 +87,15 @@ impl Note {
                 out.into()
             }
             Self::Envelope(message, id) => {
-                let mut out = Vec::with_capacity(64 + message.payload.len());
-                out.push(b'e');
+                let mut out = Vec::with_capacity(128 + message.payload.len());
+                match &message.stamp {
+                    None => out.push(b'e'),
+                    Some(stamp) => {
+                        out.push(b'f');
+                        out.extend_from_slice(&stamp.commitment);
+                        out.extend_from_slice(&stamp.tag);
+                    }
+                }
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(&message.created_at_ms.to_be_bytes());
                 out.push(kind_byte(message.kind));
@@ -139,7 +150,15 @@ fn decode(bytes: &[u8]) -> Option<Received> {
     let received = match r.byte()? {
         b'm' => Received::Mail(r.u64()?),
         b'r' => Received::Revoked,
-        b'e' => {
+        tag @ (b'e' | b'f') => {
+            let stamp = if tag == b'f' {
+                Some(Stamp {
+                    commitment: r.take(32)?.try_into().ok()?,
+                    tag: r.take(32)?.try_into().ok()?,
+                })
+            } else {
+                None
+            };
             let id = r.u64()?;
             let server_time_ms = r.u64()?;
             let kind = match r.byte()? {
@@ -167,6 +186,11 @@ fn decode(bytes: &[u8]) -> Option<Received> {
                 kind,
                 payload: B64(payload),
                 server_time_ms,
+                franking: stamp.map(|s| FrankingStamp {
+                    commitment: B64(s.commitment.to_vec()),
+                    tag: B64(s.tag.to_vec()),
+                    time_ms: server_time_ms,
+                }),
             })
         }
         _ => return None,
@@ -303,6 +327,7 @@ mod tests {
             kind: EnvelopeKind::Commit,
             payload: payload.to_vec(),
             created_at_ms: 1_700_000_000_000,
+            stamp: None,
         })
     }
 
@@ -317,6 +342,14 @@ mod tests {
         for m in [
             message(Some("0123456789abcdef0123456789abcdef"), b"ciphertext"),
             message(None, b""),
+            Arc::new(QueuedMessage {
+                kind: EnvelopeKind::Application,
+                stamp: Some(Stamp {
+                    commitment: [1; 32],
+                    tag: [2; 32],
+                }),
+                ..(*message(Some("0123456789abcdef0123456789abcdef"), b"franked")).clone()
+            }),
         ] {
             let note = Note::Envelope(m.clone(), 42);
             assert_eq!(

@@ -3,6 +3,7 @@
 
 use nightjar_api::{DeviceAddress, EnvelopeKind, SendRequest};
 use nightjar_core::ConversationId;
+use nightjar_core::franking::Commitment;
 use nightjar_core::wire::{WireKind, inspect};
 
 /// Longest idempotency key accepted, in characters.
@@ -36,6 +37,21 @@ pub(crate) struct CheckedSend {
     pub(crate) group_info: Option<Vec<u8>>,
     /// What handshake validation decided (application messages: [`Handshake::None`]).
     pub(crate) handshake: Handshake,
+    /// For a franked application message: the sender's commitment.
+    pub(crate) commitment: Option<Commitment>,
+    /// The commitment with the server's tag on it, made when the send is accepted (the tag
+    /// binds the time the message is stored with).
+    pub(crate) stamp: Option<Stamp>,
+}
+
+/// A franked message's commitment and the server's tag on it, stored with the message and
+/// delivered with its envelopes; the time the tag binds is the message's stored time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// The sender's commitment.
+    pub(crate) commitment: [u8; 32],
+    /// The server's tag.
+    pub(crate) tag: [u8; 32],
 }
 
 /// The outcome of validating a commit or proposal against the group's public state, for the
@@ -101,6 +117,17 @@ pub(crate) fn check_send(
     if request.epoch > i64::MAX as u64 {
         return Err(invalid("epoch out of range"));
     }
+    let commitment = match &request.franking_commitment {
+        None => None,
+        Some(_) if request.kind != EnvelopeKind::Application => {
+            return Err(invalid(
+                "only application messages carry a franking commitment",
+            ));
+        }
+        Some(c) => {
+            Some(Commitment::from_slice(&c.0).ok_or(invalid("a franking commitment is 32 bytes"))?)
+        }
+    };
     let mut checked = CheckedSend {
         conversation,
         kind: request.kind,
@@ -110,6 +137,8 @@ pub(crate) fn check_send(
         welcome: None,
         group_info: None,
         handshake: Handshake::None,
+        commitment,
+        stamp: None,
     };
     if request.kind != EnvelopeKind::Commit {
         if request.welcome.is_some() || request.group_info.is_some() {
@@ -265,6 +294,7 @@ mod tests {
             welcome: None,
             members: None,
             group_info: None,
+            franking_commitment: None,
         };
         let conv = ConversationId([0; 16]);
         assert!(matches!(

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, SendResponse};
+use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, FrankingStamp, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -30,6 +30,7 @@ use super::backend::{QueueCounter, QueueRow};
 use super::send::{Applied, Stored, Submission};
 use super::{Backend, Column, Db, Param, SendOutcome, to_i64};
 use crate::config::GroupCommit;
+use crate::rules::delivery::Stamp;
 
 /// How often a batch runs again for a concurrency reason before its sends fail.
 pub(super) const MAX_RERUNS: u32 = 8;
@@ -42,6 +43,9 @@ pub(crate) struct QueuedMessage {
     pub(crate) kind: EnvelopeKind,
     pub(crate) payload: Vec<u8>,
     pub(crate) created_at_ms: u64,
+    /// A franked application message's commitment and the server's tag (over
+    /// `created_at_ms`).
+    pub(crate) stamp: Option<Stamp>,
 }
 
 impl QueuedMessage {
@@ -54,6 +58,11 @@ impl QueuedMessage {
             kind: self.kind,
             payload: B64(self.payload.clone()),
             server_time_ms: self.created_at_ms,
+            franking: self.stamp.map(|s| FrankingStamp {
+                commitment: B64(s.commitment.to_vec()),
+                tag: B64(s.tag.to_vec()),
+                time_ms: self.created_at_ms,
+            }),
         }
     }
 }
@@ -195,6 +204,7 @@ pub(super) async fn run<DB>(
     for<'s> &'s str: Param<'s, DB>,
     for<'s> &'s [u8]: Param<'s, DB>,
     for<'s> Option<&'s str>: Param<'s, DB>,
+    for<'s> Option<&'s [u8]>: Param<'s, DB>,
 {
     while let Some(jobs) = gather(&queue, config).await {
         db.commit_batch(jobs, &*sink).await;
@@ -236,6 +246,7 @@ where
     for<'s> &'s str: Param<'s, DB>,
     for<'s> &'s [u8]: Param<'s, DB>,
     for<'s> Option<&'s str>: Param<'s, DB>,
+    for<'s> Option<&'s [u8]>: Param<'s, DB>,
 {
     /// Stores a batch of sends durably and answers every one of them.
     async fn commit_batch(&self, jobs: Vec<SendJob>, sink: &dyn CommitSink) {
@@ -460,6 +471,7 @@ fn queued_messages(request: Submission, messages: Vec<(i64, Vec<(i64, u64)>)>) -
         kind: send.kind,
         payload: send.payload,
         created_at_ms,
+        stamp: send.stamp,
     }];
     if let Some(payload) = welcome.take() {
         bodies.push(QueuedMessage {
@@ -468,6 +480,7 @@ fn queued_messages(request: Submission, messages: Vec<(i64, Vec<(i64, u64)>)>) -
             kind: EnvelopeKind::Welcome,
             payload,
             created_at_ms,
+            stamp: None,
         });
     }
     messages

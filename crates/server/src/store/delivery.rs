@@ -1,7 +1,7 @@
 //! Delivery: reading, acknowledging and counting per-device queues. Storing a message is the
 //! send path (`send.rs`, run in batches by `batch.rs`); this is everything after it.
 
-use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, SendResponse};
+use nightjar_api::{B64, DeviceAddress, Envelope, EnvelopeKind, FrankingStamp, SendResponse};
 use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder, Transaction};
 
 use super::acks::AckRequest;
@@ -171,10 +171,22 @@ where
         after: u64,
         limit: u32,
     ) -> Result<Vec<Envelope>, sqlx::Error> {
-        type Row = (i64, Option<String>, String, String, String, Vec<u8>, i64);
+        type Row = (
+            i64,
+            Option<String>,
+            String,
+            String,
+            String,
+            Vec<u8>,
+            i64,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            i64,
+        );
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT q.seq, m.conversation_id, m.sender_username, m.sender_device_id, m.kind, \
-             m.payload, q.created_at_ms FROM queue q JOIN messages m ON m.id = q.message_id \
+             m.payload, q.created_at_ms, m.franking_commitment, m.franking_tag, \
+             m.created_at_ms FROM queue q JOIN messages m ON m.id = q.message_id \
              WHERE q.device_pk = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
         )
         .bind(device_pk)
@@ -185,7 +197,18 @@ where
         Ok(rows
             .into_iter()
             .map(
-                |(id, conversation_id, username, device_id, kind, payload, at)| Envelope {
+                |(
+                    id,
+                    conversation_id,
+                    username,
+                    device_id,
+                    kind,
+                    payload,
+                    at,
+                    commitment,
+                    tag,
+                    stamped_at,
+                )| Envelope {
                     id: to_u64(id),
                     conversation_id,
                     sender: DeviceAddress {
@@ -195,6 +218,11 @@ where
                     kind: kind_from(&kind),
                     payload: B64(payload),
                     server_time_ms: to_u64(at),
+                    franking: commitment.zip(tag).map(|(commitment, tag)| FrankingStamp {
+                        commitment: B64(commitment),
+                        tag: B64(tag),
+                        time_ms: to_u64(stamped_at),
+                    }),
                 },
             )
             .collect())

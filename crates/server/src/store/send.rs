@@ -15,7 +15,9 @@ use super::backend::MAX_IDS;
 use super::consent::{ConsentCache, ConsentPlan, MemberAccount, SendQuota, ShareOf};
 use super::delivery::kind_text;
 use super::{Backend, Column, Db, Param, SendOutcome, Sender, to_i64, to_u64};
-use crate::rules::delivery::{CheckedSend, ConversationFacts, Handshake, Refusal, Verdict, order};
+use crate::rules::delivery::{
+    CheckedSend, ConversationFacts, Handshake, Refusal, Stamp, Verdict, order,
+};
 
 /// One send as the group-commit writer receives it.
 #[derive(Debug, Clone)]
@@ -155,6 +157,8 @@ struct NewMessage {
     sender: DeviceAddress,
     kind: EnvelopeKind,
     payload: Vec<u8>,
+    /// A franked application message's commitment and the server's tag.
+    stamp: Option<Stamp>,
     now: i64,
 }
 
@@ -670,6 +674,7 @@ where
                 sender: sender.address.clone(),
                 kind: send.kind,
                 payload: send.payload.clone(),
+                stamp: send.stamp,
                 now,
             })?
         };
@@ -681,6 +686,7 @@ where
                 sender: sender.address.clone(),
                 kind: EnvelopeKind::Welcome,
                 payload: welcome.clone(),
+                stamp: None,
                 now,
             })?;
             messages.push((welcome_id, welcomed.iter().map(|(pk, _)| *pk).collect()));
@@ -802,7 +808,19 @@ where
         }
         Ok(())
     }
+}
 
+impl<DB> Db<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Column<DB>,
+    for<'s> &'s str: Param<'s, DB>,
+    for<'s> &'s [u8]: Param<'s, DB>,
+    for<'s> Option<&'s str>: Param<'s, DB>,
+    for<'s> Option<&'s [u8]>: Param<'s, DB>,
+{
     /// Inserts the batch's messages with their reserved ids, in as few statements as the
     /// parameter limit allows.
     pub(super) async fn store_messages(
@@ -812,7 +830,7 @@ where
         for chunk in prefetched.new_messages.chunks(PREFETCH_ROWS) {
             let mut q = QueryBuilder::<DB>::new(
                 "INSERT INTO messages (id, conversation_id, sender_username, sender_device_id, \
-                 kind, payload, created_at_ms)",
+                 kind, payload, franking_commitment, franking_tag, created_at_ms)",
             );
             q.push(DB::OVERRIDE_IDS).push(" ");
             q.push_values(chunk, |mut row, m| {
@@ -822,6 +840,8 @@ where
                     .push_bind(m.sender.device_id.as_str())
                     .push_bind(kind_text(m.kind))
                     .push_bind(m.payload.as_slice())
+                    .push_bind(m.stamp.as_ref().map(|s| &s.commitment[..]))
+                    .push_bind(m.stamp.as_ref().map(|s| &s.tag[..]))
                     .push_bind(m.now);
             });
             q.build().persistent(false).execute(&mut **tx).await?;

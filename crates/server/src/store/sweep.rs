@@ -9,7 +9,8 @@ use sqlx::{ColumnIndex, Executor, IntoArguments, QueryBuilder};
 use super::backend::{MAX_IDS, QueueCounter};
 use super::{Backend, Column, Db, Param, Store, dispatch, to_i64};
 
-/// How long abuse reports are kept for moderators.
+/// How long abuse reports (of accounts, and of messages with their revealed content) are kept
+/// for moderators.
 pub(crate) const REPORT_RETENTION_MS: u64 = 90 * 24 * 3600 * 1000;
 
 /// Expired envelopes looked at per transaction.
@@ -177,12 +178,19 @@ where
                 to_i64(now_ms.saturating_sub(lifetimes.claim_window_ms)),
             )
             .await?;
+        let report_cutoff = to_i64(now_ms.saturating_sub(REPORT_RETENTION_MS));
         let reports = self
             .delete(
                 "DELETE FROM reports WHERE created_at_ms < $1",
-                to_i64(now_ms.saturating_sub(REPORT_RETENTION_MS)),
+                report_cutoff,
             )
-            .await?;
+            .await?
+            + self
+                .delete(
+                    "DELETE FROM message_reports WHERE created_at_ms < $1",
+                    report_cutoff,
+                )
+                .await?;
         Ok(SweepReport {
             envelopes,
             messages,

@@ -154,6 +154,8 @@ pub(crate) fn checked(kind: EnvelopeKind, epoch: u64, members: &[&Sender]) -> Ch
             EnvelopeKind::Proposal => crate::rules::delivery::Handshake::Proposal,
             _ => crate::rules::delivery::Handshake::None,
         },
+        commitment: None,
+        stamp: None,
     }
 }
 

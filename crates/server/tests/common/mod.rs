@@ -604,6 +604,7 @@ pub fn send_request(key: &str, kind: EnvelopeKind, epoch: u64, payload: Vec<u8>)
         welcome: None,
         members: None,
         group_info: None,
+        franking_commitment: None,
     }
 }
 
