@@ -45,10 +45,12 @@ else
   # A fresh start: what earlier runs left behind goes.
   rm -rf "$dir/data" "$dir/s3s-fs.pid"
   mkdir -p "$dir/data/$bucket"
-  # Detached, its output in a log file, so that `$(scripts/s3.sh)` does not wait for it.
-  RUST_LOG=warn setsid "$bin" --host 127.0.0.1 --port "$port" \
+  # Detached, its output in a log file, so that `$(scripts/s3.sh)` does not wait for it. It
+  # runs in its own directory: s3s-fs resolves every object path against its working
+  # directory, and the clone it was started from may be deleted while it keeps running.
+  (cd "$dir" && RUST_LOG=warn exec setsid "$bin" --host 127.0.0.1 --port "$port" \
     --access-key "$access_key" --secret-key "$secret_key" "$dir/data" \
-    </dev/null >"$dir/s3s-fs.log" 2>&1 &
+    </dev/null >"$dir/s3s-fs.log" 2>&1) &
   echo $! >"$dir/s3s-fs.pid"
   for _ in $(seq 50); do
     listening && break
