@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, ServerError};
-use crate::opaque::{create_key_file, read_key_file};
+use crate::secret_files::{create_key_file, read_key_file, read_secret_file};
 use crate::store::Store;
 
 /// Name of the key file in the data directory when none is configured.
@@ -227,22 +227,7 @@ impl ModeratorToken {
     /// Reads the token from `path`: the file's text without surrounding whitespace, one word
     /// of at least 16 bytes. The error names the file, never its content.
     pub(crate) fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read(path).map(Zeroizing::new).map_err(|e| {
-            ServerError::Config(format!(
-                "cannot read the moderator token file {}: {e}",
-                path.display()
-            ))
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-                tracing::warn!(
-                    path = %path.display(),
-                    "the moderator token file is readable by other users; chmod 600 it"
-                );
-            }
-        }
+        let text = read_secret_file(path, "the moderator token file")?;
         let token = text.trim_ascii();
         let refused = |why: &str| {
             ServerError::Config(format!(

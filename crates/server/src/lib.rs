@@ -32,6 +32,7 @@ mod opaque;
 mod rate_limit;
 mod rules;
 mod sealed_keys;
+mod secret_files;
 mod server;
 mod session_cache;
 mod state;

@@ -16,7 +16,6 @@
 //! carries a fresh challenge that an existing device signs with its device key.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ServerConfig;
 use crate::error::{Error, ServerError};
+use crate::secret_files::{create_key_file, read_key_file};
 use crate::store::{LoginCaps, Store, StoredLogin};
 
 /// Name of the server setup as older servers stored it in the database.
@@ -83,52 +83,6 @@ fn parse_setup(bytes: &[u8]) -> Result<OpaqueSetup, ServerError> {
     ServerSetup::<Suite>::deserialize(bytes)
         .map(OpaqueSetup)
         .map_err(|_| ServerError::Corrupt("OPAQUE server setup"))
-}
-
-/// Reads a key file: the secret in base64url on one line. `None` if there is no file.
-pub(crate) fn read_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, ServerError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => Zeroizing::new(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "a key file is readable by other users; chmod 600 it"
-            );
-        }
-    }
-    B64::decode(text.trim())
-        .map(|bytes| Some(Zeroizing::new(bytes)))
-        .ok_or(ServerError::Corrupt("key file"))
-}
-
-/// Creates the key file with mode 0600; `false` if it exists already (another node won).
-pub(crate) fn create_key_file(path: &Path, setup: &[u8]) -> Result<bool, ServerError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = match options.open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e.into()),
-    };
-    let text = Zeroizing::new(format!("{}\n", B64::encode(setup)));
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(true)
 }
 
 /// Loads the server setup from its key file; moves one found in the database there, or

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
-use crate::opaque::{create_key_file, read_key_file};
+use crate::secret_files::{create_key_file, read_key_file};
 use crate::state::{AppState, now_ms};
 use crate::store::{KtStorage, Store, StoredEpoch};
 

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::config::TurnConfig;
 use crate::error::{Error, ServerError};
+use crate::secret_files::read_secret_file;
 
 /// Random bytes in a username's id: enough that two credentials never share one.
 const ID_BYTES: usize = 16;
@@ -130,22 +131,7 @@ fn check_url(url: &str) -> Result<(), ServerError> {
 /// Reads the shared secret: the file's text without surrounding whitespace. The error names
 /// the file, never its content.
 fn read_secret(path: &Path) -> Result<TurnSecret, ServerError> {
-    let text = std::fs::read(path).map(Zeroizing::new).map_err(|e| {
-        ServerError::Config(format!(
-            "cannot read the TURN secret file {}: {e}",
-            path.display()
-        ))
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-            tracing::warn!(
-                path = %path.display(),
-                "the TURN secret file is readable by other users; chmod 600 it"
-            );
-        }
-    }
+    let text = read_secret_file(path, "the TURN secret file")?;
     let secret = text.trim_ascii();
     let refused = |why: &str| {
         ServerError::Config(format!(
