@@ -1,14 +1,16 @@
 // Encrypted attachments in the browser: a picture from one browser user to another (its
-// progress bar, the thumbnail inline, Download gives back the very bytes), and files between
-// the command line and the browser both ways.
+// progress bar, the thumbnail inline, Download gives back the very bytes), files between
+// the command line and the browser both ways, and a file larger than the page would want to
+// hold in memory.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createReadStream, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { crc32, deflateSync } from "node:zlib";
 import {
-  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
+  pair, serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
 } from "./harness.mjs";
 
 // Parts of 1 MiB: a 3 MiB picture goes up in several requests, so its progress moves.
@@ -65,23 +67,6 @@ function noise(size, seed) {
   return out;
 }
 
-/** Two browser accounts that accepted each other, with their chat open. */
-async function pair(a, b) {
-  const first = await openApp(world.browser, world.server.url);
-  const second = await openApp(world.browser, world.server.url);
-  await register(first.page, a);
-  await register(second.page, b);
-  await openChat(first.page, b);
-  await send(first.page, `hi ${b}`);
-  await second.page.getByRole("button", { name: new RegExp(`^${a}`) }).click();
-  const request = second.page.getByRole("region", { name: "Message request" });
-  await request.getByRole("button", { name: "Accept" }).click();
-  await request.waitFor({ state: "detached", timeout: 10_000 });
-  await send(second.page, `hi ${a}`);
-  await seeMessage(first.page, `hi ${a}`);
-  return [first, second];
-}
-
 /** Presses Download on the file `name` in `page`; resolves with the saved bytes. With
  * `slow`, the blob's answer waits a moment and the download's progress bar must show. */
 async function download(page, name, slow = false) {
@@ -107,7 +92,7 @@ async function download(page, name, slow = false) {
 }
 
 test("a browser user sends a picture to another: progress, thumbnail, the same bytes back", async () => {
-  const [alice, bob] = await pair("alice", "bob");
+  const [alice, bob] = await pair(world, "alice", "bob");
   const picture = png(1024, 1024);
   assert.ok(picture.length > 3 << 20, `a ${picture.length}-byte picture`);
 
@@ -200,4 +185,125 @@ test("files between the command line and the browser, both ways", async () => {
   assert.equal(row.file, path.join(saveDir, "data.bin"));
   assert.ok(readFileSync(row.file).equals(data), "the CLI's copy differs from the browser's file");
   await dave.context.close();
+});
+
+/** The SHA-256 of the file at `file`, read as a stream. */
+async function sha256Of(file) {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+test("a 300 MiB file from the command line downloads whole in the browser", async () => {
+  const erinDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-erin-"));
+  await cli(erinDir, ["register", "--server", world.server.url, "erin"]);
+  const frank = await openApp(world.browser, world.server.url);
+  await register(frank.page, "frank");
+  await cli(erinDir, ["accept", "frank"]);
+  await openChat(frank.page, "erin");
+  await send(frank.page, "hi erin");
+  await frank.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+
+  // Random bytes written a MiB at a time, hashed on the way.
+  const big = path.join(erinDir, "big.bin");
+  const size = (300 << 20) + 12_345;
+  const hash = createHash("sha256");
+  const fd = openSync(big, "w");
+  for (let left = size; left > 0;) {
+    const piece = randomBytes(Math.min(left, 1 << 20));
+    hash.update(piece);
+    writeSync(fd, piece);
+    left -= piece.length;
+  }
+  closeSync(fd);
+  const digest = hash.digest("hex");
+  await cli(erinDir, ["send", "frank", "--file", big, "the big one"], world.server.url, 300_000);
+
+  const file = frank.page.getByRole("group", { name: "File: big.bin" });
+  await file.waitFor({ timeout: 60_000 });
+  const downloaded = frank.page.waitForEvent("download", { timeout: 300_000 });
+  await file.getByRole("button", { name: "Download big.bin" }).click();
+  await file.getByRole("progressbar", { name: "Downloading big.bin" }).waitFor({ timeout: 30_000 });
+  const saved = await downloaded;
+  assert.equal(saved.suggestedFilename(), "big.bin");
+  assert.equal(await sha256Of(await saved.path()), digest, "the browser's copy differs");
+  await frank.context.close();
+});
+
+test("an upload cut off resumes: in the page, and after a reload with the file chosen again", async () => {
+  const ivanDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-ivan-"));
+  await cli(ivanDir, ["register", "--server", world.server.url, "ivan"]);
+  const gina = await openApp(world.browser, world.server.url);
+  await register(gina.page, "gina");
+  await cli(ivanDir, ["accept", "gina"]);
+  await openChat(gina.page, "ivan");
+  await send(gina.page, "hi ivan");
+  await gina.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+
+  // 6 MiB: parts of 1 MiB on this server (the blob's answer says how many). The network lets
+  // two through, then fails.
+  const data = noise((6 << 20) + 7, 7);
+  let parts = 0;
+  gina.page.on("response", async (r) => {
+    if (r.request().method() === "POST" && new URL(r.url()).pathname === "/v1/blobs") {
+      parts = (await r.json()).parts;
+    }
+  });
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "nightjar-upload-")), "data.bin");
+  writeFileSync(file, data);
+  let through = 0;
+  await gina.page.route("**/v1/blobs/*/parts/*", async (route) => {
+    if (through < 2) {
+      through += 1;
+      await route.continue();
+    } else {
+      await route.abort("connectionreset");
+    }
+  });
+  await gina.page.getByLabel("Attach").setInputFiles(file);
+  const stopped = gina.page.getByRole("group", { name: "Stopped upload: data.bin" });
+  await stopped.waitFor({ timeout: 60_000 });
+  await gina.page.locator(".notices", { hasText: "could not send data.bin" }).waitFor({ timeout: 10_000 });
+  assert.match(await stopped.innerText(), /data\.bin \(6\.0 MB\) was not sent: its upload stopped at [1-9]\d %/);
+  assert.ok(parts > 2, `${parts} parts`);
+  // The page still holds the file: Resume needs no choosing. The network is still down.
+  await stopped.getByRole("button", { name: "Resume", exact: true }).click();
+  await gina.page.getByRole("progressbar", { name: "Uploading data.bin" }).waitFor({ timeout: 10_000 });
+  await stopped.waitFor({ timeout: 60_000 });
+  assert.equal(through, 2);
+
+  // A reload loses the file: the chat asks for it again, and refuses another one.
+  await gina.page.reload();
+  await gina.page.locator(".app").waitFor({ timeout: 90_000 });
+  await gina.page.getByRole("button", { name: /^ivan/ }).click();
+  await stopped.waitFor({ timeout: 30_000 });
+  assert.equal(await stopped.getByRole("button", { name: "Resume", exact: true }).count(), 0);
+  await gina.page.screenshot({ path: path.join(screenshots, "upload-stopped.png") });
+  const impostor = path.join(mkdtempSync(path.join(tmpdir(), "nightjar-upload-")), "data.bin");
+  writeFileSync(impostor, noise(data.length, 8));
+  await stopped.getByLabel("Choose data.bin again to resume").setInputFiles(impostor);
+  await gina.page.locator(".notices", { hasText: "that is not the file that was being sent" })
+    .waitFor({ timeout: 10_000 });
+
+  // The same file: only the parts the server lacks go up, and the message goes out.
+  await gina.page.unroute("**/v1/blobs/*/parts/*");
+  let resent = 0;
+  await gina.page.route("**/v1/blobs/*/parts/*", async (route) => {
+    resent += 1;
+    await route.continue();
+  });
+  await stopped.getByLabel("Choose data.bin again to resume").setInputFiles(file);
+  await stopped.waitFor({ state: "detached", timeout: 60_000 });
+  await gina.page.locator('.message[data-state="sent"]', {
+    has: gina.page.getByRole("group", { name: "File: data.bin" }),
+  }).waitFor({ timeout: 60_000 });
+  assert.equal(resent, parts - 2);
+
+  const saveDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-saved-"));
+  const synced = await cli(ivanDir, ["sync", "--json", "--save-dir", saveDir]);
+  const row = synced.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l))
+    .find((r) => r.type === "attachment" && r.name === "data.bin");
+  assert.ok(row, `ivan's sync: ${synced}`);
+  assert.ok(readFileSync(row.file).equals(data), "ivan's copy differs from gina's file");
+  await gina.context.close();
 });

@@ -6,28 +6,11 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, FAKE_MEDIA,
-  turnFlags, cli,
+  pair, until, serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots,
+  FAKE_MEDIA, turnFlags, cli,
 } from "./harness.mjs";
 
 const world = serverAndBrowser({ before, after }, { serverArgs: turnFlags(), browserArgs: FAKE_MEDIA });
-
-/** Two accounts that accepted each other, with their chat open. */
-async function pair(a, b) {
-  const caller = await openApp(world.browser, world.server.url);
-  const callee = await openApp(world.browser, world.server.url);
-  await register(caller.page, a);
-  await register(callee.page, b);
-  await openChat(caller.page, b);
-  await send(caller.page, `hi ${b}`);
-  await callee.page.getByRole("button", { name: new RegExp(`^${a}`) }).click();
-  const request = callee.page.getByRole("region", { name: "Message request" });
-  await request.getByRole("button", { name: "Accept" }).click();
-  await request.waitFor({ state: "detached", timeout: 10_000 });
-  await send(callee.page, `hi ${a}`);
-  await seeMessage(caller.page, `hi ${a}`);
-  return { caller, callee };
-}
 
 /** A number the call screen shows, e.g. "Frames decoded". */
 async function detail(page, name) {
@@ -51,15 +34,6 @@ async function showsPicture(page, peer) {
   });
 }
 
-async function until(check, what, timeout = 30_000) {
-  const end = Date.now() + timeout;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 /** alice calls; bob's browser rings and bob accepts; returns once both are connected. */
 async function call(caller, callee, calleeName, callerName, video = true) {
   await caller.page.getByRole("button", { name: video ? "Video call" : "Voice call" }).click();
@@ -75,7 +49,7 @@ async function call(caller, callee, calleeName, callerName, video = true) {
 }
 
 test("a 1:1 video call connects and both sides decode SFrame-encrypted video", async () => {
-  const { caller: alice, callee: bob } = await pair("alice", "bob");
+  const [alice, bob] = await pair(world, "alice", "bob");
   await call(alice, bob, "bob", "alice");
   for (const [me, peer] of [[alice, "bob"], [bob, "alice"]]) {
     await until(async () => (await detail(me.page, "Frames decoded")) > 10, `${peer}'s frames decoding`);
@@ -112,7 +86,7 @@ test("a 1:1 video call connects and both sides decode SFrame-encrypted video", a
 });
 
 test("a call that nobody answers is a missed call on the callee's side", async () => {
-  const { caller: carol, callee: dave } = await pair("carol", "dave");
+  const [carol, dave] = await pair(world, "carol", "dave");
   await carol.page.getByRole("button", { name: "Voice call" }).click();
   const ring = dave.page.getByRole("dialog", { name: "Call with carol" });
   await ring.waitFor({ timeout: 30_000 });
@@ -125,7 +99,7 @@ test("a call that nobody answers is a missed call on the callee's side", async (
 });
 
 test("with 'Always relay calls' the call goes through the TURN relay", { skip: turnFlags().length === 0 && "no test TURN relay (scripts/coturn.sh)" }, async () => {
-  const { caller: erin, callee: frank } = await pair("erin", "frank");
+  const [erin, frank] = await pair(world, "erin", "frank");
   await erin.page.getByText("Settings", { exact: true }).click();
   await erin.page.getByLabel(/Always relay calls/).check();
   await call(erin, frank, "frank", "erin");
@@ -139,7 +113,7 @@ test("with 'Always relay calls' the call goes through the TURN relay", { skip: t
 });
 
 test("a participant without the epoch's keys gets only frames that fail to decrypt", async () => {
-  const { caller: gina, callee: hal } = await pair("gina", "hal");
+  const [gina, hal] = await pair(world, "gina", "hal");
   // hal's page hands its SFrame worker a wrong base key, as a device outside the epoch would
   // have: everything gina sends must be refused, and nothing reach hal's decoder.
   await hal.page.evaluate(() => {

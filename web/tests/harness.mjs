@@ -121,8 +121,9 @@ export async function seeMessage(page, text, timeout = 30_000) {
   await page.locator(".message .text", { hasText: text }).first().waitFor({ timeout });
 }
 
-/** Runs the `nightjar` command line with its own profile; resolves with stdout. */
-export async function cli(profile, args, serverUrl) {
+/** Runs the `nightjar` command line with its own profile; resolves with stdout. It must be
+ * done within `timeout` ms. */
+export async function cli(profile, args, serverUrl, timeout = 60_000) {
   const { execFile } = await import("node:child_process");
   return new Promise((resolve, reject) => {
     execFile(
@@ -130,7 +131,7 @@ export async function cli(profile, args, serverUrl) {
       ["--profile", profile, ...args],
       {
         env: { ...process.env, NIGHTJAR_PASSWORD: "correct horse battery", NIGHTJAR_KEYRING: "off" },
-        timeout: 60_000,
+        timeout,
       },
       (error, stdout, stderr) => {
         if (error) reject(new Error(`nightjar ${args.join(" ")}: ${stderr || error.message}`));
@@ -155,4 +156,36 @@ export function serverAndBrowser({ before, after }, options = {}) {
     await world.server?.stop();
   });
   return world;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `check` holds (polling), or fails saying `what`. */
+export async function until(check, what, timeout = 30_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(250);
+  }
+}
+
+/**
+ * Two new browser accounts `a` and `b` on `world`'s server that accepted each other (a wrote
+ * first, b accepted and answered), with their chat open; resolves with their `{ context, page }`.
+ */
+export async function pair(world, a, b) {
+  const first = await openApp(world.browser, world.server.url);
+  const second = await openApp(world.browser, world.server.url);
+  await register(first.page, a);
+  await register(second.page, b);
+  await openChat(first.page, b);
+  await send(first.page, `hi ${b}`);
+  await second.page.getByRole("button", { name: new RegExp(`^${a}`) }).click();
+  const request = second.page.getByRole("region", { name: "Message request" });
+  await request.getByRole("button", { name: "Accept" }).click();
+  await request.waitFor({ state: "detached", timeout: 10_000 });
+  await send(second.page, `hi ${a}`);
+  await seeMessage(first.page, `hi ${a}`);
+  return [first, second];
 }

@@ -8,7 +8,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  serverAndBrowser, openApp, register, openChat, send, seeMessage, cli, nightjarBin,
+  sleep, serverAndBrowser, openApp, register, openChat, send, seeMessage, cli, nightjarBin,
   signInNewDevice, screenshots,
 } from "./harness.mjs";
 
@@ -17,7 +17,6 @@ const world = serverAndBrowser({ before, after });
 /** Where the screenshot of the browser that got its history goes. */
 const SCREENSHOT = process.env.NIGHTJAR_HISTORY_SCREENSHOT ?? "/var/tmp/web-history.png";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A fresh CLI profile registered as `username`. */
 async function cliAccount(username) {

@@ -1,22 +1,27 @@
 // Replies, reactions, edits, deletes for everyone, the disappearing timer and the read-receipt
 // setting in the browser: between two browser users, and between the command line and the
 // browser both ways (the command line's side read from `nightjar sync --json` rows). Nobody
-// is offered Edit or Delete on someone else's message.
+// is offered Edit or Delete on someone else's message. Reporting a message to the operator,
+// and a report the reporter tampered with refused.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
+  pair, until, sleep, serverAndBrowser, openApp, register, openChat, send, seeMessage,
+  screenshots, cli,
 } from "./harness.mjs";
 
-const world = serverAndBrowser({ before, after });
+/** The moderators' token of this file's server (`--moderator-token-file`). */
+const MODERATOR_TOKEN = "moderators-of-the-browser-tests";
+const tokenFile = path.join(mkdtempSync(path.join(tmpdir(), "nightjar-moderators-")), "token");
+writeFileSync(tokenFile, `${MODERATOR_TOKEN}\n`, { mode: 0o600 });
+
+const world = serverAndBrowser({ before, after }, { serverArgs: ["--moderator-token-file", tokenFile] });
 
 /** Where the screenshot of a conversation with a reply, a reaction and an edit goes. */
 const SHOT = process.env.NIGHTJAR_RICH_SHOT ?? "/var/tmp/web-rich.png";
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** The message whose own text (not a quote of it) is `text`. */
 function message(page, text) {
@@ -55,33 +60,6 @@ async function reactionsOf(page, text) {
   return (await group.getByRole("button").allInnerTexts()).map((t) => t.replace(/\s+/g, " ").trim());
 }
 
-/** Waits until `check` holds (polling), or fails saying `what`. */
-async function until(check, what, timeout = 30_000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
-/** Two browser accounts that accepted each other, with their chat open. */
-async function pair(a, b) {
-  const first = await openApp(world.browser, world.server.url);
-  const second = await openApp(world.browser, world.server.url);
-  await register(first.page, a);
-  await register(second.page, b);
-  await openChat(first.page, b);
-  await send(first.page, `hi ${b}`);
-  await second.page.getByRole("button", { name: new RegExp(`^${a}`) }).click();
-  const request = second.page.getByRole("region", { name: "Message request" });
-  await request.getByRole("button", { name: "Accept" }).click();
-  await request.waitFor({ state: "detached", timeout: 10_000 });
-  await send(second.page, `hi ${a}`);
-  await seeMessage(first.page, `hi ${a}`);
-  return [first, second];
-}
-
 /** Turns this browser's read receipts on or off in Settings. */
 async function setReadReceipts(page, on) {
   await page.getByText("Settings", { exact: true }).click();
@@ -91,12 +69,12 @@ async function setReadReceipts(page, on) {
 }
 
 test("two browser users reply, react and withdraw, edit, delete and set a timer", async () => {
-  const [alice, bob] = await pair("alice", "bob");
+  const [alice, bob] = await pair(world, "alice", "bob");
   await send(alice.page, "lunch at noon?");
   await seeMessage(bob.page, "lunch at noon?");
 
   // Only one's own messages can be edited or deleted; anyone's can be answered.
-  assert.deepEqual(await actionsOf(bob.page, "lunch at noon?"), ["Reply", "React"]);
+  assert.deepEqual(await actionsOf(bob.page, "lunch at noon?"), ["Reply", "React", "Report"]);
   assert.deepEqual(await actionsOf(alice.page, "lunch at noon?"), ["Reply", "React", "Edit", "Delete"]);
   assert.deepEqual(await actionsOf(bob.page, "hi alice"), ["Reply", "React", "Edit", "Delete"]);
 
@@ -144,8 +122,9 @@ test("two browser users reply, react and withdraw, edit, delete and set a timer"
   await bob.page.keyboard.press("Tab");
   assert.equal(await bob.page.evaluate(() => document.activeElement.getAttribute("aria-label")), "React");
   await bob.page.keyboard.press("Enter");
-  await bob.page.keyboard.press("Tab");
-  assert.equal(await bob.page.evaluate(() => document.activeElement.getAttribute("aria-label")), "React with 👍");
+  // The picker opens with its first choice focused.
+  await until(async () => (await bob.page.evaluate(() => document.activeElement.getAttribute("aria-label"))) === "React with 👍",
+    "the picker's first choice to take the focus");
   await bob.page.keyboard.press("Tab");
   await bob.page.keyboard.press("Tab");
   await bob.page.keyboard.press("Enter");
@@ -170,7 +149,7 @@ test("two browser users reply, react and withdraw, edit, delete and set a timer"
     assert.equal(await message(page, "lunch at noon?").count(), 0);
   }
   // Still only Reply and React for bob on alice's edited message.
-  assert.deepEqual(await actionsOf(bob.page, "lunch at 12:30?"), ["Reply", "React"]);
+  assert.deepEqual(await actionsOf(bob.page, "lunch at 12:30?"), ["Reply", "React", "Report"]);
 
   // Delete for everyone, after a confirmation (Cancel keeps it).
   await send(alice.page, "wrong chat, sorry");
@@ -275,11 +254,11 @@ test("the command line and the browser reply, react, edit, delete and set the ti
   // offers dave no Edit or Delete on carol's messages.
   const typo = sentId(await cli(carolDir, ["send", "dave", "teh cli typo"]));
   await seeMessage(dave.page, "teh cli typo");
-  assert.deepEqual(await actionsOf(dave.page, "teh cli typo"), ["Reply", "React"]);
+  assert.deepEqual(await actionsOf(dave.page, "teh cli typo"), ["Reply", "React", "Report"]);
   await cli(carolDir, ["edit", typo, "the cli, fixed"]);
   await message(dave.page, "the cli, fixed").locator(".edited").waitFor({ timeout: 30_000 });
   assert.equal(await message(dave.page, "teh cli typo").count(), 0);
-  assert.deepEqual(await actionsOf(dave.page, "the cli, fixed"), ["Reply", "React"]);
+  assert.deepEqual(await actionsOf(dave.page, "the cli, fixed"), ["Reply", "React", "Report"]);
   const oops = sentId(await cli(carolDir, ["send", "dave", "cli oops"]));
   await seeMessage(dave.page, "cli oops");
   await cli(carolDir, ["delete", oops]);
@@ -346,4 +325,73 @@ test("the command line and the browser reply, react, edit, delete and set the ti
   await syncUntil(carolDir, rows, () => true, "one more sync");
   assert.ok(!rows.some((m) => m.type === "read" && m.message_ids.includes(quiet)), JSON.stringify(rows));
   await dave.context.close();
+});
+
+/** The reports the moderators see, as `GET /v1/moderation/reports` lists them. */
+async function moderatorReports() {
+  const response = await fetch(`${world.server.url}/v1/moderation/reports`, {
+    headers: { authorization: `Bearer ${MODERATOR_TOKEN}` },
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).reports;
+}
+
+/** Opens the report form of the message with `text`, types `reason` and sends it. */
+async function report(page, text, reason) {
+  await act(page, text, "Report");
+  const form = page.getByRole("alertdialog", { name: "Report this message?" });
+  await form.getByLabel("Reason (optional)").fill(reason);
+  await form.getByRole("button", { name: "Report", exact: true }).click();
+  await form.waitFor({ state: "detached", timeout: 10_000 });
+}
+
+test("a browser user reports a message with its proof; a report the reporter altered is refused", async () => {
+  const [erin, frank] = await pair(world, "erin", "frank");
+  await send(erin.page, "send me your password");
+  await seeMessage(frank.page, "send me your password");
+  await send(frank.page, "no");
+  await seeMessage(erin.page, "no");
+  // One's own messages offer no Report.
+  assert.deepEqual(await actionsOf(erin.page, "send me your password"), ["Reply", "React", "Edit", "Delete"]);
+  assert.deepEqual(await actionsOf(frank.page, "no"), ["Reply", "React", "Edit", "Delete"]);
+
+  // A hostile reporter tries to pin other words on erin: frank's page rewrites the revealed
+  // message on its way out (same length, so only the commitment can tell). The server refuses
+  // it, the page says so, and nothing is stored.
+  await frank.page.route("**/v1/reports/messages", async (route) => {
+    const body = route.request().postDataJSON();
+    const message = Buffer.from(body.message, "base64url");
+    const at = message.indexOf("password");
+    assert.ok(at > 0, "the revealed message holds the text");
+    message.write("PIN code", at);
+    body.message = message.toString("base64url");
+    await route.continue({ postData: JSON.stringify(body) });
+  });
+  await report(frank.page, "send me your password", "framing erin");
+  await frank.page.locator(".notices", { hasText: "The report failed" }).waitFor({ timeout: 30_000 });
+  assert.deepEqual(await moderatorReports(), []);
+
+  // The real report: the moderators see exactly what erin sent, proven, with frank's reason.
+  await frank.page.unroute("**/v1/reports/messages");
+  await report(frank.page, "send me your password", "phishing");
+  await frank.page.locator(".notices", { hasText: "Reported erin's message" }).waitFor({ timeout: 30_000 });
+  await frank.page.screenshot({ path: path.join(screenshots, "report.png") });
+  const reports = await moderatorReports();
+  assert.equal(reports.length, 1, JSON.stringify(reports));
+  assert.equal(reports[0].reporter, "frank");
+  assert.equal(reports[0].sender.username, "erin");
+  assert.equal(reports[0].content_type, "text");
+  assert.equal(reports[0].text, "send me your password");
+  assert.equal(reports[0].reason, "phishing");
+  // frank's own message, which erin did not report, is nowhere in what the moderators see.
+  assert.ok(!JSON.stringify(reports).includes('"no"'));
+
+  // Escape closes the form without reporting.
+  await act(frank.page, "send me your password", "Report");
+  await frank.page.getByLabel("Reason (optional)").fill("it asks for my password");
+  await frank.page.screenshot({ path: path.join(screenshots, "report-form.png") });
+  await frank.page.keyboard.press("Escape");
+  await frank.page.getByRole("alertdialog", { name: "Report this message?" })
+    .waitFor({ state: "detached", timeout: 5_000 });
+  assert.equal((await moderatorReports()).length, 1);
 });

@@ -2,7 +2,7 @@
 //! conversation index, contacts and consent decisions. Plain data; [`crate::ClientStore`] says
 //! how they are stored.
 
-use nightjar_api::{B64, DeviceAddress};
+use nightjar_api::{B64, DeviceAddress, FrankingStamp, MessageReportRequest};
 use nightjar_core::Intent;
 use serde::{Deserialize, Serialize};
 
@@ -251,7 +251,54 @@ impl std::fmt::Debug for AttachmentRow {
     }
 }
 
+/// Why a stored message cannot be reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreportable {
+    /// This account sent it.
+    #[error("that message is from this account: there is nothing to report")]
+    Own,
+    /// It carries no verified franking record (an older sender or server, or deleted since).
+    #[error(
+        "that message cannot be reported: it carries no franking proof (its sender's app or \
+         the server predates reporting), or its sender deleted it"
+    )]
+    NoProof,
+}
+
 impl StoredMessage {
+    /// The report of this message to the operator (docs/reporting.md): the message revealed
+    /// with its franking key, its sender device's signature and the server's stamp, plus the
+    /// reporter's `reason`. Only a received message whose franking verified has one.
+    pub fn report_request(
+        &self,
+        reason: Option<&str>,
+    ) -> Result<MessageReportRequest, Unreportable> {
+        if self.outgoing {
+            return Err(Unreportable::Own);
+        }
+        let franking = self
+            .detail
+            .franking
+            .as_deref()
+            .ok_or(Unreportable::NoProof)?;
+        Ok(MessageReportRequest {
+            conversation_id: self.conversation.clone(),
+            sender: DeviceAddress {
+                username: self.from.clone(),
+                device_id: self.device.clone(),
+            },
+            message: franking.message.clone(),
+            franking_key: franking.key.clone(),
+            signature: franking.signature.clone(),
+            stamp: FrankingStamp {
+                commitment: franking.commitment.clone(),
+                tag: franking.tag.clone(),
+                time_ms: franking.time_ms,
+            },
+            reason: reason.map(str::to_owned),
+        })
+    }
+
     /// Applies an edit or a delete if this message may take one (a text, reply or
     /// attachment not deleted yet); whether it did. A delete returns the saved file of the
     /// attachment it dropped, in `dropped_file`, for the caller to delete.

@@ -13,11 +13,14 @@
 //!
 //! **Download** ([`download`]): `GET /v1/blobs/{blob}` streams the ciphertext through the
 //! [`Opener`] as it arrives (every chunk authenticated; a connection cut short is resumed
-//! with `Range` where the [`DownloadPlan`] stopped); the plaintext is collected, outside the
-//! wasm heap, as the parts of a `Blob`, and handed to the user (an `<a download>` over an
-//! object URL) only once the opener has checked that the whole blob came and its SHA-256 is
-//! the pointer's. Then `POST .../fetched` tells the server this device has it. Files over
-//! [`MAX_DOWNLOAD`] are refused in this first version (the plaintext is held in memory).
+//! with `Range` where the [`DownloadPlan`] stopped); the plaintext leaves the wasm heap at
+//! once and, every [`SPILL_BYTES`], leaves the page's memory too: it becomes a `Blob`, which
+//! the browser keeps in its blob store (paged to disk when large) rather than in the page. The
+//! file is one `Blob` over those pieces (nothing copied), handed to the user (an
+//! `<a download>` over an object URL) only once the opener has checked that the whole blob
+//! came and its SHA-256 is the pointer's. Then `POST .../fetched` tells the server this
+//! device has it. So any size the cipher takes ([`MAX_SIZE`]) downloads with the page holding
+//! a few MiB.
 //!
 //! **Bytes the page holds** (a history archive for a device being approved, see
 //! `crate::history`): [`upload_bytes`] seals and sends them the same way, reading from
@@ -33,7 +36,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use js_sys::{Array, Reflect, Uint8Array};
-use leptos::prelude::Update as _;
+use leptos::prelude::{GetUntracked as _, Update as _, UpdateValue as _};
 use nightjar_api::{B64, BLOB_ID_BYTES, BlobCreated, CreateBlob, ErrorCode, UploadStatus};
 use nightjar_core::ConversationId;
 use nightjar_core::attachment::{self, MAX_SIZE, Opener, Sealer};
@@ -51,10 +54,12 @@ use zeroize::Zeroizing;
 
 use crate::driver::Driver;
 use crate::ui_state::{SavedFile, ThumbnailView, TransferView, Ui};
+use crate::uploads::{self, FileIdentity, PendingUpload, Started};
 use crate::{account, js, net};
 
-/// The largest file this page downloads: it holds the plaintext in memory until it is saved.
-pub(crate) const MAX_DOWNLOAD: u64 = 256 << 20;
+/// How much plaintext a download holds in the page before handing it to the browser's blob
+/// store as one piece.
+const SPILL_BYTES: usize = 8 << 20;
 /// How much of a file a streaming pass reads at a time.
 const READ_SLICE: u64 = 1 << 20;
 /// The largest part this page holds in memory; a server asking for larger parts is refused.
@@ -128,12 +133,18 @@ pub(crate) fn pointer_of(row: &AttachmentRow) -> Option<AttachmentPointer> {
     }
 }
 
-/// An object URL for `parts` (`Uint8Array`s) as one `Blob` of `media_type`.
-fn object_url(parts: &Array, media_type: &str) -> Result<String, String> {
+/// One `Blob` of `media_type` over `parts` (`Uint8Array`s or `Blob`s; a `Blob` part is
+/// referenced, not copied).
+fn blob_of(parts: &Array, media_type: &str) -> Result<web_sys::Blob, String> {
     let options = web_sys::BlobPropertyBag::new();
     options.set_type(media_type);
-    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(parts, &options)
-        .map_err(|e| js::describe(&e))?;
+    web_sys::Blob::new_with_u8_array_sequence_and_options(parts, &options)
+        .map_err(|e| js::describe(&e))
+}
+
+/// An object URL for `parts` (`Uint8Array`s or `Blob`s) as one `Blob` of `media_type`.
+fn object_url(parts: &Array, media_type: &str) -> Result<String, String> {
+    let blob = blob_of(parts, media_type)?;
     web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| js::describe(&e))
 }
 
@@ -332,7 +343,8 @@ fn file_size(file: &web_sys::File) -> u64 {
 }
 
 /// Sends `files`, one after the other, to `conversation`: each is encrypted and uploaded
-/// here, then its pointer goes out as a message. Progress and errors show in the page.
+/// here, then its pointer goes out as a message. Progress and errors show in the page. Each
+/// upload is recorded (`crate::uploads`) once its blob exists, so that it can resume.
 pub(crate) fn attach(driver: &Driver, conversation: ConversationId, files: Vec<web_sys::File>) {
     if files.is_empty() {
         return;
@@ -354,35 +366,311 @@ pub(crate) fn attach(driver: &Driver, conversation: ConversationId, files: Vec<w
         };
         wasm_bindgen_futures::spawn_local(async move {
             for file in files {
-                let name = file.name();
-                let key = format!("upload/{}/{name}", js::now_ms());
-                let mut progress = Progress::new(ui, key, conversation, name.clone(), true);
-                match upload(&file, token.as_deref(), recipients, &mut progress).await {
-                    Ok(pointer) => {
-                        drop(progress);
-                        send(&again, conversation, pointer, file);
-                    }
-                    Err(e) => ui.error(format!("could not send {name}: {e}")),
-                }
+                let id = format!("upload/{}/{}", js::now_ms(), file.name());
+                let upload = Upload {
+                    driver: &again,
+                    ui,
+                    token: token.as_deref(),
+                    conversation,
+                    id: id.clone(),
+                };
+                let mut progress = upload.progress(&file);
+                let started = upload.start(&file, recipients, &mut progress).await;
+                upload.finish(started, file, progress);
             }
         });
     });
 }
 
-/// Sends the pointer of an uploaded file; the page keeps the file itself at hand for this
-/// session (its own copy, without a download).
+/// Resumes the recorded upload `id` with `file`, which the user chose again: sends the parts
+/// the server lacks, then the message. A file that is not the one the upload started from
+/// is refused.
+pub(crate) fn resume(driver: &Driver, id: String, file: web_sys::File) {
+    let again = driver.clone();
+    driver.intent(move |machine, _, ui| {
+        let ui = *ui;
+        let token = account::token(machine);
+        if ui.transfers.get_untracked().iter().any(|t| t.key == id) {
+            // Resumed already (a second press).
+            return;
+        }
+        let Some(record) = uploads::pending(machine.store())
+            .into_iter()
+            .find(|u| u.id == id)
+        else {
+            ui.error("that upload is no longer waiting".into());
+            return;
+        };
+        if !record.is_same_file(&identity(&file)) {
+            ui.error(format!(
+                "that is not the file that was being sent: choose {} as it was then (its \
+                 size or date differ), or send it anew",
+                record.name
+            ));
+            return;
+        }
+        let Some(conversation) = record.conversation_id() else {
+            return;
+        };
+        wasm_bindgen_futures::spawn_local(async move {
+            let upload = Upload {
+                driver: &again,
+                ui,
+                token: token.as_deref(),
+                conversation,
+                id,
+            };
+            let mut progress = upload.progress(&file);
+            let resumed = upload.resume(record, &file, &mut progress).await;
+            upload.finish(resumed, file, progress);
+        });
+    });
+}
+
+/// Forgets the recorded upload `id` without sending it (the server deletes its blob when it
+/// expires).
+pub(crate) fn discard(driver: &Driver, id: String) {
+    driver.intent(move |machine, _, ui| {
+        uploads::forget(machine.store(), &id);
+        ui.held_files.update_value(|held| drop(held.remove(&id)));
+    });
+}
+
+/// What a file's name, size and modification time say about its contents.
+fn identity(file: &web_sys::File) -> FileIdentity {
+    let modified = file.last_modified();
+    FileIdentity {
+        name: file.name(),
+        size: file_size(file),
+        // Integral milliseconds, far below 2^53.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        modified_ms: if modified.is_finite() && modified > 0.0 {
+            modified as u64
+        } else {
+            0
+        },
+    }
+}
+
+/// Why an upload stopped.
+enum Stop {
+    /// It may go on: the record stays, and the chat offers to resume it.
+    Resumable(String),
+    /// It cannot: the record goes (the blob is gone, or the file is not what it was).
+    Over(String),
+}
+
+/// One file upload of this page, as recorded under `id`.
+struct Upload<'a> {
+    driver: &'a Driver,
+    ui: Ui,
+    token: Option<&'a str>,
+    conversation: ConversationId,
+    id: String,
+}
+
+impl Upload<'_> {
+    /// A new upload: a fresh key, the digest pass, the blob reserved and the record kept,
+    /// then every part.
+    async fn start(
+        &self,
+        file: &web_sys::File,
+        recipients: u32,
+        progress: &mut Progress,
+    ) -> Result<Sent, Stop> {
+        let source = Source::File(file);
+        let prepared = prepare(source, self.token, recipients, progress)
+            .await
+            .map_err(Stop::Over)?;
+        let record = PendingUpload::new(
+            self.id.clone(),
+            self.conversation,
+            identity(file),
+            Started {
+                key: prepared.key.clone(),
+                digest: prepared.digest,
+                blob_id: prepared.blob_id.clone(),
+                plan: prepared.plan.clone(),
+                expires_at: prepared.expires_at,
+            },
+        );
+        self.driver
+            .ask(move |machine, _, _| uploads::save(machine.store(), &record))
+            .await;
+        self.send_rest(prepared, source, progress).await
+    }
+
+    /// A recorded upload, brought up to date with what the server holds, then the rest.
+    async fn resume(
+        &self,
+        record: PendingUpload,
+        file: &web_sys::File,
+        progress: &mut Progress,
+    ) -> Result<Sent, Stop> {
+        // Under way from now on: no longer offered as stopped.
+        progress.report(Step::Uploading, record.plan.uploaded(), record.plan.size());
+        let (key, digest) = record
+            .secrets()
+            .ok_or_else(|| Stop::Over("its record is damaged; send it anew".into()))?;
+        let mut plan = record.plan.clone();
+        let path = format!("/v1/blobs/{}/upload", net::segment(&record.blob_id));
+        let status: UploadStatus =
+            with_retries(|| net::json("GET", &path, self.token, None::<&()>))
+                .await
+                .map_err(|e| match e {
+                    Failure::Refused(r)
+                        if matches!(r.code, ErrorCode::NotFound | ErrorCode::Forbidden) =>
+                    {
+                        Stop::Over(
+                            "the server no longer holds what was sent of it (an unfinished \
+                         upload is deleted after a while); send it anew"
+                                .into(),
+                        )
+                    }
+                    e => Stop::Resumable(e.to_string()),
+                })?;
+        plan.apply(&status).map_err(|e| Stop::Over(e.to_string()))?;
+        let prepared = Prepared {
+            key,
+            digest,
+            size: record.file_size,
+            blob_id: record.blob_id,
+            plan,
+            expires_at: record.expires_at,
+        };
+        self.send_rest(prepared, Source::File(file), progress).await
+    }
+
+    fn progress(&self, file: &web_sys::File) -> Progress {
+        Progress::new(
+            self.ui,
+            self.id.clone(),
+            self.conversation,
+            file.name(),
+            true,
+        )
+    }
+
+    /// Sends the parts `prepared.plan` lacks, noting each in the record.
+    async fn send_rest(
+        &self,
+        prepared: Prepared,
+        source: Source<'_>,
+        progress: &mut Progress,
+    ) -> Result<Sent, Stop> {
+        let id = self.id.clone();
+        let driver = self.driver.clone();
+        let note = move |plan: &UploadPlan| {
+            let (id, plan) = (id.clone(), plan.clone());
+            driver.intent(move |machine, _, _| {
+                let store = machine.store();
+                if let Some(mut record) = uploads::pending(store).into_iter().find(|u| u.id == id) {
+                    record.plan = plan;
+                    uploads::save(store, &record);
+                }
+            });
+        };
+        let uploaded = send_parts(prepared, source, self.token, progress, &note)
+            .await
+            .map_err(|e| match e {
+                PartsError::Transient(why) => Stop::Resumable(why),
+                PartsError::Refused(why) => Stop::Over(why),
+            })?;
+        let thumbnail = match source {
+            Source::File(file) => thumbnail(file, &media_type_of(file), uploaded.size)
+                .await
+                .map(Box::new),
+            Source::Bytes(_) => None,
+        };
+        Ok(Sent {
+            uploaded,
+            thumbnail,
+        })
+    }
+
+    /// Sends the message of a finished upload (forgetting its record in the same step), or
+    /// says why it stopped; its progress bar goes only then, so that the page never shows
+    /// it as stopped meanwhile.
+    fn finish(&self, outcome: Result<Sent, Stop>, file: web_sys::File, progress: Progress) {
+        let name = file.name();
+        match outcome {
+            Ok(sent) => {
+                let pointer = AttachmentPointer {
+                    blob_id: sent.uploaded.blob_id,
+                    key: sent.uploaded.key,
+                    digest: sent.uploaded.digest,
+                    size: sent.uploaded.size,
+                    media_type: media_type_of(&file),
+                    file_name: Some(name).filter(|n| !n.is_empty()),
+                    caption: None,
+                    thumbnail: sent.thumbnail,
+                };
+                send(
+                    self.driver,
+                    self.conversation,
+                    pointer,
+                    file,
+                    self.id.clone(),
+                );
+            }
+            Err(Stop::Resumable(why)) => {
+                self.ui.error(format!(
+                    "could not send {name}: {why}. It waits above the message box to be \
+                     resumed"
+                ));
+                // This page keeps the file, so Resume needs no choosing again until a reload.
+                let id = self.id.clone();
+                self.ui
+                    .held_files
+                    .update_value(|held| drop(held.insert(id, file)));
+                // Drawn as stopped at the next refresh.
+                self.driver.intent(|_, _, _| {});
+            }
+            Err(Stop::Over(why)) => {
+                self.ui.error(format!("could not send {name}: {why}"));
+                let id = self.id.clone();
+                self.driver.intent(move |machine, _, ui| {
+                    uploads::forget(machine.store(), &id);
+                    ui.held_files.update_value(|held| drop(held.remove(&id)));
+                });
+            }
+        }
+        drop(progress);
+    }
+}
+
+/// A file uploaded whole, with its thumbnail.
+struct Sent {
+    uploaded: Uploaded,
+    thumbnail: Option<Box<Thumbnail>>,
+}
+
+/// The media type a file says it has, or `application/octet-stream`.
+fn media_type_of(file: &web_sys::File) -> String {
+    match file.type_() {
+        t if t.is_empty() || t.len() > 255 => "application/octet-stream".to_owned(),
+        t => t,
+    }
+}
+
+/// Sends the pointer of an uploaded file and forgets the upload's record (`id`) in the same
+/// step; the page keeps the file itself at hand for this session (its own copy, without a
+/// download).
 fn send(
     driver: &Driver,
     conversation: ConversationId,
     pointer: AttachmentPointer,
     file: web_sys::File,
+    id: String,
 ) {
     driver.intent(move |machine, now, ui| {
         let name = pointer.file_name.clone().unwrap_or_default();
         match machine.send_message(now, conversation, Content::Attachment(pointer)) {
-            Ok(id) => {
+            Ok(message) => {
+                uploads::forget(machine.store(), &id);
+                ui.held_files.update_value(|held| drop(held.remove(&id)));
                 if let Ok(url) = web_sys::Url::create_object_url_with_blob(&file) {
-                    let key = format!("{}/{}", machine.me().username, id.to_hex());
+                    let key = format!("{}/{}", machine.me().username, message.to_hex());
                     ui.saved.update(|saved| {
                         saved.insert(key, SavedFile { url, name });
                     });
@@ -393,35 +681,9 @@ fn send(
     });
 }
 
-/// Encrypts and uploads `file`; the pointer to send.
-async fn upload(
-    file: &web_sys::File,
-    token: Option<&str>,
-    recipients: u32,
-    progress: &mut Progress,
-) -> Result<AttachmentPointer, String> {
-    let media_type = match file.type_() {
-        t if t.is_empty() || t.len() > 255 => "application/octet-stream".to_owned(),
-        t => t,
-    };
-    let sealed = seal_and_upload(Source::File(file), token, recipients, progress).await?;
-    let thumbnail = thumbnail(file, &media_type, sealed.size)
-        .await
-        .map(Box::new);
-    Ok(AttachmentPointer {
-        blob_id: sealed.blob_id,
-        key: sealed.key,
-        digest: sealed.digest,
-        size: sealed.size,
-        media_type,
-        file_name: Some(file.name()).filter(|n| !n.is_empty()),
-        caption: None,
-        thumbnail,
-    })
-}
-
 /// Encrypts and uploads `bytes` this page holds (a history archive) as a blob for
 /// `recipients` devices, as [`attach`] does a file; the pointer, without a name or thumbnail.
+/// Not recorded: the bytes do not outlive the page either.
 pub(crate) async fn upload_bytes(
     bytes: &[u8],
     media_type: &str,
@@ -429,7 +691,13 @@ pub(crate) async fn upload_bytes(
     recipients: u32,
     progress: &mut dyn Report,
 ) -> Result<AttachmentPointer, String> {
-    let sealed = seal_and_upload(Source::Bytes(bytes), token, recipients, progress).await?;
+    let source = Source::Bytes(bytes);
+    let prepared = prepare(source, token, recipients, progress).await?;
+    let sealed = send_parts(prepared, source, token, progress, &|_| {})
+        .await
+        .map_err(|e| match e {
+            PartsError::Transient(why) | PartsError::Refused(why) => why,
+        })?;
     Ok(AttachmentPointer {
         blob_id: sealed.blob_id,
         key: sealed.key,
@@ -454,15 +722,33 @@ struct Uploaded {
     size: u64,
 }
 
-/// Encrypts `source` under a fresh key and uploads it as a blob for `recipients` devices: a
-/// first pass learns the ciphertext's digest, then every part the server asks for is sealed
-/// again from the plaintext it covers and sent.
-async fn seal_and_upload(
+/// An upload whose blob exists: the key, the digest, and the parts still to send.
+struct Prepared {
+    key: AttachmentKey,
+    digest: [u8; 32],
+    /// The plaintext's size in bytes.
+    size: u64,
+    blob_id: String,
+    plan: UploadPlan,
+    expires_at: u64,
+}
+
+/// Why sending the parts stopped.
+enum PartsError {
+    /// The network, the server's own failure, a rate limit, past the retries.
+    Transient(String),
+    /// Anything else: the server refused, or the file changed.
+    Refused(String),
+}
+
+/// Encrypts `source` under a fresh key once, only to learn the ciphertext's digest, and
+/// reserves a blob for `recipients` devices.
+async fn prepare(
     source: Source<'_>,
     token: Option<&str>,
     recipients: u32,
     progress: &mut dyn Report,
-) -> Result<Uploaded, String> {
+) -> Result<Prepared, String> {
     let size = source.size();
     if size > MAX_SIZE {
         return Err(format!(
@@ -472,7 +758,7 @@ async fn seal_and_upload(
     }
     let key = AttachmentKey::generate().map_err(|e| format!("no randomness: {e}"))?;
 
-    // Pass 1: the ciphertext's digest, sealing a slice at a time and keeping none of it.
+    // The ciphertext's digest, sealing a slice at a time and keeping none of it.
     let mut sealer = Sealer::new(&key, size).map_err(|e| e.to_string())?;
     let mut done = 0;
     progress.report(Step::Encrypting, 0, size);
@@ -510,27 +796,67 @@ async fn seal_and_upload(
             created.part_size
         ));
     }
-    let blob_id = B64::encode(&created.blob_id.0);
-    let mut plan =
-        UploadPlan::new(total, created.part_size, created.parts).map_err(|e| e.to_string())?;
+    Ok(Prepared {
+        key,
+        digest,
+        size,
+        blob_id: B64::encode(&created.blob_id.0),
+        plan: UploadPlan::new(total, created.part_size, created.parts)
+            .map_err(|e| e.to_string())?,
+        expires_at: created.expires_at,
+    })
+}
 
-    // Pass 2: every part sealed again from the plaintext it covers, and sent.
+/// Sends every part `prepared.plan` still lacks, each sealed again from the plaintext it
+/// covers; `note` hears of the plan after each part.
+async fn send_parts(
+    prepared: Prepared,
+    source: Source<'_>,
+    token: Option<&str>,
+    progress: &mut dyn Report,
+    note: &dyn Fn(&UploadPlan),
+) -> Result<Uploaded, PartsError> {
+    let Prepared {
+        key,
+        digest,
+        size,
+        blob_id,
+        mut plan,
+        ..
+    } = prepared;
+    let refused = |e: &dyn std::fmt::Display| PartsError::Refused(e.to_string());
+    if source.size() != size {
+        return Err(PartsError::Refused(
+            "the file changed while it was being sent; send it again".into(),
+        ));
+    }
+    let total = plan.size();
     progress.report(Step::Uploading, plan.uploaded(), total);
     let path = |index: u64| format!("/v1/blobs/{}/parts/{index}", net::segment(&blob_id));
-    while let Some(part) = plan.next_part().map_err(|e| e.to_string())? {
+    while let Some(part) = plan.next_part().map_err(|e| refused(&e))? {
         let range =
-            attachment::range_source(size, part.start..part.end).map_err(|e| e.to_string())?;
-        let plaintext = source.read(range.plaintext).await?;
+            attachment::range_source(size, part.start..part.end).map_err(|e| refused(&e))?;
+        let plaintext = source
+            .read(range.plaintext)
+            .await
+            .map_err(|e| refused(&e))?;
         let sealed = attachment::seal_range(&key, size, part.start..part.end, &plaintext)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(&e))?;
         drop(plaintext);
         let body: JsValue = js::u8_array(&sealed).into();
         drop(sealed);
         let path = path(part.index);
         let status: UploadStatus = with_retries(|| put_part(&path, token, &body))
             .await
-            .map_err(|e| e.to_string())?;
-        plan.apply(&status).map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                if is_transient(&e) {
+                    PartsError::Transient(e.to_string())
+                } else {
+                    refused(&e)
+                }
+            })?;
+        plan.apply(&status).map_err(|e| refused(&e))?;
+        note(&plan);
         progress.report(Step::Uploading, plan.uploaded(), total);
     }
     Ok(Uploaded {
@@ -653,15 +979,6 @@ pub(crate) fn download(driver: &Driver, conversation: ConversationId, from: Stri
             ui.error(format!("the file {name} from {from} is malformed"));
             return;
         };
-        if pointer.size > MAX_DOWNLOAD {
-            ui.error(format!(
-                "{name} is {}: this browser opens files up to {} for now (the command line \
-                 fetches any size: nightjar sync)",
-                human_size(pointer.size),
-                human_size(MAX_DOWNLOAD)
-            ));
-            return;
-        }
         let confirm = row.device != machine.me().device_id.to_string();
         let token = account::token(machine);
         let key = format!("{from}/{id}");
@@ -759,8 +1076,8 @@ fn broken(e: &dyn std::fmt::Display) -> FetchError {
     FetchError::Gone(e.to_string())
 }
 
-/// The whole plaintext of the attachment, as `Uint8Array` parts of a `Blob`, once the blob
-/// came whole and verified.
+/// The whole plaintext of the attachment, as the `Blob` parts of one, once the blob came
+/// whole and verified.
 async fn fetch_file(
     pointer: &AttachmentPointer,
     token: Option<&str>,
@@ -770,8 +1087,11 @@ async fn fetch_file(
         opener: Opener::new(&pointer.key, pointer.size, pointer.digest).map_err(|e| broken(&e))?,
         pointer,
         parts: Array::new(),
+        pending: Array::new(),
+        pending_bytes: 0,
     };
     fetch_blob(pointer, token, progress, &mut into).await?;
+    into.spill()?;
     into.opener.finish().map_err(|e| broken(&e))?;
     Ok(into.parts)
 }
@@ -833,11 +1153,29 @@ trait Receiver {
 }
 
 /// Decrypts as the ciphertext comes (every chunk authenticated) and keeps the plaintext
-/// outside the wasm heap, as the parts of a `Blob`: a file to save.
+/// outside the wasm heap: the newest bytes as `Uint8Array`s (`pending`), the rest handed to
+/// the browser's blob store every [`SPILL_BYTES`] as `Blob`s (`parts`): a file to save.
 struct Decrypting<'a> {
     opener: Opener,
     pointer: &'a AttachmentPointer,
     parts: Array,
+    pending: Array,
+    pending_bytes: usize,
+}
+
+impl Decrypting<'_> {
+    /// Makes the pending plaintext one `Blob` among the parts.
+    fn spill(&mut self) -> Result<(), FetchError> {
+        if self.pending_bytes == 0 {
+            return Ok(());
+        }
+        let piece = blob_of(&self.pending, "application/octet-stream")
+            .map_err(|e| FetchError::Later(format!("the browser could not keep it: {e}")))?;
+        self.parts.push(&piece);
+        self.pending.set_length(0);
+        self.pending_bytes = 0;
+        Ok(())
+    }
 }
 
 impl Receiver for Decrypting<'_> {
@@ -845,13 +1183,19 @@ impl Receiver for Decrypting<'_> {
         let p = self.pointer;
         self.opener = Opener::new(&p.key, p.size, p.digest).map_err(|e| broken(&e))?;
         self.parts.set_length(0);
+        self.pending.set_length(0);
+        self.pending_bytes = 0;
         Ok(())
     }
 
     fn take(&mut self, ciphertext: &[u8]) -> Result<(), FetchError> {
         let plaintext = self.opener.push(ciphertext).map_err(|e| broken(&e))?;
         if !plaintext.is_empty() {
-            self.parts.push(&js::u8_array(&plaintext));
+            self.pending.push(&js::u8_array(&plaintext));
+            self.pending_bytes += plaintext.len();
+        }
+        if self.pending_bytes >= SPILL_BYTES {
+            self.spill()?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ mod rich;
 #[allow(unreachable_pub)]
 mod ui;
 mod ui_state;
+mod uploads;
 mod vault;
 
 use wasm_bindgen::prelude::wasm_bindgen;

@@ -1,9 +1,11 @@
 //! What the user does with a message in the chat — reply, react (and withdraw a reaction),
-//! edit or delete their own for everyone — and the conversation's disappearing timer. Each is
+//! edit or delete their own for everyone, report someone else's to the operator — and the
+//! conversation's disappearing timer. Each is
 //! one end-to-end encrypted message of the same `nightjar_core` content the native client
 //! sends (`crates/client/src/client/rich.rs`), queued through the machine, which also refuses
 //! an edit or delete of someone else's message; this module only decides what is offered and
-//! draws it.
+//! draws it. A report is the native client's too: the machine's stored message builds it
+//! (`StoredMessage::report_request`) and the server verifies it before keeping it.
 //!
 //! The actions of a message appear when it is hovered or focused (each message can take the
 //! keyboard focus); the reaction picker, the edit box and the delete confirmation open inside
@@ -15,6 +17,8 @@ use nightjar_core::ConversationId;
 use nightjar_core::content::{Content, MessageId};
 use wasm_bindgen::JsCast as _;
 
+use crate::account::{failure_text, token};
+use crate::net;
 use crate::ui_state::{MessageView, ReactionView, Ui, duration_words, snippet};
 
 /// The reactions offered (any emoji that arrives is shown).
@@ -36,7 +40,8 @@ pub(crate) struct ReplyDraft {
 }
 
 /// The state of the chat's message actions: the reply being written, the message being
-/// edited (by key) with its new text, and the reaction picker or delete confirmation open.
+/// edited (by key) with its new text, and the reaction picker, delete confirmation or report
+/// form open (with the reason being typed).
 #[derive(Clone, Copy)]
 pub(crate) struct Actions {
     ui: Ui,
@@ -45,6 +50,8 @@ pub(crate) struct Actions {
     edit_text: RwSignal<String>,
     picking: RwSignal<Option<String>>,
     confirming: RwSignal<Option<String>>,
+    reporting: RwSignal<Option<String>>,
+    report_reason: RwSignal<String>,
 }
 
 impl Actions {
@@ -57,6 +64,8 @@ impl Actions {
             edit_text: RwSignal::new(String::new()),
             picking: RwSignal::new(None),
             confirming: RwSignal::new(None),
+            reporting: RwSignal::new(None),
+            report_reason: RwSignal::new(String::new()),
         };
         Effect::new(move || {
             ui.selected.track();
@@ -71,6 +80,7 @@ impl Actions {
         if ev.key() == "Escape"
             && (self.picking.get_untracked().is_some()
                 || self.confirming.get_untracked().is_some()
+                || self.reporting.get_untracked().is_some()
                 || self.editing.get_untracked().is_some())
         {
             ev.prevent_default();
@@ -78,11 +88,12 @@ impl Actions {
         }
     }
 
-    /// Closes the picker, the edit box and the confirmation.
+    /// Closes the picker, the edit box, the confirmation and the report form.
     fn close(self) {
         self.editing.set(None);
         self.picking.set(None);
         self.confirming.set(None);
+        self.reporting.set(None);
     }
 
     /// Sends `content` into the conversation shown.
@@ -177,6 +188,53 @@ impl Actions {
         if let Some(target) = MessageId::from_hex(id) {
             self.send(Content::Delete { target });
         }
+    }
+
+    /// Reports the message `id` from `from` in the conversation shown to the operator, with
+    /// the reason typed (if any); says how it went.
+    fn report(self, from: String, id: String) {
+        let reason = self.report_reason.get_untracked().trim().to_owned();
+        self.close();
+        let (Some(d), Some(conversation)) =
+            (self.ui.driver.get_value(), self.ui.selected.get_untracked())
+        else {
+            return;
+        };
+        d.intent(move |machine, _, ui| {
+            let ui = *ui;
+            let stored = machine
+                .store()
+                .messages(&conversation.to_string())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m.from == from && m.id == id);
+            let Some(stored) = stored else {
+                ui.error("That message is no longer on this device.".into());
+                return;
+            };
+            let request =
+                match stored.report_request(Some(reason.as_str()).filter(|r| !r.is_empty())) {
+                    Ok(request) => request,
+                    Err(e) => return ui.error(format!("Cannot report: {e}.")),
+                };
+            let token = token(machine);
+            leptos::task::spawn_local(async move {
+                let sent = net::json::<nightjar_api::MessageReportResponse>(
+                    "POST",
+                    "/v1/reports/messages",
+                    token.as_deref(),
+                    Some(&request),
+                )
+                .await;
+                match sent {
+                    Ok(_) => ui.show(format!(
+                        "Reported {from}'s message. The operator can now read that message, \
+                         and only that one."
+                    )),
+                    Err(e) => ui.error(format!("The report failed: {}", failure_text(e))),
+                }
+            });
+        });
     }
 
     /// Sets the conversation's disappearing timer (0 turns it off).
@@ -331,6 +389,12 @@ fn icon(kind: &'static str) -> impl IntoView {
             </svg>
         }
         .into_any(),
+        "report" => view! {
+            <svg viewBox="0 0 16 16" width="16" height="16" aria-hidden="true">
+                <path d="M3.5 14.5V2.25M3.5 2.75h8.25l-1.75 3 1.75 3H3.5" fill="none" stroke="currentColor" stroke-width="1.4" stroke-linejoin="round" stroke-linecap="round"/>
+            </svg>
+        }
+        .into_any(),
         _ => view! {
             <svg class="clock" viewBox="0 0 16 16" width="14" height="14" aria-hidden="true">
                 <circle cx="8" cy="9" r="5.5" fill="none" stroke="currentColor" stroke-width="1.5"/>
@@ -341,22 +405,25 @@ fn icon(kind: &'static str) -> impl IntoView {
     }
 }
 
-/// The message's actions (shown on hover or focus), and the reaction picker or the delete
-/// confirmation when open.
+/// The message's actions (shown on hover or focus), and the reaction picker, the delete
+/// confirmation or the report form when open.
 pub(crate) fn toolbar(actions: Actions, m: &MessageView) -> impl IntoView + use<> {
     if !m.actions.answer {
         return None;
     }
     let amend = m.actions.amend;
+    let reportable = m.actions.report;
     let key = m.key.clone();
     let open = |signal: RwSignal<Option<String>>| {
         let key = key.clone();
         move || signal.get().as_deref() == Some(key.as_str())
     };
-    let (picking, picker_shown, confirming) = (
+    let (picking, picker_shown, confirming, reporting, report_shown) = (
         open(actions.picking),
         open(actions.picking),
         open(actions.confirming),
+        open(actions.reporting),
+        open(actions.reporting),
     );
     let (for_reply, for_edit) = (m.clone(), m.clone());
     let toggle_picker = {
@@ -376,6 +443,17 @@ pub(crate) fn toolbar(actions: Actions, m: &MessageView) -> impl IntoView + use<
             actions.confirming.set(Some(key.clone()));
         }
     };
+    let ask_report = {
+        let key = key.clone();
+        move |_: leptos::ev::MouseEvent| {
+            let open = actions.reporting.get_untracked().as_deref() == Some(key.as_str());
+            actions.close();
+            if !open {
+                actions.report_reason.set(String::new());
+                actions.reporting.set(Some(key.clone()));
+            }
+        }
+    };
     let buttons = view! {
         <div class="msg-actions" role="group" aria-label="Message actions">
             <button type="button" class="icon" aria-label="Reply" title="Reply"
@@ -388,6 +466,11 @@ pub(crate) fn toolbar(actions: Actions, m: &MessageView) -> impl IntoView + use<
                     on:click=move |_| actions.start_edit(&for_edit)>{icon("edit")}</button>
                 <button type="button" class="icon danger" aria-label="Delete" title="Delete for everyone"
                     on:click=ask_delete>{icon("delete")}</button>
+            })}
+            {reportable.then(move || view! {
+                <button type="button" class="icon danger" aria-label="Report" title="Report to the operator"
+                    aria-expanded=move || reporting().to_string()
+                    on:click=ask_report>{icon("report")}</button>
             })}
         </div>
     };
@@ -417,8 +500,19 @@ pub(crate) fn toolbar(actions: Actions, m: &MessageView) -> impl IntoView + use<
                     }
                 })
                 .collect_view();
+            // The first choice takes the focus, as in a menu: the keyboard goes on from there.
+            let picker = NodeRef::<leptos::html::Div>::new();
+            Effect::new(move || {
+                let first = picker
+                    .get()
+                    .and_then(|p| p.query_selector("button").ok().flatten())
+                    .and_then(|b| b.dyn_into::<web_sys::HtmlElement>().ok());
+                if let Some(first) = first {
+                    let _ = first.focus();
+                }
+            });
             view! {
-                <div class="picker" role="group" aria-label="Pick a reaction">{choices}</div>
+                <div class="picker" node_ref=picker role="group" aria-label="Pick a reaction">{choices}</div>
             }
         })
     };
@@ -441,7 +535,38 @@ pub(crate) fn toolbar(actions: Actions, m: &MessageView) -> impl IntoView + use<
             }
         })
     };
-    Some(view! { {buttons} {picker} {confirm} })
+    let (from, id) = (m.from.clone(), m.id.clone());
+    let report = move || {
+        report_shown().then(|| {
+            let (from, id) = (from.clone(), id.clone());
+            let field = NodeRef::<leptos::html::Input>::new();
+            Effect::new(move || {
+                if let Some(f) = field.get() {
+                    let _ = f.focus();
+                }
+            });
+            let text = format!(
+                "Report this message to the operator? They will be able to read it and see \
+                 that {from} sent it; nothing else from this conversation."
+            );
+            view! {
+                <form class="confirm report" role="alertdialog" aria-label="Report this message?"
+                    on:submit=move |ev: leptos::ev::SubmitEvent| {
+                        ev.prevent_default();
+                        actions.report(from.clone(), id.clone());
+                    }>
+                    <p>{text}</p>
+                    <input node_ref=field type="text" maxlength="1000" placeholder="Why? (optional)"
+                        aria-label="Reason (optional)"
+                        prop:value=move || actions.report_reason.get()
+                        on:input=move |ev| actions.report_reason.set(event_target_value(&ev))/>
+                    <button type="submit" class="small danger">"Report"</button>
+                    <button type="button" class="small" on:click=move |_| actions.reporting.set(None)>"Cancel"</button>
+                </form>
+            }
+        })
+    };
+    Some(view! { {buttons} {picker} {confirm} {report} })
 }
 
 /// The composer's "Replying to …" line, with a button that cancels the reply.

@@ -8,6 +8,7 @@ use nightjar_machine::ClientStore as _;
 use crate::account;
 use crate::driver::Driver;
 use crate::ui_state::{AttachmentView, Delivery, HistoryTransferView, Phase, TransferView, Ui};
+use crate::uploads::StoppedUpload;
 use crate::vault::Vault;
 
 /// The time of day of `ms`, in the user's time zone and locale.
@@ -559,6 +560,14 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
             .filter(|t| t.upload && Some(t.conversation) == selected)
             .collect::<Vec<_>>()
     };
+    let stopped = move || {
+        let selected = ui.selected.get();
+        ui.stopped_uploads
+            .get()
+            .into_iter()
+            .filter(|u| Some(u.conversation) == selected)
+            .collect::<Vec<_>>()
+    };
     let keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
@@ -733,6 +742,7 @@ fn Chat(ui: Ui, driver: DriverCell) -> impl IntoView {
                 </ol>
                 <p class="typing" aria-live="polite">{typing_line}</p>
                 <div class="uploads">
+                    {move || stopped().into_iter().map(|u| stopped_upload(ui, driver, u)).collect_view()}
                     {move || uploads().iter().map(progress_bar).collect_view()}
                 </div>
                 {crate::rich::replying(actions)}
@@ -763,6 +773,63 @@ fn progress_bar(t: &TransferView) -> impl IntoView + use<> {
         <div class="transfer">
             <span class="transfer-label" aria-hidden="true">{format!("{what}… {percent} %")}</span>
             <progress max="100" value=percent.to_string() aria-label=what></progress>
+        </div>
+    }
+}
+
+/// An upload that stopped (the page was reloaded or closed, or the network failed past the
+/// retries): how far it got, Resume (with the file this page still holds, or by choosing it
+/// again) and Discard.
+fn stopped_upload(ui: Ui, driver: DriverCell, u: StoppedUpload) -> impl IntoView {
+    let percent = crate::files::percent(u.uploaded, u.total);
+    let held = ui.held_files.with_value(|held| held.contains_key(&u.id));
+    let text = format!(
+        "{} ({}) was not sent: its upload stopped at {percent} %.",
+        u.name,
+        crate::files::human_size(u.size)
+    );
+    let (id, for_discard) = (u.id.clone(), u.id.clone());
+    let resume = move |file: Option<web_sys::File>| {
+        let file = file.or_else(|| ui.held_files.with_value(|held| held.get(&id).cloned()));
+        if let (Some(d), Some(file)) = (driver.get_value(), file) {
+            crate::files::resume(&d, id.clone(), file);
+        }
+    };
+    let picker_id = format!(
+        "resume-{}",
+        u.id.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    );
+    let label = format!("Stopped upload: {}", u.name);
+    let choose = format!("Choose {} again to resume", u.name);
+    let action = if held {
+        let resume = resume.clone();
+        view! { <button type="button" class="small" on:click=move |_| resume(None)>"Resume"</button> }
+            .into_any()
+    } else {
+        let resume = resume.clone();
+        view! {
+            <input id=picker_id.clone() type="file" class="sr" aria-label=choose.clone()
+                on:change=move |ev| {
+                    let input: web_sys::HtmlInputElement = event_target(&ev);
+                    let file = input.files().and_then(|list| list.get(0));
+                    input.set_value("");
+                    if file.is_some() {
+                        resume(file);
+                    }
+                }/>
+            <label for=picker_id class="button small" title="This page cannot keep a file across a reload: choose the same file and only what is missing is sent">{choose}</label>
+        }
+        .into_any()
+    };
+    view! {
+        <div class="transfer stopped" role="group" aria-label=label>
+            <span>{text}</span>
+            {action}
+            <button type="button" class="small" on:click=move |_| {
+                if let Some(d) = driver.get_value() {
+                    crate::files::discard(&d, for_discard.clone());
+                }
+            }>"Discard"</button>
         </div>
     }
 }

@@ -233,6 +233,9 @@ pub(crate) struct ReactionView {
 pub(crate) struct MessageActions {
     pub(crate) answer: bool,
     pub(crate) amend: bool,
+    /// Report it to the operator: someone else's message that carries a verified franking
+    /// proof (docs/reporting.md).
+    pub(crate) report: bool,
 }
 
 /// The longest reaction shown, in bytes: the native client sends nothing longer (an emoji
@@ -386,6 +389,11 @@ pub(crate) struct Ui {
     pub(crate) history: RwSignal<Option<HistoryTransferView>>,
     /// Object URLs of the thumbnails shown, by message key (made once each).
     thumbnails: StoredValue<BTreeMap<String, Option<ThumbnailView>>, LocalStorage>,
+    /// Uploads recorded but not under way (`crate::uploads`): after a reload, or a failure.
+    pub(crate) stopped_uploads: RwSignal<Vec<crate::uploads::StoppedUpload>>,
+    /// The files of stopped uploads this page still holds, by upload id: resumed without
+    /// choosing them again.
+    pub(crate) held_files: StoredValue<BTreeMap<String, web_sys::File>, LocalStorage>,
 }
 
 impl Ui {
@@ -409,6 +417,8 @@ impl Ui {
             saved: RwSignal::new(BTreeMap::new()),
             history: RwSignal::new(None),
             thumbnails: StoredValue::new_local(BTreeMap::new()),
+            stopped_uploads: RwSignal::new(Vec::new()),
+            held_files: StoredValue::new_local(BTreeMap::new()),
         }
     }
 
@@ -541,6 +551,18 @@ impl Ui {
         let receipts = read_receipts_on(&store);
         // What disappeared goes before anything is drawn.
         let _ = store.expire_messages(now);
+        crate::uploads::forget_expired(&store, now);
+        let running: Vec<String> = self
+            .transfers
+            .get_untracked()
+            .into_iter()
+            .filter(|t| t.upload)
+            .map(|t| t.key)
+            .collect();
+        let stopped = crate::uploads::stopped(&store, &running);
+        if stopped != self.stopped_uploads.get_untracked() {
+            self.stopped_uploads.set(stopped);
+        }
         let mut conversations = Vec::new();
         for row in store.conversations().unwrap_or_default() {
             let Some(id) = ConversationId::parse(&row.id) else {
@@ -734,6 +756,7 @@ impl Ui {
                             actions: MessageActions {
                                 answer,
                                 amend: answer && mine,
+                                report: answer && !mine && m.detail.franking.is_some(),
                             },
                             from: m.from.clone(),
                             mine,

@@ -2,9 +2,7 @@
 //! reporting accounts. Decisions are the server's (it enforces them); this device keeps a copy
 //! to decide which incoming messages to hold back as requests (see `store/consent.rs`).
 
-use nightjar_api::{
-    ConsentState, DeviceAddress, FrankingStamp, MessageReportRequest, ReportRequest,
-};
+use nightjar_api::{ConsentState, ReportRequest};
 use nightjar_core::content::MessageId;
 use serde::Serialize;
 
@@ -122,35 +120,10 @@ impl Client {
     /// (`block` does that).
     pub async fn report_message(&mut self, id: &str, reason: Option<&str>) -> Result<u64> {
         let message = self.find_message(id)?;
-        if message.outgoing {
-            return Err(Error::Usage(
-                "that message is from this account: there is nothing to report".into(),
-            ));
-        }
-        let Some(franking) = message.detail.franking else {
-            return Err(Error::Usage(format!(
-                "message {} cannot be reported: it carries no franking proof (its sender's \
-                 app or the server predates reporting), or its sender deleted it",
-                message.id
-            )));
-        };
+        let request = message
+            .report_request(reason)
+            .map_err(|e| Error::Usage(format!("message {}: {e}", message.id)))?;
         self.ensure_ready().await?;
-        let request = MessageReportRequest {
-            conversation_id: message.conversation,
-            sender: DeviceAddress {
-                username: message.from,
-                device_id: message.device,
-            },
-            message: franking.message,
-            franking_key: franking.key,
-            signature: franking.signature,
-            stamp: FrankingStamp {
-                commitment: franking.commitment,
-                tag: franking.tag,
-                time_ms: franking.time_ms,
-            },
-            reason: reason.map(str::to_owned),
-        };
         Ok(self.api()?.report_message(&request).await?.report_id)
     }
 
