@@ -9,7 +9,7 @@
 # never this. Safe to run again: a running server is reused.
 set -euo pipefail
 
-tools="${NIGHTJAR_TOOLS_DIR:-/var/tmp/nightjar-tools}"
+tools="${NIGHTJAR_TOOLS:-/var/tmp/nightjar-tools}"
 dir="${NIGHTJAR_S3_DIR:-/var/tmp/nightjar-s3}"
 port=9010
 version=0.14.1
