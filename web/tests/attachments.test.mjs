@@ -307,3 +307,67 @@ test("an upload cut off resumes: in the page, and after a reload with the file c
   assert.ok(readFileSync(row.file).equals(data), "ivan's copy differs from gina's file");
   await gina.context.close();
 });
+
+test("a video gets a thumbnail: a frame the sender's browser decoded", async () => {
+  const [kim, lee] = await pair(world, "kim", "lee");
+  // A two-second WebM recorded in kim's page: a red square moving over blue.
+  const webm = await kim.page.evaluate(async () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 640;
+    canvas.height = 360;
+    const context = canvas.getContext("2d");
+    const draw = (t) => {
+      context.fillStyle = "#1d4e89";
+      context.fillRect(0, 0, 640, 360);
+      context.fillStyle = "#e63946";
+      context.fillRect(40 + t * 150, 110, 140, 140);
+    };
+    draw(0);
+    const recorder = new MediaRecorder(canvas.captureStream(25), { mimeType: "video/webm;codecs=vp8" });
+    const chunks = [];
+    recorder.ondataavailable = (e) => chunks.push(e.data);
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start(100);
+    const start = performance.now();
+    while (performance.now() - start < 2_000) {
+      draw((performance.now() - start) / 1_000);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    recorder.stop();
+    await stopped;
+    const blob = new Blob(chunks, { type: "video/webm" });
+    return Array.from(new Uint8Array(await blob.arrayBuffer()));
+  });
+  assert.ok(webm.length > 1_000, `a ${webm.length}-byte video`);
+  await kim.page.getByLabel("Attach").setInputFiles({
+    name: "clip.webm", mimeType: "video/webm", buffer: Buffer.from(webm),
+  });
+
+  // lee sees the frame before downloading anything: mostly blue, with the red square.
+  const file = lee.page.getByRole("group", { name: "File: clip.webm" });
+  await file.waitFor({ timeout: 60_000 });
+  const frame = file.getByRole("img", { name: "Video: clip.webm" });
+  await frame.waitFor({ timeout: 10_000 });
+  const share = await frame.evaluate(async (img) => {
+    await img.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(img, 0, 0);
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let blue = 0;
+    let red = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 2] > 100 && data[i] < 80) blue += 1;
+      if (data[i] > 170 && data[i + 2] < 120) red += 1;
+    }
+    const pixels = data.length / 4;
+    return { blue: blue / pixels, red: red / pixels, width: canvas.width };
+  });
+  assert.ok(share.blue > 0.5 && share.red > 0.03, JSON.stringify(share));
+  assert.equal(share.width, 320);
+  await lee.page.screenshot({ path: path.join(screenshots, "attachment-video.png") });
+  const bytes = await download(lee.page, "clip.webm");
+  assert.ok(bytes.equals(Buffer.from(webm)), "lee's copy differs from kim's video");
+});

@@ -75,6 +75,8 @@ const THUMBNAIL_QUALITIES: [f64; 6] = [0.8, 0.7, 0.6, 0.5, 0.4, 0.3];
 
 /// The media types shown as pictures (a thumbnail inline).
 const PICTURES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// How long the browser may take to open a video and seek to its thumbnail's frame.
+const VIDEO_FRAME_TIMEOUT_MS: i32 = 10_000;
 
 /// Which step of a transfer the progress bar shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +102,11 @@ impl Step {
 /// Whether `media_type` is a picture the page shows inline.
 pub(crate) fn is_picture(media_type: &str) -> bool {
     PICTURES.contains(&media_type)
+}
+
+/// Whether `media_type` is a video (its thumbnail is a frame, shown inline).
+pub(crate) fn is_video(media_type: &str) -> bool {
+    media_type.starts_with("video/")
 }
 
 /// A file size as people read it: `512 bytes`, `12 KB`, `3.4 MB`, `1.2 GB` (binary units).
@@ -151,7 +158,7 @@ fn object_url(parts: &Array, media_type: &str) -> Result<String, String> {
 /// An object URL of the picture's thumbnail, with its size in pixels; `None` unless both the
 /// file and the thumbnail are pictures the page shows.
 pub(crate) fn thumbnail_url(row: &AttachmentRow) -> Option<ThumbnailView> {
-    if !is_picture(&row.media_type) {
+    if !is_picture(&row.media_type) && !is_video(&row.media_type) {
         return None;
     }
     let thumbnail = pointer_of(row)?.thumbnail?;
@@ -888,16 +895,19 @@ async fn put_part(
 /// decoder (which applies the EXIF orientation). `None` for other media types, files over
 /// 64 MiB, and pictures the browser cannot decode.
 async fn thumbnail(file: &web_sys::File, media_type: &str, size: u64) -> Option<Thumbnail> {
-    if !is_picture(media_type) || size > THUMBNAIL_MAX_FILE {
-        return None;
-    }
-    let window = js::window().ok()?;
-    let bitmap: web_sys::ImageBitmap =
+    let bitmap = if is_picture(media_type) && size <= THUMBNAIL_MAX_FILE {
+        let window = js::window().ok()?;
         JsFuture::from(window.create_image_bitmap_with_blob(file).ok()?)
             .await
             .ok()?
             .dyn_into()
-            .ok()?;
+            .ok()?
+    } else if is_video(media_type) {
+        // The browser reads only what it needs of the file to decode one frame.
+        video_frame(file).await?
+    } else {
+        return None;
+    };
     let (width, height) = (bitmap.width(), bitmap.height());
     if width == 0 || height == 0 {
         bitmap.close();
@@ -947,6 +957,71 @@ async fn thumbnail(file: &web_sys::File, media_type: &str, size: u64) -> Option<
         }
     }
     None
+}
+
+/// A frame of the video `file`, a second in (or halfway through a shorter one), decoded by
+/// the browser; `None` if it cannot decode the video within [`VIDEO_FRAME_TIMEOUT_MS`]. The
+/// video is never shown or played.
+async fn video_frame(file: &web_sys::File) -> Option<web_sys::ImageBitmap> {
+    let window = js::window().ok()?;
+    let video: web_sys::HtmlVideoElement = window
+        .document()?
+        .create_element("video")
+        .ok()?
+        .dyn_into()
+        .ok()?;
+    let url = web_sys::Url::create_object_url_with_blob(file).ok()?;
+    video.set_muted(true);
+    video.set_preload("auto");
+    video.set_src(&url);
+    let frame = async {
+        wait_for(&video, "loadeddata").await?;
+        let duration = video.duration();
+        let at = if duration.is_finite() && duration > 0.0 {
+            (duration / 2.0).min(1.0)
+        } else {
+            0.0
+        };
+        video.set_current_time(at);
+        wait_for(&video, "seeked").await?;
+        JsFuture::from(
+            window
+                .create_image_bitmap_with_html_video_element(&video)
+                .ok()?,
+        )
+        .await
+        .ok()?
+        .dyn_into::<web_sys::ImageBitmap>()
+        .ok()
+    }
+    .await;
+    // Let go of the file.
+    let _ = video.remove_attribute("src");
+    video.load();
+    let _ = web_sys::Url::revoke_object_url(&url);
+    frame
+}
+
+/// Waits for `event` on `target`; `None` on an `error` event or after
+/// [`VIDEO_FRAME_TIMEOUT_MS`].
+async fn wait_for(target: &web_sys::EventTarget, event: &str) -> Option<()> {
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        let once = web_sys::AddEventListenerOptions::new();
+        once.set_once(true);
+        let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
+            event, &resolve, &once,
+        );
+        let _ = target.add_event_listener_with_callback_and_add_event_listener_options(
+            "error", &reject, &once,
+        );
+        if let Ok(window) = js::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+                &reject,
+                VIDEO_FRAME_TIMEOUT_MS,
+            );
+        }
+    });
+    JsFuture::from(promise).await.ok().map(drop)
 }
 
 // ---------------------------------------------------------------------------------------

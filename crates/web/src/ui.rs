@@ -855,8 +855,15 @@ fn attachment_view(
     download: impl Fn(String) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let name = a.name.clone();
+    let video = a.video;
+    let kind = if video { "Video" } else { "Picture" };
     let thumbnail = a.thumbnail.clone().map(|t| {
-        view! { <img class="thumb" src=t.url width=t.width height=t.height alt=format!("Picture: {name}")/> }
+        view! {
+            <span class="thumb-frame">
+                <img class="thumb" src=t.url width=t.width height=t.height alt=format!("{kind}: {name}")/>
+                {video.then(|| view! { <span class="play" aria-hidden="true">"▶"</span> })}
+            </span>
+        }
     });
     let transfer = {
         let key = key.clone();

@@ -119,8 +119,10 @@ pub(crate) struct AttachmentView {
     pub(crate) name: String,
     /// The plaintext size in bytes.
     pub(crate) size: u64,
-    /// A picture's thumbnail.
+    /// A picture's thumbnail, or a video's frame.
     pub(crate) thumbnail: Option<ThumbnailView>,
+    /// Whether it is a video (its thumbnail is a frame of it).
+    pub(crate) video: bool,
     /// Whether this device can fetch it: not a file from history another device of the
     /// account sent, which travels without the blob's key.
     pub(crate) fetchable: bool,
@@ -735,6 +737,7 @@ impl Ui {
                                     .unwrap_or_else(|| "attachment".into()),
                                 size: a.size,
                                 thumbnail: self.thumbnail(&key, a),
+                                video: crate::files::is_video(&a.media_type),
                                 fetchable: !a.message.0.is_empty(),
                             });
                         let note = if m.detail.deleted {

@@ -13,10 +13,12 @@ use crate::state::AppState;
 
 /// Only the page's own origin: scripts (and compiling its wasm), styles, API calls and the
 /// stream; nothing inline, nothing framed. Images may also be `blob:` URLs: the thumbnails of
-/// attachments, which the page decrypts itself (object URLs are the page's own origin).
+/// attachments, which the page decrypts itself (object URLs are the page's own origin); and
+/// media only `blob:` URLs: a video the user attaches, opened (never shown) to draw its
+/// thumbnail.
 const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; \
-    form-action 'none'; frame-ancestors 'none'";
+    style-src 'self'; img-src 'self' data: blob:; media-src blob:; connect-src 'self'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const NOT_BUILT: &str = "<!doctype html><title>Nightjar</title>\
     <p>The web app is not built. Run <code>scripts/build-web.sh</code>, then start the server \
