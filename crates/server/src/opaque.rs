@@ -16,7 +16,7 @@
 //! carries a fresh challenge that an existing device signs with its device key.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
@@ -312,6 +312,7 @@ pub(crate) async fn take_login(
 mod tests {
     use super::*;
     use opaque_ke::{ClientLogin, CredentialRequest, ServerLoginParameters};
+    use std::path::Path;
 
     fn state(setup: &ServerSetup<Suite>) -> LoginKind {
         let client = ClientLogin::<Suite>::start(&mut OsRng, b"pw").unwrap();
