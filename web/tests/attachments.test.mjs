@@ -4,14 +4,14 @@
 // hold in memory.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createReadStream, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import {
+  closeSync, createReadStream, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync,
+} from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { crc32, deflateSync } from "node:zlib";
-import {
-  pair, serverAndBrowser, openApp, register, openChat, send, seeMessage, screenshots, cli,
-} from "./harness.mjs";
+import { cliAndBrowser, pair, serverAndBrowser, send, seeMessage, screenshots, cli } from "./harness.mjs";
 
 // Parts of 1 MiB: a 3 MiB picture goes up in several requests, so its progress moves.
 const world = serverAndBrowser({ before, after }, { serverArgs: ["--blob-part-bytes", String(1 << 20)] });
@@ -143,14 +143,7 @@ test("a browser user sends a picture to another: progress, thumbnail, the same b
 });
 
 test("files between the command line and the browser, both ways", async () => {
-  const carolDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-carol-"));
-  await cli(carolDir, ["register", "--server", world.server.url, "carol"]);
-  const dave = await openApp(world.browser, world.server.url);
-  await register(dave.page, "dave");
-  await cli(carolDir, ["accept", "dave"]);
-  await openChat(dave.page, "carol");
-  await send(dave.page, "hi carol");
-  await dave.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  const { dir: carolDir, browser: dave } = await cliAndBrowser(world, "carol", "dave", "hi carol");
   const first = await cli(carolDir, ["sync", "--json"]);
   assert.ok(first.includes("hi carol"), first);
 
@@ -195,14 +188,7 @@ async function sha256Of(file) {
 }
 
 test("a 300 MiB file from the command line downloads whole in the browser", async () => {
-  const erinDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-erin-"));
-  await cli(erinDir, ["register", "--server", world.server.url, "erin"]);
-  const frank = await openApp(world.browser, world.server.url);
-  await register(frank.page, "frank");
-  await cli(erinDir, ["accept", "frank"]);
-  await openChat(frank.page, "erin");
-  await send(frank.page, "hi erin");
-  await frank.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  const { dir: erinDir, browser: frank } = await cliAndBrowser(world, "erin", "frank", "hi erin");
 
   // Random bytes written a MiB at a time, hashed on the way.
   const big = path.join(erinDir, "big.bin");
@@ -231,14 +217,7 @@ test("a 300 MiB file from the command line downloads whole in the browser", asyn
 });
 
 test("an upload cut off resumes: in the page, and after a reload with the file chosen again", async () => {
-  const ivanDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-ivan-"));
-  await cli(ivanDir, ["register", "--server", world.server.url, "ivan"]);
-  const gina = await openApp(world.browser, world.server.url);
-  await register(gina.page, "gina");
-  await cli(ivanDir, ["accept", "gina"]);
-  await openChat(gina.page, "ivan");
-  await send(gina.page, "hi ivan");
-  await gina.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  const { dir: ivanDir, browser: gina } = await cliAndBrowser(world, "ivan", "gina", "hi ivan");
 
   // 6 MiB: parts of 1 MiB on this server (the blob's answer says how many). The network lets
   // two through, then fails.

@@ -189,3 +189,21 @@ export async function pair(world, a, b) {
   await seeMessage(first.page, `hi ${a}`);
   return [first, second];
 }
+
+/**
+ * A command-line user `cliName` (a new profile directory) and a new browser user `browserName`
+ * on `world`'s server: the command line accepts the browser user, who opens their chat and
+ * sends `first`. Resolves once it is sent, with the profile directory and the browser's
+ * `{ context, page }`.
+ */
+export async function cliAndBrowser(world, cliName, browserName, first) {
+  const dir = mkdtempSync(path.join(tmpdir(), `nightjar-cli-${cliName}-`));
+  await cli(dir, ["register", "--server", world.server.url, cliName]);
+  const browser = await openApp(world.browser, world.server.url);
+  await register(browser.page, browserName);
+  await cli(dir, ["accept", browserName]);
+  await openChat(browser.page, cliName);
+  await send(browser.page, first);
+  await browser.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  return { dir, browser };
+}

@@ -9,8 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import {
-  pair, until, sleep, serverAndBrowser, openApp, register, openChat, send, seeMessage,
-  screenshots, cli,
+  cliAndBrowser, pair, until, sleep, serverAndBrowser, send, seeMessage, screenshots, cli,
 } from "./harness.mjs";
 
 /** The moderators' token of this file's server (`--moderator-token-file`). */
@@ -225,14 +224,7 @@ async function syncUntil(dir, seen, done, what) {
 }
 
 test("the command line and the browser reply, react, edit, delete and set the timer both ways", async () => {
-  const carolDir = mkdtempSync(path.join(tmpdir(), "nightjar-cli-carol-"));
-  await cli(carolDir, ["register", "--server", world.server.url, "carol"]);
-  const dave = await openApp(world.browser, world.server.url);
-  await register(dave.page, "dave");
-  await cli(carolDir, ["accept", "dave"]);
-  await openChat(dave.page, "carol");
-  await send(dave.page, "from the browser");
-  await dave.page.locator('.message[data-state="sent"]').first().waitFor({ timeout: 30_000 });
+  const { dir: carolDir, browser: dave } = await cliAndBrowser(world, "carol", "dave", "from the browser");
   const rows = [];
   await syncUntil(carolDir, rows, (r) => r.some((m) => m.text === "from the browser"), "dave's message");
   const fromBrowser = rows.find((m) => m.type === "text" && m.text === "from the browser");
