@@ -8,26 +8,13 @@
 mod common;
 
 use common::*;
-use nightjar_api::{ErrorCode, FrankingStamp, MessageReportRequest};
+use nightjar_api::{ErrorCode, MessageReportRequest};
 use nightjar_client::api::Api;
 use nightjar_client::store::{DB_FILE, Store};
 use nightjar_core::content::{Content, Message};
 use serde_json::Value;
 
 const TOKEN: &str = "cli-moderator-token-0123456789";
-
-/// The message id `send` printed (`... message ID)`).
-fn sent_id(stdout: &str) -> String {
-    let id = stdout
-        .trim()
-        .rsplit("message ")
-        .next()
-        .unwrap()
-        .trim_end_matches(')')
-        .to_owned();
-    assert_eq!(id.len(), 32, "{stdout}");
-    id
-}
 
 /// What `device` would send to report message `id` (read from its profile, as the client
 /// does), and its session token.
@@ -38,24 +25,10 @@ fn report_from_profile(device: &Device, id: &str) -> (MessageReportRequest, Stri
         .find_message(id)
         .unwrap()
         .expect("the message is stored");
-    let franking = message.detail.franking.expect("a reportable message");
     let token = store.meta("token").unwrap().expect("a session");
-    let request = MessageReportRequest {
-        conversation_id: message.conversation,
-        sender: nightjar_api::DeviceAddress {
-            username: message.from,
-            device_id: message.device,
-        },
-        message: franking.message,
-        franking_key: franking.key,
-        signature: franking.signature,
-        stamp: FrankingStamp {
-            commitment: franking.commitment,
-            tag: franking.tag,
-            time_ms: franking.time_ms,
-        },
-        reason: Some("hand-crafted".into()),
-    };
+    let request = message
+        .report_request(Some("hand-crafted"))
+        .expect("a reportable message");
     (request, token)
 }
 

@@ -143,21 +143,11 @@ async fn send_sealed(
 
 /// What `device` received: each envelope with what its engine made of it (acknowledged).
 async fn receive(server: &TestServer, device: &mut Device) -> Vec<(Envelope, Incoming)> {
-    let inbox: InboxResponse = server.get_ok("/v1/messages", device.token()).await;
-    let ids: Vec<u64> = inbox.envelopes.iter().map(|e| e.id).collect();
-    let mut out = Vec::new();
-    for e in inbox.envelopes {
-        if let Ok(incoming) = device.engine.process(NOW, &e.payload.0) {
-            out.push((e, incoming));
-        }
-    }
-    if !ids.is_empty() {
-        let (status, body) = server
-            .post("/v1/messages/ack", device.token(), &AckRequest { ids })
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    }
-    out
+    deliver_envelopes(server, device)
+        .await
+        .into_iter()
+        .filter_map(|(envelope, processed)| Some((envelope, processed.ok()?)))
+        .collect()
 }
 
 /// The report a recipient makes of a received, franked message.

@@ -752,12 +752,28 @@ pub async fn deliver(
     server: &TestServer,
     device: &mut Device,
 ) -> Vec<Result<Incoming, nightjar_core::Error>> {
+    deliver_envelopes(server, device)
+        .await
+        .into_iter()
+        .map(|(_, processed)| processed)
+        .collect()
+}
+
+/// [`deliver`], keeping each envelope beside what processing it gave (for what the server
+/// put on the envelope, such as its franking stamp).
+pub async fn deliver_envelopes(
+    server: &TestServer,
+    device: &mut Device,
+) -> Vec<(Envelope, Result<Incoming, nightjar_core::Error>)> {
     let inbox: InboxResponse = server.get_ok("/v1/messages", device.token()).await;
     let ids: Vec<u64> = inbox.envelopes.iter().map(|e| e.id).collect();
     let out = inbox
         .envelopes
-        .iter()
-        .map(|e| device.engine.process(NOW, &e.payload.0))
+        .into_iter()
+        .map(|e| {
+            let processed = device.engine.process(NOW, &e.payload.0);
+            (e, processed)
+        })
         .collect();
     if !ids.is_empty() {
         let (status, body) = server
