@@ -438,9 +438,14 @@ pub(crate) fn resume(driver: &Driver, id: String, file: web_sys::File) {
 /// expires).
 pub(crate) fn discard(driver: &Driver, id: String) {
     driver.intent(move |machine, _, ui| {
-        uploads::forget(machine.store(), &id);
-        ui.held_files.update_value(|held| drop(held.remove(&id)));
+        forget_upload(machine.store(), ui, &id);
     });
+}
+
+/// Forgets the recorded upload `id` and the file this page held for it.
+fn forget_upload(store: &nightjar_machine::MemoryClientStore, ui: &Ui, id: &str) {
+    uploads::forget(store, id);
+    ui.held_files.update_value(|held| drop(held.remove(id)));
 }
 
 /// What a file's name, size and modification time say about its contents.
@@ -637,8 +642,7 @@ impl Upload<'_> {
                 self.ui.error(format!("could not send {name}: {why}"));
                 let id = self.id.clone();
                 self.driver.intent(move |machine, _, ui| {
-                    uploads::forget(machine.store(), &id);
-                    ui.held_files.update_value(|held| drop(held.remove(&id)));
+                    forget_upload(machine.store(), ui, &id);
                 });
             }
         }
@@ -674,8 +678,7 @@ fn send(
         let name = pointer.file_name.clone().unwrap_or_default();
         match machine.send_message(now, conversation, Content::Attachment(pointer)) {
             Ok(message) => {
-                uploads::forget(machine.store(), &id);
-                ui.held_files.update_value(|held| drop(held.remove(&id)));
+                forget_upload(machine.store(), ui, &id);
                 if let Ok(url) = web_sys::Url::create_object_url_with_blob(&file) {
                     let key = format!("{}/{}", machine.me().username, message.to_hex());
                     ui.saved.update(|saved| {

@@ -553,7 +553,7 @@ impl Ui {
         let receipts = read_receipts_on(&store);
         // What disappeared goes before anything is drawn.
         let _ = store.expire_messages(now);
-        crate::uploads::forget_expired(&store, now);
+        let pending = crate::uploads::forget_expired(&store, now);
         let running: Vec<String> = self
             .transfers
             .get_untracked()
@@ -561,7 +561,7 @@ impl Ui {
             .filter(|t| t.upload)
             .map(|t| t.key)
             .collect();
-        let stopped = crate::uploads::stopped(&store, &running);
+        let stopped = crate::uploads::stopped(pending, &running);
         if stopped != self.stopped_uploads.get_untracked() {
             self.stopped_uploads.set(stopped);
         }

@@ -157,17 +157,15 @@ pub(crate) fn forget(store: &MemoryClientStore, id: &str) {
     }
 }
 
-/// Forgets the uploads whose blob the server has deleted by `now_ms`.
-pub(crate) fn forget_expired(store: &MemoryClientStore, now_ms: u64) {
-    let list = pending(store);
-    let kept: Vec<PendingUpload> = list
-        .iter()
-        .filter(|u| u.expires_at > now_ms)
-        .cloned()
-        .collect();
-    if kept.len() != list.len() {
-        write(store, &kept);
+/// Forgets the uploads whose blob the server has deleted by `now_ms`; the others.
+pub(crate) fn forget_expired(store: &MemoryClientStore, now_ms: u64) -> Vec<PendingUpload> {
+    let mut list = pending(store);
+    let before = list.len();
+    list.retain(|u| u.expires_at > now_ms);
+    if list.len() != before {
+        write(store, &list);
     }
+    list
 }
 
 /// A stopped upload as the chat offers it.
@@ -182,9 +180,9 @@ pub(crate) struct StoppedUpload {
     pub(crate) total: u64,
 }
 
-/// The recorded uploads not under way in this page (`running` names those that are).
-pub(crate) fn stopped(store: &MemoryClientStore, running: &[String]) -> Vec<StoppedUpload> {
-    pending(store)
+/// The uploads of `pending` not under way in this page (`running` names those that are).
+pub(crate) fn stopped(pending: Vec<PendingUpload>, running: &[String]) -> Vec<StoppedUpload> {
+    pending
         .into_iter()
         .filter(|u| !running.contains(&u.id))
         .filter_map(|u| {
@@ -238,9 +236,10 @@ mod tests {
         let (key, digest) = pending(&store)[0].secrets().unwrap();
         assert_eq!((key.as_bytes(), digest), (&[7; 32], [9; 32]));
 
-        assert_eq!(stopped(&store, &["a".into()]).len(), 1);
-        forget_expired(&store, 250);
-        assert_eq!(stopped(&store, &[])[0].id, "a");
+        assert_eq!(stopped(pending(&store), &["a".into()]).len(), 1);
+        let kept = forget_expired(&store, 250);
+        assert_eq!(kept, pending(&store));
+        assert_eq!(stopped(kept, &[])[0].id, "a");
         forget(&store, "a");
         assert!(pending(&store).is_empty());
         assert_eq!(store.meta(PENDING_UPLOADS).unwrap(), None);
