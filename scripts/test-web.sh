@@ -2,8 +2,8 @@
 # Browser tests of the web app (web/tests): a real `nightjar server` serving web/dist, and
 # Debian's Chromium driven by playwright-core from npm. No browser is ever downloaded: the
 # system's /usr/bin/chromium is required (Debian package `chromium`; .ci/run installs it).
-# Expects the debug `nightjar` binary (cargo build -p nightjar-cli) and a built web/dist
-# (scripts/build-web.sh). Screenshots land in web/tests/screenshots.
+# Expects a built web/dist (scripts/build-web.sh); builds the debug `nightjar` binary unless
+# NIGHTJAR_BIN names one. Screenshots land in web/tests/screenshots.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,7 +11,9 @@ if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "browser tests need Chromium: apt-get install chromium" >&2
   exit 1
 fi
-cargo build -p nightjar-cli
+if [ -z "${NIGHTJAR_BIN:-}" ]; then
+  cargo build -p nightjar-cli
+fi
 # The call tests relay through a loopback coturn when one can be started (Debian's package).
 if [ -z "${NIGHTJAR_TEST_TURN_URL:-}" ] && command -v turnserver >/dev/null 2>&1; then
   eval "$(scripts/coturn.sh)"

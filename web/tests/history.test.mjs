@@ -279,7 +279,10 @@ test("with the browser's history setting off, a new CLI device gets none", async
   await web.page.getByRole("button", { name: "Devices" }).click();
   const dialog = web.page.getByRole("dialog", { name: "Your devices" });
   const setting = dialog.getByLabel("History for a new device");
-  assert.equal(await setting.inputValue(), "90");
+  // The setting is read from the vault after the panel opens; until then the list is empty.
+  await web.page.waitForFunction(
+    () => document.querySelector("#history-days")?.value === "90", null, { timeout: 10_000 },
+  );
   await setting.selectOption({ label: "Off" });
   // The setting is kept: the panel shows it again.
   await dialog.getByRole("button", { name: "Close" }).click();

@@ -228,7 +228,7 @@ fn Devices(ui: Ui, driver: DriverCell) -> impl IntoView {
             </form>
             <div class="history-setting">
                 <label for="history-days">"History for a new device"</label>
-                <select id="history-days" on:change=set_history_days>{history_options}</select>
+                <select id="history-days" on:change=set_history_days disabled=move || history_days.get().is_none()>{history_options}</select>
                 <p class="fine">"A device you approve here gets your conversations and the messages of this period, end-to-end encrypted for it alone."</p>
             </div>
             {sending}
