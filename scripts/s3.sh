@@ -6,7 +6,8 @@
 # into /var/tmp/nightjar-tools/s3s-fs the first time (a few minutes on two cores; later runs
 # reuse it). It listens on loopback only, with fixed test keys, and keeps its data under
 # /var/tmp/nightjar-s3 (one directory per bucket). Production uses Garage (docs/attachments.md),
-# never this. Safe to run again: a running server is reused.
+# never this. Safe to run again: a running server is reused. `scripts/s3.sh --build-only` only
+# builds s3s-fs (when missing) and prints nothing.
 set -euo pipefail
 
 tools="${NIGHTJAR_TOOLS:-/var/tmp/nightjar-tools}"
@@ -29,6 +30,10 @@ if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -qF "$version"; then
   # build holds), and the versions its lock file names.
   env -u CARGO_TARGET_DIR cargo install s3s-fs --version "=$version" --features binary \
     --locked --root "$tools/s3s-fs" >&2
+fi
+
+if [ "${1:-}" = "--build-only" ]; then
+  exit 0
 fi
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
