@@ -288,6 +288,12 @@ pub enum CallEvent {
         /// the call.
         participants: BTreeMap<String, String>,
     },
+    /// This device was removed from the group while it was in the call (a commit took it
+    /// out): the call ends here, and the user should be told why. [`CallEvent::Ended`] follows.
+    Removed {
+        /// The call.
+        call: CallId,
+    },
     /// The call is over on this device.
     Ended {
         /// The call.
@@ -494,6 +500,7 @@ impl CallBook {
             let key = call.to_hex();
             if !members.contains(&mine) {
                 if self.calls.get(&key).is_some_and(|r| r.here) {
+                    step.events.push(CallEvent::Removed { call });
                     self.leave_group(now, me, call, step);
                 }
                 if let Some(record) = self.calls.get_mut(&key) {

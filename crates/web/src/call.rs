@@ -544,6 +544,17 @@ pub(crate) fn on_event(ui: &Ui, event: &CallEvent) {
                 let _ = add_candidate(&json).await;
             });
         }
+        CallEvent::Removed { call } => {
+            // The removal's commit came before the forwarding unit's "kicked" (which says the
+            // same and hangs up first when it wins the race).
+            if ui
+                .call
+                .get_untracked()
+                .is_some_and(|view| view.id == Some(call))
+            {
+                ui.error("You were removed from the call.".into());
+            }
+        }
         CallEvent::Ended { call, end, .. } => {
             let Some(view) = ui.call.get_untracked() else {
                 return;

@@ -517,9 +517,28 @@ fn a_member_removed_from_the_group_leaves_its_calls_and_a_removed_device_ends_it
     assert!(carols.join_group(T0 + 200, &carol, CallId([1; 16])));
     let mut step = CallStep::default();
     carols.members_changed(T0 + 5_200, &carol, conv(), &members(&[&alice]), &mut step);
+    assert!(
+        matches!(step.events.first(), Some(CallEvent::Removed { call }) if *call == CallId([1; 16])),
+        "she is told why her call ended: {:?}",
+        step.events
+    );
     assert_eq!(step.rows.len(), 1);
     assert_eq!(row_text(&step).as_deref(), Some("group video call, 0:05"));
     assert!(!carols.calls.contains_key(&key));
+    // Removed while the call only rang on her device: nothing to be told about.
+    let mut ringing = CallBook::default();
+    ringing.on_signal(T0 + 100, &carol, origin(&alice, T0), &join(), true);
+    let mut step = CallStep::default();
+    ringing.members_changed(T0 + 300, &carol, conv(), &members(&[&alice]), &mut step);
+    assert!(
+        !step
+            .events
+            .iter()
+            .any(|e| matches!(e, CallEvent::Removed { .. })),
+        "{:?}",
+        step.events
+    );
+    assert!(ringing.calls.is_empty());
 }
 
 #[test]
