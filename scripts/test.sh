@@ -27,9 +27,11 @@ trap stop_background EXIT
 beside() {
   local log="$1"
   shift
-  setsid nice -n 10 "$@" >"$log" 2>&1 &
+  # The group's priority is set from inside the new session: written from here, it could reach
+  # this script's own group before the child has left it.
+  setsid bash -c 'echo 10 >/proc/self/autogroup 2>/dev/null; exec nice -n 10 "$@"' _ "$@" \
+    >"$log" 2>&1 &
   background+=("$!")
-  echo 10 >"/proc/$!/autogroup" 2>/dev/null || true
 }
 target_dir="$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)"
 
