@@ -329,6 +329,20 @@ fn stock_group(suite: Ciphersuite, size: usize) -> StockGroup {
     }
 }
 
+/// Benches the member in `snapshot` processing `bytes` (a commit or a message), from the same
+/// state every time.
+fn bench_receive(b: &mut criterion::Bencher<'_>, snapshot: &Snapshot, bytes: &[u8]) {
+    b.iter_batched(
+        || snapshot.restore(),
+        |(member, group)| {
+            let mut group = group.expect("a member's snapshot holds its group");
+            member.receive(&mut group, bytes);
+            (group, member)
+        },
+        BatchSize::PerIteration,
+    );
+}
+
 /// Under `cargo bench` groups of 10, 100 and 1,000; under `cargo test --benches` 10 only.
 fn sizes() -> &'static [usize] {
     if std::env::args().any(|a| a == "--bench") {
@@ -395,15 +409,7 @@ fn groups(c: &mut Criterion) {
                 let Added {
                     group: g, commit, ..
                 } = added(&mut fixture, suite, size);
-                b.iter_batched(
-                    || g.member.restore(),
-                    |(member, group)| {
-                        let mut group = group.unwrap();
-                        member.receive(&mut group, commit);
-                        (group, member)
-                    },
-                    BatchSize::PerIteration,
-                );
+                bench_receive(b, &g.member, commit);
             });
             group.bench_function(BenchmarkId::new("add_join", size), |b| {
                 let Added {
@@ -430,15 +436,7 @@ fn groups(c: &mut Criterion) {
                 let Added {
                     group: g, message, ..
                 } = added(&mut fixture, suite, size);
-                b.iter_batched(
-                    || g.member.restore(),
-                    |(member, group)| {
-                        let mut group = group.unwrap();
-                        member.receive(&mut group, message);
-                        (group, member)
-                    },
-                    BatchSize::PerIteration,
-                );
+                bench_receive(b, &g.member, message);
             });
         }
         group.finish();
